@@ -1,0 +1,81 @@
+//! Decoding verdict events from the ring buffer.
+
+use enforcer_common::{
+    ABI_VERSION,
+    event::{EVENT_VERDICT, VerdictEvent},
+};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("event of {0} bytes is shorter than a verdict ({1} bytes)")]
+    Short(usize, usize),
+    #[error("event ABI {0} does not match the agent's ABI {ABI_VERSION}")]
+    Abi(u16),
+    #[error("unknown event kind {0}")]
+    Kind(u16),
+}
+
+/// Copies a raw ring-buffer record into a [`VerdictEvent`], checking ABI and kind.
+pub fn decode(bytes: &[u8]) -> Result<VerdictEvent, DecodeError> {
+    let size = size_of::<VerdictEvent>();
+    if bytes.len() < size {
+        return Err(DecodeError::Short(bytes.len(), size));
+    }
+    // SAFETY: length checked; VerdictEvent is plain old data valid for any bit pattern;
+    // read_unaligned because ring-buffer records are only 8-byte aligned.
+    let event = unsafe { bytes.as_ptr().cast::<VerdictEvent>().read_unaligned() };
+    if event.abi != ABI_VERSION {
+        return Err(DecodeError::Abi(event.abi));
+    }
+    if event.kind != EVENT_VERDICT {
+        return Err(DecodeError::Kind(event.kind));
+    }
+    Ok(event)
+}
+
+/// The path carried by an exec or file verdict.
+pub fn path(event: &VerdictEvent) -> String {
+    let len = (event.path_len as usize).min(event.path.len());
+    String::from_utf8_lossy(&event.path[..len]).into_owned()
+}
+
+/// The task's command name.
+pub fn comm(event: &VerdictEvent) -> String {
+    let len = event.comm.iter().position(|&b| b == 0).unwrap_or(event.comm.len());
+    String::from_utf8_lossy(&event.comm[..len]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(abi: u16, kind: u16) -> Vec<u8> {
+        // SAFETY: all-zero is a valid VerdictEvent.
+        let mut event: VerdictEvent = unsafe { std::mem::zeroed() };
+        event.abi = abi;
+        event.kind = kind;
+        event.path[..4].copy_from_slice(b"/etc");
+        event.path_len = 4;
+        event.comm[..3].copy_from_slice(b"cat");
+        // SAFETY: reading the bytes of a plain-old-data value.
+        unsafe { std::slice::from_raw_parts((&raw const event).cast::<u8>(), size_of::<VerdictEvent>()) }
+            .to_vec()
+    }
+
+    #[test]
+    fn decodes_a_verdict() {
+        let event = decode(&raw(ABI_VERSION, EVENT_VERDICT)).unwrap();
+        assert_eq!(path(&event), "/etc");
+        assert_eq!(comm(&event), "cat");
+    }
+
+    #[test]
+    fn rejects_short_wrong_abi_and_kind() {
+        assert!(matches!(decode(&[0; 8]), Err(DecodeError::Short(8, _))));
+        assert_eq!(
+            decode(&raw(ABI_VERSION + 1, EVENT_VERDICT)).err(),
+            Some(DecodeError::Abi(ABI_VERSION + 1))
+        );
+        assert_eq!(decode(&raw(ABI_VERSION, 9)).err(), Some(DecodeError::Kind(9)));
+    }
+}

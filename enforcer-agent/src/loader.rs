@@ -1,0 +1,133 @@
+//! Loading, feature-probing and attaching the kernel programs.
+
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{CgroupAttachMode, CgroupSockAddr, Lsm},
+};
+use enforcer_common::maps::globals;
+
+use crate::btf::{Btf, BtfError};
+
+/// The kernel object, built by `aya-build` and embedded at compile time.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer"));
+
+/// LSM programs: (program name, hook).
+pub const LSM_PROGRAMS: [(&str, &str); 2] =
+    [("bprm_check_security", "bprm_check_security"), ("file_open", "file_open")];
+/// cgroup socket-address programs, attached to the cgroup root.
+pub const CGROUP_PROGRAMS: [&str; 4] = ["connect4", "connect6", "sendmsg4", "sendmsg6"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("reading kernel BTF: {0}")]
+    Btf(#[from] BtfError),
+    #[error("reading kernel BTF for LSM attachment: {0}")]
+    AyaBtf(#[from] aya::BtfError),
+    #[error("loading the eBPF object: {0}")]
+    Object(#[from] aya::EbpfError),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("program {0} missing from the eBPF object")]
+    MissingProgram(&'static str),
+    #[error("opening cgroup root {path}: {source}")]
+    CgroupRoot {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "BPF LSM is not active on this kernel (active LSMs: {active}); exec and file rules \
+         cannot be enforced. Add `bpf` to the kernel's `lsm=` boot parameter, e.g. \
+         lsm={active},bpf, or run network-only"
+    )]
+    NoBpfLsm { active: String },
+}
+
+/// What the running kernel offers.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Features {
+    pub kernel: String,
+    pub btf: bool,
+    pub bpf_lsm: bool,
+    pub active_lsms: String,
+}
+
+impl Features {
+    pub fn probe() -> Self {
+        let active_lsms = std::fs::read_to_string("/sys/kernel/security/lsm")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default();
+        Self {
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default(),
+            btf: Path::new("/sys/kernel/btf/vmlinux").exists(),
+            bpf_lsm: active_lsms.split(',').any(|l| l == "bpf"),
+            active_lsms,
+        }
+    }
+}
+
+/// How to load.
+pub struct Options {
+    /// The cgroup (v2) the socket programs attach to; it and its descendants are covered.
+    pub cgroup_root: PathBuf,
+    /// Skip the LSM programs (exec and file rules are then not enforced).
+    pub network_only: bool,
+}
+
+/// Loads the object with the running kernel's struct offsets and attaches every program.
+/// Programs stay attached for as long as the returned `Ebpf` lives.
+pub fn load(options: &Options) -> Result<Ebpf, LoadError> {
+    let features = Features::probe();
+    if !options.network_only && !features.bpf_lsm {
+        return Err(LoadError::NoBpfLsm { active: features.active_lsms });
+    }
+    let btf = Btf::from_sys()?;
+    let off_bprm_file = btf.member_offset("linux_binprm", "file")?;
+    let off_f_path = btf.member_offset("file", "f_path")?;
+    let off_f_mode = btf.member_offset("file", "f_mode")?;
+    let mut ebpf = EbpfLoader::new()
+        .override_global(globals::OFF_BPRM_FILE, &off_bprm_file, true)
+        .override_global(globals::OFF_FILE_F_PATH, &off_f_path, true)
+        .override_global(globals::OFF_FILE_F_MODE, &off_f_mode, true)
+        .load(OBJECT)?;
+
+    if !options.network_only {
+        let kernel_btf = aya::Btf::from_sys_fs()?;
+        for (name, hook) in LSM_PROGRAMS {
+            let program: &mut Lsm = ebpf
+                .program_mut(name)
+                .ok_or(LoadError::MissingProgram(name))?
+                .try_into()
+                .map_err(|source| LoadError::Program { name, source })?;
+            program.load(hook, &kernel_btf).map_err(|source| LoadError::Program { name, source })?;
+            program.attach().map_err(|source| LoadError::Program { name, source })?;
+        }
+    }
+    let root = File::open(&options.cgroup_root)
+        .map_err(|source| LoadError::CgroupRoot { path: options.cgroup_root.clone(), source })?;
+    for name in CGROUP_PROGRAMS {
+        let program: &mut CgroupSockAddr = ebpf
+            .program_mut(name)
+            .ok_or(LoadError::MissingProgram(name))?
+            .try_into()
+            .map_err(|source| LoadError::Program { name, source })?;
+        program.load().map_err(|source| LoadError::Program { name, source })?;
+        // Attached as a BPF link, which always coexists with other programs on the cgroup;
+        // the kernel rejects link creation with the ALLOW_MULTI flag, so pass no flag.
+        program
+            .attach(&root, CgroupAttachMode::Single)
+            .map_err(|source| LoadError::Program { name, source })?;
+    }
+    Ok(ebpf)
+}

@@ -1,0 +1,192 @@
+//! The only module that touches `aya::maps`: installs compiled policy sets, binds cgroups,
+//! reads counters and hands out the event ring buffer.
+
+use std::borrow::BorrowMut;
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf, lpm_trie::Key},
+};
+use enforcer_common::{
+    SLOTS,
+    maps::{
+        self as names, Binding, CgroupKey, IdentityConfig, IdentityKey, NET_KEY_FIXED_BITS, NetEntry, NetKey,
+        PathKey, PathRule,
+    },
+    verdict::stat,
+};
+
+use crate::policy::compiled::CompiledSet;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MapsError {
+    #[error("map {0} missing from the eBPF object")]
+    Missing(&'static str),
+    #[error("map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: MapError,
+    },
+}
+
+fn err(map: &'static str) -> impl FnOnce(MapError) -> MapsError {
+    move |source| MapsError::Map { map, source }
+}
+
+/// Typed handles on the policy maps.
+pub struct KernelMaps {
+    active: Array<MapData, u32>,
+    generation: Array<MapData, u64>,
+    bindings: HashMap<MapData, CgroupKey, Binding>,
+    cache: HashMap<MapData, CgroupKey, u32>,
+    identities: HashMap<MapData, IdentityKey, IdentityConfig>,
+    path_rules: HashMap<MapData, PathKey, PathRule>,
+    net_rules: LpmTrie<MapData, NetKey, NetEntry>,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, MapsError> {
+    ebpf.take_map(name).ok_or(MapsError::Missing(name))
+}
+
+impl KernelMaps {
+    /// Takes the maps out of a loaded object (the programs keep their own references).
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
+        Ok(Self {
+            active: Array::try_from(take(ebpf, names::ACTIVE)?).map_err(err(names::ACTIVE))?,
+            generation: Array::try_from(take(ebpf, names::SLOT_GENERATION)?)
+                .map_err(err(names::SLOT_GENERATION))?,
+            bindings: HashMap::try_from(take(ebpf, names::CGROUP_BINDINGS)?)
+                .map_err(err(names::CGROUP_BINDINGS))?,
+            cache: HashMap::try_from(take(ebpf, names::CGROUP_CACHE)?).map_err(err(names::CGROUP_CACHE))?,
+            identities: HashMap::try_from(take(ebpf, names::IDENTITIES)?).map_err(err(names::IDENTITIES))?,
+            path_rules: HashMap::try_from(take(ebpf, names::PATH_RULES)?).map_err(err(names::PATH_RULES))?,
+            net_rules: LpmTrie::try_from(take(ebpf, names::NET_RULES)?).map_err(err(names::NET_RULES))?,
+            stats: PerCpuArray::try_from(take(ebpf, names::STATS)?).map_err(err(names::STATS))?,
+        })
+    }
+
+    /// Slot of the set in force.
+    pub fn active_slot(&self) -> Result<u32, MapsError> {
+        self.active.get(&0, 0).map_err(err(names::ACTIVE))
+    }
+
+    /// Generation of the set in force.
+    pub fn active_generation(&self) -> Result<u64, MapsError> {
+        let slot = self.active_slot()?;
+        self.generation.get(&slot, 0).map_err(err(names::SLOT_GENERATION))
+    }
+
+    /// Writes `set` into the inactive slot, then switches to it with one store, so every
+    /// hook invocation sees either the old set or the new one in full.
+    ///
+    /// On error the slot in force is untouched (the inactive slot may be half-written;
+    /// it is cleared before its next use).
+    pub fn install(&mut self, set: &CompiledSet) -> Result<u32, MapsError> {
+        let slot = (self.active_slot()? + 1) % SLOTS;
+        self.clear_slot(slot)?;
+        for (identity, config) in &set.identities {
+            self.identities
+                .insert(&IdentityKey { identity: *identity, slot }, config, 0)
+                .map_err(err(names::IDENTITIES))?;
+        }
+        for (key, rule) in &set.path_rules {
+            let key = PathKey {
+                hash: key.hash,
+                identity: key.identity,
+                len: key.len,
+                kind: key.kind,
+                slot: u8::try_from(slot).expect("slot < SLOTS"),
+            };
+            self.path_rules.insert(&key, rule, 0).map_err(err(names::PATH_RULES))?;
+        }
+        for (prefix, entry) in &set.net_rules {
+            let key = Key::new(
+                NET_KEY_FIXED_BITS + u32::from(prefix.prefix_len),
+                NetKey { slot, identity: prefix.identity, addr: prefix.addr },
+            );
+            self.net_rules.insert(&key, entry, 0).map_err(err(names::NET_RULES))?;
+        }
+        // Bindings last: a binding is what makes a cgroup managed in this slot.
+        for (cgroup_id, binding) in &set.bindings {
+            self.bindings
+                .insert(&CgroupKey { cgroup_id: *cgroup_id, slot, pad: 0 }, binding, 0)
+                .map_err(err(names::CGROUP_BINDINGS))?;
+        }
+        self.generation.set(slot, &set.generation, 0).map_err(err(names::SLOT_GENERATION))?;
+        self.active.set(0, &slot, 0).map_err(err(names::ACTIVE))?;
+        Ok(slot)
+    }
+
+    /// Adds or replaces a cgroup binding in the set in force (a cgroup discovered after
+    /// the set was installed), and forgets cached resolutions so descendants see it.
+    pub fn bind_live(&mut self, cgroup_id: u64, binding: Binding) -> Result<(), MapsError> {
+        let slot = self.active_slot()?;
+        self.bindings
+            .insert(&CgroupKey { cgroup_id, slot, pad: 0 }, &binding, 0)
+            .map_err(err(names::CGROUP_BINDINGS))?;
+        self.clear_cache(slot)
+    }
+
+    fn clear_slot(&mut self, slot: u32) -> Result<(), MapsError> {
+        remove_where(&mut self.bindings, names::CGROUP_BINDINGS, |k| k.slot == slot)?;
+        remove_where(&mut self.identities, names::IDENTITIES, |k| k.slot == slot)?;
+        remove_where(&mut self.path_rules, names::PATH_RULES, |k| u32::from(k.slot) == slot)?;
+        let stale: Vec<Key<NetKey>> =
+            self.net_rules.keys().filter_map(Result::ok).filter(|k| k.data().slot == slot).collect();
+        for key in stale {
+            ignore_missing(self.net_rules.remove(&key)).map_err(err(names::NET_RULES))?;
+        }
+        self.clear_cache(slot)
+    }
+
+    fn clear_cache(&mut self, slot: u32) -> Result<(), MapsError> {
+        remove_where(&mut self.cache, names::CGROUP_CACHE, |k| k.slot == slot)
+    }
+
+    /// Kernel counters summed over CPUs, in [`stat`] order.
+    pub fn stats(&self) -> Result<[u64; stat::COUNT as usize], MapsError> {
+        let mut totals = [0u64; stat::COUNT as usize];
+        for (index, total) in (0..stat::COUNT).zip(totals.iter_mut()) {
+            let values = self.stats.get(&index, 0).map_err(err(names::STATS))?;
+            *total = values.iter().sum();
+        }
+        Ok(totals)
+    }
+
+    /// Entries in use in the rule maps (both slots): (name, used, capacity).
+    pub fn usage(&self) -> Vec<(&'static str, usize, u32)> {
+        use enforcer_common::capacity;
+        vec![
+            (names::IDENTITIES, self.identities.keys().count(), capacity::IDENTITIES),
+            (names::CGROUP_BINDINGS, self.bindings.keys().count(), capacity::CGROUP_BINDINGS),
+            (names::PATH_RULES, self.path_rules.keys().count(), capacity::PATH_RULES),
+            (names::NET_RULES, self.net_rules.keys().count(), capacity::NET_PREFIXES),
+        ]
+    }
+}
+
+/// The event ring buffer of a loaded object.
+pub fn take_events(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>, MapsError> {
+    RingBuf::try_from(take(ebpf, names::EVENTS)?).map_err(err(names::EVENTS))
+}
+
+fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
+    match result {
+        Err(MapError::KeyNotFound) => Ok(()),
+        other => other,
+    }
+}
+
+fn remove_where<T: BorrowMut<MapData>, K: aya::Pod + Copy, V: aya::Pod>(
+    map: &mut HashMap<T, K, V>,
+    name: &'static str,
+    pred: impl Fn(&K) -> bool,
+) -> Result<(), MapsError> {
+    let stale: Vec<K> = map.keys().filter_map(Result::ok).filter(|k| pred(k)).collect();
+    for key in stale {
+        ignore_missing(map.remove(&key)).map_err(err(name))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! Policies: model (serde) → validate → compile (pure) → apply (maps).
+
+pub mod compiled;

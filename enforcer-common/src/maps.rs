@@ -1,0 +1,199 @@
+//! Keys and values of the BPF maps, and the maps' names.
+//!
+//! Every policy-derived key carries the slot it belongs to, so a whole policy set can be
+//! written next to the running one and switched in with one store to [`ACTIVE`].
+
+use core::mem::size_of;
+
+/// `Array<u32>`, one entry: the slot whose policy set is in force.
+pub const ACTIVE: &str = "ACTIVE";
+/// `Array<u64>`, one entry per slot: the generation number of the set in that slot.
+pub const SLOT_GENERATION: &str = "SLOT_GENERATION";
+/// `HashMap<CgroupKey, Binding>`: cgroups selected by an identity.
+pub const CGROUP_BINDINGS: &str = "CGROUP_BINDINGS";
+/// `LruHashMap<CgroupKey, u32>`: resolved identity (0 = none) of cgroups seen by a hook.
+pub const CGROUP_CACHE: &str = "CGROUP_CACHE";
+/// `HashMap<IdentityKey, IdentityConfig>`: mode and defaults of each identity.
+pub const IDENTITIES: &str = "IDENTITIES";
+/// `HashMap<PathKey, PathRule>`: exec and file rules.
+pub const PATH_RULES: &str = "PATH_RULES";
+/// `LpmTrie<NetKey, NetEntry>`: network rules by destination prefix.
+pub const NET_RULES: &str = "NET_RULES";
+/// `RingBuf`: verdict events.
+pub const EVENTS: &str = "EVENTS";
+/// `PerCpuArray<u64>`: counters indexed by [`crate::verdict::stat`].
+pub const STATS: &str = "STATS";
+/// `PerCpuArray<Scratch>`: path buffer of the LSM programs.
+pub const SCRATCH: &str = "SCRATCH";
+
+/// Every map the kernel object must define.
+pub const ALL: [&str; 10] = [
+    ACTIVE,
+    SLOT_GENERATION,
+    CGROUP_BINDINGS,
+    CGROUP_CACHE,
+    IDENTITIES,
+    PATH_RULES,
+    NET_RULES,
+    EVENTS,
+    STATS,
+    SCRATCH,
+];
+
+/// Names of the global constants the agent sets at load time: field offsets read from
+/// the running kernel's BTF, so one object works on every kernel version.
+pub mod globals {
+    pub const OFF_BPRM_FILE: &str = "OFF_BPRM_FILE";
+    pub const OFF_FILE_F_PATH: &str = "OFF_FILE_F_PATH";
+    pub const OFF_FILE_F_MODE: &str = "OFF_FILE_F_MODE";
+}
+
+/// Key of [`CGROUP_BINDINGS`] and [`CGROUP_CACHE`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CgroupKey {
+    /// Cgroup v2 id: the inode number of the cgroup directory.
+    pub cgroup_id: u64,
+    pub slot: u32,
+    pub pad: u32,
+}
+
+/// Binding flag: the binding covers every descendant cgroup too.
+pub const BINDING_SUBTREE: u32 = 1;
+
+/// Value of [`CGROUP_BINDINGS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Binding {
+    /// Identity number (never 0; 0 means "no identity" in the cache).
+    pub identity: u32,
+    pub flags: u32,
+}
+
+/// Key of [`IDENTITIES`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IdentityKey {
+    pub identity: u32,
+    pub slot: u32,
+}
+
+/// Value of [`IDENTITIES`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdentityConfig {
+    /// [`crate::verdict::mode`].
+    pub mode: u8,
+    /// Default [`crate::verdict::action`] per resource.
+    pub exec_default: u8,
+    pub file_default: u8,
+    pub net_default: u8,
+    /// `IDENTITY_*` flags.
+    pub flags: u32,
+}
+
+/// Kinds of path rule keys.
+pub mod path_kind {
+    pub const EXEC_EXACT: u8 = 1;
+    pub const EXEC_DIR: u8 = 2;
+    pub const FILE_EXACT: u8 = 3;
+    pub const FILE_DIR: u8 = 4;
+}
+
+/// Key of [`PATH_RULES`]: a path (exact) or a directory (subtree), by hash and length.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PathKey {
+    /// [`crate::path_hash`] of the normalised path without trailing slash.
+    pub hash: u64,
+    pub identity: u32,
+    /// Length of the path in bytes.
+    pub len: u16,
+    /// [`path_kind`].
+    pub kind: u8,
+    pub slot: u8,
+}
+
+/// Value of [`PATH_RULES`]: what the rule says for each access, and which rule says it.
+/// Exec rules use the `read` half.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PathRule {
+    pub read_action: u8,
+    pub write_action: u8,
+    pub pad: u16,
+    pub read_rule: u32,
+    pub write_rule: u32,
+}
+
+/// Data part of the [`NET_RULES`] LPM key. The first 64 bits (slot, identity) are always
+/// part of the prefix; IPv4 addresses are stored IPv4-mapped (`::ffff:a.b.c.d`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NetKey {
+    pub slot: u32,
+    pub identity: u32,
+    pub addr: [u8; 16],
+}
+
+/// Bits of [`NetKey`] that are always matched before the address.
+pub const NET_KEY_FIXED_BITS: u32 = 64;
+
+/// One network rule inside a [`NetEntry`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NetRule {
+    pub port_lo: u16,
+    pub port_hi: u16,
+    /// [`crate::verdict::proto`].
+    pub proto: u8,
+    /// [`crate::verdict::action`].
+    pub action: u8,
+    pub pad: u16,
+    /// Index of the rule in the policy's `network` list.
+    pub rule: u32,
+}
+
+/// Value of [`NET_RULES`]: the rules that apply to destinations under this prefix, most
+/// specific prefix first, in document order within a prefix. The first match decides.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetEntry {
+    pub count: u32,
+    pub pad: u32,
+    pub rules: [NetRule; crate::MAX_NET_RULES_PER_PREFIX],
+}
+
+/// Value of [`SCRATCH`]: a per-CPU path buffer. `owner` detects reuse by another task
+/// while a sleepable program was preempted.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Scratch {
+    pub owner: u64,
+    pub buf: [u8; crate::MAX_PATH],
+}
+
+const _: () = assert!(size_of::<CgroupKey>() == 16);
+const _: () = assert!(size_of::<Binding>() == 8);
+const _: () = assert!(size_of::<IdentityKey>() == 8);
+const _: () = assert!(size_of::<IdentityConfig>() == 8);
+const _: () = assert!(size_of::<PathKey>() == 16);
+const _: () = assert!(size_of::<PathRule>() == 12);
+const _: () = assert!(size_of::<NetKey>() == 24);
+const _: () = assert!(size_of::<NetRule>() == 12);
+const _: () = assert!(size_of::<NetEntry>() == 8 + 12 * crate::MAX_NET_RULES_PER_PREFIX);
+const _: () = assert!(size_of::<Scratch>() == 8 + crate::MAX_PATH);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY (all): plain-old-data, `#[repr(C)]`, no padding left implicit, any bit
+    // pattern is valid.
+    unsafe impl aya::Pod for super::CgroupKey {}
+    unsafe impl aya::Pod for super::Binding {}
+    unsafe impl aya::Pod for super::IdentityKey {}
+    unsafe impl aya::Pod for super::IdentityConfig {}
+    unsafe impl aya::Pod for super::PathKey {}
+    unsafe impl aya::Pod for super::PathRule {}
+    unsafe impl aya::Pod for super::NetKey {}
+    unsafe impl aya::Pod for super::NetEntry {}
+}

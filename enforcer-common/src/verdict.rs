@@ -1,0 +1,90 @@
+//! Codes that describe a verdict: hooks, decisions, actions, modes, reasons.
+
+/// The LSM or cgroup hook that produced a verdict.
+pub mod hook {
+    pub const EXEC: u32 = 1;
+    pub const FILE_OPEN: u32 = 2;
+    pub const CONNECT4: u32 = 3;
+    pub const CONNECT6: u32 = 4;
+    pub const SENDMSG4: u32 = 5;
+    pub const SENDMSG6: u32 = 6;
+}
+
+/// What happened to the syscall.
+pub mod decision {
+    pub const ALLOW: u32 = 0;
+    pub const DENY: u32 = 1;
+    /// Would have been denied; allowed because the policy is in audit mode.
+    pub const AUDIT: u32 = 2;
+}
+
+/// What a rule or a default says.
+pub mod action {
+    /// No rule for this access at this key; keep looking.
+    pub const NONE: u8 = 0;
+    pub const ALLOW: u8 = 1;
+    pub const DENY: u8 = 2;
+}
+
+/// Policy mode.
+pub mod mode {
+    pub const ENFORCE: u8 = 0;
+    pub const AUDIT: u8 = 1;
+}
+
+/// Why the decision was taken.
+pub mod reason {
+    /// A rule matched; the event's `rule` field says which.
+    pub const RULE: u32 = 0;
+    /// No rule matched; the resource default applied.
+    pub const DEFAULT: u32 = 1;
+    /// The path did not fit in `MAX_PATH` bytes; denied without judging.
+    pub const PATH_TOO_LONG: u32 = 2;
+    /// The kernel program could not complete its lookup; denied (fail-closed).
+    pub const INTERNAL_ERROR: u32 = 3;
+}
+
+/// File access bits, judged from the mode the file is opened with.
+pub mod access {
+    pub const READ: u32 = 1;
+    pub const WRITE: u32 = 2;
+}
+
+/// Transport protocol of a network rule or verdict.
+pub mod proto {
+    pub const ANY: u8 = 0;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+}
+
+/// The `rule` value of a verdict decided by a resource default.
+pub const RULE_DEFAULT: u32 = u32::MAX;
+
+/// Identity flag: emit events for allowed accesses too.
+pub const IDENTITY_LOG_ALLOW: u32 = 1;
+
+/// Index into the per-CPU statistics map.
+pub mod stat {
+    pub const ALLOW: u32 = 0;
+    pub const DENY: u32 = 1;
+    pub const AUDIT: u32 = 2;
+    /// A managed access that no rule matched, decided by the default.
+    pub const DEFAULT_FALLBACK: u32 = 3;
+    /// A verdict event that could not be reserved in the ring buffer.
+    pub const EVENTS_DROPPED: u32 = 4;
+    pub const PATH_TOO_LONG: u32 = 5;
+    pub const INTERNAL_ERROR: u32 = 6;
+    /// An access by a process no identity selects (one cache lookup, then return).
+    pub const UNMANAGED: u32 = 7;
+    pub const COUNT: u32 = 8;
+    pub const NAMES: [&str; COUNT as usize] = [
+        "allow",
+        "deny",
+        "audit",
+        "default_fallback",
+        "events_dropped",
+        "path_too_long",
+        "internal_error",
+        "unmanaged",
+    ];
+}

@@ -1,0 +1,203 @@
+//! BPF LSM programs: exec (`bprm_check_security`) and file opens (`file_open`).
+//!
+//! Both are sleepable, which `bpf_d_path` requires. Struct field offsets come from the
+//! running kernel's BTF through read-only globals the agent sets at load time; the
+//! verifier sees them as constants and keeps the pointers typed.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::path as bpf_path, helpers::bpf_probe_read_kernel, macros::lsm, programs::LsmContext,
+};
+use enforcer_common::{
+    maps::path_kind,
+    verdict::{access, hook},
+};
+
+use crate::{
+    emit::{self, Target, Verdict},
+    path::{self, Resolved},
+    policy::{self, Caller, Judgement, Subject},
+};
+
+#[unsafe(no_mangle)]
+static OFF_BPRM_FILE: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_FILE_F_PATH: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_FILE_F_MODE: u64 = 0;
+
+const FMODE_READ: u32 = 0x1;
+const FMODE_WRITE: u32 = 0x2;
+const FMODE_EXEC: u32 = 0x20;
+
+/// Passes on an earlier LSM's denial; the verifier insists the value be a valid errno.
+#[inline(always)]
+fn pass_on(earlier: i32) -> i32 {
+    if (-4095..0).contains(&earlier) { earlier } else { -policy::EPERM }
+}
+
+#[inline(always)]
+fn offset(global: &'static u64) -> usize {
+    // SAFETY: a read of our own global; volatile so the compiler does not fold the 0.
+    #[expect(clippy::cast_possible_truncation, reason = "struct offsets are small")]
+    unsafe {
+        core::ptr::read_volatile(global) as usize
+    }
+}
+
+/// Decides whether the current task may execute the binary in `bprm->file`.
+/// Unmanaged tasks: allowed after one lookup. Errors for managed tasks: denied.
+#[lsm(hook = "bprm_check_security", sleepable)]
+pub fn bprm_check_security(ctx: LsmContext) -> i32 {
+    // Respect an earlier LSM's denial.
+    let earlier: i32 = ctx.arg(1);
+    if earlier != 0 {
+        return pass_on(earlier);
+    }
+    let bprm: *const u8 = ctx.arg(0);
+    // SAFETY: `bprm` is the hook's typed argument and the offset is that of its `file`
+    // member, so the verifier treats this load as a (trusted) `struct file *`.
+    let file = unsafe { *(bprm.add(offset(&OFF_BPRM_FILE)).cast::<*const u8>()) };
+    judge_path(hook::EXEC, file, 0)
+}
+
+/// Decides whether the current task may open a file for the access its mode asks.
+/// Opens made by exec are judged by `bprm_check_security` instead.
+#[lsm(hook = "file_open", sleepable)]
+pub fn file_open(ctx: LsmContext) -> i32 {
+    let earlier: i32 = ctx.arg(1);
+    if earlier != 0 {
+        return pass_on(earlier);
+    }
+    let file: *const u8 = ctx.arg(0);
+    // SAFETY: typed hook argument plus the BTF offset of `f_mode`.
+    let mode = unsafe { bpf_probe_read_kernel(file.add(offset(&OFF_FILE_F_MODE)).cast::<u32>()) };
+    // Fail-closed is decided in judge_path for managed tasks; an unreadable mode is
+    // treated as read+write so the strictest rules apply.
+    let mode = mode.unwrap_or(FMODE_READ | FMODE_WRITE);
+    if mode & FMODE_EXEC != 0 {
+        return 0;
+    }
+    let mut wanted = 0;
+    if mode & FMODE_READ != 0 {
+        wanted |= access::READ;
+    }
+    if mode & FMODE_WRITE != 0 {
+        wanted |= access::WRITE;
+    }
+    if wanted == 0 {
+        wanted = access::READ;
+    }
+    judge_path(hook::FILE_OPEN, file, wanted)
+}
+
+/// Shared body: identity, path, rules, verdict. `wanted` is 0 for exec.
+#[inline(always)]
+fn judge_path(hook: u32, file: *const u8, wanted: u32) -> i32 {
+    let subject = match policy::caller() {
+        Caller::Unmanaged => return 0,
+        Caller::Managed(subject) => subject,
+        // Fail-closed: the task is managed but its policy cannot be read.
+        Caller::Broken { slot, identity, cgroup_id } => {
+            let judgement = Judgement::refuse(enforcer_common::verdict::reason::INTERNAL_ERROR);
+            return refuse_unjudged(hook, slot, identity, cgroup_id, judgement, wanted);
+        }
+    };
+    // SAFETY: `file` is a typed `struct file *` and the offset that of its `f_path`.
+    let f_path = unsafe { file.add(offset(&OFF_FILE_F_PATH)) }.cast::<bpf_path>().cast_mut();
+    let resolved = match path::resolve(f_path) {
+        Ok(resolved) => resolved,
+        // Fail-closed: a path we cannot read (or too long to judge) is denied and reported.
+        Err(why) => {
+            let judgement = Judgement::refuse(why);
+            return refuse_unjudged(
+                hook,
+                subject.slot,
+                subject.identity,
+                subject.cgroup_id,
+                judgement,
+                wanted,
+            );
+        }
+    };
+    let (exact_kind, dir_kind) = if hook == hook::EXEC {
+        (path_kind::EXEC_EXACT, path_kind::EXEC_DIR)
+    } else {
+        (path_kind::FILE_EXACT, path_kind::FILE_DIR)
+    };
+    let judgement = match path::lookup(&resolved, subject.slot, subject.identity, exact_kind, dir_kind) {
+        Ok(found) if hook == hook::EXEC => Judgement::from_rule(found.read, subject.config.exec_default),
+        Ok(found) => file_judgement(&subject, found, wanted),
+        // Fail-closed: the rules could not be consulted.
+        Err(why) => Judgement::refuse(why),
+    };
+    finish(hook, &subject, judgement, wanted, &resolved)
+}
+
+/// Read and write are judged separately; an open that asks for both needs both.
+#[inline(always)]
+fn file_judgement(subject: &Subject, found: path::Found, wanted: u32) -> Judgement {
+    let default = subject.config.file_default;
+    let read = Judgement::from_rule(found.read, default);
+    if wanted & access::WRITE == 0 {
+        return read;
+    }
+    let write = Judgement::from_rule(found.write, default);
+    if wanted & access::READ == 0 || read.action != enforcer_common::verdict::action::DENY {
+        return write;
+    }
+    read
+}
+
+#[inline(always)]
+fn finish(hook: u32, subject: &Subject, judgement: Judgement, wanted: u32, resolved: &Resolved) -> i32 {
+    let (decision, errno) = policy::decide(&subject.config, &judgement);
+    if policy::reported(&subject.config, decision) {
+        #[expect(clippy::cast_possible_truncation, reason = "len < MAX_PATH")]
+        let target = Target::Path { access: wanted, buf: resolved.buf(), len: resolved.len as u32 };
+        emit::verdict(
+            &Verdict {
+                hook,
+                slot: subject.slot,
+                identity: subject.identity,
+                cgroup_id: subject.cgroup_id,
+                judgement,
+                decision,
+                errno,
+            },
+            &target,
+        );
+    }
+    if !resolved.still_ours() {
+        // Fail-closed: another task overwrote the path buffer while this one was
+        // preempted, so the judgement above may be about another path.
+        return -policy::EPERM;
+    }
+    verdict_return(errno)
+}
+
+/// The hook's return value; spelled as constants so the verifier sees a valid errno.
+#[inline(always)]
+fn verdict_return(errno: i32) -> i32 {
+    if errno == 0 { 0 } else { -policy::EPERM }
+}
+
+/// Denies (or audits) an access that could not be judged, and reports it without a path.
+#[inline(always)]
+fn refuse_unjudged(
+    hook: u32,
+    slot: u32,
+    identity: u32,
+    cgroup_id: u64,
+    judgement: Judgement,
+    wanted: u32,
+) -> i32 {
+    let config = policy::config_or_enforce(slot, identity);
+    let (decision, errno) = policy::decide(&config, &judgement);
+    emit::verdict(
+        &Verdict { hook, slot, identity, cgroup_id, judgement, decision, errno },
+        &Target::Path { access: wanted, buf: core::ptr::null::<c_void>().cast(), len: 0 },
+    );
+    verdict_return(errno)
+}

@@ -1,0 +1,30 @@
+//! Kernel programs of enforcer: LSM hooks for exec and file opens, cgroup socket hooks
+//! for connect and unconnected sends. Each judges the calling workload's identity
+//! against the policy set held in maps and reports deny/audit verdicts.
+#![no_std]
+#![no_main]
+#![expect(
+    clippy::inline_always,
+    reason = "BPF-to-BPF calls cost verifier state; helpers are inlined on purpose"
+)]
+#![expect(clippy::needless_pass_by_value, reason = "program signatures are fixed by the aya macros")]
+#![expect(clippy::cast_ptr_alignment, reason = "kernel struct members read at their BTF offsets are aligned")]
+
+mod emit;
+mod identity;
+mod lsm;
+mod maps;
+mod path;
+mod policy;
+mod sock;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any program that could reach this; it exists to satisfy rustc.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,63 @@
+//! Every map of the kernel programs. Names and layouts come from `enforcer_common::maps`.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+};
+use enforcer_common::{
+    SLOTS, capacity,
+    maps::{Binding, CgroupKey, IdentityConfig, IdentityKey, NetEntry, NetKey, PathKey, PathRule, Scratch},
+    verdict::stat,
+};
+
+/// Slot of the policy set in force. Read once per hook so a syscall never mixes sets.
+#[map(name = "ACTIVE")]
+pub static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Generation number of the policy set in each slot; copied into verdicts.
+#[map(name = "SLOT_GENERATION")]
+pub static SLOT_GENERATION: Array<u64> = Array::with_max_entries(SLOTS, 0);
+
+/// Cgroups selected by an identity, directly or as the root of a subtree.
+#[map(name = "CGROUP_BINDINGS")]
+pub static CGROUP_BINDINGS: HashMap<CgroupKey, Binding> =
+    HashMap::with_max_entries(capacity::CGROUP_BINDINGS, 0);
+
+/// Identity resolved for a cgroup (0 = none), so repeat callers cost one lookup.
+/// An eviction only costs a new ancestor walk.
+#[map(name = "CGROUP_CACHE")]
+pub static CGROUP_CACHE: LruHashMap<CgroupKey, u32> = LruHashMap::with_max_entries(capacity::CGROUP_CACHE, 0);
+
+/// Mode and per-resource defaults of each identity.
+#[map(name = "IDENTITIES")]
+pub static IDENTITIES: HashMap<IdentityKey, IdentityConfig> =
+    HashMap::with_max_entries(capacity::IDENTITIES, 0);
+
+/// Exec and file rules, keyed by the hash and length of a path or directory.
+#[map(name = "PATH_RULES")]
+pub static PATH_RULES: HashMap<PathKey, PathRule> = HashMap::with_max_entries(capacity::PATH_RULES, 0);
+
+/// Network rules, keyed by (slot, identity, destination prefix).
+#[map(name = "NET_RULES")]
+pub static NET_RULES: LpmTrie<NetKey, NetEntry> = LpmTrie::with_max_entries(capacity::NET_PREFIXES, 0);
+
+/// Verdict events for the agent. A full buffer drops the event, never the decision.
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(capacity::EVENTS_BYTES, 0);
+
+/// Counters the kernel keeps about itself (indexes in `enforcer_common::verdict::stat`).
+#[map(name = "STATS")]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+/// Per-CPU path buffer: a 4 KiB path does not fit on the 512-byte BPF stack.
+#[map(name = "SCRATCH")]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Adds one to a counter. A counter that cannot be found is not worth failing a syscall.
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(counter) = STATS.get_ptr_mut(index) {
+        // SAFETY: per-CPU value, only this CPU writes it while the program runs.
+        unsafe { *counter += 1 };
+    }
+}

@@ -1,0 +1,127 @@
+//! The policy set in force for the current task, and how a judgement becomes a verdict.
+
+use enforcer_common::{
+    maps::{IdentityConfig, IdentityKey},
+    verdict::{IDENTITY_LOG_ALLOW, RULE_DEFAULT, action, decision, mode, reason, stat},
+};
+
+use crate::{
+    identity,
+    maps::{ACTIVE, IDENTITIES, SLOT_GENERATION, count},
+};
+
+pub const EPERM: i32 = 1;
+
+/// A managed task: its identity and the policy set that judges it.
+pub struct Subject {
+    pub slot: u32,
+    pub identity: u32,
+    pub cgroup_id: u64,
+    pub config: IdentityConfig,
+}
+
+/// Who is asking, as far as the hook needs to know.
+pub enum Caller {
+    /// No identity selects the task's cgroup: allowed without further work.
+    Unmanaged,
+    Managed(Subject),
+    /// The task has an identity but its configuration is missing from the set in force.
+    Broken {
+        slot: u32,
+        identity: u32,
+        cgroup_id: u64,
+    },
+}
+
+#[inline(always)]
+pub fn caller() -> Caller {
+    // Fail-open: index 0 of an array always exists, so this is unreachable; if it ever
+    // were reached there would be no policy set to apply.
+    let Some(slot) = ACTIVE.get(0).copied() else {
+        return Caller::Unmanaged;
+    };
+    let (identity, cgroup_id) = identity::current(slot);
+    if identity == 0 {
+        count(stat::UNMANAGED);
+        return Caller::Unmanaged;
+    }
+    // SAFETY: plain value copied out at once.
+    match unsafe { IDENTITIES.get(&IdentityKey { identity, slot }) } {
+        Some(config) => Caller::Managed(Subject { slot, identity, cgroup_id, config: *config }),
+        None => Caller::Broken { slot, identity, cgroup_id },
+    }
+}
+
+/// Generation of the policy set in `slot` (0 if unknown; only used for reporting).
+#[inline(always)]
+pub fn generation(slot: u32) -> u64 {
+    SLOT_GENERATION.get(slot).copied().unwrap_or(0)
+}
+
+/// What the rules (or the default) say about one access.
+#[derive(Clone, Copy)]
+pub struct Judgement {
+    pub action: u8,
+    pub rule: u32,
+    pub reason: u32,
+}
+
+impl Judgement {
+    #[inline(always)]
+    pub fn from_rule(found: (u8, u32), default: u8) -> Self {
+        if found.0 == action::NONE {
+            count(stat::DEFAULT_FALLBACK);
+            Self { action: default, rule: RULE_DEFAULT, reason: reason::DEFAULT }
+        } else {
+            Self { action: found.0, rule: found.1, reason: reason::RULE }
+        }
+    }
+
+    /// A denial without judging (path too long, internal error).
+    #[inline(always)]
+    pub fn refuse(why: u32) -> Self {
+        count(if why == reason::PATH_TOO_LONG { stat::PATH_TOO_LONG } else { stat::INTERNAL_ERROR });
+        Self { action: action::DENY, rule: RULE_DEFAULT, reason: why }
+    }
+}
+
+/// The decision and the errno the caller gets. Audit mode turns a deny into `audit`.
+#[inline(always)]
+pub fn decide(config: &IdentityConfig, judgement: &Judgement) -> (u32, i32) {
+    let (verdict, errno) = if judgement.action != action::DENY {
+        (decision::ALLOW, 0)
+    } else if config.mode == mode::AUDIT {
+        (decision::AUDIT, 0)
+    } else {
+        (decision::DENY, EPERM)
+    };
+    count(match verdict {
+        decision::ALLOW => stat::ALLOW,
+        decision::AUDIT => stat::AUDIT,
+        _ => stat::DENY,
+    });
+    (verdict, errno)
+}
+
+/// Deny and audit verdicts are always reported; allows only when the policy asks.
+#[inline(always)]
+pub fn reported(config: &IdentityConfig, verdict: u32) -> bool {
+    verdict != decision::ALLOW || config.flags & IDENTITY_LOG_ALLOW != 0
+}
+
+/// The identity's configuration, or an enforcing one when it cannot be read, so that
+/// refusals of managed tasks are never softened by a missing entry.
+#[inline(always)]
+pub fn config_or_enforce(slot: u32, identity: u32) -> IdentityConfig {
+    // SAFETY: plain value copied out at once.
+    match unsafe { IDENTITIES.get(&IdentityKey { identity, slot }) } {
+        Some(config) => *config,
+        None => IdentityConfig {
+            mode: mode::ENFORCE,
+            exec_default: action::DENY,
+            file_default: action::DENY,
+            net_default: action::DENY,
+            flags: 0,
+        },
+    }
+}

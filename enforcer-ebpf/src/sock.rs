@@ -1,0 +1,157 @@
+//! cgroup socket programs: outbound `connect` (TCP and UDP) and UDP datagrams sent to an
+//! explicit address without `connect`, for IPv4 and IPv6. Return 1 to allow, 0 to deny
+//! (the caller gets EPERM).
+
+use aya_ebpf::{macros::cgroup_sock_addr, maps::lpm_trie::Key, programs::SockAddrContext};
+use enforcer_common::{
+    MAX_NET_RULES_PER_PREFIX,
+    maps::{NET_KEY_FIXED_BITS, NetKey},
+    verdict::{action, hook, proto, reason},
+};
+
+use crate::{
+    emit::{self, Target, Verdict},
+    maps::NET_RULES,
+    policy::{self, Caller, Judgement},
+};
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const ALLOW: i32 = 1;
+const DENY: i32 = 0;
+
+#[cgroup_sock_addr(connect4)]
+pub fn connect4(ctx: SockAddrContext) -> i32 {
+    judge(&ctx, hook::CONNECT4, AF_INET)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn connect6(ctx: SockAddrContext) -> i32 {
+    judge(&ctx, hook::CONNECT6, AF_INET6)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
+    judge(&ctx, hook::SENDMSG4, AF_INET)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
+    judge(&ctx, hook::SENDMSG6, AF_INET6)
+}
+
+/// Destination address as 16 bytes; IPv4 (and IPv4-mapped IPv6) as `::ffff:a.b.c.d`, so
+/// one rule set judges both families alike.
+#[inline(always)]
+fn destination(ctx: &SockAddrContext, family: u16) -> [u8; 16] {
+    let sa = ctx.sock_addr;
+    let mut addr = [0u8; 16];
+    // SAFETY: context fields the verifier rewrites into reads of the socket address;
+    // each is loaded as an aligned u32 as it requires.
+    unsafe {
+        if family == AF_INET {
+            addr[10] = 0xff;
+            addr[11] = 0xff;
+            addr[12..16].copy_from_slice(&(*sa).user_ip4.to_ne_bytes());
+        } else {
+            let w0 = (*sa).user_ip6[0];
+            let w1 = (*sa).user_ip6[1];
+            let w2 = (*sa).user_ip6[2];
+            let w3 = (*sa).user_ip6[3];
+            addr[0..4].copy_from_slice(&w0.to_ne_bytes());
+            addr[4..8].copy_from_slice(&w1.to_ne_bytes());
+            addr[8..12].copy_from_slice(&w2.to_ne_bytes());
+            addr[12..16].copy_from_slice(&w3.to_ne_bytes());
+        }
+    }
+    addr
+}
+
+#[inline(always)]
+fn judge(ctx: &SockAddrContext, hook: u32, family: u16) -> i32 {
+    let subject = match policy::caller() {
+        Caller::Unmanaged => return ALLOW,
+        Caller::Managed(subject) => subject,
+        // Fail-closed: the task is managed but its policy cannot be read.
+        Caller::Broken { slot, identity, cgroup_id } => {
+            let judgement = Judgement::refuse(reason::INTERNAL_ERROR);
+            let config = policy::config_or_enforce(slot, identity);
+            let (decision, errno) = policy::decide(&config, &judgement);
+            report(ctx, hook, family, slot, identity, cgroup_id, judgement, decision, errno);
+            return if errno == 0 { ALLOW } else { DENY };
+        }
+    };
+    let sa = ctx.sock_addr;
+    // SAFETY: context field reads, see `destination`.
+    let (protocol, port) = unsafe { ((*sa).protocol, (*sa).user_port) };
+    #[expect(clippy::cast_possible_truncation, reason = "port lives in the low 16 bits")]
+    let port = u16::from_be(port as u16);
+    #[expect(clippy::cast_possible_truncation, reason = "IPPROTO values fit in u8")]
+    let protocol = protocol as u8;
+    let addr = destination(ctx, family);
+    let found = rule_for(subject.slot, subject.identity, addr, port, protocol);
+    let judgement = Judgement::from_rule(found, subject.config.net_default);
+    let (decision, errno) = policy::decide(&subject.config, &judgement);
+    if policy::reported(&subject.config, decision) {
+        emit::verdict(
+            &Verdict {
+                hook,
+                slot: subject.slot,
+                identity: subject.identity,
+                cgroup_id: subject.cgroup_id,
+                judgement,
+                decision,
+                errno,
+            },
+            &Target::Net { family, addr, port, proto: protocol },
+        );
+    }
+    if errno == 0 { ALLOW } else { DENY }
+}
+
+/// First rule of the longest matching prefix entry that matches port and protocol.
+#[inline(always)]
+fn rule_for(slot: u32, identity: u32, addr: [u8; 16], port: u16, protocol: u8) -> (u8, u32) {
+    let key = Key::new(NET_KEY_FIXED_BITS + 128, NetKey { slot, identity, addr });
+    let Some(entry) = NET_RULES.get(&key) else {
+        return (action::NONE, 0);
+    };
+    let count = entry.count as usize;
+    for i in 0..MAX_NET_RULES_PER_PREFIX {
+        if i >= count {
+            break;
+        }
+        let rule = entry.rules[i];
+        if (rule.proto == proto::ANY || rule.proto == protocol)
+            && port >= rule.port_lo
+            && port <= rule.port_hi
+        {
+            return (rule.action, rule.rule);
+        }
+    }
+    (action::NONE, 0)
+}
+
+#[expect(clippy::too_many_arguments, reason = "flat for the verifier; all scalars")]
+#[inline(always)]
+fn report(
+    ctx: &SockAddrContext,
+    hook: u32,
+    family: u16,
+    slot: u32,
+    identity: u32,
+    cgroup_id: u64,
+    judgement: Judgement,
+    decision: u32,
+    errno: i32,
+) {
+    let sa = ctx.sock_addr;
+    // SAFETY: context field reads, see `destination`.
+    let (protocol, port) = unsafe { ((*sa).protocol, (*sa).user_port) };
+    #[expect(clippy::cast_possible_truncation, reason = "see judge")]
+    let (port, protocol) = (u16::from_be(port as u16), protocol as u8);
+    emit::verdict(
+        &Verdict { hook, slot, identity, cgroup_id, judgement, decision, errno },
+        &Target::Net { family, addr: destination(ctx, family), port, proto: protocol },
+    );
+}

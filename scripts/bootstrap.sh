@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Installs what building and testing enforcer needs on a Debian-like machine.
+# Idempotent: every step checks first and skips what is already present.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+LLVM_VERSION=22
+BPF_LINKER_VERSION=0.13.0
+APT_PACKAGES=(
+  "llvm-${LLVM_VERSION}-dev" "libpolly-${LLVM_VERSION}-dev" "clang-${LLVM_VERSION}"
+  libzstd-dev zlib1g-dev
+  qemu-system-x86 busybox-static cpio gzip
+)
+
+say() { printf 'bootstrap: %s\n' "$*" >&2; }
+die() {
+  say "error: $*"
+  exit 1
+}
+
+missing_packages() {
+  local pkg
+  for pkg in "${APT_PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+      printf '%s\n' "$pkg"
+    fi
+  done
+}
+
+install_packages() {
+  command -v dpkg-query >/dev/null && command -v apt-get >/dev/null ||
+    die "this is not a Debian-like system (no apt-get/dpkg). Install by hand: LLVM ${LLVM_VERSION} (dev libraries, polly, clang), zstd and zlib dev headers, qemu-system-x86_64, a static busybox, cpio, gzip."
+  local missing
+  mapfile -t missing < <(missing_packages)
+  if [ "${#missing[@]}" -eq 0 ]; then
+    say "system packages present"
+    return
+  fi
+  [ "$(id -u)" -eq 0 ] ||
+    die "not root; run as root or install these packages first: apt-get install ${missing[*]}"
+  say "installing ${missing[*]}"
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; then
+    apt-get update -q >/dev/null ||
+      die "apt-get update failed (no network?); install by hand: apt-get install ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||
+      die "apt-get could not install: ${missing[*]}"
+  fi
+}
+
+install_toolchain() {
+  command -v rustup >/dev/null ||
+    die "rustup not found; install it from https://rustup.rs and re-run"
+  local channel
+  channel=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
+  if rustup run "$channel" rustc --version >/dev/null 2>&1 &&
+    rustup component list --toolchain "$channel" --installed 2>/dev/null | grep -q '^rust-src'; then
+    say "rust $channel present"
+    return
+  fi
+  say "installing rust $channel with rust-src, rustfmt, clippy"
+  # Reads rust-toolchain.toml; rustup here does not install a pinned toolchain on demand.
+  rustup toolchain install || die "rustup could not install rust $channel (no network?)"
+}
+
+install_bpf_linker() {
+  if command -v bpf-linker >/dev/null && bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
+    say "bpf-linker $BPF_LINKER_VERSION present"
+    return
+  fi
+  say "building bpf-linker $BPF_LINKER_VERSION against LLVM ${LLVM_VERSION}"
+  # LLVM's bin dir must come first or the build looks for libLLVM under /usr and fails.
+  PATH="/usr/lib/llvm-${LLVM_VERSION}/bin:$PATH" LLVM_PREFIX="/usr/lib/llvm-${LLVM_VERSION}" \
+    cargo install --quiet --locked bpf-linker --version "$BPF_LINKER_VERSION" \
+    --no-default-features --features "llvm-${LLVM_VERSION}" ||
+    die "cargo install bpf-linker failed"
+}
+
+install_packages
+install_toolchain
+install_bpf_linker
+say "ready"

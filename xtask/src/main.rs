@@ -1,0 +1,38 @@
+//! Build orchestration for enforcer: `cargo xtask <command>`.
+
+mod build;
+mod ci;
+mod kernels;
+mod vm;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "enforcer build, test and demo tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Formatting, clippy (warnings are errors), unit tests, then the VM tests on every kernel.
+    Ci,
+    /// Run the integration tests inside QEMU on Debian's 6.1 and 6.12 kernels.
+    VmTest(vm::Options),
+    /// Download (or find in the cache) the test kernels and print their paths.
+    Kernels,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Ci => ci::run(),
+        Command::VmTest(options) => vm::run(&options),
+        Command::Kernels => {
+            for kernel in kernels::all()? {
+                println!("{} {}", kernel.series, kernel.vmlinuz.display());
+            }
+            Ok(())
+        }
+    }
+}

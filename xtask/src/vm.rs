@@ -1,0 +1,377 @@
+//! The VM test runner: an initramfs with busybox, the agent and the integration tests,
+//! booted under QEMU (TCG) on each test kernel; results are read from the serial console.
+
+use std::{
+    collections::BTreeSet,
+    fs,
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    build::{self, exec, workspace_root},
+    kernels::{self, Kernel},
+};
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// Run only on this kernel series (6.1 or 6.12).
+    #[arg(long)]
+    kernel: Option<String>,
+    /// Seconds a VM may run before it counts as hung.
+    #[arg(long, default_value_t = 900)]
+    timeout: u64,
+    /// Run only the tests whose name contains this string.
+    filter: Option<String>,
+}
+
+/// Marker the guest prints before its own status lines.
+const MARK: &str = "ENFORCER-VM";
+
+pub fn run_all(filter: Option<&str>) -> anyhow::Result<()> {
+    run(&Options { kernel: None, timeout: 900, filter: filter.map(str::to_owned) })
+}
+
+pub fn run(options: &Options) -> anyhow::Result<()> {
+    if let Some(filter) = &options.filter
+        && (filter.is_empty() || filter.contains(char::is_whitespace))
+    {
+        bail!("the test filter must be one word without spaces, got {filter:?}");
+    }
+    let kernels = match &options.kernel {
+        Some(name) => vec![kernels::by_name(name)?],
+        None => kernels::all()?,
+    };
+    let agent = build::agent()?;
+    let tests = build::integration_tests()?;
+    let initrd = initramfs(&agent, &tests)?;
+
+    let mut summaries = Vec::new();
+    for kernel in &kernels {
+        let summary = boot(kernel, &initrd, options)?;
+        summaries.push(summary);
+    }
+    println!();
+    let (mut passed, mut failed) = (0, 0);
+    let mut problems = Vec::new();
+    for s in &summaries {
+        println!(
+            "kernel {} ({}): {} passed, {} failed, {} skipped",
+            s.series,
+            s.release.as_deref().unwrap_or("did not boot"),
+            s.passed.len(),
+            s.failed.len(),
+            s.skipped.len()
+        );
+        passed += s.passed.len();
+        failed += s.failed.len();
+        problems.extend(s.problems.iter().map(|p| format!("kernel {}: {p}", s.series)));
+    }
+    for problem in &problems {
+        println!("error: {problem}");
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 || !problems.is_empty() {
+        bail!("VM tests did not pass");
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct Summary {
+    series: &'static str,
+    release: Option<String>,
+    passed: Vec<String>,
+    failed: Vec<String>,
+    skipped: Vec<String>,
+    problems: Vec<String>,
+}
+
+fn boot(kernel: &Kernel, initrd: &Path, options: &Options) -> anyhow::Result<Summary> {
+    let log_path = workspace_root().join(format!("target/vm/{}.log", kernel.series));
+    let mut log = fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    eprintln!("vm-test: booting {} ({})", kernel.series, kernel.package);
+    let mut append = String::from("console=ttyS0 quiet panic=-1 oops=panic");
+    if let Some(filter) = &options.filter {
+        append.push_str(" enforcer.filter=");
+        append.push_str(filter);
+    }
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(["-accel", "tcg", "-cpu", "max", "-m", "1G", "-smp", "2", "-nographic", "-no-reboot"])
+        .arg("-kernel")
+        .arg(&kernel.vmlinuz)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", &append])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting qemu-system-x86_64 (is qemu-system-x86 installed?)")?;
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).split(b'\n') {
+            let Ok(line) = line else { break };
+            let line = String::from_utf8_lossy(&line).trim_end_matches('\r').to_owned();
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    let deadline = Instant::now() + Duration::from_secs(options.timeout);
+    let mut console =
+        Console { summary: Summary { series: kernel.series, ..Summary::default() }, ..Console::default() };
+    let verbose = std::env::var_os("ENFORCER_VM_VERBOSE").is_some();
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            let _ = child.kill();
+            console.summary.problems.push(format!(
+                "timed out after {} s (see {})",
+                options.timeout,
+                log_path.display()
+            ));
+            break;
+        }
+        match rx.recv_timeout(deadline - now) {
+            Ok(line) => {
+                writeln!(log, "{line}")?;
+                if verbose {
+                    println!("[{}] {line}", kernel.series);
+                }
+                console.feed(&line);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let _ = child.wait();
+    let (summary, failure_text) = console.finish(&log_path.display().to_string());
+    println!(
+        "kernel {} ({}): {} passed, {} failed, {} skipped",
+        kernel.series,
+        summary.release.as_deref().unwrap_or("?"),
+        summary.passed.len(),
+        summary.failed.len(),
+        summary.skipped.len()
+    );
+    if !summary.failed.is_empty() {
+        println!("failed on {}: {}\n{failure_text}", kernel.series, summary.failed.join(", "));
+    }
+    Ok(summary)
+}
+
+/// Reads the guest's serial console line by line.
+#[derive(Default)]
+struct Console {
+    summary: Summary,
+    lsm_ok: Option<bool>,
+    finished: bool,
+    in_test_output: bool,
+    test_output: String,
+}
+
+impl Console {
+    fn feed(&mut self, line: &str) {
+        let summary = &mut self.summary;
+        if let Some(rest) = line.find(MARK).map(|at| &line[at + MARK.len()..]) {
+            let rest = rest.trim();
+            if let Some(release) = rest.strip_prefix("kernel=") {
+                summary.release = Some(release.to_owned());
+            } else if let Some(lsms) = rest.strip_prefix("lsm=") {
+                self.lsm_ok = Some(lsms.split(',').any(|l| l == "bpf"));
+            } else if rest == "done" {
+                self.finished = true;
+            }
+            return;
+        }
+        if line.starts_with("running ") {
+            self.in_test_output = true;
+        } else if line.starts_with("test result:") {
+            self.in_test_output = false;
+        }
+        // Kernel messages start with a timestamp in brackets.
+        if self.in_test_output && !line.starts_with('[') {
+            self.test_output.push_str(line);
+            self.test_output.push('\n');
+        }
+        if let Some(rest) = line.strip_prefix("test ")
+            && let Some((name, outcome)) = rest.rsplit_once(" ... ")
+        {
+            let name = name.to_owned();
+            match outcome.trim() {
+                "ok" => summary.passed.push(name),
+                "FAILED" => summary.failed.push(name),
+                o if o.starts_with("ignored") => summary.skipped.push(name),
+                _ => {}
+            }
+        }
+        if line.contains("Kernel panic") {
+            summary.problems.push("kernel panic".to_owned());
+        }
+    }
+
+    /// The summary with every reason the run does not count, and the tests' output.
+    fn finish(mut self, log: &str) -> (Summary, String) {
+        let summary = &mut self.summary;
+        if !self.finished && summary.problems.is_empty() {
+            summary.problems.push(format!("the VM stopped before the tests finished (see {log})"));
+        }
+        match self.lsm_ok {
+            Some(true) => {}
+            Some(false) => summary.problems.push("BPF LSM is not active in the guest".to_owned()),
+            None => summary.problems.push("the guest never reported its LSM list".to_owned()),
+        }
+        if !summary.skipped.is_empty() {
+            summary.problems.push(format!("skipped tests are not allowed: {}", summary.skipped.join(", ")));
+        }
+        if self.finished && summary.passed.is_empty() && summary.failed.is_empty() {
+            summary.problems.push("no test ran (does the filter match any test?)".to_owned());
+        }
+        (self.summary, self.test_output)
+    }
+}
+
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mkdir -p /dev /proc /sys /tmp /run /var/lib
+mount -t devtmpfs dev /dev
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t securityfs security /sys/kernel/security
+mount -t tmpfs tmp /tmp
+mount -t tmpfs run /run
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+mount -t bpf bpf /sys/fs/bpf
+ip link set lo up
+echo "ENFORCER-VM kernel=$(uname -r)"
+echo "ENFORCER-VM lsm=$(cat /sys/kernel/security/lsm)"
+filter=""
+for word in $(cat /proc/cmdline); do
+  case "$word" in enforcer.filter=*) filter="${word#enforcer.filter=}" ;; esac
+done
+export ENFORCER_BIN=/bin/enforcer RUST_BACKTRACE=1
+for t in /tests/*; do
+  echo "ENFORCER-VM running $t"
+  "$t" --test-threads=1 $filter
+done
+echo "ENFORCER-VM done"
+poweroff -f
+"#;
+
+/// Builds the initramfs (gzip'd newc cpio) and returns its path.
+fn initramfs(agent: &Path, tests: &[PathBuf]) -> anyhow::Result<PathBuf> {
+    let root = workspace_root().join("target/vm/initramfs");
+    let _ = fs::remove_dir_all(&root);
+    for dir in ["bin", "tests", "dev", "proc", "sys", "tmp", "run", "etc"] {
+        fs::create_dir_all(root.join(dir))?;
+    }
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+        .context("busybox not found (apt-get install busybox-static)")?;
+    fs::copy(busybox, root.join("bin/busybox"))?;
+    fs::write(root.join("init"), INIT)?;
+    fs::set_permissions(root.join("init"), fs::Permissions::from_mode(0o755))?;
+    fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n")?;
+    fs::write(root.join("etc/group"), "root:x:0:\nnobody:x:65534:\n")?;
+
+    let mut binaries = vec![(agent.to_path_buf(), root.join("bin/enforcer"))];
+    for test in tests {
+        let name = test.file_name().context("test executable without a name")?;
+        binaries.push((test.clone(), root.join("tests").join(name)));
+    }
+    let mut libraries = BTreeSet::new();
+    for (from, to) in &binaries {
+        fs::copy(from, to).with_context(|| format!("copying {}", from.display()))?;
+        libraries.extend(shared_libraries(from)?);
+    }
+    for lib in &libraries {
+        let dest = root.join(lib.strip_prefix("/").unwrap_or(lib));
+        fs::create_dir_all(dest.parent().expect("absolute path has a parent"))?;
+        fs::copy(lib, &dest).with_context(|| format!("copying {}", lib.display()))?;
+    }
+    // The dynamic loader is looked up at /lib64 on x86_64.
+    let out = workspace_root().join("target/vm/initramfs.cpio.gz");
+    exec(
+        Command::new("sh")
+            .current_dir(&root)
+            .arg("-c")
+            .arg(format!("find . -print0 | cpio --null -o -H newc --quiet | gzip -1 > '{}'", out.display())),
+    )?;
+    Ok(out)
+}
+
+/// Absolute paths of the shared libraries a binary needs, as `ldd` lists them.
+fn shared_libraries(binary: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let output = Command::new("ldd").arg(binary).output().context("running ldd")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut libs = Vec::new();
+    for line in text.lines() {
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(path) = path
+            && path.starts_with('/')
+        {
+            libs.push(PathBuf::from(path));
+        }
+    }
+    Ok(libs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(lines: &[&str]) -> Summary {
+        let mut console = Console::default();
+        for line in lines {
+            console.feed(line);
+        }
+        console.finish("log").0
+    }
+
+    #[test]
+    fn a_clean_run_has_no_problems() {
+        let s = read(&[
+            "\u{1b}[2JENFORCER-VM kernel=6.1.0-1-cloud-amd64",
+            "ENFORCER-VM lsm=lockdown,capability,bpf",
+            "running 2 tests",
+            "test a ... ok",
+            "test b ... ok",
+            "test result: ok. 2 passed; 0 failed",
+            "ENFORCER-VM done",
+        ]);
+        assert_eq!(s.release.as_deref(), Some("6.1.0-1-cloud-amd64"));
+        assert_eq!(s.passed, ["a", "b"]);
+        assert!(s.problems.is_empty(), "{:?}", s.problems);
+    }
+
+    #[test]
+    fn skips_missing_lsm_and_unfinished_runs_are_problems() {
+        let s = read(&["ENFORCER-VM lsm=lockdown,capability", "test a ... ignored", "test b ... FAILED"]);
+        assert_eq!(s.failed, ["b"]);
+        let all = s.problems.join("; ");
+        assert!(all.contains("skipped tests are not allowed: a"), "{all}");
+        assert!(all.contains("BPF LSM is not active"), "{all}");
+        assert!(all.contains("stopped before the tests finished"), "{all}");
+    }
+
+    #[test]
+    fn a_run_where_nothing_ran_is_a_problem() {
+        let s = read(&["ENFORCER-VM lsm=bpf", "running 0 tests", "ENFORCER-VM done"]);
+        assert!(s.problems.iter().any(|p| p.contains("no test ran")));
+    }
+}
