@@ -1,8 +1,15 @@
 //! The enforcer agent: loads the kernel programs, compiles policy into their maps and
 //! turns their events into verdict records.
 
+pub mod agent;
 pub mod btf;
+pub mod engine;
 pub mod events;
+pub mod identity;
 pub mod loader;
 pub mod maps;
+pub mod pins;
 pub mod policy;
+pub mod record;
+pub mod state;
+pub mod verdict_log;

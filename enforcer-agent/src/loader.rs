@@ -7,7 +7,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{CgroupAttachMode, CgroupSockAddr, Lsm},
+    programs::{CgroupAttachMode, CgroupSockAddr, Lsm, links::FdLink},
 };
 use enforcer_common::maps::globals;
 
@@ -36,6 +36,8 @@ pub enum LoadError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error("program {name}: its link is not a BPF link: {message}")]
+    Link { name: &'static str, message: String },
     #[error("program {0} missing from the eBPF object")]
     MissingProgram(&'static str),
     #[error("opening cgroup root {path}: {source}")]
@@ -85,8 +87,8 @@ pub struct Options {
     pub network_only: bool,
 }
 
-/// Loads the object with the running kernel's struct offsets and attaches every program.
-/// Programs stay attached for as long as the returned `Ebpf` lives.
+/// Loads the object with the running kernel's struct offsets and loads every program into
+/// the kernel (verifier included) without attaching any.
 pub fn load(options: &Options) -> Result<Ebpf, LoadError> {
     let features = Features::probe();
     if !options.network_only && !features.bpf_lsm {
@@ -101,33 +103,58 @@ pub fn load(options: &Options) -> Result<Ebpf, LoadError> {
         .override_global(globals::OFF_FILE_F_PATH, &off_f_path, true)
         .override_global(globals::OFF_FILE_F_MODE, &off_f_mode, true)
         .load(OBJECT)?;
-
     if !options.network_only {
         let kernel_btf = aya::Btf::from_sys_fs()?;
         for (name, hook) in LSM_PROGRAMS {
-            let program: &mut Lsm = ebpf
-                .program_mut(name)
-                .ok_or(LoadError::MissingProgram(name))?
-                .try_into()
+            lsm(&mut ebpf, name)?
+                .load(hook, &kernel_btf)
                 .map_err(|source| LoadError::Program { name, source })?;
-            program.load(hook, &kernel_btf).map_err(|source| LoadError::Program { name, source })?;
-            program.attach().map_err(|source| LoadError::Program { name, source })?;
+        }
+    }
+    for name in CGROUP_PROGRAMS {
+        sock_addr(&mut ebpf, name)?.load().map_err(|source| LoadError::Program { name, source })?;
+    }
+    Ok(ebpf)
+}
+
+fn lsm<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Lsm, LoadError> {
+    ebpf.program_mut(name)
+        .ok_or(LoadError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| LoadError::Program { name, source })
+}
+
+fn sock_addr<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut CgroupSockAddr, LoadError> {
+    ebpf.program_mut(name)
+        .ok_or(LoadError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| LoadError::Program { name, source })
+}
+
+/// Attaches the loaded programs and hands back their links, named after the programs.
+/// A link detaches when dropped unless it was pinned first.
+pub fn attach(ebpf: &mut Ebpf, options: &Options) -> Result<Vec<(&'static str, FdLink)>, LoadError> {
+    let mut links = Vec::new();
+    if !options.network_only {
+        for (name, _) in LSM_PROGRAMS {
+            let program = lsm(ebpf, name)?;
+            let id = program.attach().map_err(|source| LoadError::Program { name, source })?;
+            let link = program.take_link(id).map_err(|source| LoadError::Program { name, source })?;
+            links.push((name, FdLink::from(link)));
         }
     }
     let root = File::open(&options.cgroup_root)
         .map_err(|source| LoadError::CgroupRoot { path: options.cgroup_root.clone(), source })?;
     for name in CGROUP_PROGRAMS {
-        let program: &mut CgroupSockAddr = ebpf
-            .program_mut(name)
-            .ok_or(LoadError::MissingProgram(name))?
-            .try_into()
-            .map_err(|source| LoadError::Program { name, source })?;
-        program.load().map_err(|source| LoadError::Program { name, source })?;
+        let program = sock_addr(ebpf, name)?;
         // Attached as a BPF link, which always coexists with other programs on the cgroup;
         // the kernel rejects link creation with the ALLOW_MULTI flag, so pass no flag.
-        program
+        let id = program
             .attach(&root, CgroupAttachMode::Single)
             .map_err(|source| LoadError::Program { name, source })?;
+        let link = program.take_link(id).map_err(|source| LoadError::Program { name, source })?;
+        let link = FdLink::try_from(link).map_err(|e| LoadError::Link { name, message: e.to_string() })?;
+        links.push((name, link));
     }
-    Ok(ebpf)
+    Ok(links)
 }

@@ -68,13 +68,18 @@ impl Drop for TestCgroup {
 /// Runs `f` in a forked child placed in `cgroup` (or left where it is when `None`) and
 /// returns its exit code.
 pub fn run_in(cgroup: Option<&TestCgroup>, f: impl FnOnce() -> i32) -> i32 {
+    run_in_dir(cgroup.map(|c| c.path.as_path()), f)
+}
+
+/// [`run_in`] for a cgroup given by its directory.
+pub fn run_in_dir(cgroup: Option<&Path>, f: impl FnOnce() -> i32) -> i32 {
     // SAFETY: the tests run single-threaded (--test-threads=1 in the VM); the child only
     // writes a file, runs `f` and exits.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed: {}", std::io::Error::last_os_error());
     if pid == 0 {
         if let Some(cgroup) = cgroup
-            && fs::write(cgroup.path.join("cgroup.procs"), "0").is_err()
+            && fs::write(cgroup.join("cgroup.procs"), "0").is_err()
         {
             // SAFETY: exiting the child without unwinding.
             unsafe { libc::_exit(200) };
@@ -89,7 +94,7 @@ pub fn run_in(cgroup: Option<&TestCgroup>, f: impl FnOnce() -> i32) -> i32 {
     assert_eq!(waited, pid, "waitpid failed");
     assert!(libc::WIFEXITED(status), "child did not exit normally: status {status}");
     let code = libc::WEXITSTATUS(status);
-    assert_ne!(code, 200, "could not move the child into {:?}", cgroup.map(|c| &c.path));
+    assert_ne!(code, 200, "could not move the child into {cgroup:?}");
     code
 }
 
@@ -133,4 +138,226 @@ pub fn write_file(path: &str, contents: &str) {
         fs::create_dir_all(dir).expect("creating test directory");
     }
     fs::write(p, contents).expect("writing test file");
+}
+
+/// `execv(path, [path])` in the calling (child) process: returns the errno if the exec
+/// fails; on success the process becomes `path` and exits with its status.
+pub fn exec_errno(path: &str) -> i32 {
+    let c = CString::new(path).expect("path without NUL");
+    let argv = [c.as_ptr(), std::ptr::null()];
+    // SAFETY: NUL-terminated argv of valid C strings.
+    unsafe { libc::execv(c.as_ptr(), argv.as_ptr()) };
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(255)
+}
+
+/// Copies busybox to `dir/name` as a real file (not a symlink), so exec rules see that
+/// path; run with no arguments it acts as the applet `name` (e.g. `true`).
+pub fn tool(dir: &str, name: &str) -> String {
+    fs::create_dir_all(dir).expect("creating tool directory");
+    let path = format!("{dir}/{name}");
+    let busybox =
+        ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).exists()).expect("busybox");
+    fs::copy(busybox, &path).expect("copying busybox");
+    path
+}
+
+/// A running `enforcer agent`, stopped (SIGTERM) when dropped.
+pub struct Agent {
+    child: Option<std::process::Child>,
+    pub log_file: PathBuf,
+    pub policy_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub bpffs: PathBuf,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+/// Files and directories of one agent under test.
+pub struct AgentDirs {
+    pub policy_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub bpffs: PathBuf,
+    pub log_file: PathBuf,
+}
+
+impl AgentDirs {
+    /// Fresh directories named after the test, with `policy` as the only policy file.
+    pub fn new(name: &str, policy: &str) -> Self {
+        let base = PathBuf::from(format!("/tmp/enforcer-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let dirs = Self {
+            policy_dir: base.join("policies"),
+            state_dir: base.join("state"),
+            bpffs: PathBuf::from(format!("/sys/fs/bpf/enforcer-{name}")),
+            log_file: base.join("verdicts.jsonl"),
+        };
+        fs::create_dir_all(&dirs.policy_dir).expect("creating policy dir");
+        dirs.set_policy(policy);
+        dirs
+    }
+
+    pub fn set_policy(&self, policy: &str) {
+        fs::write(self.policy_dir.join("policy.yaml"), policy).expect("writing policy");
+    }
+}
+
+fn agent_binary() -> String {
+    std::env::var("ENFORCER_BIN").unwrap_or_else(|_| "/bin/enforcer".to_owned())
+}
+
+impl Agent {
+    /// Starts an agent and waits until it says it is ready (panics with its output if it
+    /// exits or takes longer than a minute).
+    pub fn start(dirs: &AgentDirs, on_exit: &str) -> Self {
+        use std::io::BufRead as _;
+        let mut child = std::process::Command::new(agent_binary())
+            .arg("agent")
+            .arg("--policy-dir")
+            .arg(&dirs.policy_dir)
+            .arg("--state-dir")
+            .arg(&dirs.state_dir)
+            .arg("--bpffs")
+            .arg(&dirs.bpffs)
+            .arg("--log-file")
+            .arg(&dirs.log_file)
+            .arg("--cgroup-root")
+            .arg(cgroup2_root())
+            .args(["--on-exit", on_exit, "--rescan-ms", "100"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting the enforcer agent");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let sink = std::sync::Arc::clone(&text);
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("enforcer agent ready") {
+                    let _ = ready_tx.send(());
+                }
+                let mut t = sink.lock().expect("stderr lock");
+                t.push_str(&line);
+                t.push('\n');
+            }
+        });
+        let mut agent = Self {
+            child: Some(child),
+            log_file: dirs.log_file.clone(),
+            policy_dir: dirs.policy_dir.clone(),
+            state_dir: dirs.state_dir.clone(),
+            bpffs: dirs.bpffs.clone(),
+            stderr: text,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if ready_rx.recv_timeout(Duration::from_millis(100)).is_ok() {
+                return agent;
+            }
+            if let Some(status) = agent.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("the agent exited ({status}) before it was ready:\n{}", agent.stderr());
+            }
+            assert!(Instant::now() < deadline, "the agent was not ready within 60 s:\n{}", agent.stderr());
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("stderr lock").clone()
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.as_ref().expect("running").id()).expect("pid fits")
+    }
+
+    /// Asks the agent to reload its policy directory.
+    pub fn reload(&self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.pid(), libc::SIGHUP) };
+    }
+
+    /// Stops the agent (SIGTERM) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(i32::try_from(child.id()).expect("pid fits"), libc::SIGTERM) };
+            let status = child.wait().expect("waiting for the agent");
+            assert!(status.success(), "the agent exited with {status}:\n{}", self.stderr());
+        }
+    }
+
+    /// Every JSON record in the verdict log so far.
+    pub fn records(&self) -> Vec<serde_json::Value> {
+        let text = fs::read_to_string(&self.log_file).unwrap_or_default();
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// Waits up to 10 s for a record matching `want`.
+    pub fn wait_record(&self, want: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(r) = self.records().into_iter().find(|r| want(r)) {
+                return r;
+            }
+            if Instant::now() >= deadline {
+                let log = fs::read_to_string(&self.log_file).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(10).collect();
+                panic!(
+                    "no matching verdict record within 10 s; last log lines (newest first):\n{}\nagent stderr:\n{}",
+                    tail.join("\n"),
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(i32::try_from(child.id()).expect("pid fits"), libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The path of a test cgroup relative to the cgroup root, as policies name it.
+pub fn relative(cgroup: &TestCgroup) -> String {
+    let root = cgroup2_root();
+    format!("/{}", cgroup.path.strip_prefix(&root).expect("under the root").display())
+}
+
+/// A policy document for `cgroup` with the given spec body (indented two spaces).
+pub fn policy(name: &str, cgroup: &TestCgroup, body: &str) -> String {
+    format!(
+        "apiVersion: enforcer.dev/v1\nkind: Policy\nmetadata:\n  name: {name}\nspec:\n  selector:\n    cgroupPath: {}\n{body}",
+        relative(cgroup)
+    )
+}
+
+/// `connect()` over TCP: 0 on success, else the errno.
+pub fn connect_errno(addr: &str) -> i32 {
+    let addr: std::net::SocketAddr = addr.parse().expect("socket address");
+    match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(255),
+    }
+}
+
+/// One UDP datagram sent with `sendto()` (no `connect()`): 0 on success, else the errno.
+pub fn udp_send_errno(addr: &str) -> i32 {
+    let addr: std::net::SocketAddr = addr.parse().expect("socket address");
+    let bind = if addr.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
+    let socket = std::net::UdpSocket::bind(bind).expect("binding a UDP socket");
+    match socket.send_to(b"ping", addr) {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(255),
+    }
+}
+
+/// A record field as a string ("" if absent).
+pub fn field<'a>(record: &'a serde_json::Value, name: &str) -> &'a str {
+    record[name].as_str().unwrap_or_default()
 }

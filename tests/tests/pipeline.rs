@@ -19,8 +19,9 @@ use enforcer_tests::{TestCgroup, cgroup2_root, open_errno, run_in, wait_for_even
 fn file_open_denied_in_selected_cgroup_only() {
     let secret = "/tmp/pipeline/secret.key";
     write_file(secret, "s3cr3t");
-    let mut ebpf = loader::load(&loader::Options { cgroup_root: cgroup2_root(), network_only: false })
-        .expect("loading the enforcer programs");
+    let options = loader::Options { cgroup_root: cgroup2_root(), network_only: false };
+    let mut ebpf = loader::load(&options).expect("loading the enforcer programs");
+    let _links = loader::attach(&mut ebpf, &options).expect("attaching the enforcer programs");
     let mut kernel = KernelMaps::take(&mut ebpf).expect("taking maps");
     let mut ring = maps::take_events(&mut ebpf).expect("taking the event ring");
 

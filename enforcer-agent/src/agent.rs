@@ -1,0 +1,307 @@
+//! `enforcer agent`: the daemon. Loads and attaches the programs, applies the policy
+//! set, writes verdicts, binds new cgroups, and hands over to its successor on restart.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use serde::Serialize;
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    engine::Engine,
+    events, loader,
+    maps::{self, KernelMaps},
+    pins,
+    policy::{model::Policy, validate},
+    record::{self, Clock},
+    state::State,
+    verdict_log::VerdictLog,
+};
+use enforcer_common::verdict::stat;
+
+/// What happens to enforcement when the agent stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExit {
+    /// Programs stay attached (pinned) and keep enforcing the last policy set; the next
+    /// agent takes them over without a gap. Verdicts are not logged while no agent runs.
+    Keep,
+    /// Programs are detached: nothing is enforced until an agent starts again.
+    Detach,
+}
+
+pub struct Config {
+    pub policy_dir: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    pub bpffs: PathBuf,
+    pub log_file: PathBuf,
+    pub stdout: bool,
+    pub cgroup_root: PathBuf,
+    pub network_only: bool,
+    pub on_exit: OnExit,
+    pub rescan_interval: Duration,
+}
+
+#[derive(Serialize)]
+struct PolicyRecord<'a> {
+    time: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    generation: u64,
+    policies: Vec<&'a str>,
+    source: &'a str,
+}
+
+#[derive(Serialize)]
+struct DroppedRecord {
+    time: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    /// Events lost since the previous report.
+    count: u64,
+    /// Events lost since the programs were loaded.
+    total: u64,
+}
+
+#[derive(Serialize)]
+struct AgentRecord {
+    time: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    event: &'static str,
+    pid: u32,
+    detail: String,
+}
+
+fn now() -> String {
+    Clock::now().wall(boot_ns())
+}
+
+fn boot_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
+/// Reads every `*.yaml`/`*.yml` file of a directory (sorted by name), or one file.
+pub fn read_policies(path: &Path) -> anyhow::Result<Vec<Policy>> {
+    let mut files = Vec::new();
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).with_context(|| format!("reading {}", path.display()))? {
+            let p = entry?.path();
+            if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                files.push(p);
+            }
+        }
+        files.sort();
+    } else {
+        files.push(path.to_owned());
+    }
+    let mut policies = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+        policies.extend(validate::parse(&file.display().to_string(), &text)?);
+    }
+    Ok(policies)
+}
+
+/// Everything a started agent holds.
+struct Running {
+    state: State,
+    engine: Engine,
+    log: VerdictLog,
+    instance: pins::Instance,
+    ring: aya::maps::RingBuf<aya::maps::MapData>,
+    /// Owns the loaded programs; their links are pinned in `instance`.
+    _ebpf: aya::Ebpf,
+}
+
+/// Loads, applies the policy set, attaches, pins, then retires earlier instances.
+fn start(config: &Config) -> anyhow::Result<Running> {
+    let state = State::open(&config.state_dir)?;
+    let policies = match &config.policy_dir {
+        Some(dir) => read_policies(dir)?,
+        None => state.policies()?,
+    };
+    // Refuse to start on an invalid set rather than enforce something else.
+    validate::validate_set(&policies)?;
+
+    let options =
+        loader::Options { cgroup_root: config.cgroup_root.clone(), network_only: config.network_only };
+    let mut ebpf = loader::load(&options)?;
+    let mut instance = pins::create(&config.bpffs)?;
+    instance.pin_maps(&ebpf)?;
+    let kernel = KernelMaps::take(&mut ebpf)?;
+    let ring = maps::take_events(&mut ebpf)?;
+    let mut engine = Engine::new(kernel, config.cgroup_root.clone(), state.generation());
+    let mut log = VerdictLog::open(&config.log_file, config.stdout)
+        .with_context(|| format!("opening verdict log {}", config.log_file.display()))?;
+
+    let applied = engine.apply(&policies)?;
+    state.save(&policies, applied.generation)?;
+    write_policy_record(&mut log, &engine, "startup");
+
+    // Attach, pin, and only then retire earlier instances: never a moment unenforced.
+    let links = loader::attach(&mut ebpf, &options)?;
+    instance.pin_links(links)?;
+    for old in pins::previous(&config.bpffs, &instance.dir) {
+        let detached = pins::retire(&old);
+        tracing::info!(instance = %old.display(), detached, "took over from a previous agent");
+        write_agent_record(&mut log, "takeover", format!("{} ({detached} links detached)", old.display()));
+    }
+    write_agent_record(&mut log, "start", format!("generation {}", applied.generation));
+    let _ = log.flush();
+    let features = loader::Features::probe();
+    eprintln!(
+        "enforcer agent ready: kernel {}, bpf lsm {}, generation {}, {} policies, {} cgroups bound, verdicts to {}",
+        features.kernel,
+        if features.bpf_lsm && !config.network_only { "enforcing" } else { "off (network only)" },
+        applied.generation,
+        applied.policies,
+        applied.cgroups_bound,
+        log.path().display()
+    );
+    Ok(Running { state, engine, log, instance, ring, _ebpf: ebpf })
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let Running { state, mut engine, mut log, instance, ring, _ebpf } = start(&config)?;
+    // SAFETY: the ring buffer owns its map descriptor and lives inside the AsyncFd, so the
+    // descriptor stays open for as long as it is registered.
+    let mut ring = unsafe { AsyncFd::register(ring) }
+        .map_err(|e| anyhow::anyhow!("watching the event ring buffer: {}", e.into_parts().1))?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut tick = tokio::time::interval(config.rescan_interval);
+    let mut dropped_seen = engine.maps().stats().map_or(0, |s| s[stat::EVENTS_DROPPED as usize]);
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                // A full batch means more may be waiting: stay ready and come back after
+                // the other branches had their turn.
+                if !drain(guard.get_inner_mut(), &engine, &mut log) {
+                    guard.clear_ready();
+                }
+            }
+            _ = tick.tick() => {
+                housekeeping(&mut engine, &mut log, &mut dropped_seen);
+            }
+            _ = hangup.recv() => {
+                if let Some(dir) = &config.policy_dir {
+                    reload(dir, &state, &mut engine, &mut log);
+                }
+            }
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    while drain(ring.get_mut(), &engine, &mut log) {}
+    let detail = match config.on_exit {
+        OnExit::Keep => "programs stay attached and keep enforcing".to_owned(),
+        OnExit::Detach => "programs detached".to_owned(),
+    };
+    write_agent_record(&mut log, "stop", detail);
+    let _ = log.flush();
+    if config.on_exit == OnExit::Detach {
+        instance.release();
+    }
+    Ok(())
+}
+
+/// Binds new cgroups and reports events the kernel could not deliver.
+fn housekeeping(engine: &mut Engine, log: &mut VerdictLog, dropped_seen: &mut u64) {
+    match engine.rescan() {
+        Ok(added) => {
+            for b in added {
+                tracing::info!(identity = %b.identity, cgroup_id = b.cgroup_id, "bound new cgroup");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "rescanning cgroups"),
+    }
+    if let Ok(stats) = engine.maps().stats() {
+        let total = stats[stat::EVENTS_DROPPED as usize];
+        if total > *dropped_seen {
+            let record = DroppedRecord { time: now(), kind: "dropped", count: total - *dropped_seen, total };
+            if let Err(e) = log.write(&record) {
+                tracing::warn!(error = %e, "writing verdict log");
+            }
+            *dropped_seen = total;
+        }
+    }
+    let _ = log.flush();
+}
+
+/// Re-reads the policy directory; a bad set is refused and the running one stays.
+fn reload(dir: &Path, state: &State, engine: &mut Engine, log: &mut VerdictLog) {
+    let result = read_policies(dir).and_then(|p| {
+        let applied = engine.apply(&p)?;
+        state.save(&p, applied.generation)?;
+        Ok(applied)
+    });
+    match result {
+        Ok(applied) => {
+            tracing::info!(generation = applied.generation, "reloaded policies");
+            write_policy_record(log, engine, "reload");
+        }
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "reload refused; the running policy is unchanged");
+        }
+    }
+    let _ = log.flush();
+}
+
+/// Most events handled per wake-up, so a busy ring cannot starve signals and timers.
+const DRAIN_BATCH: usize = 4096;
+
+/// Writes out pending events (at most one batch). Returns true if the batch was full.
+fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, engine: &Engine, log: &mut VerdictLog) -> bool {
+    let clock = Clock::now();
+    let directory = engine.directory();
+    let directory = directory.read().expect("directory lock");
+    let mut handled = 0;
+    while handled < DRAIN_BATCH
+        && let Some(item) = ring.next()
+    {
+        handled += 1;
+        match events::decode(&item) {
+            Ok(event) => {
+                let record = record::build(&event, &directory, &clock);
+                if let Err(e) = log.write(&record) {
+                    tracing::warn!(error = %e, "writing verdict log");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "undecodable event"),
+        }
+    }
+    let _ = log.flush();
+    handled == DRAIN_BATCH
+}
+
+fn write_policy_record(log: &mut VerdictLog, engine: &Engine, source: &str) {
+    let record = PolicyRecord {
+        time: now(),
+        kind: "policy",
+        generation: engine.generation(),
+        policies: engine.policies().iter().map(|p| p.name.as_str()).collect(),
+        source,
+    };
+    if let Err(e) = log.write(&record) {
+        tracing::warn!(error = %e, "writing verdict log");
+    }
+}
+
+fn write_agent_record(log: &mut VerdictLog, event: &'static str, detail: String) {
+    let record = AgentRecord { time: now(), kind: "agent", event, pid: std::process::id(), detail };
+    if let Err(e) = log.write(&record) {
+        tracing::warn!(error = %e, "writing verdict log");
+    }
+}

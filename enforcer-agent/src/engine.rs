@@ -1,0 +1,165 @@
+//! The policy engine: validates, resolves identities to cgroups, compiles and installs
+//! policy sets, and keeps the directory that names identities in verdicts.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    sync::{Arc, RwLock},
+};
+
+use crate::{
+    identity,
+    maps::{KernelMaps, MapsError},
+    policy::{
+        compile::{ResolvedBinding, compile},
+        model::Policy,
+        validate::{PolicyError, Valid, validate_set},
+    },
+};
+use enforcer_common::maps::{BINDING_SUBTREE, Binding};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("installing the policy set: {0}; the running policy is unchanged")]
+    Install(#[source] MapsError),
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+}
+
+/// How many past generations stay decodable (events may lag an apply).
+const GENERATIONS_KEPT: usize = 8;
+
+/// Names behind the numbers in kernel events.
+#[derive(Debug, Default)]
+pub struct Directory {
+    /// generation → identity number → (identity, policy).
+    pub generations: BTreeMap<u64, BTreeMap<u32, (String, String)>>,
+    /// cgroup id → path relative to the cgroup root.
+    pub cgroups: BTreeMap<u64, String>,
+}
+
+impl Directory {
+    pub fn names(&self, generation: u64, identity: u32) -> Option<&(String, String)> {
+        self.generations.get(&generation).and_then(|g| g.get(&identity))
+    }
+}
+
+/// Outcome of an apply.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Applied {
+    pub generation: u64,
+    pub policies: usize,
+    pub cgroups_bound: usize,
+}
+
+pub struct Engine {
+    maps: KernelMaps,
+    cgroup_root: PathBuf,
+    ids: BTreeMap<String, u32>,
+    policies: Vec<Valid>,
+    generation: u64,
+    bound: BTreeSet<(u64, u32)>,
+    directory: Arc<RwLock<Directory>>,
+}
+
+impl Engine {
+    /// `generation` is the last generation applied before (0 on a fresh install), so
+    /// numbers keep increasing across agent restarts.
+    pub fn new(maps: KernelMaps, cgroup_root: PathBuf, generation: u64) -> Self {
+        Self {
+            maps,
+            cgroup_root,
+            ids: BTreeMap::new(),
+            policies: Vec::new(),
+            generation,
+            bound: BTreeSet::new(),
+            directory: Arc::default(),
+        }
+    }
+
+    pub fn directory(&self) -> Arc<RwLock<Directory>> {
+        Arc::clone(&self.directory)
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn policies(&self) -> &[Valid] {
+        &self.policies
+    }
+
+    pub fn maps(&self) -> &KernelMaps {
+        &self.maps
+    }
+
+    /// Replaces the whole policy set. Nothing changes unless every document is valid and
+    /// the compiled set fits; the switch itself is one map store.
+    pub fn apply(&mut self, policies: &[Policy]) -> Result<Applied, EngineError> {
+        let valid = validate_set(policies)?;
+        let mut ids = self.ids.clone();
+        let mut next = ids.values().max().copied().unwrap_or(0) + 1;
+        for policy in &valid {
+            ids.entry(policy.identity.clone()).or_insert_with(|| {
+                next += 1;
+                next - 1
+            });
+        }
+        let cgroups = identity::scan(&self.cgroup_root);
+        let bindings = identity::resolve(&valid, &cgroups);
+        let generation = self.generation + 1;
+        let set = compile(&valid, &ids, &bindings, generation)?;
+        self.maps.install(&set).map_err(EngineError::Install)?;
+
+        self.bound = set.bindings.iter().map(|(cgroup, b)| (*cgroup, b.identity)).collect();
+        self.ids = ids;
+        self.generation = generation;
+        self.policies = valid;
+        let names: BTreeMap<u32, (String, String)> = self
+            .policies
+            .iter()
+            .map(|p| (self.ids[&p.identity], (p.identity.clone(), p.name.clone())))
+            .collect();
+        let mut directory = self.directory.write().expect("directory lock");
+        directory.generations.insert(generation, names);
+        while directory.generations.len() > GENERATIONS_KEPT {
+            directory.generations.pop_first();
+        }
+        directory.cgroups = identity::paths_by_id(&cgroups);
+        Ok(Applied { generation, policies: self.policies.len(), cgroups_bound: self.bound.len() })
+    }
+
+    /// Binds cgroups that appeared since the last apply (e.g. a new container selected by
+    /// id). Cgroups created under an already bound cgroup need no binding: the kernel
+    /// programs find their bound ancestor on their first syscall.
+    pub fn rescan(&mut self) -> Result<Vec<ResolvedBinding>, EngineError> {
+        let cgroups = identity::scan(&self.cgroup_root);
+        let mut added = Vec::new();
+        for binding in identity::resolve(&self.policies, &cgroups) {
+            let id = self.ids[&binding.identity];
+            if self.bound.insert((binding.cgroup_id, id)) {
+                let flags = if binding.subtree { BINDING_SUBTREE } else { 0 };
+                self.maps.bind_live(binding.cgroup_id, Binding { identity: id, flags })?;
+                added.push(binding);
+            }
+        }
+        self.directory.write().expect("directory lock").cgroups = identity::paths_by_id(&cgroups);
+        Ok(added)
+    }
+
+    /// Identity → cgroup paths currently bound.
+    pub fn identities(&self) -> BTreeMap<String, Vec<String>> {
+        let directory = self.directory.read().expect("directory lock");
+        let by_id: BTreeMap<u32, &String> = self.ids.iter().map(|(name, id)| (*id, name)).collect();
+        let mut out: BTreeMap<String, Vec<String>> =
+            self.policies.iter().map(|p| (p.identity.clone(), Vec::new())).collect();
+        for (cgroup, id) in &self.bound {
+            if let (Some(name), Some(path)) = (by_id.get(id), directory.cgroups.get(cgroup)) {
+                out.entry((*name).clone()).or_default().push(path.clone());
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,145 @@
+//! Cgroup discovery: which cgroups each identity's selector picks.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
+
+use crate::policy::{
+    compile::ResolvedBinding,
+    validate::{SelectorSpec, Valid},
+};
+
+/// Deepest level walked below the cgroup root.
+pub const MAX_SCAN_DEPTH: usize = 32;
+
+/// A cgroup v2 directory: its path relative to the root (`/a/b`) and its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cgroup {
+    pub path: String,
+    pub id: u64,
+}
+
+/// Every cgroup under `root` (the root itself as `/`). Cgroups that vanish mid-walk are
+/// skipped.
+pub fn scan(root: &Path) -> Vec<Cgroup> {
+    let mut out = Vec::new();
+    let mut stack: Vec<(PathBuf, String, usize)> = vec![(root.to_path_buf(), "/".to_owned(), 0)];
+    while let Some((dir, rel, depth)) = stack.pop() {
+        let Ok(meta) = fs::metadata(&dir) else { continue };
+        out.push(Cgroup { path: rel.clone(), id: meta.ino() });
+        if depth >= MAX_SCAN_DEPTH {
+            continue;
+        }
+        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let child_rel = if rel == "/" { format!("/{name}") } else { format!("{rel}/{name}") };
+                stack.push((entry.path(), child_rel, depth + 1));
+            }
+        }
+    }
+    out
+}
+
+/// Prefixes and suffix container runtimes give a container's cgroup directory.
+const RUNTIME_PREFIXES: [&str; 4] = ["docker-", "cri-containerd-", "crio-", "libpod-"];
+
+/// The container id a cgroup directory name carries, if any: `docker-<id>.scope`,
+/// `cri-containerd-<id>.scope`, `crio-<id>.scope`, `libpod-<id>.scope`, or a bare
+/// 64-digit id (cgroupfs drivers: `/docker/<id>`, `/kubepods/.../<id>`).
+pub fn container_id_of(name: &str) -> Option<&str> {
+    let stem = name.strip_suffix(".scope").unwrap_or(name);
+    let id = RUNTIME_PREFIXES.iter().find_map(|p| stem.strip_prefix(p)).unwrap_or(stem);
+    (id.len() == 64 && id.chars().all(|c| c.is_ascii_hexdigit())).then_some(id)
+}
+
+/// Whether a selector picks the cgroup at `path` (relative to the root).
+pub fn selects(selector: &SelectorSpec, path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or_default();
+    match selector {
+        SelectorSpec::CgroupPath { path: wanted, .. } => path == wanted,
+        SelectorSpec::SystemdUnit { unit, .. } => name == unit,
+        SelectorSpec::ContainerId { id, .. } => {
+            container_id_of(name).is_some_and(|found| found.starts_with(id.as_str()))
+        }
+    }
+}
+
+fn subtree(selector: &SelectorSpec) -> bool {
+    match selector {
+        SelectorSpec::CgroupPath { subtree, .. }
+        | SelectorSpec::SystemdUnit { subtree, .. }
+        | SelectorSpec::ContainerId { subtree, .. } => *subtree,
+    }
+}
+
+/// The bindings the policies' selectors give over `cgroups`.
+pub fn resolve(policies: &[Valid], cgroups: &[Cgroup]) -> Vec<ResolvedBinding> {
+    let mut out = Vec::new();
+    for policy in policies {
+        for cgroup in cgroups.iter().filter(|c| selects(&policy.selector, &c.path)) {
+            out.push(ResolvedBinding {
+                identity: policy.identity.clone(),
+                cgroup_id: cgroup.id,
+                subtree: subtree(&policy.selector),
+            });
+        }
+    }
+    out
+}
+
+/// Cgroup id → path, for naming cgroups in verdicts.
+pub fn paths_by_id(cgroups: &[Cgroup]) -> BTreeMap<u64, String> {
+    cgroups.iter().map(|c| (c.id, c.path.clone())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "3f2a9c1d0b7e4a5f8c6d2e1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2a1f";
+
+    #[test]
+    fn recognises_runtime_cgroup_names() {
+        for name in [
+            format!("docker-{ID}.scope"),
+            format!("cri-containerd-{ID}.scope"),
+            format!("crio-{ID}.scope"),
+            format!("libpod-{ID}.scope"),
+            ID.to_owned(),
+        ] {
+            assert_eq!(container_id_of(&name), Some(ID), "{name}");
+        }
+        assert_eq!(container_id_of(&format!("crio-conmon-{ID}.scope")), None);
+        assert_eq!(container_id_of("payments.service"), None);
+    }
+
+    #[test]
+    fn selectors_pick_the_right_cgroups() {
+        let by_path = SelectorSpec::CgroupPath { path: "/demo/payments".into(), subtree: true };
+        assert!(selects(&by_path, "/demo/payments"));
+        assert!(!selects(&by_path, "/demo/payments/worker"));
+        let by_unit = SelectorSpec::SystemdUnit { unit: "ci.service".into(), subtree: true };
+        assert!(selects(&by_unit, "/system.slice/ci.service"));
+        assert!(!selects(&by_unit, "/system.slice/ci.service.d"));
+        let by_id = SelectorSpec::ContainerId { id: ID[..12].into(), subtree: true };
+        assert!(selects(&by_id, &format!("/kubepods.slice/kubepods-pod1.slice/cri-containerd-{ID}.scope")));
+        assert!(selects(&by_id, &format!("/docker/{ID}")));
+        assert!(!selects(&by_id, "/docker/other"));
+    }
+
+    #[test]
+    fn scan_walks_a_directory_tree() {
+        let dir = std::env::temp_dir().join(format!("enforcer-scan-{}", std::process::id()));
+        fs::create_dir_all(dir.join("a/b")).unwrap();
+        let found: Vec<String> = scan(&dir).into_iter().map(|c| c.path).collect();
+        fs::remove_dir_all(&dir).unwrap();
+        assert!(found.contains(&"/".to_owned()));
+        assert!(found.contains(&"/a".to_owned()));
+        assert!(found.contains(&"/a/b".to_owned()));
+    }
+}

@@ -1,0 +1,214 @@
+//! Turning validated policies into map entries (pure: no kernel I/O).
+//!
+//! Matching semantics the entries encode:
+//! - exec and file: the most specific rule wins — an exact `path` rule over any `dir`
+//!   rule, a longer `dir` over a shorter one. Read and write are decided separately; an
+//!   open for both needs both allowed. No rule: the resource default.
+//! - network: the longest matching CIDR wins; among rules of that CIDR the first in
+//!   document order whose port and protocol match; if none matches there, the rules of
+//!   the next shorter covering CIDR are tried, and so on; then the default.
+
+use std::collections::{BTreeMap, BTreeSet, btree_map::Entry};
+
+use enforcer_common::{
+    MAX_NET_RULES_PER_PREFIX, capacity,
+    maps::{BINDING_SUBTREE, Binding, IdentityConfig, NetEntry, NetRule, PathRule, path_kind},
+    path_hash,
+    verdict::{IDENTITY_LOG_ALLOW, action, mode, proto},
+};
+
+use super::{
+    compiled::{CompiledSet, NetPrefix, PathRuleKey},
+    model::{Action, Mode, Protocol},
+    validate::{NetRuleSpec, PolicyError, Valid},
+};
+
+/// A cgroup found to belong to an identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedBinding {
+    pub identity: String,
+    pub cgroup_id: u64,
+    pub subtree: bool,
+}
+
+fn action_code(a: Action) -> u8 {
+    match a {
+        Action::Allow => action::ALLOW,
+        Action::Deny => action::DENY,
+    }
+}
+
+fn proto_code(p: Protocol) -> u8 {
+    match p {
+        Protocol::Any => proto::ANY,
+        Protocol::Tcp => proto::TCP,
+        Protocol::Udp => proto::UDP,
+    }
+}
+
+pub fn compile(
+    policies: &[Valid],
+    ids: &BTreeMap<String, u32>,
+    bindings: &[ResolvedBinding],
+    generation: u64,
+) -> Result<CompiledSet, PolicyError> {
+    let mut set = CompiledSet { generation, ..CompiledSet::default() };
+    let mut paths: BTreeMap<PathRuleKey, (PathRule, String)> = BTreeMap::new();
+    for policy in policies {
+        let id = *ids.get(&policy.identity).expect("every identity has an id");
+        set.identities.push((
+            id,
+            IdentityConfig {
+                mode: if policy.mode == Mode::Audit { mode::AUDIT } else { mode::ENFORCE },
+                exec_default: action_code(policy.defaults.exec),
+                file_default: action_code(policy.defaults.file),
+                net_default: action_code(policy.defaults.network),
+                flags: if policy.log_allowed { IDENTITY_LOG_ALLOW } else { 0 },
+            },
+        ));
+        let doc = format!("policy {:?}", policy.name);
+        for rule in &policy.exec {
+            let kind = if rule.dir { path_kind::EXEC_DIR } else { path_kind::EXEC_EXACT };
+            add_path(&mut paths, &doc, id, kind, &rule.path, Some((rule.action, rule.index)), None)?;
+        }
+        for rule in &policy.file {
+            let kind = if rule.dir { path_kind::FILE_DIR } else { path_kind::FILE_EXACT };
+            let decided = (rule.action, rule.index);
+            add_path(
+                &mut paths,
+                &doc,
+                id,
+                kind,
+                &rule.path,
+                rule.read.then_some(decided),
+                rule.write.then_some(decided),
+            )?;
+        }
+        compile_network(&mut set, &doc, id, &policy.network)?;
+    }
+    set.path_rules = paths.into_iter().map(|(k, (v, _))| (k, v)).collect();
+    for binding in bindings {
+        let Some(id) = ids.get(&binding.identity) else { continue };
+        set.bindings.push((
+            binding.cgroup_id,
+            Binding { identity: *id, flags: if binding.subtree { BINDING_SUBTREE } else { 0 } },
+        ));
+    }
+    check_capacity("identities", set.identities.len(), capacity::IDENTITIES)?;
+    check_capacity("exec and file rules", set.path_rules.len(), capacity::PATH_RULES)?;
+    check_capacity("network prefixes", set.net_rules.len(), capacity::NET_PREFIXES)?;
+    check_capacity("cgroup bindings", set.bindings.len(), capacity::CGROUP_BINDINGS)?;
+    Ok(set)
+}
+
+/// Each slot holds one set, so a set may use half of each map.
+fn check_capacity(what: &str, used: usize, map_capacity: u32) -> Result<(), PolicyError> {
+    let limit = (map_capacity / enforcer_common::SLOTS) as usize;
+    if used > limit {
+        return Err(PolicyError::new(
+            "policy set",
+            "(set)",
+            format!("{used} {what} exceed the limit of {limit}"),
+        ));
+    }
+    Ok(())
+}
+
+fn add_path(
+    paths: &mut BTreeMap<PathRuleKey, (PathRule, String)>,
+    doc: &str,
+    identity: u32,
+    kind: u8,
+    path: &str,
+    read: Option<(Action, u32)>,
+    write: Option<(Action, u32)>,
+) -> Result<(), PolicyError> {
+    let key = PathRuleKey {
+        identity,
+        kind,
+        hash: path_hash(path.as_bytes()),
+        len: u16::try_from(path.len()).expect("validated path length"),
+    };
+    let entry = match paths.entry(key) {
+        Entry::Vacant(v) => v.insert((
+            PathRule {
+                read_action: action::NONE,
+                write_action: action::NONE,
+                pad: 0,
+                read_rule: 0,
+                write_rule: 0,
+            },
+            path.to_owned(),
+        )),
+        Entry::Occupied(o) => {
+            let existing = o.into_mut();
+            if existing.1 != path {
+                return Err(PolicyError::new(
+                    doc,
+                    "(rules)",
+                    format!("paths {:?} and {path:?} hash alike; rename one", existing.1),
+                ));
+            }
+            existing
+        }
+    };
+    if let Some((a, index)) = read {
+        entry.0.read_action = action_code(a);
+        entry.0.read_rule = index;
+    }
+    if let Some((a, index)) = write {
+        entry.0.write_action = action_code(a);
+        entry.0.write_rule = index;
+    }
+    Ok(())
+}
+
+fn covers(outer: &NetRuleSpec, addr: &[u8; 16], prefix_len: u8) -> bool {
+    if outer.prefix_len > prefix_len {
+        return false;
+    }
+    (0..usize::from(outer.prefix_len)).all(|bit| {
+        let mask = 0x80u8 >> (bit % 8);
+        outer.addr[bit / 8] & mask == addr[bit / 8] & mask
+    })
+}
+
+fn compile_network(
+    set: &mut CompiledSet,
+    doc: &str,
+    identity: u32,
+    rules: &[NetRuleSpec],
+) -> Result<(), PolicyError> {
+    let prefixes: BTreeSet<([u8; 16], u8)> = rules.iter().map(|r| (r.addr, r.prefix_len)).collect();
+    for (addr, prefix_len) in &prefixes {
+        // Own rules first, then those of ever shorter covering prefixes; document order within.
+        let mut applicable: Vec<&NetRuleSpec> =
+            rules.iter().filter(|r| covers(r, addr, *prefix_len)).collect();
+        applicable.sort_by_key(|r| (std::cmp::Reverse(r.prefix_len), r.index));
+        if applicable.len() > MAX_NET_RULES_PER_PREFIX {
+            let cidr = &applicable[0].cidr;
+            return Err(PolicyError::new(
+                doc,
+                "spec.network",
+                format!(
+                    "{} rules apply to destinations in {cidr} (its own and those of wider CIDRs); the limit is {MAX_NET_RULES_PER_PREFIX}",
+                    applicable.len()
+                ),
+            ));
+        }
+        let mut entry = NetEntry { count: 0, pad: 0, rules: [NetRule::default(); MAX_NET_RULES_PER_PREFIX] };
+        for (slot, rule) in entry.rules.iter_mut().zip(&applicable) {
+            *slot = NetRule {
+                port_lo: rule.port_lo,
+                port_hi: rule.port_hi,
+                proto: proto_code(rule.protocol),
+                action: action_code(rule.action),
+                pad: 0,
+                rule: rule.index,
+            };
+        }
+        entry.count = u32::try_from(applicable.len()).expect("bounded");
+        set.net_rules.push((NetPrefix { identity, addr: *addr, prefix_len: *prefix_len }, entry));
+    }
+    Ok(())
+}

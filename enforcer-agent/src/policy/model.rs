@@ -1,0 +1,162 @@
+//! The policy document as users write it (YAML shaped like a Kubernetes object).
+
+use serde::{Deserialize, Serialize};
+
+pub const API_VERSION: &str = "enforcer.dev/v1";
+pub const KIND: &str = "Policy";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Policy {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: Spec,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Metadata {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Spec {
+    /// Identity name; defaults to `metadata.name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    pub selector: Selector,
+    #[serde(default)]
+    pub mode: Mode,
+    /// Also report allowed accesses (off by default: only deny and audit are reported).
+    #[serde(default)]
+    pub log_allowed: bool,
+    #[serde(default)]
+    pub defaults: Defaults,
+    #[serde(default)]
+    pub exec: Vec<ExecRule>,
+    #[serde(default)]
+    pub file: Vec<FileRule>,
+    #[serde(default)]
+    pub network: Vec<NetworkRule>,
+}
+
+impl Spec {
+    pub fn identity_name<'a>(&'a self, metadata: &'a Metadata) -> &'a str {
+        self.identity.as_deref().unwrap_or(&metadata.name)
+    }
+}
+
+/// Which cgroups belong to the identity. Exactly one of the fields is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Selector {
+    /// A cgroup v2 path relative to the cgroup root, e.g. `/system.slice/payments.service`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_path: Option<String>,
+    /// A systemd unit name, e.g. `payments.service`: every cgroup of that name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd_unit: Option<String>,
+    /// A container id (full, or a prefix of at least 12 hex digits) as it appears in the
+    /// cgroup paths of containerd, CRI-O, Docker and podman.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    /// Whether descendants of the selected cgroups belong to the identity (default true).
+    #[serde(default = "yes")]
+    pub subtree: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Audit,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    #[default]
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    #[serde(default)]
+    pub exec: Action,
+    #[serde(default)]
+    pub file: Action,
+    #[serde(default)]
+    pub network: Action,
+}
+
+/// Exactly one of `path` (the file itself) and `dir` (the directory and all below it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExecRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    Read,
+    Write,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+    /// Which accesses the rule decides; both when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<Vec<Access>>,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Any,
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetworkRule {
+    /// IPv4 or IPv6 CIDR (`10.0.0.0/8`, `2001:db8::/32`); a bare address means /32 or /128.
+    pub cidr: String,
+    /// `443`, `8000-8100`; all ports when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Ports>,
+    #[serde(default)]
+    pub protocol: Protocol,
+    pub action: Action,
+}
+
+/// A port or port range, written as a number or a `"lo-hi"` string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Ports {
+    One(u32),
+    Range(String),
+}

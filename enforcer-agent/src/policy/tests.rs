@@ -1,0 +1,239 @@
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use enforcer_common::{
+    maps::path_kind,
+    path_hash,
+    verdict::{action, proto},
+};
+
+use super::{
+    compile::{ResolvedBinding, compile},
+    validate::{self, PolicyError, cidr, normalise, parse, validate_set},
+};
+
+const GOOD: &str = r"
+apiVersion: enforcer.dev/v1
+kind: Policy
+metadata:
+  name: payments-api
+spec:
+  selector:
+    cgroupPath: /demo/payments
+  mode: enforce
+  defaults:
+    file: deny
+  exec:
+    - path: /usr/bin/curl
+      action: deny
+  file:
+    - dir: /etc/payments
+      access: [read]
+      action: allow
+    - path: /etc/payments/secret.key
+      action: deny
+  network:
+    - cidr: 10.0.0.0/8
+      ports: 443
+      protocol: tcp
+      action: allow
+    - cidr: 10.1.0.0/16
+      ports: 8000-8100
+      action: deny
+---
+apiVersion: enforcer.dev/v1
+kind: Policy
+metadata:
+  name: ci-runner
+spec:
+  selector:
+    systemdUnit: ci-runner.service
+";
+
+fn error_of(yaml: &str) -> PolicyError {
+    match parse("t.yaml", yaml).and_then(|p| validate_set(&p)) {
+        Ok(_) => panic!("expected an error for:\n{yaml}"),
+        Err(e) => e,
+    }
+}
+
+fn with_spec(spec: &str) -> String {
+    format!("apiVersion: enforcer.dev/v1\nkind: Policy\nmetadata:\n  name: p\nspec:\n{spec}")
+}
+
+#[test]
+fn parses_several_documents() {
+    let policies = parse("good.yaml", GOOD).unwrap();
+    let valid = validate_set(&policies).unwrap();
+    assert_eq!(valid.len(), 2);
+    assert_eq!(valid[0].identity, "payments-api");
+    assert_eq!(valid[0].file[0].path, "/etc/payments");
+    assert!(valid[0].file[0].read && !valid[0].file[0].write);
+    assert!(valid[0].file[1].read && valid[0].file[1].write);
+    assert_eq!((valid[0].network[1].port_lo, valid[0].network[1].port_hi), (8000, 8100));
+}
+
+#[test]
+fn unknown_fields_are_named() {
+    let e = error_of(&with_spec("  selector:\n    cgroupPath: /a\n  colour: blue\n"));
+    assert!(e.to_string().contains("unknown field `colour`"), "{e}");
+    assert_eq!(e.field, "spec", "{e}");
+    assert!(e.document.contains("t.yaml document 1 (p)"), "{e}");
+}
+
+#[test]
+fn bad_values_name_document_field_and_problem() {
+    let cases = [
+        ("  selector: {}\n", "spec.selector", "is empty"),
+        ("  selector:\n    cgroupPath: /a\n    systemdUnit: a.service\n", "spec.selector", "more than one"),
+        ("  selector:\n    cgroupPath: relative\n", "spec.selector.cgroupPath", "not absolute"),
+        ("  selector:\n    containerId: xyz\n", "spec.selector.containerId", "not a container id"),
+        (
+            "  selector:\n    cgroupPath: /a\n  file:\n    - path: etc/passwd\n      action: deny\n",
+            "spec.file[0].path",
+            "not absolute",
+        ),
+        (
+            "  selector:\n    cgroupPath: /a\n  file:\n    - path: /etc/../passwd\n      action: deny\n",
+            "spec.file[0].path",
+            "\"..\"",
+        ),
+        (
+            "  selector:\n    cgroupPath: /a\n  exec:\n    - action: deny\n",
+            "spec.exec[0]",
+            "needs one of path or dir",
+        ),
+        (
+            "  selector:\n    cgroupPath: /a\n  network:\n    - cidr: 10.0.0.0/33\n      action: deny\n",
+            "spec.network[0].cidr",
+            "prefix length",
+        ),
+        (
+            "  selector:\n    cgroupPath: /a\n  network:\n    - cidr: 10.0.0.1/8\n      action: deny\n",
+            "spec.network[0].cidr",
+            "host bits",
+        ),
+        (
+            "  selector:\n    cgroupPath: /a\n  network:\n    - cidr: 300.1.1.1\n      action: deny\n",
+            "spec.network[0].cidr",
+            "not an IP address",
+        ),
+        (
+            "  selector:\n    cgroupPath: /a\n  network:\n    - cidr: 10.0.0.0/8\n      ports: 90-80\n      action: deny\n",
+            "spec.network[0].ports",
+            "empty",
+        ),
+        (
+            "  selector:\n    cgroupPath: /a\n  network:\n    - cidr: 10.0.0.0/8\n      ports: 70000\n      action: deny\n",
+            "spec.network[0].ports",
+            "not a port",
+        ),
+        (
+            "  selector:\n    cgroupPath: /a\n  file:\n    - path: /x\n      action: deny\n    - path: /x/\n      access: [write]\n      action: allow\n",
+            "spec.file[1]",
+            "already decided (write) by spec.file[0]",
+        ),
+    ];
+    for (spec, field, problem) in cases {
+        let e = error_of(&with_spec(spec));
+        assert_eq!(e.field, field, "{e}");
+        assert!(e.problem.contains(problem), "expected {problem:?} in: {e}");
+    }
+}
+
+#[test]
+fn duplicate_names_and_identities_are_rejected() {
+    let one = with_spec("  selector:\n    cgroupPath: /a\n");
+    let e = error_of(&format!("{one}---\n{one}"));
+    assert!(e.problem.contains("duplicate policy name"), "{e}");
+    let other = one.replace("name: p", "name: q").replace("cgroupPath: /a", "cgroupPath: /b\n  identity: p");
+    let e = error_of(&format!("{one}---\n{other}"));
+    assert!(e.problem.contains("already governed by policy \"p\""), "{e}");
+}
+
+#[test]
+fn wrong_api_version_is_rejected() {
+    let e = error_of(&with_spec("  selector:\n    cgroupPath: /a\n").replace("enforcer.dev/v1", "v2"));
+    assert_eq!(e.field, "apiVersion");
+}
+
+#[test]
+fn normalises_paths_and_cidrs() {
+    assert_eq!(normalise("//etc///ssl/").unwrap(), "/etc/ssl");
+    assert_eq!(normalise("/").unwrap(), "/");
+    let (addr, bits) = cidr("192.168.0.0/16").unwrap();
+    assert_eq!(bits, 96 + 16);
+    assert_eq!(&addr[10..14], &[0xff, 0xff, 192, 168]);
+    assert_eq!(cidr("::ffff:192.168.0.0/112").unwrap(), cidr("192.168.0.0/16").unwrap());
+    assert_eq!(cidr("2001:db8::/32").unwrap().1, 32);
+    assert_eq!(cidr("10.1.2.3").unwrap().1, 128);
+}
+
+fn compiled() -> super::compiled::CompiledSet {
+    let valid = validate_set(&parse("good.yaml", GOOD).unwrap()).unwrap();
+    let ids: BTreeMap<String, u32> = [("payments-api".to_owned(), 1), ("ci-runner".to_owned(), 2)].into();
+    let bindings = [ResolvedBinding { identity: "payments-api".into(), cgroup_id: 42, subtree: true }];
+    compile(&valid, &ids, &bindings, 9).unwrap()
+}
+
+#[test]
+fn compiles_identities_bindings_and_path_rules() {
+    let set = compiled();
+    assert_eq!(set.generation, 9);
+    assert_eq!(set.identities.len(), 2);
+    assert_eq!(set.identities[0].1.file_default, action::DENY);
+    assert_eq!(set.bindings, vec![(42, enforcer_common::maps::Binding { identity: 1, flags: 1 })]);
+    let find = |kind: u8, path: &str| {
+        set.path_rules
+            .iter()
+            .find(|(k, _)| {
+                k.kind == kind && k.hash == path_hash(path.as_bytes()) && usize::from(k.len) == path.len()
+            })
+            .map_or_else(|| panic!("no rule for {path}"), |(_, v)| *v)
+    };
+    let dir = find(path_kind::FILE_DIR, "/etc/payments");
+    assert_eq!((dir.read_action, dir.write_action), (action::ALLOW, action::NONE));
+    let exact = find(path_kind::FILE_EXACT, "/etc/payments/secret.key");
+    assert_eq!((exact.read_action, exact.write_action, exact.read_rule), (action::DENY, action::DENY, 1));
+    assert_eq!(find(path_kind::EXEC_EXACT, "/usr/bin/curl").read_action, action::DENY);
+}
+
+#[test]
+fn network_entries_carry_covering_rules_most_specific_first() {
+    let set = compiled();
+    assert_eq!(set.net_rules.len(), 2);
+    let narrow = set.net_rules.iter().find(|(p, _)| p.prefix_len == 96 + 16).unwrap();
+    let rules = &narrow.1.rules[..narrow.1.count as usize];
+    assert_eq!(rules.len(), 2);
+    assert_eq!(
+        (rules[0].rule, rules[0].action, rules[0].port_lo, rules[0].proto),
+        (1, action::DENY, 8000, proto::ANY)
+    );
+    assert_eq!(
+        (rules[1].rule, rules[1].action, rules[1].port_lo, rules[1].proto),
+        (0, action::ALLOW, 443, proto::TCP)
+    );
+    let wide = set.net_rules.iter().find(|(p, _)| p.prefix_len == 96 + 8).unwrap();
+    assert_eq!(wide.1.count, 1);
+}
+
+#[test]
+fn too_many_rules_for_one_prefix_is_an_error() {
+    let mut spec = String::from("  selector:\n    cgroupPath: /a\n  network:\n");
+    for port in 0..17 {
+        writeln!(spec, "    - cidr: 10.0.0.0/8\n      ports: {port}\n      action: deny").unwrap();
+    }
+    let valid = validate_set(&parse("t.yaml", &with_spec(&spec)).unwrap()).unwrap();
+    let ids: BTreeMap<String, u32> = [("p".to_owned(), 1)].into();
+    let e = compile(&valid, &ids, &[], 1).unwrap_err();
+    assert!(e.problem.contains("17 rules apply"), "{e}");
+}
+
+#[test]
+fn validate_rejects_empty_access_list() {
+    let e = error_of(&with_spec(
+        "  selector:\n    cgroupPath: /a\n  file:\n    - path: /x\n      access: []\n      action: deny\n",
+    ));
+    assert_eq!(e.field, "spec.file[0].access");
+    let _ = validate::MAX_POLICIES;
+}

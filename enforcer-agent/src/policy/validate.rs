@@ -1,0 +1,429 @@
+//! Parsing YAML documents and checking them, before anything is applied.
+
+use std::{collections::BTreeMap, fmt, net::IpAddr};
+
+use serde::Deserialize as _;
+
+use super::model::{self, API_VERSION, Action, Mode, Policy, Ports, Protocol};
+use enforcer_common::MAX_PATH;
+
+/// Largest number of rules of one resource in one policy.
+pub const MAX_RULES_PER_RESOURCE: usize = 4096;
+/// Largest number of policies (identities) in one set.
+pub const MAX_POLICIES: usize = 1024;
+/// Longest rule path in bytes.
+pub const MAX_RULE_PATH: usize = MAX_PATH - 1;
+
+/// A problem with one document: where, which field, what.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{document}: {field}: {problem}")]
+pub struct PolicyError {
+    pub document: String,
+    pub field: String,
+    pub problem: String,
+}
+
+impl PolicyError {
+    pub fn new(document: impl fmt::Display, field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self { document: document.to_string(), field: field.into(), problem: problem.into() }
+    }
+}
+
+/// A policy that passed validation, with paths normalised and addresses parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Valid {
+    /// The document as written (kept for `policy get`, persistence and diffs).
+    pub source: Policy,
+    pub name: String,
+    pub identity: String,
+    pub selector: SelectorSpec,
+    pub mode: Mode,
+    pub log_allowed: bool,
+    pub defaults: model::Defaults,
+    pub exec: Vec<PathRuleSpec>,
+    pub file: Vec<PathRuleSpec>,
+    pub network: Vec<NetRuleSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SelectorSpec {
+    CgroupPath { path: String, subtree: bool },
+    SystemdUnit { unit: String, subtree: bool },
+    ContainerId { id: String, subtree: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathRuleSpec {
+    pub index: u32,
+    /// Normalised absolute path without trailing slash.
+    pub path: String,
+    /// Directory rule (covers the directory and everything below it).
+    pub dir: bool,
+    pub read: bool,
+    pub write: bool,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetRuleSpec {
+    pub index: u32,
+    /// IPv6 form; IPv4 as IPv4-mapped.
+    pub addr: [u8; 16],
+    /// Prefix length in bits of `addr` (IPv4 /n becomes 96 + n).
+    pub prefix_len: u8,
+    /// The CIDR as written, for display.
+    pub cidr: String,
+    pub port_lo: u16,
+    pub port_hi: u16,
+    pub protocol: Protocol,
+    pub action: Action,
+}
+
+/// Parses every YAML document in `text`; `source` names the file in errors.
+pub fn parse(source: &str, text: &str) -> Result<Vec<Policy>, PolicyError> {
+    let mut policies = Vec::new();
+    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        match Option::<Policy>::deserialize(document) {
+            Ok(Some(policy)) => policies.push(policy),
+            Ok(None) => {} // an empty document, e.g. after a trailing `---`
+            Err(e) => {
+                let message = e.to_string();
+                return Err(PolicyError::new(
+                    document_name(source, text, index),
+                    field_of(&message),
+                    message,
+                ));
+            }
+        }
+    }
+    Ok(policies)
+}
+
+/// `file document N (name)`, with the name when the document has a readable one.
+fn document_name(source: &str, text: &str, index: usize) -> String {
+    let name = serde_yaml::Deserializer::from_str(text)
+        .nth(index)
+        .and_then(|d| serde_yaml::Value::deserialize(d).ok())
+        .and_then(|v| v.get("metadata")?.get("name")?.as_str().map(str::to_owned));
+    match name {
+        Some(name) => format!("{source} document {} ({name})", index + 1),
+        None => format!("{source} document {}", index + 1),
+    }
+}
+
+/// `serde_yaml` reports nested failures as `spec.file[0]: unknown field ...`.
+fn field_of(message: &str) -> String {
+    match message.split_once(": ") {
+        Some((field, _)) if !field.contains(' ') => field.to_owned(),
+        _ => "(document)".to_owned(),
+    }
+}
+
+/// Validates a whole set: each document, then names and identities unique across it.
+pub fn validate_set(policies: &[Policy]) -> Result<Vec<Valid>, PolicyError> {
+    if policies.len() > MAX_POLICIES {
+        return Err(PolicyError::new(
+            "policy set",
+            "(set)",
+            format!("{} policies exceed the limit of {MAX_POLICIES}", policies.len()),
+        ));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    let mut identities = BTreeMap::new();
+    let mut valid = Vec::with_capacity(policies.len());
+    for policy in policies {
+        let v = validate(policy)?;
+        if !names.insert(v.name.clone()) {
+            return Err(PolicyError::new(&v.name, "metadata.name", "duplicate policy name in the set"));
+        }
+        if let Some(other) = identities.insert(v.identity.clone(), v.name.clone()) {
+            return Err(PolicyError::new(
+                &v.name,
+                "spec.identity",
+                format!("identity {:?} is already governed by policy {other:?}", v.identity),
+            ));
+        }
+        valid.push(v);
+    }
+    Ok(valid)
+}
+
+pub fn validate(policy: &Policy) -> Result<Valid, PolicyError> {
+    let name = policy.metadata.name.clone();
+    let doc = format!("policy {name:?}");
+    let err = |field: &str, problem: String| PolicyError::new(&doc, field, problem);
+    if policy.api_version != API_VERSION {
+        return Err(err(
+            "apiVersion",
+            format!("{:?} is not supported; use {API_VERSION:?}", policy.api_version),
+        ));
+    }
+    if policy.kind != model::KIND {
+        return Err(err("kind", format!("{:?} is not supported; use {:?}", policy.kind, model::KIND)));
+    }
+    check_name(&name).map_err(|p| err("metadata.name", p))?;
+    let identity = policy.spec.identity_name(&policy.metadata).to_owned();
+    check_name(&identity).map_err(|p| err("spec.identity", p))?;
+    let selector = selector(&policy.spec.selector).map_err(|(f, p)| err(f, p))?;
+
+    for (resource, len) in [
+        ("exec", policy.spec.exec.len()),
+        ("file", policy.spec.file.len()),
+        ("network", policy.spec.network.len()),
+    ] {
+        if len > MAX_RULES_PER_RESOURCE {
+            return Err(err(
+                &format!("spec.{resource}"),
+                format!("{len} rules exceed the limit of {MAX_RULES_PER_RESOURCE}"),
+            ));
+        }
+    }
+    let mut exec = Vec::new();
+    for (i, rule) in policy.spec.exec.iter().enumerate() {
+        let field = format!("spec.exec[{i}]");
+        let (path, dir) = path_or_dir(rule.path.as_deref(), rule.dir.as_deref())
+            .map_err(|(f, p)| err(&format!("{field}{f}"), p))?;
+        exec.push(PathRuleSpec { index: index(i), path, dir, read: true, write: false, action: rule.action });
+    }
+    let mut file = Vec::new();
+    for (i, rule) in policy.spec.file.iter().enumerate() {
+        let field = format!("spec.file[{i}]");
+        let (path, dir) = path_or_dir(rule.path.as_deref(), rule.dir.as_deref())
+            .map_err(|(f, p)| err(&format!("{field}{f}"), p))?;
+        let (read, write) = match &rule.access {
+            None => (true, true),
+            Some(list) if list.is_empty() => {
+                return Err(err(
+                    &format!("{field}.access"),
+                    "is empty; omit it to mean both read and write".into(),
+                ));
+            }
+            Some(list) => (list.contains(&model::Access::Read), list.contains(&model::Access::Write)),
+        };
+        file.push(PathRuleSpec { index: index(i), path, dir, read, write, action: rule.action });
+    }
+    let mut network = Vec::new();
+    for (i, rule) in policy.spec.network.iter().enumerate() {
+        let field = format!("spec.network[{i}]");
+        let (addr, prefix_len) = cidr(&rule.cidr).map_err(|p| err(&format!("{field}.cidr"), p))?;
+        let (port_lo, port_hi) = ports(rule.ports.as_ref()).map_err(|p| err(&format!("{field}.ports"), p))?;
+        network.push(NetRuleSpec {
+            index: index(i),
+            addr,
+            prefix_len,
+            cidr: rule.cidr.clone(),
+            port_lo,
+            port_hi,
+            protocol: rule.protocol,
+            action: rule.action,
+        });
+    }
+    check_duplicates(&exec, "spec.exec").map_err(|(f, p)| err(&f, p))?;
+    check_duplicates(&file, "spec.file").map_err(|(f, p)| err(&f, p))?;
+    Ok(Valid {
+        source: policy.clone(),
+        name,
+        identity,
+        selector,
+        mode: policy.spec.mode,
+        log_allowed: policy.spec.log_allowed,
+        defaults: policy.spec.defaults,
+        exec,
+        file,
+        network,
+    })
+}
+
+fn index(i: usize) -> u32 {
+    u32::try_from(i).expect("rule count is limited")
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > 253 {
+        return Err(format!("{} characters exceed the limit of 253", name.len()));
+    }
+    if let Some(c) =
+        name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/')))
+    {
+        return Err(format!("{name:?} contains {c:?}; use letters, digits and - _ . : /"));
+    }
+    Ok(())
+}
+
+fn selector(s: &model::Selector) -> Result<SelectorSpec, (&'static str, String)> {
+    let set = [s.cgroup_path.is_some(), s.systemd_unit.is_some(), s.container_id.is_some()];
+    match set.iter().filter(|x| **x).count() {
+        0 => {
+            return Err((
+                "spec.selector",
+                "is empty; set one of cgroupPath, systemdUnit, containerId".into(),
+            ));
+        }
+        1 => {}
+        _ => {
+            return Err((
+                "spec.selector",
+                "sets more than one of cgroupPath, systemdUnit, containerId".into(),
+            ));
+        }
+    }
+    let subtree = s.subtree;
+    if let Some(path) = &s.cgroup_path {
+        let path = normalise(path).map_err(|p| ("spec.selector.cgroupPath", p))?;
+        if path == "/" {
+            return Err((
+                "spec.selector.cgroupPath",
+                "selects the whole machine; name a cgroup below the root".into(),
+            ));
+        }
+        return Ok(SelectorSpec::CgroupPath { path, subtree });
+    }
+    if let Some(unit) = &s.systemd_unit {
+        let known = [".service", ".scope", ".slice"];
+        if unit.contains('/') || !known.iter().any(|k| unit.ends_with(k)) || unit.len() <= 8 {
+            return Err((
+                "spec.selector.systemdUnit",
+                format!("{unit:?} is not a unit name like payments.service"),
+            ));
+        }
+        return Ok(SelectorSpec::SystemdUnit { unit: unit.clone(), subtree });
+    }
+    let id = s.container_id.as_deref().unwrap_or_default().to_ascii_lowercase();
+    if id.len() < 12 || id.len() > 64 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err((
+            "spec.selector.containerId",
+            format!("{id:?} is not a container id (12 to 64 hex digits)"),
+        ));
+    }
+    Ok(SelectorSpec::ContainerId { id, subtree })
+}
+
+fn path_or_dir(path: Option<&str>, dir: Option<&str>) -> Result<(String, bool), (&'static str, String)> {
+    match (path, dir) {
+        (Some(p), None) => Ok((normalise(p).map_err(|e| (".path", e))?, false)),
+        (None, Some(d)) => {
+            let d = normalise(d).map_err(|e| (".dir", e))?;
+            if d == "/" {
+                return Err((".dir", "\"/\" covers everything; use spec.defaults instead".into()));
+            }
+            Ok((d, true))
+        }
+        (None, None) => Err(("", "needs one of path or dir".into())),
+        (Some(_), Some(_)) => Err(("", "sets both path and dir; use one".into())),
+    }
+}
+
+/// Absolute, no `.` or `..` components; repeated and trailing slashes removed.
+pub fn normalise(path: &str) -> Result<String, String> {
+    if !path.starts_with('/') {
+        return Err(format!("{path:?} is not absolute"));
+    }
+    if path.contains('\0') {
+        return Err(format!("{path:?} contains a NUL byte"));
+    }
+    let mut out = String::with_capacity(path.len());
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        if part == "." || part == ".." {
+            return Err(format!("{path:?} contains {part:?}; write the path without it"));
+        }
+        out.push('/');
+        out.push_str(part);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    if out.len() > MAX_RULE_PATH {
+        return Err(format!("{} bytes exceed the limit of {MAX_RULE_PATH}", out.len()));
+    }
+    Ok(out)
+}
+
+/// A CIDR as (IPv6 address, prefix bits); IPv4 is mapped into `::ffff:0:0/96`.
+pub fn cidr(text: &str) -> Result<([u8; 16], u8), String> {
+    let (addr_text, len_text) = match text.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (text, None),
+    };
+    let addr: IpAddr = addr_text.trim().parse().map_err(|_| format!("{addr_text:?} is not an IP address"))?;
+    let (bytes, max, base) = match addr {
+        IpAddr::V4(v4) => (v4.to_ipv6_mapped().octets(), 32u8, 96u8),
+        IpAddr::V6(v6) => (v6.octets(), 128u8, 0u8),
+    };
+    let len = match len_text {
+        None => max,
+        Some(l) => l
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| format!("prefix length {l:?} is not between 0 and {max}"))?,
+    };
+    let bits = base + len;
+    // Host bits must be zero: 10.0.0.1/8 is almost always a typo.
+    for (i, byte) in bytes.iter().enumerate() {
+        let first_bit = u32::try_from(i * 8).expect("small");
+        let keep = u32::from(bits).saturating_sub(first_bit).min(8);
+        let mask = if keep == 0 { 0 } else { 0xffu8 << (8 - keep) };
+        if byte & !mask != 0 {
+            return Err(format!("{text:?} has host bits set; did you mean the network address?"));
+        }
+    }
+    Ok((bytes, bits))
+}
+
+fn ports(ports: Option<&Ports>) -> Result<(u16, u16), String> {
+    let parse = |s: &str| s.trim().parse::<u16>().map_err(|_| format!("{s:?} is not a port (0-65535)"));
+    let (lo, hi) = match ports {
+        None => return Ok((0, u16::MAX)),
+        Some(Ports::One(p)) => {
+            let p = u16::try_from(*p).map_err(|_| format!("{p} is not a port (0-65535)"))?;
+            (p, p)
+        }
+        Some(Ports::Range(text)) => {
+            if let Some((lo, hi)) = text.split_once('-') {
+                (parse(lo)?, parse(hi)?)
+            } else {
+                let p = parse(text)?;
+                (p, p)
+            }
+        }
+    };
+    if lo > hi {
+        return Err(format!("range {lo}-{hi} is empty (start above end)"));
+    }
+    Ok((lo, hi))
+}
+
+/// Two rules for the same path and kind that decide the same access would make the
+/// outcome depend on order; reject them.
+fn check_duplicates(rules: &[PathRuleSpec], resource: &str) -> Result<(), (String, String)> {
+    let mut seen: BTreeMap<(&str, bool, bool), u32> = BTreeMap::new();
+    for rule in rules {
+        for (wanted, is_write) in [(rule.read, false), (rule.write, true)] {
+            if !wanted {
+                continue;
+            }
+            if let Some(first) = seen.insert((rule.path.as_str(), rule.dir, is_write), rule.index) {
+                let access = if is_write { "write" } else { "read" };
+                let what = if resource == "spec.exec" { String::new() } else { format!(" ({access})") };
+                return Err((
+                    format!("{resource}[{}]", rule.index),
+                    format!("{:?} is already decided{what} by {resource}[{first}]", rule.path),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Valid {
+    pub fn mode_name(&self) -> &'static str {
+        match self.mode {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+        }
+    }
+}

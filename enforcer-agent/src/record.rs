@@ -1,0 +1,257 @@
+//! Verdict records: kernel events turned into JSON-line objects.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use enforcer_common::{
+    event::VerdictEvent,
+    verdict::{RULE_DEFAULT, access, decision, hook, proto, reason},
+};
+use serde::Serialize;
+
+use crate::{engine::Directory, events};
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Target {
+    Path { path: String, access: Vec<&'static str> },
+    Net { address: String, port: u16, protocol: String },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerdictRecord {
+    pub time: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub hook: &'static str,
+    pub decision: &'static str,
+    pub reason: &'static str,
+    pub identity: Option<String>,
+    pub policy: Option<String>,
+    /// `file[2]`, `network[0]`, … or `default`.
+    pub rule: String,
+    pub generation: u64,
+    pub pid: u32,
+    pub ppid: Option<u32>,
+    pub uid: u32,
+    pub gid: u32,
+    pub comm: String,
+    pub executable: Option<String>,
+    pub cgroup_id: u64,
+    pub cgroup: Option<String>,
+    pub target: Target,
+    pub errno: i32,
+}
+
+pub fn hook_name(code: u32) -> &'static str {
+    match code {
+        hook::EXEC => "exec",
+        hook::FILE_OPEN => "file_open",
+        hook::CONNECT4 => "connect4",
+        hook::CONNECT6 => "connect6",
+        hook::SENDMSG4 => "sendmsg4",
+        hook::SENDMSG6 => "sendmsg6",
+        _ => "unknown",
+    }
+}
+
+fn decision_name(code: u32) -> &'static str {
+    match code {
+        decision::ALLOW => "allow",
+        decision::DENY => "deny",
+        decision::AUDIT => "audit",
+        _ => "unknown",
+    }
+}
+
+fn reason_name(code: u32) -> &'static str {
+    match code {
+        reason::RULE => "rule",
+        reason::DEFAULT => "default",
+        reason::PATH_TOO_LONG => "path-too-long",
+        reason::INTERNAL_ERROR => "internal-error",
+        _ => "unknown",
+    }
+}
+
+fn rule_name(hook_code: u32, rule: u32) -> String {
+    if rule == RULE_DEFAULT {
+        return "default".to_owned();
+    }
+    let resource = match hook_code {
+        hook::EXEC => "exec",
+        hook::FILE_OPEN => "file",
+        _ => "network",
+    };
+    format!("{resource}[{rule}]")
+}
+
+fn address(bytes: [u8; 16]) -> String {
+    let v6 = Ipv6Addr::from(bytes);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4).to_string(),
+        None => v6.to_string(),
+    }
+}
+
+/// Builds the record. `clock` converts the event's boot-time stamp to wall-clock time.
+pub fn build(event: &VerdictEvent, directory: &Directory, clock: &Clock) -> VerdictRecord {
+    let names = directory.names(event.generation, event.identity);
+    let target = match event.hook {
+        hook::EXEC | hook::FILE_OPEN => {
+            let mut list = Vec::new();
+            if event.hook == hook::EXEC {
+                list.push("exec");
+            }
+            if event.access & access::READ != 0 {
+                list.push("read");
+            }
+            if event.access & access::WRITE != 0 {
+                list.push("write");
+            }
+            Target::Path { path: events::path(event), access: list }
+        }
+        _ => Target::Net {
+            address: address(event.addr),
+            port: event.port,
+            protocol: match event.proto {
+                proto::TCP => "tcp".to_owned(),
+                proto::UDP => "udp".to_owned(),
+                other => other.to_string(),
+            },
+        },
+    };
+    VerdictRecord {
+        time: clock.wall(event.boot_ns),
+        kind: "verdict",
+        hook: hook_name(event.hook),
+        decision: decision_name(event.decision),
+        reason: reason_name(event.reason),
+        identity: names.map(|n| n.0.clone()),
+        policy: names.map(|n| n.1.clone()),
+        rule: rule_name(event.hook, event.rule),
+        generation: event.generation,
+        pid: event.pid,
+        ppid: parent_of(event.pid),
+        uid: event.uid,
+        gid: event.gid,
+        comm: events::comm(event),
+        executable: std::fs::read_link(format!("/proc/{}/exe", event.pid))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned()),
+        cgroup_id: event.cgroup_id,
+        cgroup: directory.cgroups.get(&event.cgroup_id).cloned(),
+        target,
+        errno: event.errno,
+    }
+}
+
+/// Parent pid from /proc (None once the process is gone).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses; fields follow the last ')'.
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Converts `CLOCK_BOOTTIME` nanoseconds to RFC 3339 UTC.
+pub struct Clock {
+    /// Wall-clock nanoseconds at boot.
+    boot_epoch_ns: i128,
+}
+
+impl Clock {
+    pub fn now() -> Self {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: valid timespec out-pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) };
+        let boot_ns = i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec);
+        let wall_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(0));
+        Self { boot_epoch_ns: wall_ns - boot_ns }
+    }
+
+    pub fn wall(&self, boot_ns: u64) -> String {
+        rfc3339(self.boot_epoch_ns + i128::from(boot_ns))
+    }
+}
+
+/// RFC 3339 with nanoseconds, UTC.
+pub fn rfc3339(epoch_ns: i128) -> String {
+    let secs = epoch_ns.div_euclid(1_000_000_000);
+    let nanos = epoch_ns.rem_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i128::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(rfc3339(1_795_310_000_123_456_789), "2026-11-22T01:13:20.123456789Z");
+        assert_eq!(rfc3339(951_782_400_000_000_000), "2000-02-29T00:00:00.000000000Z");
+    }
+
+    #[test]
+    fn names_rules_and_addresses() {
+        assert_eq!(rule_name(hook::FILE_OPEN, 2), "file[2]");
+        assert_eq!(rule_name(hook::CONNECT6, 0), "network[0]");
+        assert_eq!(rule_name(hook::EXEC, RULE_DEFAULT), "default");
+        let mut mapped = [0u8; 16];
+        mapped[10] = 0xff;
+        mapped[11] = 0xff;
+        mapped[12..].copy_from_slice(&[10, 0, 0, 1]);
+        assert_eq!(address(mapped), "10.0.0.1");
+        assert_eq!(address(Ipv6Addr::LOCALHOST.octets()), "::1");
+    }
+
+    #[test]
+    fn builds_a_record_with_names() {
+        // SAFETY: all-zero is a valid VerdictEvent.
+        let mut event: VerdictEvent = unsafe { std::mem::zeroed() };
+        event.hook = hook::FILE_OPEN;
+        event.decision = decision::DENY;
+        event.identity = 3;
+        event.generation = 5;
+        event.rule = 1;
+        event.access = access::READ | access::WRITE;
+        event.errno = 1;
+        event.cgroup_id = 77;
+        event.pid = std::process::id();
+        event.path[..4].copy_from_slice(b"/etc");
+        event.path_len = 4;
+        let mut directory = Directory::default();
+        directory.generations.insert(5, [(3, ("ci".to_owned(), "ci-policy".to_owned()))].into());
+        directory.cgroups.insert(77, "/ci".to_owned());
+        let record = build(&event, &directory, &Clock::now());
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(json["identity"], "ci");
+        assert_eq!(json["policy"], "ci-policy");
+        assert_eq!(json["rule"], "file[1]");
+        assert_eq!(json["decision"], "deny");
+        assert_eq!(json["cgroup"], "/ci");
+        assert_eq!(json["target"]["path"], "/etc");
+        assert_eq!(json["target"]["access"], serde_json::json!(["read", "write"]));
+        assert!(json["ppid"].as_u64().is_some());
+        assert!(json["executable"].as_str().is_some());
+    }
+}

@@ -1,0 +1,109 @@
+//! The agent's state directory: the policy set in force and its generation, written
+//! atomically, and a lock so only one agent runs at a time.
+
+use std::{
+    fs, io,
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+};
+
+use crate::policy::model::Policy;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("another agent holds {path}; stop it first")]
+    Locked { path: PathBuf },
+    #[error("{path}: saved policies are unreadable: {message}")]
+    Corrupt { path: PathBuf, message: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
+    move |source| StateError::Io { path: path.to_owned(), source }
+}
+
+pub struct State {
+    dir: PathBuf,
+    _lock: fs::File,
+}
+
+const POLICIES: &str = "policies.yaml";
+const GENERATION: &str = "generation";
+
+impl State {
+    /// Opens (creating) the directory and takes the agent lock.
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock_path = dir.join("agent.lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(StateError::Locked { path: lock_path });
+        }
+        Ok(Self { dir: dir.to_owned(), _lock: lock })
+    }
+
+    /// The saved policy set (empty when none was saved yet).
+    pub fn policies(&self) -> Result<Vec<Policy>, StateError> {
+        let path = self.dir.join(POLICIES);
+        match fs::read_to_string(&path) {
+            Ok(text) => crate::policy::validate::parse(&path.display().to_string(), &text)
+                .map_err(|e| StateError::Corrupt { path, message: e.to_string() }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(source) => Err(StateError::Io { path, source }),
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        fs::read_to_string(self.dir.join(GENERATION)).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+    }
+
+    /// Saves the set in force (write to a temporary file, fsync, rename).
+    pub fn save(&self, policies: &[Policy], generation: u64) -> Result<(), StateError> {
+        let mut text = String::new();
+        for policy in policies {
+            text.push_str("---\n");
+            text.push_str(&serde_yaml::to_string(policy).expect("policies serialise"));
+        }
+        write_atomic(&self.dir.join(POLICIES), text.as_bytes())?;
+        write_atomic(&self.dir.join(GENERATION), generation.to_string().as_bytes())
+    }
+}
+
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StateError> {
+    use io::Write as _;
+    let tmp = path.with_extension("tmp");
+    let mut file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
+    file.write_all(data).map_err(io_err(&tmp))?;
+    file.sync_all().map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saves_and_reloads_and_locks() {
+        let dir = std::env::temp_dir().join(format!("enforcer-state-{}", std::process::id()));
+        let state = State::open(&dir).unwrap();
+        assert!(matches!(State::open(&dir), Err(StateError::Locked { .. })));
+        let text = "apiVersion: enforcer.dev/v1\nkind: Policy\nmetadata:\n  name: p\nspec:\n  selector:\n    cgroupPath: /a\n";
+        let policies = crate::policy::validate::parse("t", text).unwrap();
+        state.save(&policies, 4).unwrap();
+        assert_eq!(state.policies().unwrap(), policies);
+        assert_eq!(state.generation(), 4);
+        drop(state);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

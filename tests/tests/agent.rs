@@ -1,0 +1,367 @@
+//! The agent end to end: policies from YAML, enforced in the kernel, verdicts in the log.
+//! Each test asserts the errno the workload gets and the verdict record that comes out.
+
+use std::{
+    fs,
+    net::{TcpListener, UdpSocket},
+    time::{Duration, Instant},
+};
+
+use enforcer_tests::{
+    Agent, AgentDirs, TestCgroup, connect_errno, exec_errno, field, open_errno, policy, run_in, run_in_dir,
+    tool, udp_send_errno, write_file,
+};
+use libc::{EPERM, O_RDONLY, O_RDWR, O_WRONLY};
+
+fn is_verdict(r: &serde_json::Value, decision: &str, hook: &str) -> bool {
+    field(r, "type") == "verdict" && field(r, "decision") == decision && field(r, "hook") == hook
+}
+
+#[test]
+fn exec_is_denied_by_path_and_allowed_otherwise() {
+    let denied = tool("/tmp/exec-tools/denied", "true");
+    let allowed = tool("/tmp/exec-tools/allowed", "true");
+    let cgroup = TestCgroup::new("exec");
+    let dirs = AgentDirs::new(
+        "exec",
+        &policy("exec-policy", &cgroup, "  exec:\n    - dir: /tmp/exec-tools/denied\n      action: deny\n"),
+    );
+    let agent = Agent::start(&dirs, "detach");
+    assert_eq!(run_in(Some(&cgroup), || exec_errno(&denied)), EPERM, "exec of a denied binary");
+    assert_eq!(run_in(Some(&cgroup), || exec_errno(&allowed)), 0, "exec of an allowed binary");
+    assert_eq!(run_in(None, || exec_errno(&denied)), 0, "exec outside the identity");
+    let r = agent.wait_record(|r| is_verdict(r, "deny", "exec"));
+    assert_eq!(r["target"]["path"], denied.as_str());
+    assert_eq!(r["rule"], "exec[0]");
+    assert_eq!(r["errno"], EPERM);
+}
+
+#[test]
+fn file_rules_judge_read_and_write_separately() {
+    write_file("/tmp/files/secret.key", "k");
+    write_file("/tmp/files/config.yaml", "c");
+    write_file("/tmp/files/open.txt", "o");
+    let cgroup = TestCgroup::new("file");
+    let dirs = AgentDirs::new(
+        "file",
+        &policy(
+            "file-policy",
+            &cgroup,
+            "  file:\n    - path: /tmp/files/secret.key\n      action: deny\n    - path: /tmp/files/config.yaml\n      access: [write]\n      action: deny\n",
+        ),
+    );
+    let agent = Agent::start(&dirs, "detach");
+    let inside = |path: &'static str, flags| run_in(Some(&cgroup), move || open_errno(path, flags));
+    assert_eq!(inside("/tmp/files/secret.key", O_RDONLY), EPERM, "read of a denied file");
+    assert_eq!(inside("/tmp/files/config.yaml", O_RDONLY), 0, "read of a write-protected file");
+    assert_eq!(inside("/tmp/files/config.yaml", O_WRONLY), EPERM, "write of a write-protected file");
+    assert_eq!(inside("/tmp/files/config.yaml", O_RDWR), EPERM, "read+write of a write-protected file");
+    assert_eq!(inside("/tmp/files/open.txt", O_RDWR), 0, "a file no rule names");
+    let r = agent.wait_record(|r| {
+        is_verdict(r, "deny", "file_open") && r["target"]["path"] == "/tmp/files/config.yaml"
+    });
+    assert_eq!(r["rule"], "file[1]");
+    assert!(r["target"]["access"].as_array().unwrap().iter().any(|a| a == "write"));
+}
+
+#[test]
+fn default_deny_with_an_allow_list() {
+    write_file("/tmp/allowlist/ok/data", "d");
+    write_file("/tmp/allowlist/other", "o");
+    let cgroup = TestCgroup::new("defaults");
+    let dirs = AgentDirs::new(
+        "defaults",
+        &policy(
+            "defaults-policy",
+            &cgroup,
+            "  defaults:\n    file: deny\n  file:\n    - dir: /tmp/allowlist/ok\n      action: allow\n",
+        ),
+    );
+    let agent = Agent::start(&dirs, "detach");
+    assert_eq!(run_in(Some(&cgroup), || open_errno("/tmp/allowlist/ok/data", O_RDONLY)), 0);
+    assert_eq!(run_in(Some(&cgroup), || open_errno("/tmp/allowlist/other", O_RDONLY)), EPERM);
+    let r = agent
+        .wait_record(|r| is_verdict(r, "deny", "file_open") && r["target"]["path"] == "/tmp/allowlist/other");
+    assert_eq!(r["rule"], "default");
+    assert_eq!(r["reason"], "default");
+}
+
+#[test]
+fn network_rules_by_cidr_port_and_protocol() {
+    let v4 = TcpListener::bind("127.0.0.1:0").unwrap();
+    let v4_other = TcpListener::bind("127.0.0.1:0").unwrap();
+    let v6 = TcpListener::bind("[::1]:0").unwrap();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (p4, p4o, p6, pu) = (
+        v4.local_addr().unwrap().port(),
+        v4_other.local_addr().unwrap().port(),
+        v6.local_addr().unwrap().port(),
+        udp.local_addr().unwrap().port(),
+    );
+    let cgroup = TestCgroup::new("net");
+    let body = format!(
+        "  network:\n    - cidr: 127.0.0.1/32\n      ports: {p4}\n      protocol: tcp\n      action: deny\n    - cidr: ::1/128\n      ports: {p6}\n      action: deny\n    - cidr: 127.0.0.0/8\n      ports: {pu}\n      protocol: udp\n      action: deny\n"
+    );
+    let dirs = AgentDirs::new("net", &policy("net-policy", &cgroup, &body));
+    let agent = Agent::start(&dirs, "detach");
+    let inside = |addr: String| run_in(Some(&cgroup), move || connect_errno(&addr));
+    assert_eq!(inside(format!("127.0.0.1:{p4}")), EPERM, "IPv4 connect to a denied port");
+    assert_eq!(inside(format!("127.0.0.1:{p4o}")), 0, "IPv4 connect to another port");
+    assert_eq!(inside(format!("[::1]:{p6}")), EPERM, "IPv6 connect to a denied port");
+    assert_eq!(inside(format!("[::ffff:127.0.0.1]:{p4}")), EPERM, "IPv4-mapped IPv6 judged as IPv4");
+    assert_eq!(inside(format!("[::ffff:127.0.0.1]:{p4o}")), 0, "IPv4-mapped IPv6 to an allowed port");
+    assert_eq!(
+        run_in(Some(&cgroup), move || udp_send_errno(&format!("127.0.0.1:{pu}"))),
+        EPERM,
+        "UDP sendto"
+    );
+    assert_eq!(run_in(None, move || connect_errno(&format!("127.0.0.1:{p4}"))), 0, "outside the identity");
+    let r = agent.wait_record(|r| is_verdict(r, "deny", "connect6") && r["target"]["address"] == "127.0.0.1");
+    assert_eq!(r["target"]["port"], p4);
+    assert_eq!(r["target"]["protocol"], "tcp");
+    assert_eq!(r["rule"], "network[0]");
+    let r = agent.wait_record(|r| is_verdict(r, "deny", "sendmsg4"));
+    assert_eq!(r["target"]["protocol"], "udp");
+    assert_eq!(r["rule"], "network[2]");
+    agent.wait_record(|r| is_verdict(r, "deny", "connect6") && r["target"]["address"] == "::1");
+}
+
+#[test]
+fn audit_mode_allows_and_logs_audit() {
+    write_file("/tmp/audit/secret", "s");
+    let cgroup = TestCgroup::new("audit");
+    let dirs = AgentDirs::new(
+        "audit",
+        &policy(
+            "audit-policy",
+            &cgroup,
+            "  mode: audit\n  file:\n    - path: /tmp/audit/secret\n      action: deny\n",
+        ),
+    );
+    let agent = Agent::start(&dirs, "detach");
+    assert_eq!(run_in(Some(&cgroup), || open_errno("/tmp/audit/secret", O_RDONLY)), 0);
+    let r = agent.wait_record(|r| is_verdict(r, "audit", "file_open"));
+    assert_eq!(r["errno"], 0);
+    assert_eq!(r["rule"], "file[0]");
+}
+
+#[test]
+fn children_and_new_child_cgroups_inherit_the_identity() {
+    write_file("/tmp/inherit/secret", "s");
+    let cgroup = TestCgroup::new("inherit");
+    let dirs = AgentDirs::new(
+        "inherit",
+        &policy("inherit-policy", &cgroup, "  file:\n    - path: /tmp/inherit/secret\n      action: deny\n"),
+    );
+    let agent = Agent::start(&dirs, "detach");
+    // A grandchild forked inside the cgroup.
+    let forked = run_in(Some(&cgroup), || run_in(None, || open_errno("/tmp/inherit/secret", O_RDONLY)));
+    assert_eq!(forked, EPERM, "a forked child inherits the identity");
+    // A cgroup created under the selected one after the policy was applied.
+    let late = cgroup.child("late");
+    assert_eq!(
+        run_in(Some(&late), || open_errno("/tmp/inherit/secret", O_RDONLY)),
+        EPERM,
+        "a new child cgroup"
+    );
+    let r = agent.wait_record(|r| is_verdict(r, "deny", "file_open") && r["cgroup_id"] == late.id());
+    assert_eq!(r["identity"], "inherit-policy");
+    // A sibling cgroup no policy selects is untouched.
+    let unselected = TestCgroup::new("unselected");
+    assert_eq!(run_in(Some(&unselected), || open_errno("/tmp/inherit/secret", O_RDONLY)), 0);
+    drop(late);
+}
+
+#[test]
+fn verdict_records_carry_every_field() {
+    write_file("/tmp/fields/secret", "s");
+    let cgroup = TestCgroup::new("fields");
+    let dirs = AgentDirs::new(
+        "fields",
+        &policy(
+            "fields-policy",
+            &cgroup,
+            "  identity: fields-id\n  file:\n    - path: /tmp/fields/secret\n      action: deny\n",
+        ),
+    );
+    let agent = Agent::start(&dirs, "detach");
+    // The child stays alive briefly after the denial so /proc still describes it.
+    let code = run_in(Some(&cgroup), || {
+        let e = open_errno("/tmp/fields/secret", O_RDONLY);
+        std::thread::sleep(Duration::from_millis(1500));
+        e
+    });
+    assert_eq!(code, EPERM);
+    let r = agent.wait_record(|r| is_verdict(r, "deny", "file_open"));
+    let generation = agent.wait_record(|r| field(r, "type") == "policy")["generation"].clone();
+    assert_eq!(r["identity"], "fields-id");
+    assert_eq!(r["policy"], "fields-policy");
+    assert_eq!(r["rule"], "file[0]");
+    assert_eq!(r["reason"], "rule");
+    assert_eq!(r["generation"], generation);
+    assert_eq!(r["errno"], EPERM);
+    assert_eq!(r["uid"], 0);
+    assert_eq!(r["ppid"], std::process::id());
+    assert!(r["pid"].as_u64().is_some_and(|p| p != u64::from(std::process::id())));
+    // The child is a fork of this test's thread, whose name the kernel keeps (15 bytes).
+    let thread = std::thread::current().name().unwrap_or_default().chars().take(15).collect::<String>();
+    assert_eq!(field(&r, "comm"), thread, "comm: {r}");
+    assert!(field(&r, "executable").starts_with("/tests/agent-"), "executable: {r}");
+    assert_eq!(r["cgroup_id"], cgroup.id());
+    assert_eq!(r["cgroup"], enforcer_tests::relative(&cgroup).as_str());
+    assert_eq!(r["target"]["path"], "/tmp/fields/secret");
+    assert_eq!(r["target"]["access"], serde_json::json!(["read"]));
+    assert!(field(&r, "time").ends_with('Z') && field(&r, "time").len() == 30, "time: {r}");
+}
+
+#[test]
+fn replacing_the_policy_under_load_gives_only_old_or_new_verdicts() {
+    write_file("/tmp/replace/target", "t");
+    let cgroup = TestCgroup::new("replace");
+    let old = policy(
+        "replace-policy",
+        &cgroup,
+        "  logAllowed: true\n  file:\n    - path: /tmp/replace/target\n      action: deny\n",
+    );
+    let new = policy(
+        "replace-policy",
+        &cgroup,
+        "  logAllowed: true\n  defaults:\n    file: deny\n  file:\n    - dir: /tmp/other\n      action: deny\n    - dir: /tmp/replace\n      action: allow\n",
+    );
+    let dirs = AgentDirs::new("replace", &old);
+    let agent = Agent::start(&dirs, "detach");
+    // A child opens the file in a loop while the policy is replaced back and forth.
+    let stop = "/tmp/replace-stop";
+    let _ = fs::remove_file(stop);
+    let handle = std::thread::spawn({
+        let path = cgroup.path.clone();
+        move || {
+            run_in_dir(Some(&path), || {
+                let mut odd = 0;
+                while !std::path::Path::new("/tmp/replace-stop").exists() {
+                    let e = open_errno("/tmp/replace/target", O_RDONLY);
+                    if e != 0 && e != EPERM {
+                        odd += 1;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                odd
+            })
+        }
+    });
+    for i in 0..6 {
+        dirs.set_policy(if i % 2 == 0 { &new } else { &old });
+        agent.reload();
+        let want = 2 + i;
+        agent.wait_record(|r| field(r, "type") == "policy" && r["generation"] == want);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    fs::write(stop, "").unwrap();
+    assert_eq!(handle.join().unwrap(), 0, "opens failed with an errno other than EPERM");
+    std::thread::sleep(Duration::from_millis(500));
+    let mut seen = [0; 2];
+    for r in agent
+        .records()
+        .iter()
+        .filter(|r| field(r, "type") == "verdict" && r["target"]["path"] == "/tmp/replace/target")
+    {
+        let generation = r["generation"].as_u64().unwrap();
+        // Odd generations run the old set, even ones the new.
+        let (decision, rule) = if generation % 2 == 1 { ("deny", "file[0]") } else { ("allow", "file[1]") };
+        assert_eq!((field(r, "decision"), field(r, "rule")), (decision, rule), "mixed verdict: {r}");
+        seen[usize::from(generation % 2 == 0)] += 1;
+    }
+    assert!(seen[0] > 0 && seen[1] > 0, "verdicts from both sets expected, got {seen:?}");
+}
+
+#[test]
+fn a_malformed_policy_is_rejected_and_enforcement_stays() {
+    write_file("/tmp/malformed/secret", "s");
+    let cgroup = TestCgroup::new("malformed");
+    let good = policy(
+        "malformed-policy",
+        &cgroup,
+        "  file:\n    - path: /tmp/malformed/secret\n      action: deny\n",
+    );
+    let dirs = AgentDirs::new("malformed", &good);
+    let agent = Agent::start(&dirs, "detach");
+    for (attempt, bad) in [
+        good.replace("action: deny", "action: deny\n      colour: red"),
+        good.replace("/tmp/malformed/secret", "tmp/malformed/secret"),
+        format!("{good}  network:\n    - cidr: 10.0.0.0/40\n      action: deny\n"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        dirs.set_policy(&bad);
+        agent.reload();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while agent.stderr().matches("reload refused").count() <= attempt {
+            assert!(Instant::now() < deadline, "no refusal logged:\n{}", agent.stderr());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(run_in(Some(&cgroup), || open_errno("/tmp/malformed/secret", O_RDONLY)), EPERM);
+    }
+    assert_eq!(
+        agent.records().iter().filter(|r| field(r, "type") == "policy").count(),
+        1,
+        "no new generation"
+    );
+    let stderr = agent.stderr();
+    assert!(stderr.contains("spec.file[0]: unknown field `colour`"), "{stderr}");
+    assert!(stderr.contains("spec.file[0].path") && stderr.contains("not absolute"), "{stderr}");
+    assert!(stderr.contains("spec.network[0].cidr"), "{stderr}");
+
+    let output = std::process::Command::new(std::env::var("ENFORCER_BIN").unwrap())
+        .args(["policy", "validate", "-f"])
+        .arg(&dirs.policy_dir)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("spec.network[0].cidr"));
+}
+
+#[test]
+fn enforcement_continues_across_an_agent_restart() {
+    write_file("/tmp/restart/secret", "s");
+    let cgroup = TestCgroup::new("restart");
+    let dirs = AgentDirs::new(
+        "restart",
+        &policy("restart-policy", &cgroup, "  file:\n    - path: /tmp/restart/secret\n      action: deny\n"),
+    );
+    let mut first = Agent::start(&dirs, "keep");
+    // A child tries the open in a loop for the whole restart; any success is a lapse.
+    let stop = "/tmp/restart-stop";
+    let _ = fs::remove_file(stop);
+    let handle = std::thread::spawn({
+        let path = cgroup.path.clone();
+        move || {
+            run_in_dir(Some(&path), || {
+                let mut lapses = 0;
+                let mut tries = 0;
+                while !std::path::Path::new("/tmp/restart-stop").exists() {
+                    tries += 1;
+                    if open_errno("/tmp/restart/secret", O_RDONLY) != EPERM {
+                        lapses += 1;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                if tries == 0 { 255 } else { lapses.min(254) }
+            })
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    first.stop();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut second = Agent::start(&dirs, "detach");
+    std::thread::sleep(Duration::from_millis(300));
+    fs::write(stop, "").unwrap();
+    assert_eq!(handle.join().unwrap(), 0, "an open succeeded while the agent restarted");
+    assert!(second.stderr().contains("took over from a previous agent"), "{}", second.stderr());
+    second.wait_record(|r| field(r, "type") == "agent" && field(r, "event") == "takeover");
+    // Only the second agent's programs remain: one instance directory.
+    let instances = fs::read_dir(&second.bpffs).unwrap().count();
+    assert_eq!(instances, 1, "the first agent's pins were retired");
+    second.stop();
+    assert_eq!(run_in(Some(&cgroup), || open_errno("/tmp/restart/secret", O_RDONLY)), 0, "detached on exit");
+}
