@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod btf;
+pub mod cli;
 pub mod engine;
 pub mod events;
 pub mod identity;

@@ -158,3 +158,24 @@ pub fn attach(ebpf: &mut Ebpf, options: &Options) -> Result<Vec<(&'static str, F
     }
     Ok(links)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The embedded object defines every map and program the agent expects.
+    #[test]
+    fn object_has_every_map_and_program() {
+        let object = aya_obj::Object::parse(OBJECT).expect("parsing the embedded eBPF object");
+        for name in enforcer_common::maps::ALL {
+            assert!(object.maps.contains_key(name), "map {name} missing from the eBPF object");
+        }
+        for name in LSM_PROGRAMS.iter().map(|(p, _)| *p).chain(CGROUP_PROGRAMS) {
+            assert!(object.programs.contains_key(name), "program {name} missing from the eBPF object");
+        }
+        for global in [globals::OFF_BPRM_FILE, globals::OFF_FILE_F_PATH, globals::OFF_FILE_F_MODE] {
+            // Symbol names live in the ELF string table.
+            assert!(OBJECT.windows(global.len()).any(|w| w == global.as_bytes()), "global {global} missing");
+        }
+    }
+}

@@ -3,7 +3,11 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
-use enforcer_agent::{agent, policy::validate};
+use enforcer_agent::{
+    agent,
+    cli::{self, Output},
+    policy::validate,
+};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -24,6 +28,15 @@ enum Command {
     /// Work with policy documents.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Read verdicts.
+    #[command(subcommand)]
+    Verdicts(VerdictsCommand),
+}
+
+#[derive(Subcommand)]
+enum VerdictsCommand {
+    /// Print the verdict log, readably or as JSON lines, optionally filtered.
+    Show(cli::verdicts::ShowArgs),
 }
 
 #[derive(clap::Args)]
@@ -71,12 +84,6 @@ enum PolicyCommand {
     },
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Output {
-    Text,
-    Json,
-}
-
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_env("ENFORCER_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
@@ -86,6 +93,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Agent(args) => run_agent(args),
         Command::Policy(PolicyCommand::Validate { file, output }) => validate_files(&file, output),
+        Command::Verdicts(VerdictsCommand::Show(args)) => cli::verdicts::show(&args),
     }
 }
 

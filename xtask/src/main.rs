@@ -2,6 +2,7 @@
 
 mod build;
 mod ci;
+mod demo;
 mod kernels;
 mod vm;
 
@@ -20,6 +21,8 @@ enum Command {
     Ci,
     /// Run the integration tests inside QEMU on Debian's 6.1 and 6.12 kernels.
     VmTest(vm::Options),
+    /// Run the example policies on sample workloads (in a VM if the kernel lacks BPF LSM).
+    Demo,
     /// Download (or find in the cache) the test kernels and print their paths.
     Kernels,
 }
@@ -27,6 +30,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Ci => ci::run(),
+        Command::Demo => demo::run(),
         Command::VmTest(options) => vm::run(&options),
         Command::Kernels => {
             for kernel in kernels::all()? {

@@ -93,22 +93,32 @@ struct Summary {
     problems: Vec<String>,
 }
 
-fn boot(kernel: &Kernel, initrd: &Path, options: &Options) -> anyhow::Result<Summary> {
-    let log_path = workspace_root().join(format!("target/vm/{}.log", kernel.series));
-    let mut log = fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-    eprintln!("vm-test: booting {} ({})", kernel.series, kernel.package);
-    let mut append = String::from("console=ttyS0 quiet panic=-1 oops=panic");
-    if let Some(filter) = &options.filter {
-        append.push_str(" enforcer.filter=");
-        append.push_str(filter);
-    }
+/// How a guest run ended.
+pub enum Ending {
+    /// The guest powered off (or QEMU exited).
+    Exited,
+    /// The deadline passed and QEMU was killed.
+    TimedOut,
+}
+
+/// Boots `kernel` with `initrd` under QEMU (TCG), copying the serial console to `log_path`
+/// and handing each line to `on_line`, until the guest powers off or `timeout` passes.
+pub fn qemu(
+    kernel: &Kernel,
+    initrd: &Path,
+    append: &str,
+    timeout: Duration,
+    log_path: &Path,
+    mut on_line: impl FnMut(&str),
+) -> anyhow::Result<Ending> {
+    let mut log = fs::File::create(log_path).with_context(|| format!("creating {}", log_path.display()))?;
     let mut child = Command::new("qemu-system-x86_64")
         .args(["-accel", "tcg", "-cpu", "max", "-m", "1G", "-smp", "2", "-nographic", "-no-reboot"])
         .arg("-kernel")
         .arg(&kernel.vmlinuz)
         .arg("-initrd")
         .arg(initrd)
-        .args(["-append", &append])
+        .args(["-append", &format!("console=ttyS0 quiet panic=-1 oops=panic {append}")])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -125,35 +135,46 @@ fn boot(kernel: &Kernel, initrd: &Path, options: &Options) -> anyhow::Result<Sum
             }
         }
     });
-
-    let deadline = Instant::now() + Duration::from_secs(options.timeout);
-    let mut console =
-        Console { summary: Summary { series: kernel.series, ..Summary::default() }, ..Console::default() };
-    let verbose = std::env::var_os("ENFORCER_VM_VERBOSE").is_some();
-    loop {
+    let deadline = Instant::now() + timeout;
+    let ending = loop {
         let now = Instant::now();
         if now >= deadline {
             let _ = child.kill();
-            console.summary.problems.push(format!(
-                "timed out after {} s (see {})",
-                options.timeout,
-                log_path.display()
-            ));
-            break;
+            break Ending::TimedOut;
         }
         match rx.recv_timeout(deadline - now) {
             Ok(line) => {
                 writeln!(log, "{line}")?;
-                if verbose {
-                    println!("[{}] {line}", kernel.series);
-                }
-                console.feed(&line);
+                on_line(&line);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break Ending::Exited,
         }
-    }
+    };
     let _ = child.wait();
+    Ok(ending)
+}
+
+fn boot(kernel: &Kernel, initrd: &Path, options: &Options) -> anyhow::Result<Summary> {
+    let log_path = workspace_root().join(format!("target/vm/{}.log", kernel.series));
+    eprintln!("vm-test: booting {} ({})", kernel.series, kernel.package);
+    let append = options.filter.as_ref().map(|f| format!("enforcer.filter={f}")).unwrap_or_default();
+    let mut console =
+        Console { summary: Summary { series: kernel.series, ..Summary::default() }, ..Console::default() };
+    let verbose = std::env::var_os("ENFORCER_VM_VERBOSE").is_some();
+    let ending = qemu(kernel, initrd, &append, Duration::from_secs(options.timeout), &log_path, |line| {
+        if verbose {
+            println!("[{}] {line}", kernel.series);
+        }
+        console.feed(line);
+    })?;
+    if let Ending::TimedOut = ending {
+        console.summary.problems.push(format!(
+            "timed out after {} s (see {})",
+            options.timeout,
+            log_path.display()
+        ));
+    }
     let (summary, failure_text) = console.finish(&log_path.display().to_string());
     println!(
         "kernel {} ({}): {} passed, {} failed, {} skipped",
@@ -240,7 +261,8 @@ impl Console {
     }
 }
 
-const INIT: &str = r#"#!/bin/busybox sh
+/// Mounts and network set-up shared by every guest's /init.
+pub const INIT_PREAMBLE: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
 mkdir -p /dev /proc /sys /tmp /run /var/lib
@@ -255,6 +277,10 @@ mount -t bpf bpf /sys/fs/bpf
 ip link set lo up
 echo "ENFORCER-VM kernel=$(uname -r)"
 echo "ENFORCER-VM lsm=$(cat /sys/kernel/security/lsm)"
+"#;
+
+/// The test guest: runs every test binary, then powers off.
+const INIT_TESTS: &str = r#"
 filter=""
 for word in $(cat /proc/cmdline); do
   case "$word" in enforcer.filter=*) filter="${word#enforcer.filter=}" ;; esac
@@ -268,9 +294,25 @@ echo "ENFORCER-VM done"
 poweroff -f
 "#;
 
-/// Builds the initramfs (gzip'd newc cpio) and returns its path.
+/// Builds the test initramfs (gzip'd newc cpio) and returns its path.
 fn initramfs(agent: &Path, tests: &[PathBuf]) -> anyhow::Result<PathBuf> {
-    let root = workspace_root().join("target/vm/initramfs");
+    let extra: Vec<(PathBuf, String)> = tests
+        .iter()
+        .map(|t| (t.clone(), format!("tests/{}", t.file_name().unwrap_or_default().to_string_lossy())))
+        .collect();
+    build_initramfs("tests", agent, &format!("{INIT_PREAMBLE}{INIT_TESTS}"), &extra)
+}
+
+/// An initramfs named `name` with busybox, the agent at /bin/enforcer, `init` as /init
+/// and `extra` files (source, destination relative to the root) with the shared
+/// libraries every binary among them needs.
+pub fn build_initramfs(
+    name: &str,
+    agent: &Path,
+    init: &str,
+    extra: &[(PathBuf, String)],
+) -> anyhow::Result<PathBuf> {
+    let root = workspace_root().join(format!("target/vm/initramfs-{name}"));
     let _ = fs::remove_dir_all(&root);
     for dir in ["bin", "tests", "dev", "proc", "sys", "tmp", "run", "etc"] {
         fs::create_dir_all(root.join(dir))?;
@@ -281,28 +323,31 @@ fn initramfs(agent: &Path, tests: &[PathBuf]) -> anyhow::Result<PathBuf> {
         .find(|p| p.is_file())
         .context("busybox not found (apt-get install busybox-static)")?;
     fs::copy(busybox, root.join("bin/busybox"))?;
-    fs::write(root.join("init"), INIT)?;
+    fs::write(root.join("init"), init)?;
     fs::set_permissions(root.join("init"), fs::Permissions::from_mode(0o755))?;
     fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n")?;
     fs::write(root.join("etc/group"), "root:x:0:\nnobody:x:65534:\n")?;
 
-    let mut binaries = vec![(agent.to_path_buf(), root.join("bin/enforcer"))];
-    for test in tests {
-        let name = test.file_name().context("test executable without a name")?;
-        binaries.push((test.clone(), root.join("tests").join(name)));
+    let mut files = vec![(agent.to_path_buf(), root.join("bin/enforcer"))];
+    for (from, to) in extra {
+        files.push((from.clone(), root.join(to)));
     }
     let mut libraries = BTreeSet::new();
-    for (from, to) in &binaries {
+    for (from, to) in &files {
+        if let Some(dir) = to.parent() {
+            fs::create_dir_all(dir)?;
+        }
         fs::copy(from, to).with_context(|| format!("copying {}", from.display()))?;
-        libraries.extend(shared_libraries(from)?);
+        if is_elf(from) {
+            libraries.extend(shared_libraries(from)?);
+        }
     }
     for lib in &libraries {
         let dest = root.join(lib.strip_prefix("/").unwrap_or(lib));
         fs::create_dir_all(dest.parent().expect("absolute path has a parent"))?;
         fs::copy(lib, &dest).with_context(|| format!("copying {}", lib.display()))?;
     }
-    // The dynamic loader is looked up at /lib64 on x86_64.
-    let out = workspace_root().join("target/vm/initramfs.cpio.gz");
+    let out = workspace_root().join(format!("target/vm/initramfs-{name}.cpio.gz"));
     exec(
         Command::new("sh")
             .current_dir(&root)
@@ -310,6 +355,12 @@ fn initramfs(agent: &Path, tests: &[PathBuf]) -> anyhow::Result<PathBuf> {
             .arg(format!("find . -print0 | cpio --null -o -H newc --quiet | gzip -1 > '{}'", out.display())),
     )?;
     Ok(out)
+}
+
+fn is_elf(path: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok()
+        && magic == *b"\x7fELF"
 }
 
 /// Absolute paths of the shared libraries a binary needs, as `ldd` lists them.
