@@ -125,6 +125,10 @@ struct Running {
 
 /// Loads, applies the policy set, attaches, pins, then retires earlier instances.
 fn start(config: &Config) -> anyhow::Result<Running> {
+    let features = loader::Features::probe();
+    if !config.network_only && !features.bpf_lsm {
+        return Err(features.no_bpf_lsm().into());
+    }
     let state = State::open(&config.state_dir)?;
     let policies = match &config.policy_dir {
         Some(dir) => read_policies(dir)?,
@@ -158,7 +162,6 @@ fn start(config: &Config) -> anyhow::Result<Running> {
     }
     write_agent_record(&mut log, "start", format!("generation {}", applied.generation));
     let _ = log.flush();
-    let features = loader::Features::probe();
     eprintln!(
         "enforcer agent ready: kernel {}, bpf lsm {}, generation {}, {} policies, {} cgroups bound, verdicts to {}",
         features.kernel,

@@ -47,11 +47,12 @@ pub enum LoadError {
         source: std::io::Error,
     },
     #[error(
-        "BPF LSM is not active on this kernel (active LSMs: {active}); exec and file rules \
-         cannot be enforced. Add `bpf` to the kernel's `lsm=` boot parameter, e.g. \
-         lsm={active},bpf, or run network-only"
+        "BPF LSM is not active on this kernel ({active}): exec and file rules cannot be \
+         enforced. Enable it by adding `bpf` to the kernel's `lsm=` boot parameter (keeping \
+         the current list, e.g. lsm={example}) and rebooting, or pass --network-only to \
+         enforce network rules only"
     )]
-    NoBpfLsm { active: String },
+    NoBpfLsm { active: String, example: String },
 }
 
 /// What the running kernel offers.
@@ -64,6 +65,20 @@ pub struct Features {
 }
 
 impl Features {
+    /// The error that explains how to enable BPF LSM on this machine.
+    pub fn no_bpf_lsm(&self) -> LoadError {
+        if self.active_lsms.is_empty() {
+            return LoadError::NoBpfLsm {
+                active: "/sys/kernel/security/lsm is unreadable; is securityfs mounted?".to_owned(),
+                example: "lockdown,capability,landlock,yama,apparmor,bpf".to_owned(),
+            };
+        }
+        LoadError::NoBpfLsm {
+            active: format!("active LSMs: {}", self.active_lsms),
+            example: format!("{},bpf", self.active_lsms),
+        }
+    }
+
     pub fn probe() -> Self {
         let active_lsms = std::fs::read_to_string("/sys/kernel/security/lsm")
             .map(|s| s.trim().to_owned())
@@ -92,7 +107,7 @@ pub struct Options {
 pub fn load(options: &Options) -> Result<Ebpf, LoadError> {
     let features = Features::probe();
     if !options.network_only && !features.bpf_lsm {
-        return Err(LoadError::NoBpfLsm { active: features.active_lsms });
+        return Err(features.no_bpf_lsm());
     }
     let btf = Btf::from_sys()?;
     let off_bprm_file = btf.member_offset("linux_binprm", "file")?;

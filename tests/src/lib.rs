@@ -208,6 +208,11 @@ impl Agent {
     /// Starts an agent and waits until it says it is ready (panics with its output if it
     /// exits or takes longer than a minute).
     pub fn start(dirs: &AgentDirs, on_exit: &str) -> Self {
+        Self::start_with(dirs, on_exit, &[])
+    }
+
+    /// [`Agent::start`] with extra command-line arguments.
+    pub fn start_with(dirs: &AgentDirs, on_exit: &str, extra: &[&str]) -> Self {
         use std::io::BufRead as _;
         let mut child = std::process::Command::new(agent_binary())
             .arg("agent")
@@ -222,6 +227,7 @@ impl Agent {
             .arg("--cgroup-root")
             .arg(cgroup2_root())
             .args(["--on-exit", on_exit, "--rescan-ms", "100"])
+            .args(extra)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())

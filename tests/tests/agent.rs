@@ -365,3 +365,24 @@ fn enforcement_continues_across_an_agent_restart() {
     second.stop();
     assert_eq!(run_in(Some(&cgroup), || open_errno("/tmp/restart/secret", O_RDONLY)), 0, "detached on exit");
 }
+
+#[test]
+fn network_only_mode_enforces_network_rules_without_lsm_programs() {
+    write_file("/tmp/netonly/secret", "s");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let cgroup = TestCgroup::new("netonly");
+    let body = format!(
+        "  file:\n    - path: /tmp/netonly/secret\n      action: deny\n  network:\n    - cidr: 127.0.0.0/8\n      ports: {port}\n      action: deny\n"
+    );
+    let dirs = AgentDirs::new("netonly", &policy("netonly-policy", &cgroup, &body));
+    let agent = Agent::start_with(&dirs, "detach", &["--network-only"]);
+    assert!(agent.stderr().contains("bpf lsm off (network only)"), "{}", agent.stderr());
+    assert_eq!(run_in(Some(&cgroup), move || connect_errno(&format!("127.0.0.1:{port}"))), EPERM);
+    assert_eq!(
+        run_in(Some(&cgroup), || open_errno("/tmp/netonly/secret", O_RDONLY)),
+        0,
+        "file rules need BPF LSM"
+    );
+    agent.wait_record(|r| is_verdict(r, "deny", "connect4"));
+}

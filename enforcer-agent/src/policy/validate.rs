@@ -87,12 +87,8 @@ pub fn parse(source: &str, text: &str) -> Result<Vec<Policy>, PolicyError> {
             Ok(Some(policy)) => policies.push(policy),
             Ok(None) => {} // an empty document, e.g. after a trailing `---`
             Err(e) => {
-                let message = e.to_string();
-                return Err(PolicyError::new(
-                    document_name(source, text, index),
-                    field_of(&message),
-                    message,
-                ));
+                let (field, problem) = split_field(&e.to_string());
+                return Err(PolicyError::new(document_name(source, text, index), field, problem));
             }
         }
     }
@@ -111,11 +107,12 @@ fn document_name(source: &str, text: &str, index: usize) -> String {
     }
 }
 
-/// `serde_yaml` reports nested failures as `spec.file[0]: unknown field ...`.
-fn field_of(message: &str) -> String {
+/// `serde_yaml` reports nested failures as `spec.file[0]: unknown field ...`: split that
+/// into the field and the problem.
+fn split_field(message: &str) -> (String, String) {
     match message.split_once(": ") {
-        Some((field, _)) if !field.contains(' ') => field.to_owned(),
-        _ => "(document)".to_owned(),
+        Some((field, problem)) if !field.contains(' ') => (field.to_owned(), problem.to_owned()),
+        _ => ("(document)".to_owned(), message.to_owned()),
     }
 }
 
