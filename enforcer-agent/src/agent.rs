@@ -184,6 +184,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut tick = tokio::time::interval(config.rescan_interval);
+    let mut processes = record::Processes::default();
     let mut dropped_seen = engine.maps().stats().map_or(0, |s| s[stat::EVENTS_DROPPED as usize]);
     loop {
         tokio::select! {
@@ -191,7 +192,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 let mut guard = guard?;
                 // A full batch means more may be waiting: stay ready and come back after
                 // the other branches had their turn.
-                if !drain(guard.get_inner_mut(), &engine, &mut log) {
+                if !drain(guard.get_inner_mut(), &engine, &mut log, &mut processes) {
                     guard.clear_ready();
                 }
             }
@@ -207,7 +208,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             _ = interrupt.recv() => break,
         }
     }
-    while drain(ring.get_mut(), &engine, &mut log) {}
+    while drain(ring.get_mut(), &engine, &mut log, &mut processes) {}
     let detail = match config.on_exit {
         OnExit::Keep => "programs stay attached and keep enforcing".to_owned(),
         OnExit::Detach => "programs detached".to_owned(),
@@ -263,10 +264,15 @@ fn reload(dir: &Path, state: &State, engine: &mut Engine, log: &mut VerdictLog) 
 }
 
 /// Most events handled per wake-up, so a busy ring cannot starve signals and timers.
-const DRAIN_BATCH: usize = 4096;
+const DRAIN_BATCH: usize = 256;
 
 /// Writes out pending events (at most one batch). Returns true if the batch was full.
-fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, engine: &Engine, log: &mut VerdictLog) -> bool {
+fn drain(
+    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    engine: &Engine,
+    log: &mut VerdictLog,
+    processes: &mut record::Processes,
+) -> bool {
     let clock = Clock::now();
     let directory = engine.directory();
     let directory = directory.read().expect("directory lock");
@@ -277,7 +283,7 @@ fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, engine: &Engine, log
         handled += 1;
         match events::decode(&item) {
             Ok(event) => {
-                let record = record::build(&event, &directory, &clock);
+                let record = record::build(&event, &directory, &clock, processes);
                 if let Err(e) = log.write(&record) {
                     tracing::warn!(error = %e, "writing verdict log");
                 }

@@ -93,8 +93,47 @@ fn address(bytes: [u8; 16]) -> String {
     }
 }
 
+/// Parent pid and executable of recent callers: a burst of verdicts from one process
+/// reads /proc once, not once per event.
+#[derive(Default)]
+pub struct Processes {
+    seen: std::collections::HashMap<u32, (std::time::Instant, Option<u32>, Option<String>)>,
+}
+
+impl Processes {
+    /// How long a process's details are reused (a pid can be recycled after it exits).
+    const FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+    const MAX: usize = 4096;
+
+    fn get(&mut self, pid: u32) -> (Option<u32>, Option<String>) {
+        let now = std::time::Instant::now();
+        if let Some((at, cached_ppid, cached_exe)) = self.seen.get(&pid)
+            && now.duration_since(*at) < Self::FRESH
+        {
+            return (*cached_ppid, cached_exe.clone());
+        }
+        if self.seen.len() >= Self::MAX {
+            self.seen.retain(|_, (at, _, _)| now.duration_since(*at) < Self::FRESH);
+            if self.seen.len() >= Self::MAX {
+                self.seen.clear();
+            }
+        }
+        let ppid = parent_of(pid);
+        let exe =
+            std::fs::read_link(format!("/proc/{pid}/exe")).ok().map(|p| p.to_string_lossy().into_owned());
+        self.seen.insert(pid, (now, ppid, exe.clone()));
+        (ppid, exe)
+    }
+}
+
 /// Builds the record. `clock` converts the event's boot-time stamp to wall-clock time.
-pub fn build(event: &VerdictEvent, directory: &Directory, clock: &Clock) -> VerdictRecord {
+pub fn build(
+    event: &VerdictEvent,
+    directory: &Directory,
+    clock: &Clock,
+    processes: &mut Processes,
+) -> VerdictRecord {
+    let (ppid, executable) = processes.get(event.pid);
     let names = directory.names(event.generation, event.identity);
     let target = match event.hook {
         hook::EXEC | hook::FILE_OPEN => {
@@ -131,13 +170,11 @@ pub fn build(event: &VerdictEvent, directory: &Directory, clock: &Clock) -> Verd
         rule: rule_name(event.hook, event.rule),
         generation: event.generation,
         pid: event.pid,
-        ppid: parent_of(event.pid),
+        ppid,
         uid: event.uid,
         gid: event.gid,
         comm: events::comm(event),
-        executable: std::fs::read_link(format!("/proc/{}/exe", event.pid))
-            .ok()
-            .map(|p| p.to_string_lossy().into_owned()),
+        executable,
         cgroup_id: event.cgroup_id,
         cgroup: directory.cgroups.get(&event.cgroup_id).cloned(),
         target,
@@ -242,7 +279,7 @@ mod tests {
         let mut directory = Directory::default();
         directory.generations.insert(5, [(3, ("ci".to_owned(), "ci-policy".to_owned()))].into());
         directory.cgroups.insert(77, "/ci".to_owned());
-        let record = build(&event, &directory, &Clock::now());
+        let record = build(&event, &directory, &Clock::now(), &mut Processes::default());
         let json = serde_json::to_value(&record).unwrap();
         assert_eq!(json["identity"], "ci");
         assert_eq!(json["policy"], "ci-policy");

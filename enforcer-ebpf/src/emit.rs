@@ -14,7 +14,7 @@ use enforcer_common::{
 
 use crate::{
     maps::{EVENTS, count},
-    policy::{Judgement, generation},
+    policy::{self, Judgement, Subject, generation},
 };
 
 /// The parts of a verdict every hook knows.
@@ -42,6 +42,28 @@ pub enum Target {
         port: u16,
         proto: u8,
     },
+}
+
+/// Decides a judged access for `subject`, reports it if its policy asks, and returns the
+/// errno the caller gets (0 = allowed).
+#[inline(always)]
+pub fn conclude(hook: u32, subject: &Subject, judgement: Judgement, target: &Target) -> i32 {
+    let (decision, errno) = policy::decide(&subject.config, &judgement);
+    if policy::reported(&subject.config, decision) {
+        verdict(
+            &Verdict {
+                hook,
+                slot: subject.slot,
+                identity: subject.identity,
+                cgroup_id: subject.cgroup_id,
+                judgement,
+                decision,
+                errno,
+            },
+            target,
+        );
+    }
+    errno
 }
 
 /// Sends one verdict. A full ring buffer is counted, never turned into a different verdict.

@@ -152,23 +152,9 @@ fn file_judgement(subject: &Subject, found: path::Found, wanted: u32) -> Judgeme
 
 #[inline(always)]
 fn finish(hook: u32, subject: &Subject, judgement: Judgement, wanted: u32, resolved: &Resolved) -> i32 {
-    let (decision, errno) = policy::decide(&subject.config, &judgement);
-    if policy::reported(&subject.config, decision) {
-        #[expect(clippy::cast_possible_truncation, reason = "len < MAX_PATH")]
-        let target = Target::Path { access: wanted, buf: resolved.buf(), len: resolved.len as u32 };
-        emit::verdict(
-            &Verdict {
-                hook,
-                slot: subject.slot,
-                identity: subject.identity,
-                cgroup_id: subject.cgroup_id,
-                judgement,
-                decision,
-                errno,
-            },
-            &target,
-        );
-    }
+    #[expect(clippy::cast_possible_truncation, reason = "len < MAX_PATH")]
+    let target = Target::Path { access: wanted, buf: resolved.buf(), len: resolved.len as u32 };
+    let errno = emit::conclude(hook, subject, judgement, &target);
     if !resolved.still_ours() {
         // Fail-closed: another task overwrote the path buffer while this one was
         // preempted, so the judgement above may be about another path.

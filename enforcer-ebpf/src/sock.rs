@@ -91,21 +91,8 @@ fn judge(ctx: &SockAddrContext, hook: u32, family: u16) -> i32 {
     let addr = destination(ctx, family);
     let found = rule_for(subject.slot, subject.identity, addr, port, protocol);
     let judgement = Judgement::from_rule(found, subject.config.net_default);
-    let (decision, errno) = policy::decide(&subject.config, &judgement);
-    if policy::reported(&subject.config, decision) {
-        emit::verdict(
-            &Verdict {
-                hook,
-                slot: subject.slot,
-                identity: subject.identity,
-                cgroup_id: subject.cgroup_id,
-                judgement,
-                decision,
-                errno,
-            },
-            &Target::Net { family, addr, port, proto: protocol },
-        );
-    }
+    let errno =
+        emit::conclude(hook, &subject, judgement, &Target::Net { family, addr, port, proto: protocol });
     if errno == 0 { ALLOW } else { DENY }
 }
 

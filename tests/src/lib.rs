@@ -298,9 +298,9 @@ impl Agent {
         text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 
-    /// Waits up to 10 s for a record matching `want`.
+    /// Waits up to 30 s (the VMs run under emulation) for a record matching `want`.
     pub fn wait_record(&self, want: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(r) = self.records().into_iter().find(|r| want(r)) {
                 return r;
@@ -309,7 +309,7 @@ impl Agent {
                 let log = fs::read_to_string(&self.log_file).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(10).collect();
                 panic!(
-                    "no matching verdict record within 10 s; last log lines (newest first):\n{}\nagent stderr:\n{}",
+                    "no matching verdict record within 30 s; last log lines (newest first):\n{}\nagent stderr:\n{}",
                     tail.join("\n"),
                     self.stderr()
                 );

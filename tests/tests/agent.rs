@@ -2,6 +2,7 @@
 //! Each test asserts the errno the workload gets and the verdict record that comes out.
 
 use std::{
+    fmt::Write as _,
     fs,
     net::{TcpListener, UdpSocket},
     time::{Duration, Instant},
@@ -243,7 +244,7 @@ fn replacing_the_policy_under_load_gives_only_old_or_new_verdicts() {
                     if e != 0 && e != EPERM {
                         odd += 1;
                     }
-                    std::thread::sleep(Duration::from_millis(2));
+                    std::thread::sleep(Duration::from_millis(5));
                 }
                 odd
             })
@@ -385,4 +386,86 @@ fn network_only_mode_enforces_network_rules_without_lsm_programs() {
         "file rules need BPF LSM"
     );
     agent.wait_record(|r| is_verdict(r, "deny", "connect4"));
+}
+
+/// Descends (creating as needed) 17 levels of 250-byte names below the current directory:
+/// past `PATH_MAX` (4096), reachable only with relative paths. 0 on success.
+fn descend_long_path() -> i32 {
+    let name = "d".repeat(250);
+    for _ in 0..17 {
+        let _ = std::fs::create_dir(&name);
+        if std::env::set_current_dir(&name).is_err() {
+            return 100;
+        }
+    }
+    0
+}
+
+#[test]
+fn a_path_too_long_to_judge_is_denied_and_reported() {
+    fs::create_dir_all("/tmp/longpath").unwrap();
+    std::env::set_current_dir("/tmp/longpath").unwrap();
+    let made = run_in(None, move || {
+        if descend_long_path() != 0 {
+            return 100;
+        }
+        i32::from(fs::write("file", "x").is_err())
+    });
+    assert_eq!(made, 0, "creating the deep file");
+    let cgroup = TestCgroup::new("longpath");
+    let dirs = AgentDirs::new(
+        "longpath",
+        &policy("longpath-policy", &cgroup, "  file:\n    - dir: /tmp/unrelated\n      action: deny\n"),
+    );
+    let agent = Agent::start(&dirs, "detach");
+    let inside =
+        run_in(
+            Some(&cgroup),
+            move || if descend_long_path() == 0 { open_errno("file", O_RDONLY) } else { 100 },
+        );
+    let outside =
+        run_in(None, move || if descend_long_path() == 0 { open_errno("file", O_RDONLY) } else { 100 });
+    std::env::set_current_dir("/").unwrap();
+    assert_eq!(inside, EPERM, "a managed open of a path too long to judge is denied");
+    assert_eq!(outside, 0, "an unmanaged open of the same file is untouched");
+    let r = agent.wait_record(|r| is_verdict(r, "deny", "file_open"));
+    assert_eq!(r["reason"], "path-too-long");
+}
+
+#[test]
+fn policies_at_the_documented_limits_apply() {
+    // 4096 file rules in one policy (the per-resource limit) and 16 network rules that
+    // apply to one CIDR (the per-prefix limit); the last of each must be enforced.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut body = String::from("  file:\n");
+    for i in 0..4096 {
+        writeln!(body, "    - path: /tmp/limits/f{i}\n      action: deny").unwrap();
+    }
+    body.push_str("  network:\n");
+    for i in 0..15u16 {
+        writeln!(body, "    - cidr: 127.0.0.0/8\n      ports: {}\n      action: allow", 1 + i).unwrap();
+    }
+    writeln!(body, "    - cidr: 127.0.0.1/32\n      ports: {port}\n      action: deny").unwrap();
+    write_file("/tmp/limits/f4095", "x");
+    write_file("/tmp/limits/other", "x");
+    let cgroup = TestCgroup::new("limits");
+    let dirs = AgentDirs::new("limits", &policy("limits-policy", &cgroup, &body));
+    let agent = Agent::start(&dirs, "detach");
+    assert_eq!(run_in(Some(&cgroup), || open_errno("/tmp/limits/f4095", O_RDONLY)), EPERM);
+    assert_eq!(run_in(Some(&cgroup), || open_errno("/tmp/limits/other", O_RDONLY)), 0);
+    assert_eq!(run_in(Some(&cgroup), move || connect_errno(&format!("127.0.0.1:{port}"))), EPERM);
+    let r = agent.wait_record(|r| is_verdict(r, "deny", "file_open"));
+    assert_eq!(r["rule"], "file[4095]");
+    let r = agent.wait_record(|r| is_verdict(r, "deny", "connect4"));
+    assert_eq!(r["rule"], "network[15]");
+    // One rule more than either limit is refused by validation.
+    let over = format!("{body}    - cidr: 127.0.0.1/32\n      ports: 1\n      action: deny\n");
+    dirs.set_policy(&policy("limits-policy", &cgroup, &over));
+    agent.reload();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !agent.stderr().contains("the limit is 16") {
+        assert!(Instant::now() < deadline, "no refusal:\n{}", agent.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -61,14 +61,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let (mut passed, mut failed) = (0, 0);
     let mut problems = Vec::new();
     for s in &summaries {
-        println!(
-            "kernel {} ({}): {} passed, {} failed, {} skipped",
-            s.series,
-            s.release.as_deref().unwrap_or("did not boot"),
-            s.passed.len(),
-            s.failed.len(),
-            s.skipped.len()
-        );
+        println!("{}", s.line());
         passed += s.passed.len();
         failed += s.failed.len();
         problems.extend(s.problems.iter().map(|p| format!("kernel {}: {p}", s.series)));
@@ -155,6 +148,20 @@ pub fn qemu(
     Ok(ending)
 }
 
+impl Summary {
+    /// `kernel 6.1 (6.1.0-56-cloud-amd64): 12 passed, 0 failed, 0 skipped`
+    fn line(&self) -> String {
+        format!(
+            "kernel {} ({}): {} passed, {} failed, {} skipped",
+            self.series,
+            self.release.as_deref().unwrap_or("did not boot"),
+            self.passed.len(),
+            self.failed.len(),
+            self.skipped.len()
+        )
+    }
+}
+
 fn boot(kernel: &Kernel, initrd: &Path, options: &Options) -> anyhow::Result<Summary> {
     let log_path = workspace_root().join(format!("target/vm/{}.log", kernel.series));
     eprintln!("vm-test: booting {} ({})", kernel.series, kernel.package);
@@ -176,14 +183,7 @@ fn boot(kernel: &Kernel, initrd: &Path, options: &Options) -> anyhow::Result<Sum
         ));
     }
     let (summary, failure_text) = console.finish(&log_path.display().to_string());
-    println!(
-        "kernel {} ({}): {} passed, {} failed, {} skipped",
-        kernel.series,
-        summary.release.as_deref().unwrap_or("?"),
-        summary.passed.len(),
-        summary.failed.len(),
-        summary.skipped.len()
-    );
+    println!("{}", summary.line());
     if !summary.failed.is_empty() {
         println!("failed on {}: {}\n{failure_text}", kernel.series, summary.failed.join(", "));
     }
