@@ -118,11 +118,11 @@ impl Processes {
                 self.seen.clear();
             }
         }
-        let ppid = parent_of(pid);
+        let parent = parent_of(pid);
         let exe =
             std::fs::read_link(format!("/proc/{pid}/exe")).ok().map(|p| p.to_string_lossy().into_owned());
-        self.seen.insert(pid, (now, ppid, exe.clone()));
-        (ppid, exe)
+        self.seen.insert(pid, (now, parent, exe.clone()));
+        (parent, exe)
     }
 }
 
