@@ -8,20 +8,26 @@ use std::{
 
 use anyhow::Context as _;
 use serde::Serialize;
+use std::sync::Arc;
+
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
+    sync::{broadcast, mpsc},
 };
 
 use crate::{
+    api::server::{self, Command, Server},
+    control::Control,
     engine::Engine,
     events, loader,
     maps::{self, KernelMaps},
+    metrics::{self, Metrics},
     pins,
     policy::{model::Policy, validate},
     record::{self, Clock},
     state::State,
-    verdict_log::VerdictLog,
+    verdict_log::{self, Rotation, VerdictLog},
 };
 use enforcer_common::verdict::stat;
 
@@ -46,6 +52,13 @@ pub struct Config {
     pub network_only: bool,
     pub on_exit: OnExit,
     pub rescan_interval: Duration,
+    /// The API's Unix socket.
+    pub socket: PathBuf,
+    /// Group allowed to use the API besides root.
+    pub socket_group: Option<u32>,
+    /// Address of the Prometheus endpoint (none: off).
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    pub log_rotation: Rotation,
 }
 
 #[derive(Serialize)]
@@ -56,6 +69,8 @@ struct PolicyRecord<'a> {
     generation: u64,
     policies: Vec<&'a str>,
     source: &'a str,
+    /// Uid of the API caller that made the change (none for startup and SIGHUP).
+    uid: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -119,12 +134,19 @@ struct Running {
     log: VerdictLog,
     instance: pins::Instance,
     ring: aya::maps::RingBuf<aya::maps::MapData>,
-    /// Owns the loaded programs; their links are pinned in `instance`.
-    _ebpf: aya::Ebpf,
+    /// Owns the loaded programs (kept alive for the agent's life); their links are
+    /// pinned in `instance`.
+    ebpf: aya::Ebpf,
+    features: loader::Features,
+    /// (program, hook) attached by this instance.
+    attached: Vec<(&'static str, &'static str)>,
+    started: std::time::Instant,
+    commands: mpsc::Receiver<Command>,
+    metrics: Metrics,
 }
 
 /// Loads, applies the policy set, attaches, pins, then retires earlier instances.
-fn start(config: &Config) -> anyhow::Result<Running> {
+async fn start(config: &Config) -> anyhow::Result<Running> {
     let features = loader::Features::probe();
     if !config.network_only && !features.bpf_lsm {
         return Err(features.no_bpf_lsm().into());
@@ -145,15 +167,41 @@ fn start(config: &Config) -> anyhow::Result<Running> {
     let kernel = KernelMaps::take(&mut ebpf)?;
     let ring = maps::take_events(&mut ebpf)?;
     let mut engine = Engine::new(kernel, config.cgroup_root.clone(), state.generation());
-    let mut log = VerdictLog::open(&config.log_file, config.stdout)
+    let (followers, _) = broadcast::channel(FOLLOWER_BACKLOG);
+    let rotation = Rotation { max_bytes: config.log_rotation.max_bytes, keep: config.log_rotation.keep };
+    let mut log = VerdictLog::open(&config.log_file, rotation, config.stdout, followers.clone())
         .with_context(|| format!("opening verdict log {}", config.log_file.display()))?;
 
     let applied = engine.apply(&policies)?;
     state.save(&policies, applied.generation)?;
-    write_policy_record(&mut log, &engine, "startup");
+    write_policy_record(&mut log, &engine, "startup", None);
+
+    // The API comes up before the programs attach, so the socket is ready once enforcing.
+    let (commands_tx, commands) = mpsc::channel(64);
+    let listener = server::bind(&config.socket, config.socket_group)
+        .with_context(|| format!("creating the API socket {}", config.socket.display()))?;
+    let (log_path, keep) = (config.log_file.clone(), config.log_rotation.keep);
+    let api = Arc::new(Server {
+        socket: config.socket.clone(),
+        group: config.socket_group,
+        commands: commands_tx.clone(),
+        verdicts: followers,
+        history: Arc::new(move || verdict_log::history(&log_path, keep)),
+    });
+    tokio::spawn(api.run(listener));
+    if let Some(addr) = config.metrics_addr {
+        metrics::serve(addr, commands_tx).await.with_context(|| format!("serving metrics on {addr}"))?;
+    }
 
     // Attach, pin, and only then retire earlier instances: never a moment unenforced.
     let links = loader::attach(&mut ebpf, &options)?;
+    let attached = links
+        .iter()
+        .map(|(name, _)| {
+            let hook = loader::LSM_PROGRAMS.iter().find(|(p, _)| p == name).map_or("cgroup", |(_, h)| *h);
+            (*name, hook)
+        })
+        .collect();
     instance.pin_links(links)?;
     for old in pins::previous(&config.bpffs, &instance.dir) {
         let detached = pins::retire(&old);
@@ -163,52 +211,83 @@ fn start(config: &Config) -> anyhow::Result<Running> {
     write_agent_record(&mut log, "start", format!("generation {}", applied.generation));
     let _ = log.flush();
     eprintln!(
-        "enforcer agent ready: kernel {}, bpf lsm {}, generation {}, {} policies, {} cgroups bound, verdicts to {}",
+        "enforcer agent ready: kernel {}, bpf lsm {}, generation {}, {} policies, {} cgroups bound, verdicts to {}, api on {}",
         features.kernel,
         if features.bpf_lsm && !config.network_only { "enforcing" } else { "off (network only)" },
         applied.generation,
         applied.policies,
         applied.cgroups_bound,
-        log.path().display()
+        log.path().display(),
+        config.socket.display()
     );
-    Ok(Running { state, engine, log, instance, ring, _ebpf: ebpf })
+    Ok(Running {
+        state,
+        engine,
+        log,
+        instance,
+        ring,
+        ebpf,
+        features,
+        attached,
+        started: std::time::Instant::now(),
+        commands,
+        metrics: Metrics::default(),
+    })
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let Running { state, mut engine, mut log, instance, ring, _ebpf } = start(&config)?;
+    // Handlers first: a signal that arrives once the agent says it is ready must not find
+    // the default action (SIGHUP would terminate the agent).
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let running = start(&config).await?;
+    let Running { ring, instance, .. } = running;
+    let mut ctx = Control {
+        state: running.state,
+        engine: running.engine,
+        log: running.log,
+        features: running.features,
+        attached: running.attached,
+        started: running.started,
+        metrics: running.metrics,
+        config: &config,
+    };
+    let mut commands = running.commands;
+    let _programs = running.ebpf;
     // SAFETY: the ring buffer owns its map descriptor and lives inside the AsyncFd, so the
     // descriptor stays open for as long as it is registered.
     let mut ring = unsafe { AsyncFd::register(ring) }
         .map_err(|e| anyhow::anyhow!("watching the event ring buffer: {}", e.into_parts().1))?;
-    let mut hangup = signal(SignalKind::hangup())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
     let mut tick = tokio::time::interval(config.rescan_interval);
     let mut processes = record::Processes::default();
-    let mut dropped_seen = engine.maps().stats().map_or(0, |s| s[stat::EVENTS_DROPPED as usize]);
+    let mut dropped_seen = ctx.engine.maps().stats().map_or(0, |s| s[stat::EVENTS_DROPPED as usize]);
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
                 // A full batch means more may be waiting: stay ready and come back after
                 // the other branches had their turn.
-                if !drain(guard.get_inner_mut(), &engine, &mut log, &mut processes) {
+                if !drain(guard.get_inner_mut(), &mut ctx, &mut processes) {
                     guard.clear_ready();
                 }
             }
+            Some(command) = commands.recv() => ctx.handle(command),
             _ = tick.tick() => {
-                housekeeping(&mut engine, &mut log, &mut dropped_seen);
+                housekeeping(&mut ctx.engine, &mut ctx.log, &mut dropped_seen);
             }
             _ = hangup.recv() => {
                 if let Some(dir) = &config.policy_dir {
-                    reload(dir, &state, &mut engine, &mut log);
+                    reload(dir, &mut ctx);
                 }
             }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
     }
-    while drain(ring.get_mut(), &engine, &mut log, &mut processes) {}
+    while drain(ring.get_mut(), &mut ctx, &mut processes) {}
+    let _ = std::fs::remove_file(&config.socket);
+    let mut log = ctx.log;
     let detail = match config.on_exit {
         OnExit::Keep => "programs stay attached and keep enforcing".to_owned(),
         OnExit::Detach => "programs detached".to_owned(),
@@ -245,23 +324,27 @@ fn housekeeping(engine: &mut Engine, log: &mut VerdictLog, dropped_seen: &mut u6
 }
 
 /// Re-reads the policy directory; a bad set is refused and the running one stays.
-fn reload(dir: &Path, state: &State, engine: &mut Engine, log: &mut VerdictLog) {
+fn reload(dir: &Path, ctx: &mut Control<'_>) {
     let result = read_policies(dir).and_then(|p| {
-        let applied = engine.apply(&p)?;
-        state.save(&p, applied.generation)?;
+        let applied = ctx.engine.apply(&p)?;
+        ctx.state.save(&p, applied.generation)?;
         Ok(applied)
     });
     match result {
         Ok(applied) => {
             tracing::info!(generation = applied.generation, "reloaded policies");
-            write_policy_record(log, engine, "reload");
+            write_policy_record(&mut ctx.log, &ctx.engine, "reload", None);
         }
         Err(e) => {
+            ctx.metrics.apply_errors += 1;
             tracing::error!(error = %format!("{e:#}"), "reload refused; the running policy is unchanged");
         }
     }
-    let _ = log.flush();
+    let _ = ctx.log.flush();
 }
+
+/// Records a follower may fall behind before it is told it lost some.
+const FOLLOWER_BACKLOG: usize = 8192;
 
 /// Most events handled per wake-up, so a busy ring cannot starve signals and timers.
 const DRAIN_BATCH: usize = 256;
@@ -269,12 +352,11 @@ const DRAIN_BATCH: usize = 256;
 /// Writes out pending events (at most one batch). Returns true if the batch was full.
 fn drain(
     ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
-    engine: &Engine,
-    log: &mut VerdictLog,
+    ctx: &mut Control<'_>,
     processes: &mut record::Processes,
 ) -> bool {
     let clock = Clock::now();
-    let directory = engine.directory();
+    let directory = ctx.engine.directory();
     let directory = directory.read().expect("directory lock");
     let mut handled = 0;
     while handled < DRAIN_BATCH
@@ -284,24 +366,31 @@ fn drain(
         match events::decode(&item) {
             Ok(event) => {
                 let record = record::build(&event, &directory, &clock, processes);
-                if let Err(e) = log.write(&record) {
+                let key = (
+                    record.identity.clone().unwrap_or_default(),
+                    record.hook.to_owned(),
+                    record.decision.to_owned(),
+                );
+                *ctx.metrics.verdicts.entry(key).or_default() += 1;
+                if let Err(e) = ctx.log.write(&record) {
                     tracing::warn!(error = %e, "writing verdict log");
                 }
             }
             Err(e) => tracing::warn!(error = %e, "undecodable event"),
         }
     }
-    let _ = log.flush();
+    let _ = ctx.log.flush();
     handled == DRAIN_BATCH
 }
 
-fn write_policy_record(log: &mut VerdictLog, engine: &Engine, source: &str) {
+pub(crate) fn write_policy_record(log: &mut VerdictLog, engine: &Engine, source: &str, uid: Option<u32>) {
     let record = PolicyRecord {
         time: now(),
         kind: "policy",
         generation: engine.generation(),
         policies: engine.policies().iter().map(|p| p.name.as_str()).collect(),
         source,
+        uid,
     };
     if let Err(e) = log.write(&record) {
         tracing::warn!(error = %e, "writing verdict log");

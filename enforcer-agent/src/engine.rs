@@ -95,18 +95,43 @@ impl Engine {
         &self.maps
     }
 
-    /// Replaces the whole policy set. Nothing changes unless every document is valid and
-    /// the compiled set fits; the switch itself is one map store.
-    pub fn apply(&mut self, policies: &[Policy]) -> Result<Applied, EngineError> {
+    /// Checks that `policies` would apply (valid, and the compiled set fits) without
+    /// changing anything.
+    pub fn plan(&self, policies: &[Policy]) -> Result<(), EngineError> {
         let valid = validate_set(policies)?;
+        let ids = self.numbered(&valid);
+        let bindings = identity::resolve(&valid, &identity::scan(&self.cgroup_root));
+        compile(&valid, &ids, &bindings, self.generation + 1)?;
+        Ok(())
+    }
+
+    /// Identity numbers for `valid`: existing ones kept, new ones allocated.
+    fn numbered(&self, valid: &[Valid]) -> BTreeMap<String, u32> {
         let mut ids = self.ids.clone();
         let mut next = ids.values().max().copied().unwrap_or(0) + 1;
-        for policy in &valid {
+        for policy in valid {
             ids.entry(policy.identity.clone()).or_insert_with(|| {
                 next += 1;
                 next - 1
             });
         }
+        ids
+    }
+
+    /// The documents of the set in force.
+    pub fn sources(&self) -> Vec<Policy> {
+        self.policies.iter().map(|p| p.source.clone()).collect()
+    }
+
+    pub fn cgroup_root(&self) -> &std::path::Path {
+        &self.cgroup_root
+    }
+
+    /// Replaces the whole policy set. Nothing changes unless every document is valid and
+    /// the compiled set fits; the switch itself is one map store.
+    pub fn apply(&mut self, policies: &[Policy]) -> Result<Applied, EngineError> {
+        let valid = validate_set(policies)?;
+        let ids = self.numbered(&valid);
         let cgroups = identity::scan(&self.cgroup_root);
         let bindings = identity::resolve(&valid, &cgroups);
         let generation = self.generation + 1;

@@ -2,13 +2,16 @@
 //! turns their events into verdict records.
 
 pub mod agent;
+pub mod api;
 pub mod btf;
 pub mod cli;
+pub mod control;
 pub mod engine;
 pub mod events;
 pub mod identity;
 pub mod loader;
 pub mod maps;
+pub mod metrics;
 pub mod pins;
 pub mod policy;
 pub mod record;

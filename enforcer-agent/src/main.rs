@@ -1,12 +1,14 @@
 //! The `enforcer` command: the agent daemon and the operator verbs.
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use enforcer_agent::{
     agent,
+    api::DEFAULT_SOCKET,
     cli::{self, Output},
-    policy::validate,
+    policy::model::Access,
+    verdict_log::Rotation,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -17,6 +19,12 @@ use tracing_subscriber::EnvFilter;
     about = "In-kernel exec, file and network enforcement per workload identity"
 )]
 struct Cli {
+    /// The agent's API socket.
+    #[arg(long, global = true, env = "ENFORCER_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Output format of the verbs.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    output: Output,
     #[command(subcommand)]
     command: Command,
 }
@@ -24,25 +32,25 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the agent: load and attach the kernel programs, enforce policies, log verdicts.
-    Agent(AgentArgs),
-    /// Work with policy documents.
+    Agent(Box<AgentArgs>),
+    /// Apply, compare, list, show, delete and validate policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
-    /// Read verdicts.
+    /// Follow or read verdicts.
     #[command(subcommand)]
     Verdicts(VerdictsCommand),
-}
-
-#[derive(Subcommand)]
-enum VerdictsCommand {
-    /// Print the verdict log, readably or as JSON lines, optionally filtered.
-    Show(cli::verdicts::ShowArgs),
+    /// Kernel features, programs, policy generation, map usage, counters.
+    Status,
+    /// Each identity with its cgroups and live process count.
+    Identities,
+    /// Explain what the policy in force says about an action, without performing it.
+    Check(CheckArgs),
 }
 
 #[derive(clap::Args)]
 struct AgentArgs {
-    /// Directory (or file) of policy YAML to enforce; reloaded on SIGHUP. Without it the
-    /// set saved in the state directory is enforced.
+    /// Directory (or file) of policy YAML to enforce at start and on SIGHUP. Without it
+    /// the set saved in the state directory is enforced.
     #[arg(long)]
     policy_dir: Option<PathBuf>,
     /// Where the applied policy set and generation are kept.
@@ -54,6 +62,12 @@ struct AgentArgs {
     /// Verdict log (JSON lines).
     #[arg(long, default_value = "/var/log/enforcer/verdicts.jsonl")]
     log_file: PathBuf,
+    /// Rotate the verdict log when it reaches this many bytes.
+    #[arg(long, default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..))]
+    log_max_bytes: u64,
+    /// Rotated verdict logs to keep.
+    #[arg(long, default_value_t = 5)]
+    log_keep: usize,
     /// Also print verdict records on stdout.
     #[arg(long)]
     stdout: bool,
@@ -69,19 +83,77 @@ struct AgentArgs {
     /// How often to look for new cgroups selected by a policy (milliseconds).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     rescan_ms: u64,
+    /// Group (name or number) whose members may use the API besides root.
+    #[arg(long)]
+    socket_group: Option<String>,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464); off by default.
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
 }
 
 #[derive(Subcommand)]
 enum PolicyCommand {
-    /// Check policy files offline (no agent needed); exit 0 if valid, 2 if not.
-    Validate {
-        /// Policy file or directory.
+    /// Add or replace the policies in FILE, DIR or - (stdin), by name.
+    Apply {
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
-        /// Output format.
-        #[arg(long, value_enum, default_value = "text")]
-        output: Output,
+        /// Show what would change without changing anything.
+        #[arg(long)]
+        dry_run: bool,
     },
+    /// Show what applying FILE would change, with a line diff.
+    Diff {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// Check policy files offline (no agent needed); exit 0 if valid, 2 if not.
+    Validate {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// The policies in force.
+    List,
+    /// One policy document, as YAML (or JSON with --output json).
+    Get { name: String },
+    /// Remove a policy; its identity is no longer enforced.
+    Delete {
+        name: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum VerdictsCommand {
+    /// Follow the live verdict stream of the agent.
+    Tail(cli::verdicts::TailArgs),
+    /// Print a verdict log file, readably or as JSON lines, optionally filtered.
+    Show(cli::verdicts::ShowArgs),
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// Identity whose policy decides.
+    #[arg(long)]
+    identity: String,
+    /// Executing this program.
+    #[arg(long)]
+    exec: Option<String>,
+    /// Opening this file (with --access).
+    #[arg(long)]
+    file: Option<String>,
+    /// Access for --file: read, write (repeat or comma-separate for both).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    access: Vec<AccessArg>,
+    /// Connecting to `ADDR:PORT/PROTO`, e.g. `10.0.0.1:443/tcp` or `[::1]:53/udp`.
+    #[arg(long)]
+    connect: Option<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum AccessArg {
+    Read,
+    Write,
 }
 
 fn main() -> ExitCode {
@@ -90,14 +162,65 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match Cli::parse().command {
-        Command::Agent(args) => run_agent(args),
-        Command::Policy(PolicyCommand::Validate { file, output }) => validate_files(&file, output),
-        Command::Verdicts(VerdictsCommand::Show(args)) => cli::verdicts::show(&args),
+    let cli = Cli::parse();
+    let (socket, output) = (cli.socket.as_path(), cli.output);
+    match cli.command {
+        Command::Agent(args) => run_agent(*args, cli.socket.clone()),
+        Command::Policy(PolicyCommand::Apply { file, dry_run }) => {
+            cli::policy::apply(socket, &file, dry_run, false, output)
+        }
+        Command::Policy(PolicyCommand::Diff { file }) => {
+            cli::policy::apply(socket, &file, true, true, output)
+        }
+        Command::Policy(PolicyCommand::Validate { file }) => cli::policy::validate(&file, output),
+        Command::Policy(PolicyCommand::List) => cli::policy::list(socket, output),
+        Command::Policy(PolicyCommand::Get { name }) => cli::policy::get(socket, &name, output),
+        Command::Policy(PolicyCommand::Delete { name, dry_run }) => {
+            cli::policy::delete(socket, &name, dry_run, output)
+        }
+        Command::Verdicts(VerdictsCommand::Tail(args)) => cli::verdicts::tail(socket, &args, output),
+        Command::Verdicts(VerdictsCommand::Show(args)) => cli::verdicts::show(&args, output),
+        Command::Status => cli::status::status(socket, output),
+        Command::Identities => cli::status::identities(socket, output),
+        Command::Check(args) => {
+            let access = args
+                .access
+                .iter()
+                .map(|a| match a {
+                    AccessArg::Read => Access::Read,
+                    AccessArg::Write => Access::Write,
+                })
+                .collect();
+            let action =
+                cli::status::Action { exec: args.exec, file: args.file, access, connect: args.connect };
+            cli::status::check(socket, &args.identity, action, output)
+        }
     }
 }
 
-fn run_agent(args: AgentArgs) -> ExitCode {
+/// A group given by name (looked up in /etc/group) or number.
+fn group_id(group: &str) -> Result<u32, String> {
+    if let Ok(gid) = group.parse() {
+        return Ok(gid);
+    }
+    let groups = std::fs::read_to_string("/etc/group").map_err(|e| format!("reading /etc/group: {e}"))?;
+    groups
+        .lines()
+        .find_map(|l| {
+            let mut fields = l.split(':');
+            (fields.next() == Some(group)).then(|| fields.nth(1).and_then(|g| g.parse().ok())).flatten()
+        })
+        .ok_or_else(|| format!("no group named {group:?}"))
+}
+
+fn run_agent(args: AgentArgs, socket: PathBuf) -> ExitCode {
+    let socket_group = match args.socket_group.as_deref().map(group_id).transpose() {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: --socket-group: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let config = agent::Config {
         policy_dir: args.policy_dir,
         state_dir: args.state_dir,
@@ -108,6 +231,10 @@ fn run_agent(args: AgentArgs) -> ExitCode {
         network_only: args.network_only,
         on_exit: args.on_exit,
         rescan_interval: Duration::from_millis(args.rescan_ms),
+        socket,
+        socket_group,
+        metrics_addr: args.metrics_addr,
+        log_rotation: Rotation { max_bytes: args.log_max_bytes, keep: args.log_keep },
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
@@ -121,34 +248,6 @@ fn run_agent(args: AgentArgs) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-fn validate_files(path: &std::path::Path, output: Output) -> ExitCode {
-    let result = agent::read_policies(path).and_then(|p| Ok(validate::validate_set(&p)?));
-    match (result, output) {
-        (Ok(valid), Output::Text) => {
-            for v in &valid {
-                println!("{}: valid (identity {}, mode {})", v.name, v.identity, v.mode_name());
-            }
-            ExitCode::SUCCESS
-        }
-        (Ok(valid), Output::Json) => {
-            let names: Vec<_> = valid
-                .iter()
-                .map(|v| serde_json::json!({"name": v.name, "identity": v.identity, "mode": v.mode_name()}))
-                .collect();
-            println!("{}", serde_json::json!({"valid": true, "policies": names}));
-            ExitCode::SUCCESS
-        }
-        (Err(e), Output::Text) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
-        (Err(e), Output::Json) => {
-            println!("{}", serde_json::json!({"valid": false, "error": format!("{e:#}")}));
-            ExitCode::from(2)
         }
     }
 }

@@ -168,11 +168,13 @@ pub struct Agent {
     pub policy_dir: PathBuf,
     pub state_dir: PathBuf,
     pub bpffs: PathBuf,
+    pub socket: PathBuf,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 /// Files and directories of one agent under test.
 pub struct AgentDirs {
+    pub socket: PathBuf,
     pub policy_dir: PathBuf,
     pub state_dir: PathBuf,
     pub bpffs: PathBuf,
@@ -185,6 +187,7 @@ impl AgentDirs {
         let base = PathBuf::from(format!("/tmp/enforcer-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&base);
         let dirs = Self {
+            socket: base.join("api.sock"),
             policy_dir: base.join("policies"),
             state_dir: base.join("state"),
             bpffs: PathBuf::from(format!("/sys/fs/bpf/enforcer-{name}")),
@@ -213,11 +216,24 @@ impl Agent {
 
     /// [`Agent::start`] with extra command-line arguments.
     pub fn start_with(dirs: &AgentDirs, on_exit: &str, extra: &[&str]) -> Self {
+        let mut args =
+            vec!["--policy-dir", dirs.policy_dir.to_str().expect("UTF-8 path"), "--on-exit", on_exit];
+        args.extend_from_slice(extra);
+        Self::spawn(dirs, &args)
+    }
+
+    /// An agent without a policy directory (its set comes from the state directory and
+    /// the API), detaching on exit.
+    pub fn start_with_dirs_only(dirs: &AgentDirs, extra: &[&str]) -> Self {
+        let mut args = vec!["--on-exit", "detach"];
+        args.extend_from_slice(extra);
+        Self::spawn(dirs, &args)
+    }
+
+    fn spawn(dirs: &AgentDirs, args: &[&str]) -> Self {
         use std::io::BufRead as _;
         let mut child = std::process::Command::new(agent_binary())
             .arg("agent")
-            .arg("--policy-dir")
-            .arg(&dirs.policy_dir)
             .arg("--state-dir")
             .arg(&dirs.state_dir)
             .arg("--bpffs")
@@ -226,8 +242,10 @@ impl Agent {
             .arg(&dirs.log_file)
             .arg("--cgroup-root")
             .arg(cgroup2_root())
-            .args(["--on-exit", on_exit, "--rescan-ms", "100"])
-            .args(extra)
+            .arg("--socket")
+            .arg(&dirs.socket)
+            .args(["--rescan-ms", "100"])
+            .args(args)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -240,12 +258,16 @@ impl Agent {
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if line.contains("enforcer agent ready") {
+                let ready = line.contains("enforcer agent ready");
+                {
+                    let mut t = sink.lock().expect("stderr lock");
+                    t.push_str(&line);
+                    t.push('\n');
+                }
+                // Only once the line is in the buffer, so callers can read it.
+                if ready {
                     let _ = ready_tx.send(());
                 }
-                let mut t = sink.lock().expect("stderr lock");
-                t.push_str(&line);
-                t.push('\n');
             }
         });
         let mut agent = Self {
@@ -254,6 +276,7 @@ impl Agent {
             policy_dir: dirs.policy_dir.clone(),
             state_dir: dirs.state_dir.clone(),
             bpffs: dirs.bpffs.clone(),
+            socket: dirs.socket.clone(),
             stderr: text,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -290,6 +313,11 @@ impl Agent {
             let status = child.wait().expect("waiting for the agent");
             assert!(status.success(), "the agent exited with {status}:\n{}", self.stderr());
         }
+    }
+
+    /// Runs `enforcer --socket <this agent's> ARGS…`: (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        cli_as(&self.socket, None, args)
     }
 
     /// Every JSON record in the verdict log so far.
@@ -366,4 +394,20 @@ pub fn udp_send_errno(addr: &str) -> i32 {
 /// A record field as a string ("" if absent).
 pub fn field<'a>(record: &'a serde_json::Value, name: &str) -> &'a str {
     record[name].as_str().unwrap_or_default()
+}
+
+/// Runs `enforcer --socket SOCKET ARGS…`, as `uid` when given: (exit code, stdout, stderr).
+pub fn cli_as(socket: &Path, uid: Option<u32>, args: &[&str]) -> (i32, String, String) {
+    use std::os::unix::process::CommandExt as _;
+    let mut command = std::process::Command::new(agent_binary());
+    command.arg("--socket").arg(socket).args(args);
+    if let Some(uid) = uid {
+        command.uid(uid).gid(uid);
+    }
+    let output = command.output().expect("running the enforcer CLI");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }

@@ -1,10 +1,86 @@
-//! `enforcer verdicts show`: reads the verdict log and prints it for people or machines.
+//! `enforcer verdicts tail` (live, through the agent) and `enforcer verdicts show` (from
+//! the log file): verdicts for people or machines.
 
-use std::{io::BufRead as _, process::ExitCode};
+use std::{io::BufRead as _, io::Write as _, path::Path, process::ExitCode};
 
+use http_body_util::BodyExt as _;
+use hyper::Method;
 use serde_json::Value;
 
-use super::Output;
+use super::{Output, fail, runtime};
+use crate::api::client::{Client, encode};
+
+#[derive(clap::Args)]
+pub struct TailArgs {
+    /// Only verdicts of this identity.
+    #[arg(long)]
+    identity: Option<String>,
+    /// Only verdicts of this policy.
+    #[arg(long)]
+    policy: Option<String>,
+    /// Only this decision (allow, deny, audit).
+    #[arg(long)]
+    decision: Option<String>,
+    /// Only this hook (`exec`, `file_open`, `connect4`, `connect6`, `sendmsg4`, `sendmsg6`).
+    #[arg(long)]
+    hook: Option<String>,
+    /// Start with the records since this RFC 3339 time (e.g. 2026-11-22T10:00:00Z).
+    #[arg(long)]
+    since: Option<String>,
+    /// Start with the last N records (default 10; ignored with --since).
+    #[arg(long, default_value_t = 10)]
+    last: usize,
+    /// Print what is there and exit instead of following.
+    #[arg(long)]
+    no_follow: bool,
+}
+
+pub fn tail(socket: &Path, args: &TailArgs, output: Output) -> ExitCode {
+    let mut query = vec![format!("last={}", args.last)];
+    if !args.no_follow {
+        query.push("follow=true".to_owned());
+    }
+    for (key, value) in [
+        ("identity", &args.identity),
+        ("policy", &args.policy),
+        ("decision", &args.decision),
+        ("hook", &args.hook),
+        ("since", &args.since),
+    ] {
+        if let Some(value) = value {
+            query.push(format!("{key}={}", encode(value)));
+        }
+    }
+    let path = format!("/v1/verdicts?{}", query.join("&"));
+    runtime().block_on(async {
+        let response = match Client::new(socket).send(Method::GET, &path, None).await {
+            Ok(r) => r,
+            Err(e) => return fail(&e),
+        };
+        let mut body = response.into_body();
+        let mut pending = Vec::new();
+        let stdout = std::io::stdout();
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { break };
+            let Ok(data) = frame.into_data() else { continue };
+            pending.extend_from_slice(&data);
+            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let line = String::from_utf8_lossy(&line[..end]).into_owned();
+                let text = match output {
+                    Output::Json => line,
+                    Output::Text => serde_json::from_str::<Value>(&line).map_or(line, |r| text(&r)),
+                };
+                let mut out = stdout.lock();
+                // A closed pipe (e.g. `| head`) ends the tail quietly.
+                if writeln!(out, "{text}").and_then(|()| out.flush()).is_err() {
+                    return ExitCode::SUCCESS;
+                }
+            }
+        }
+        ExitCode::SUCCESS
+    })
+}
 
 #[derive(clap::Args)]
 pub struct ShowArgs {
@@ -20,11 +96,9 @@ pub struct ShowArgs {
     /// Only this hook (`exec`, `file_open`, `connect4`, `connect6`, `sendmsg4`, `sendmsg6`).
     #[arg(long)]
     hook: Option<String>,
-    #[arg(long, value_enum, default_value = "text")]
-    output: Output,
 }
 
-pub fn show(args: &ShowArgs) -> ExitCode {
+pub fn show(args: &ShowArgs, output: Output) -> ExitCode {
     let file = match std::fs::File::open(&args.log_file) {
         Ok(f) => f,
         Err(e) => {
@@ -37,7 +111,7 @@ pub fn show(args: &ShowArgs) -> ExitCode {
         if !matches(args, &record) {
             continue;
         }
-        match args.output {
+        match output {
             Output::Json => println!("{line}"),
             Output::Text => println!("{}", text(&record)),
         }

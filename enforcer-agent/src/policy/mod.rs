@@ -1,7 +1,10 @@
-//! Policies: model (serde) → validate → compile (pure) → apply (maps).
+//! Policies: model (serde) → validate → compile (pure) → apply (maps); plus what-if
+//! evaluation and diffs for the CLI.
 
 pub mod compile;
 pub mod compiled;
+pub mod diff;
+pub mod evaluate;
 pub mod model;
 pub mod validate;
 

@@ -1,0 +1,117 @@
+//! The CLI's side of the API: one HTTP/1.1 request per call over the Unix socket.
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::{Method, Request, StatusCode, body::Incoming};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+
+use super::ApiError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "cannot reach the agent at {path}: {source} (is `enforcer agent` running? pass --socket to use another path)"
+    )]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("talking to the agent: {0}")]
+    Http(String),
+    /// The agent answered with an error status.
+    #[error("{message}")]
+    Api { status: u16, message: String },
+}
+
+impl ClientError {
+    /// The documented exit code: 1 failure, 2 invalid input, 3 not found, 4 not allowed.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Connect { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => 4,
+            Self::Api { status: 400 | 405 | 413, .. } => 2,
+            Self::Api { status: 404, .. } => 3,
+            Self::Api { status: 403, .. } => 4,
+            _ => 1,
+        }
+    }
+}
+
+pub struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    pub fn new(socket: &Path) -> Self {
+        Self { socket: socket.to_owned() }
+    }
+
+    /// Sends one request and returns the response with its body still streaming.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| ClientError::Connect { path: self.socket.clone(), source })?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        tokio::spawn(connection);
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "enforcer")
+            .header("content-type", "application/yaml")
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let response = sender.send_request(request).await.map_err(|e| ClientError::Http(e.to_string()))?;
+        if response.status() != StatusCode::OK {
+            let status = response.status().as_u16();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map(http_body_util::Collected::to_bytes)
+                .unwrap_or_default();
+            let message = serde_json::from_slice::<ApiError>(&bytes)
+                .map_or_else(|_| String::from_utf8_lossy(&bytes).into_owned(), |e| e.error);
+            return Err(ClientError::Api { status, message });
+        }
+        Ok(response)
+    }
+
+    /// Sends one request and decodes the JSON answer.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<T, ClientError> {
+        let response = self.send(method, path, body).await?;
+        let bytes =
+            response.into_body().collect().await.map_err(|e| ClientError::Http(e.to_string()))?.to_bytes();
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Http(format!("unexpected answer: {e}")))
+    }
+}
+
+/// Percent-encodes a query value.
+pub fn encode(value: &str) -> String {
+    let mut out = String::new();
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}

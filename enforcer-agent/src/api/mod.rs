@@ -1,0 +1,117 @@
+//! The agent's local API: HTTP/1.1 with JSON bodies on a Unix socket.
+//!
+//! | method | path | body | answer |
+//! |---|---|---|---|
+//! | GET | `/v1/status` | | [`Status`] |
+//! | GET | `/v1/policies` | | [`PolicyList`] |
+//! | GET | `/v1/policies/{name}` | | the policy document (JSON) |
+//! | POST | `/v1/policies?dryRun=true` | YAML or JSON documents | [`ApplyResult`] |
+//! | DELETE | `/v1/policies/{name}?dryRun=true` | | [`ApplyResult`] |
+//! | GET | `/v1/identities` | | `[`[`IdentityInfo`]`]` |
+//! | POST | `/v1/check` | [`CheckRequest`] | [`crate::policy::evaluate::Explanation`] |
+//! | GET | `/v1/verdicts?follow=true&since=…&identity=…&policy=…&decision=…&hook=…` | | JSON lines |
+//!
+//! Errors answer `{"error": "..."}` with 400 (bad request), 403 (caller not allowed),
+//! 404 (no such policy or path), 405, 413 (body over [`MAX_BODY`]) or 500.
+
+pub mod client;
+pub mod server;
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{diff::Change, evaluate};
+
+pub const DEFAULT_SOCKET: &str = "/run/enforcer/enforcer.sock";
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyResult {
+    /// Generation in force afterwards (unchanged on a dry run).
+    pub generation: u64,
+    pub dry_run: bool,
+    pub changes: Vec<Change>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuleCounts {
+    pub exec: usize,
+    pub file: usize,
+    pub network: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicySummary {
+    pub name: String,
+    pub identity: String,
+    pub mode: String,
+    pub selector: String,
+    pub rules: RuleCounts,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyList {
+    pub generation: u64,
+    pub policies: Vec<PolicySummary>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CgroupInfo {
+    pub path: String,
+    pub processes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdentityInfo {
+    pub identity: String,
+    pub policy: String,
+    pub cgroups: Vec<CgroupInfo>,
+    /// Live processes in the bound cgroups and their descendants.
+    pub processes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProgramStatus {
+    pub name: String,
+    pub hook: String,
+    pub attached: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MapUsage {
+    pub map: String,
+    pub used: usize,
+    pub capacity: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub uptime_seconds: u64,
+    pub kernel: String,
+    pub bpf_lsm: bool,
+    pub btf: bool,
+    pub network_only: bool,
+    pub generation: u64,
+    pub policies: usize,
+    pub identities: usize,
+    pub cgroups: usize,
+    pub programs: Vec<ProgramStatus>,
+    pub maps: Vec<MapUsage>,
+    /// Kernel counters: allow, deny, audit, `default_fallback`, `events_dropped`, …
+    pub counters: std::collections::BTreeMap<String, u64>,
+    pub log_file: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckRequest {
+    pub identity: String,
+    #[serde(flatten)]
+    pub request: evaluate::Request,
+}

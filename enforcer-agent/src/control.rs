@@ -1,0 +1,234 @@
+//! What the agent does for API commands: runs on the main loop, which owns the engine,
+//! so commands are handled one at a time and every apply installs one whole set.
+
+use std::{collections::BTreeMap, path::Path};
+
+use crate::{
+    agent::{Config, write_policy_record},
+    api::{
+        ApplyResult, CgroupInfo, IdentityInfo, MapUsage, PolicyList, PolicySummary, ProgramStatus,
+        RuleCounts, Status,
+        server::{Command, Failure},
+    },
+    engine::Engine,
+    loader,
+    metrics::{self, Metrics},
+    policy::{
+        diff::{self, Change},
+        evaluate,
+        model::Policy,
+        validate::SelectorSpec,
+    },
+    state::State,
+    verdict_log::VerdictLog,
+};
+use enforcer_common::verdict::stat;
+
+pub struct Control<'a> {
+    pub state: State,
+    pub engine: Engine,
+    pub log: VerdictLog,
+    pub features: loader::Features,
+    pub attached: Vec<(&'static str, &'static str)>,
+    pub started: std::time::Instant,
+    pub metrics: Metrics,
+    pub config: &'a Config,
+}
+
+impl Control<'_> {
+    pub fn handle(&mut self, command: Command) {
+        // A requester that went away is not an error: its answer is simply dropped.
+        match command {
+            Command::Status(reply) => drop(reply.send(self.status())),
+            Command::ListPolicies(reply) => drop(reply.send(self.list())),
+            Command::GetPolicy(name, reply) => {
+                let found = self.engine.policies().iter().find(|p| p.name == name).map(|p| p.source.clone());
+                drop(reply.send(found));
+            }
+            Command::Apply { docs, dry_run, uid, reply } => {
+                let current = self.engine.sources();
+                let merged = diff::merge(&current, &docs);
+                let names: Vec<&str> = docs.iter().map(|d| d.metadata.name.as_str()).collect();
+                let changes: Vec<Change> = diff::changes(&current, &merged)
+                    .into_iter()
+                    .filter(|c| names.contains(&c.name.as_str()))
+                    .collect();
+                drop(reply.send(self.replace(&merged, changes, dry_run, uid).map_err(|f| f.message)));
+            }
+            Command::Delete { name, dry_run, uid, reply } => {
+                let current = self.engine.sources();
+                let result = if current.iter().any(|p| p.metadata.name == name) {
+                    let rest: Vec<Policy> =
+                        current.iter().filter(|p| p.metadata.name != name).cloned().collect();
+                    let changes = diff::changes(&current, &rest);
+                    self.replace(
+                        &rest,
+                        changes.into_iter().filter(|c| c.name == name).collect(),
+                        dry_run,
+                        uid,
+                    )
+                } else {
+                    Err(Failure { status: 404, message: format!("no policy named {name:?}") })
+                };
+                drop(reply.send(result));
+            }
+            Command::Identities(reply) => drop(reply.send(self.identities())),
+            Command::Check(check, reply) => {
+                let result = match self.engine.policies().iter().find(|p| p.identity == check.identity) {
+                    None => Err(Failure {
+                        status: 404,
+                        message: format!("no policy governs identity {:?}", check.identity),
+                    }),
+                    Some(policy) => evaluate::evaluate(policy, &check.request)
+                        .map_err(|message| Failure { status: 400, message }),
+                };
+                drop(reply.send(result));
+            }
+            Command::Metrics(reply) => drop(reply.send(self.metrics_text())),
+        }
+    }
+
+    /// Installs `policies` as the whole set (or only checks it on a dry run), saves it and
+    /// records who changed it.
+    fn replace(
+        &mut self,
+        policies: &[Policy],
+        changes: Vec<Change>,
+        dry_run: bool,
+        uid: u32,
+    ) -> Result<ApplyResult, Failure> {
+        let refused = |e: &dyn std::fmt::Display| Failure { status: 400, message: e.to_string() };
+        if dry_run {
+            self.engine.plan(policies).map_err(|e| refused(&e))?;
+            return Ok(ApplyResult { generation: self.engine.generation(), dry_run, changes });
+        }
+        if changes.iter().all(|c| c.change == "unchanged") {
+            return Ok(ApplyResult { generation: self.engine.generation(), dry_run, changes });
+        }
+        let applied = match self.engine.apply(policies) {
+            Ok(applied) => applied,
+            Err(e) => {
+                self.metrics.apply_errors += 1;
+                return Err(refused(&e));
+            }
+        };
+        if let Err(e) = self.state.save(policies, applied.generation) {
+            tracing::error!(error = %e, "saving the applied policy set");
+        }
+        tracing::info!(generation = applied.generation, uid, "policy set changed through the API");
+        write_policy_record(&mut self.log, &self.engine, "api", Some(uid));
+        let _ = self.log.flush();
+        Ok(ApplyResult { generation: applied.generation, dry_run, changes })
+    }
+
+    fn list(&self) -> PolicyList {
+        let policies = self
+            .engine
+            .policies()
+            .iter()
+            .map(|p| PolicySummary {
+                name: p.name.clone(),
+                identity: p.identity.clone(),
+                mode: p.mode_name().to_owned(),
+                selector: match &p.selector {
+                    SelectorSpec::CgroupPath { path, .. } => format!("cgroupPath {path}"),
+                    SelectorSpec::SystemdUnit { unit, .. } => format!("systemdUnit {unit}"),
+                    SelectorSpec::ContainerId { id, .. } => format!("containerId {id}"),
+                },
+                rules: RuleCounts { exec: p.exec.len(), file: p.file.len(), network: p.network.len() },
+            })
+            .collect();
+        PolicyList { generation: self.engine.generation(), policies }
+    }
+
+    fn identities(&self) -> Vec<IdentityInfo> {
+        let by_identity = self.engine.identities();
+        self.engine
+            .policies()
+            .iter()
+            .map(|p| {
+                let cgroups: Vec<CgroupInfo> = by_identity
+                    .get(&p.identity)
+                    .into_iter()
+                    .flatten()
+                    .map(|path| CgroupInfo {
+                        path: path.clone(),
+                        processes: count_processes(
+                            &self.engine.cgroup_root().join(path.trim_start_matches('/')),
+                        ),
+                    })
+                    .collect();
+                let processes = cgroups.iter().map(|c| c.processes).sum();
+                IdentityInfo { identity: p.identity.clone(), policy: p.name.clone(), cgroups, processes }
+            })
+            .collect()
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let values = self.engine.maps().stats().unwrap_or([0; stat::COUNT as usize]);
+        stat::NAMES.iter().copied().zip(values).collect()
+    }
+
+    fn status(&self) -> Status {
+        let attached: Vec<&str> = self.attached.iter().map(|(p, _)| *p).collect();
+        let programs = loader::LSM_PROGRAMS
+            .iter()
+            .map(|(p, h)| (*p, *h))
+            .chain(loader::CGROUP_PROGRAMS.iter().map(|p| (*p, "cgroup")))
+            .map(|(name, hook)| ProgramStatus {
+                name: name.to_owned(),
+                hook: if hook == "cgroup" { format!("cgroup/{name}") } else { format!("lsm.s/{hook}") },
+                attached: attached.contains(&name),
+            })
+            .collect();
+        let maps = self
+            .engine
+            .maps()
+            .usage()
+            .into_iter()
+            .map(|(map, used, capacity)| MapUsage { map: map.to_owned(), used, capacity })
+            .collect();
+        let identities = self.engine.identities();
+        Status {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            kernel: self.features.kernel.clone(),
+            bpf_lsm: self.features.bpf_lsm,
+            btf: self.features.btf,
+            network_only: self.config.network_only,
+            generation: self.engine.generation(),
+            policies: self.engine.policies().len(),
+            identities: identities.len(),
+            cgroups: identities.values().map(Vec::len).sum(),
+            programs,
+            maps,
+            counters: self.counters().into_iter().map(|(k, v)| (k.to_owned(), v)).collect::<BTreeMap<_, _>>(),
+            log_file: self.log.path().display().to_string(),
+        }
+    }
+
+    fn metrics_text(&self) -> String {
+        let counters = self.counters();
+        let maps = self.engine.maps().usage();
+        metrics::render(&metrics::Snapshot {
+            metrics: &self.metrics,
+            generation: self.engine.generation(),
+            kernel_counters: &counters,
+            maps: &maps,
+            uptime_seconds: self.started.elapsed().as_secs(),
+        })
+    }
+}
+
+/// Processes in a cgroup and all its descendants.
+fn count_processes(dir: &Path) -> usize {
+    let mut total = std::fs::read_to_string(dir.join("cgroup.procs")).map_or(0, |t| t.lines().count());
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                total += count_processes(&entry.path());
+            }
+        }
+    }
+    total
+}

@@ -1,0 +1,134 @@
+//! What applying or deleting policies would change: per-policy status and a line diff of
+//! the YAML.
+
+use serde::{Deserialize, Serialize};
+
+use super::model::Policy;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub name: String,
+    /// `created`, `changed`, `unchanged` or `deleted`.
+    pub change: String,
+    /// Unified-style lines (`+`, `-`, ` `) of the YAML; empty when unchanged.
+    pub diff: Vec<String>,
+}
+
+pub fn yaml(policy: &Policy) -> String {
+    serde_yaml::to_string(policy).expect("policies serialise")
+}
+
+/// The set after applying `docs` to `current`: documents replace the policy of the same
+/// name or are added; the others stay.
+pub fn merge(current: &[Policy], docs: &[Policy]) -> Vec<Policy> {
+    let mut out = current.to_vec();
+    for doc in docs {
+        match out.iter_mut().find(|p| p.metadata.name == doc.metadata.name) {
+            Some(slot) => *slot = doc.clone(),
+            None => out.push(doc.clone()),
+        }
+    }
+    out
+}
+
+/// Changes from `before` to `after`, in the order of `after`, deletions last.
+pub fn changes(before: &[Policy], after: &[Policy]) -> Vec<Change> {
+    let mut out = Vec::new();
+    for policy in after {
+        let name = policy.metadata.name.clone();
+        match before.iter().find(|p| p.metadata.name == name) {
+            None => out.push(Change { name, change: "created".into(), diff: lines(&yaml(policy), '+') }),
+            Some(old) if old == policy => {
+                out.push(Change { name, change: "unchanged".into(), diff: Vec::new() });
+            }
+            Some(old) => out.push(Change {
+                name,
+                change: "changed".into(),
+                diff: line_diff(&yaml(old), &yaml(policy)),
+            }),
+        }
+    }
+    for old in before.iter().filter(|p| !after.iter().any(|a| a.metadata.name == p.metadata.name)) {
+        out.push(Change {
+            name: old.metadata.name.clone(),
+            change: "deleted".into(),
+            diff: lines(&yaml(old), '-'),
+        });
+    }
+    out
+}
+
+fn lines(text: &str, mark: char) -> Vec<String> {
+    text.lines().map(|l| format!("{mark}{l}")).collect()
+}
+
+/// A longest-common-subsequence line diff.
+pub fn line_diff(old: &str, new: &str) -> Vec<String> {
+    let a: Vec<&str> = old.lines().collect();
+    let b: Vec<&str> = new.lines().collect();
+    if a.len() * b.len() > 4_000_000 {
+        let mut out = lines(old, '-');
+        out.extend(lines(new, '+'));
+        return out;
+    }
+    // lcs[i][j]: length of the LCS of a[i..] and b[j..].
+    let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            out.push(format!(" {}", a[i]));
+            i += 1;
+            j += 1;
+        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
+            out.push(format!("+{}", b[j]));
+            j += 1;
+        } else {
+            out.push(format!("-{}", a[i]));
+            i += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::validate::parse;
+
+    fn doc(name: &str, mode: &str) -> Policy {
+        let yaml = format!(
+            "apiVersion: enforcer.dev/v1\nkind: Policy\nmetadata:\n  name: {name}\nspec:\n  selector:\n    cgroupPath: /{name}\n  mode: {mode}\n"
+        );
+        parse("t", &yaml).unwrap().remove(0)
+    }
+
+    #[test]
+    fn merge_replaces_by_name_and_appends() {
+        let merged =
+            merge(&[doc("a", "enforce"), doc("b", "enforce")], &[doc("b", "audit"), doc("c", "audit")]);
+        let names: Vec<_> = merged.iter().map(|p| p.metadata.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert_eq!(merged[1], doc("b", "audit"));
+    }
+
+    #[test]
+    fn reports_each_kind_of_change() {
+        let before = [doc("a", "enforce"), doc("b", "enforce"), doc("gone", "enforce")];
+        let after = [doc("a", "enforce"), doc("b", "audit"), doc("new", "enforce")];
+        let c = changes(&before, &after);
+        let kinds: Vec<_> = c.iter().map(|c| (c.name.as_str(), c.change.as_str())).collect();
+        assert_eq!(kinds, [("a", "unchanged"), ("b", "changed"), ("new", "created"), ("gone", "deleted")]);
+        assert!(c[1].diff.contains(&"-  mode: enforce".to_owned()), "{:?}", c[1].diff);
+        assert!(c[1].diff.contains(&"+  mode: audit".to_owned()), "{:?}", c[1].diff);
+    }
+
+    #[test]
+    fn line_diff_keeps_common_lines() {
+        assert_eq!(line_diff("a\nb\nc", "a\nx\nc"), [" a", "+x", "-b", " c"]);
+    }
+}

@@ -1,0 +1,411 @@
+//! The control plane against a live agent: every CLI verb (text and `--output json`),
+//! access control on the socket, bad requests, concurrent applies, persistence, log
+//! rotation under a follower, and the metrics endpoint.
+
+use std::{
+    io::{BufRead as _, Read as _, Write as _},
+    net::TcpListener,
+    os::unix::net::UnixStream,
+    time::{Duration, Instant},
+};
+
+use enforcer_tests::{
+    Agent, AgentDirs, TestCgroup, cli_as, connect_errno, field, open_errno, policy, run_in, run_in_dir,
+    write_file,
+};
+use libc::{EPERM, O_RDONLY};
+use serde_json::Value;
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// An agent with no policy directory: everything goes through the API.
+fn api_agent(name: &str, extra: &[&str]) -> (AgentDirs, Agent) {
+    let dirs = AgentDirs::new(name, "");
+    std::fs::remove_file(dirs.policy_dir.join("policy.yaml")).unwrap();
+    let agent = Agent::start_with_dirs_only(&dirs, extra);
+    (dirs, agent)
+}
+
+#[test]
+#[expect(clippy::too_many_lines, reason = "one agent walked through every verb in order")]
+fn every_verb_against_a_live_agent() {
+    write_file("/tmp/verbs/secret", "s");
+    let cgroup = TestCgroup::new("verbs");
+    let (dirs, agent) = api_agent("verbs", &[]);
+    let file = dirs.policy_dir.join("verbs.yaml");
+    std::fs::write(
+        &file,
+        policy(
+            "verbs-policy",
+            &cgroup,
+            "  file:\n    - path: /tmp/verbs/secret\n      action: deny\n  network:\n    - cidr: 127.0.0.0/8\n      ports: 9\n      protocol: tcp\n      action: deny\n",
+        ),
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+
+    // apply --dry-run changes nothing; apply installs.
+    let (code, out, _) = agent.cli(&["policy", "apply", "-f", f, "--dry-run"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("verbs-policy: would be created") && out.contains("dry run: nothing changed"),
+        "{out}"
+    );
+    assert_eq!(
+        run_in(Some(&cgroup), || open_errno("/tmp/verbs/secret", O_RDONLY)),
+        0,
+        "dry run enforced nothing"
+    );
+    let (code, out, _) = agent.cli(&["--output", "json", "policy", "apply", "-f", f]);
+    assert_eq!(code, 0, "{out}");
+    let applied = json(&out);
+    assert_eq!(applied["dryRun"], false);
+    assert_eq!(applied["changes"][0]["name"], "verbs-policy");
+    assert_eq!(applied["changes"][0]["change"], "created");
+    assert_eq!(run_in(Some(&cgroup), || open_errno("/tmp/verbs/secret", O_RDONLY)), EPERM);
+    let generation = applied["generation"].as_u64().unwrap();
+    let r = agent.wait_record(|r| field(r, "type") == "policy" && field(r, "source") == "api");
+    assert_eq!(r["uid"], 0, "the caller's uid is recorded with the change");
+
+    // list, get
+    let (code, out, _) = agent.cli(&["--output", "json", "policy", "list"]);
+    assert_eq!(code, 0);
+    let list = json(&out);
+    assert_eq!(list["generation"], generation);
+    assert_eq!(list["policies"][0]["name"], "verbs-policy");
+    assert_eq!(list["policies"][0]["rules"]["file"], 1);
+    let (_, out, _) = agent.cli(&["policy", "list"]);
+    assert!(out.starts_with("NAME") && out.contains("verbs-policy"), "{out}");
+    let (code, out, _) = agent.cli(&["policy", "get", "verbs-policy"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("apiVersion: enforcer.dev/v1") && out.contains("/tmp/verbs/secret"), "{out}");
+    let (_, out, _) = agent.cli(&["--output", "json", "policy", "get", "verbs-policy"]);
+    assert_eq!(json(&out)["metadata"]["name"], "verbs-policy");
+    let (code, _, err) = agent.cli(&["policy", "get", "nope"]);
+    assert_eq!(code, 3, "not found: {err}");
+
+    // diff shows a line diff of a change
+    std::fs::write(&file, std::fs::read_to_string(&file).unwrap().replace("ports: 9", "ports: 10")).unwrap();
+    let (code, out, _) = agent.cli(&["policy", "diff", "-f", f]);
+    assert_eq!(code, 0);
+    let removed = out.lines().any(|l| l.trim_start().starts_with('-') && l.ends_with("ports: 9"));
+    let added = out.lines().any(|l| l.trim_start().starts_with('+') && l.ends_with("ports: 10"));
+    assert!(out.contains("would be changed") && removed && added, "{out}");
+
+    // check agrees with what the kernel does
+    let (code, out, _) = agent.cli(&[
+        "check",
+        "--identity",
+        "verbs-policy",
+        "--file",
+        "/tmp/verbs/secret",
+        "--access",
+        "read",
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("deny by file[0]"), "{out}");
+    let (_, out, _) = agent.cli(&[
+        "--output",
+        "json",
+        "check",
+        "--identity",
+        "verbs-policy",
+        "--connect",
+        "127.0.0.1:9/tcp",
+    ]);
+    let explained = json(&out);
+    assert_eq!(
+        (explained["decision"].as_str(), explained["rule"].as_str()),
+        (Some("deny"), Some("network[0]"))
+    );
+    assert_eq!(run_in(Some(&cgroup), || connect_errno("127.0.0.1:9")), EPERM, "the kernel agrees with check");
+    let (_, out, _) = agent.cli(&["check", "--identity", "verbs-policy", "--exec", "/bin/true"]);
+    assert!(out.starts_with("allow by default"), "{out}");
+    let (code, _, _) = agent.cli(&["check", "--identity", "nobody-here", "--exec", "/bin/true"]);
+    assert_eq!(code, 3);
+    let (code, _, _) = agent.cli(&["check", "--identity", "verbs-policy", "--connect", "nonsense"]);
+    assert_eq!(code, 2);
+
+    // identities with a live process
+    let path = cgroup.path.clone();
+    let sleeper = std::thread::spawn(move || {
+        run_in_dir(Some(&path), || {
+            std::thread::sleep(Duration::from_secs(3));
+            0
+        })
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, out, _) = agent.cli(&["--output", "json", "identities"]);
+    assert_eq!(code, 0);
+    let identities = json(&out);
+    assert_eq!(identities[0]["identity"], "verbs-policy");
+    assert_eq!(identities[0]["processes"], 1, "{out}");
+    assert_eq!(identities[0]["cgroups"][0]["path"], enforcer_tests::relative(&cgroup).as_str());
+    let (_, out, _) = agent.cli(&["identities"]);
+    assert!(out.contains("verbs-policy"), "{out}");
+    sleeper.join().unwrap();
+
+    // status
+    let (code, out, _) = agent.cli(&["--output", "json", "status"]);
+    assert_eq!(code, 0);
+    let status = json(&out);
+    assert_eq!(status["bpf_lsm"], true);
+    assert_eq!(status["generation"], generation);
+    assert!(status["programs"].as_array().unwrap().iter().all(|p| p["attached"] == true), "{out}");
+    assert_eq!(status["programs"].as_array().unwrap().len(), 6);
+    assert!(status["maps"].as_array().unwrap().iter().any(|m| m["map"] == "PATH_RULES" && m["used"] == 1));
+    assert!(status["counters"]["deny"].as_u64().unwrap() >= 2);
+    let (_, out, _) = agent.cli(&["status"]);
+    assert!(out.contains("file_open") && out.contains("attached") && out.contains("generation"), "{out}");
+
+    // tail without following shows the denials, filtered
+    let (code, out, _) = agent.cli(&[
+        "--output",
+        "json",
+        "verdicts",
+        "tail",
+        "--no-follow",
+        "--decision",
+        "deny",
+        "--hook",
+        "file_open",
+    ]);
+    assert_eq!(code, 0);
+    let lines: Vec<Value> = out.lines().map(json).collect();
+    assert!(
+        !lines.is_empty() && lines.iter().all(|l| l["hook"] == "file_open" && l["decision"] == "deny"),
+        "{out}"
+    );
+
+    // delete
+    let (code, out, _) = agent.cli(&["policy", "delete", "verbs-policy"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("verbs-policy: deleted"), "{out}");
+    assert_eq!(run_in(Some(&cgroup), || open_errno("/tmp/verbs/secret", O_RDONLY)), 0);
+    let (code, _, _) = agent.cli(&["policy", "delete", "verbs-policy"]);
+    assert_eq!(code, 3);
+
+    // invalid input changes nothing
+    std::fs::write(
+        &file,
+        "apiVersion: enforcer.dev/v1\nkind: Policy\nmetadata: {name: x}\nspec: {selector: {}}\n",
+    )
+    .unwrap();
+    let (code, _, err) = agent.cli(&["policy", "apply", "-f", f]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("spec.selector"), "{err}");
+}
+
+#[test]
+fn callers_other_than_root_or_the_group_are_refused() {
+    let (dirs, agent) = api_agent("access", &[]);
+    let (code, _, err) = cli_as(&dirs.socket, Some(65534), &["status"]);
+    assert_eq!(code, 4, "a non-root caller is refused: {err}");
+    assert!(err.contains("ermission denied"), "{err}");
+    drop(agent);
+    // With --socket-group, members get in (the group's gid is 65534 here).
+    let (dirs, agent) = api_agent("access-group", &["--socket-group", "65534"]);
+    let (code, out, err) = cli_as(&dirs.socket, Some(65534), &["--output", "json", "status"]);
+    assert_eq!(code, 0, "a group member is allowed: {err}");
+    assert!(json(&out)["generation"].is_u64());
+    drop(agent);
+}
+
+fn raw_request(socket: &std::path::Path, request: &[u8]) -> String {
+    let mut stream = UnixStream::connect(socket).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let _ = stream.write_all(request);
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn garbage_and_oversized_requests_get_errors_and_the_agent_keeps_serving() {
+    let (dirs, agent) = api_agent("garbage", &[]);
+    let answer = raw_request(&dirs.socket, b"\x00\x01garbage that is not HTTP\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    let answer =
+        raw_request(&dirs.socket, b"GET /v1/nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 404") && answer.contains("no such API path"), "{answer}");
+    let big = 5 * 1024 * 1024;
+    let head = format!(
+        "POST /v1/policies HTTP/1.1\r\nHost: x\r\nContent-Length: {big}\r\nConnection: close\r\n\r\n"
+    );
+    let mut request = head.into_bytes();
+    request.extend(std::iter::repeat_n(b'a', big));
+    let answer = raw_request(&dirs.socket, &request);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{}", &answer[..answer.len().min(200)]);
+    let answer = raw_request(
+        &dirs.socket,
+        b"POST /v1/policies HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot: [yaml",
+    );
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    // A client that connects and says nothing does not block others.
+    let _silent = UnixStream::connect(&dirs.socket).unwrap();
+    let (code, out, err) = agent.cli(&["--output", "json", "status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(json(&out)["uptime_seconds"].is_u64());
+}
+
+#[test]
+fn concurrent_applies_leave_one_whole_set() {
+    let a = TestCgroup::new("concurrent-a");
+    let b = TestCgroup::new("concurrent-b");
+    let (dirs, agent) = api_agent("concurrent", &[]);
+    // Two sets naming the same two policies; a mix would pair an "x" with a "y".
+    for (tag, mode) in [("x", "enforce"), ("y", "audit")] {
+        let text = format!(
+            "{}\n---\n{}",
+            policy(
+                "first",
+                &a,
+                &format!("  mode: {mode}\n  file:\n    - path: /tmp/concurrent/{tag}\n      action: deny\n")
+            ),
+            policy(
+                "second",
+                &b,
+                &format!("  mode: {mode}\n  file:\n    - path: /tmp/concurrent/{tag}\n      action: deny\n")
+            ),
+        );
+        std::fs::write(dirs.policy_dir.join(format!("{tag}.yaml")), text).unwrap();
+    }
+    for round in 0..5 {
+        let handles: Vec<_> = ["x", "y"]
+            .into_iter()
+            .map(|tag| {
+                let socket = dirs.socket.clone();
+                let file = dirs.policy_dir.join(format!("{tag}.yaml"));
+                std::thread::spawn(move || {
+                    cli_as(&socket, None, &["policy", "apply", "-f", file.to_str().unwrap()])
+                })
+            })
+            .collect();
+        for h in handles {
+            let (code, _, err) = h.join().unwrap();
+            assert_eq!(code, 0, "{err}");
+        }
+        let (_, first, _) = agent.cli(&["--output", "json", "policy", "get", "first"]);
+        let (_, second, _) = agent.cli(&["--output", "json", "policy", "get", "second"]);
+        let (first, second) = (json(&first), json(&second));
+        assert_eq!(first["spec"]["mode"], second["spec"]["mode"], "round {round}: a mixed set");
+        assert_eq!(
+            first["spec"]["file"][0]["path"], second["spec"]["file"][0]["path"],
+            "round {round}: a mixed set"
+        );
+    }
+}
+
+#[test]
+fn applied_policies_survive_an_agent_restart() {
+    write_file("/tmp/persist/secret", "s");
+    let cgroup = TestCgroup::new("persist");
+    let (dirs, mut agent) = api_agent("persist", &[]);
+    let file = dirs.policy_dir.join("p.yaml");
+    std::fs::write(
+        &file,
+        policy("persist-policy", &cgroup, "  file:\n    - path: /tmp/persist/secret\n      action: deny\n"),
+    )
+    .unwrap();
+    let (code, _, err) = agent.cli(&["policy", "apply", "-f", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    agent.stop();
+    let agent = Agent::start_with_dirs_only(&dirs, &[]);
+    let (_, out, _) = agent.cli(&["--output", "json", "policy", "list"]);
+    assert_eq!(json(&out)["policies"][0]["name"], "persist-policy", "{out}");
+    assert_eq!(run_in(Some(&cgroup), || open_errno("/tmp/persist/secret", O_RDONLY)), EPERM);
+}
+
+#[test]
+fn a_follower_sees_every_verdict_across_log_rotations() {
+    write_file("/tmp/rotate/secret", "s");
+    let cgroup = TestCgroup::new("rotate");
+    let (dirs, agent) = api_agent("rotate", &["--log-max-bytes", "4096", "--log-keep", "2"]);
+    let file = dirs.policy_dir.join("p.yaml");
+    std::fs::write(
+        &file,
+        policy("rotate-policy", &cgroup, "  file:\n    - path: /tmp/rotate/secret\n      action: deny\n"),
+    )
+    .unwrap();
+    assert_eq!(agent.cli(&["policy", "apply", "-f", file.to_str().unwrap()]).0, 0);
+    let mut tail = std::process::Command::new(std::env::var("ENFORCER_BIN").unwrap())
+        .arg("--socket")
+        .arg(&dirs.socket)
+        .args(["--output", "json", "verdicts", "tail", "--last", "0", "--identity", "rotate-policy"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let total = 60;
+    let denied = run_in(Some(&cgroup), move || {
+        (0..total)
+            .filter(|_| open_errno("/tmp/rotate/secret", O_RDONLY) == EPERM)
+            .count()
+            .try_into()
+            .unwrap_or(255)
+    });
+    assert_eq!(denied, total, "every open denied");
+    let stdout = tail.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen < total {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the follower stalled");
+        let v = json(&line);
+        assert_ne!(v["type"], "dropped", "the follower lost records: {line}");
+        if v["type"] == "verdict" {
+            seen += 1;
+        }
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(i32::try_from(tail.id()).unwrap(), libc::SIGTERM) };
+    let _ = tail.wait();
+    let rotated = std::path::PathBuf::from(format!("{}.1", dirs.log_file.display()));
+    assert!(rotated.exists(), "the log rotated at least once");
+    assert!(!std::path::PathBuf::from(format!("{}.3", dirs.log_file.display())).exists(), "at most 2 kept");
+}
+
+#[test]
+fn the_metrics_endpoint_scrapes_in_prometheus_format() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    write_file("/tmp/metrics/secret", "s");
+    let cgroup = TestCgroup::new("metrics");
+    let addr = format!("127.0.0.1:{port}");
+    let (dirs, agent) = api_agent("metrics", &["--metrics-addr", &addr]);
+    let file = dirs.policy_dir.join("p.yaml");
+    std::fs::write(
+        &file,
+        policy("metrics-policy", &cgroup, "  file:\n    - path: /tmp/metrics/secret\n      action: deny\n"),
+    )
+    .unwrap();
+    assert_eq!(agent.cli(&["policy", "apply", "-f", file.to_str().unwrap()]).0, 0);
+    assert_eq!(run_in(Some(&cgroup), || open_errno("/tmp/metrics/secret", O_RDONLY)), EPERM);
+    agent.wait_record(|r| field(r, "type") == "verdict");
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("content-type: text/plain; version=0.0.4"), "{answer}");
+    assert!(
+        answer.contains(
+            "enforcer_verdicts_total{identity=\"metrics-policy\",hook=\"file_open\",decision=\"deny\"} 1"
+        ),
+        "{answer}"
+    );
+    assert!(answer.contains("enforcer_policy_generation 2"), "{answer}");
+    assert!(answer.contains("enforcer_events_dropped_total 0"), "{answer}");
+    assert!(answer.contains("enforcer_map_capacity{map=\"PATH_RULES\"}"), "{answer}");
+    assert!(answer.contains("enforcer_apply_errors_total 0"), "{answer}");
+}
