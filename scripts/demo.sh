@@ -39,7 +39,8 @@ for workload in payments ci-runner ai-agent; do
   mkdir -p "$CGROUP_ROOT/demo/$workload"
 done
 
-"$ENFORCER" agent --policy-dir "$EXAMPLES" --state-dir "$RUN/state" --bpffs /sys/fs/bpf/enforcer-demo \
+export ENFORCER_SOCKET="$RUN/api.sock"
+"$ENFORCER" agent --state-dir "$RUN/state" --bpffs /sys/fs/bpf/enforcer-demo \
   --log-file "$LOG" --cgroup-root "$CGROUP_ROOT" --on-exit detach 2> "$RUN/agent.err" &
 agent=$!
 for _ in $(seq 1 600); do
@@ -68,6 +69,26 @@ expect() {
   if [ "$mark" = FAIL ]; then printf '         output: %s\n' "$out"; fi
 }
 
+# step TITLE: prints a step of the walkthrough.
+step() { say ""; say "\$ $*"; }
+
+mkdir -p "$RUN/audit"
+for f in "$EXAMPLES"/*.yaml; do sed 's/mode: enforce/mode: audit/' "$f" > "$RUN/audit/$(basename "$f")"; done
+step enforcer policy apply -f examples/ "(in audit mode)"
+"$ENFORCER" policy apply -f "$RUN/audit"
+say ""
+say "== audit mode: everything runs, what would be denied is logged"
+expect allowed "payments-api reads billing's secret" payments cat /srv/secrets/billing/db.key
+expect allowed "ci-runner reads the long-lived credential" ci-runner cat /home/ci/.aws/credentials
+expect allowed "ai-agent runs the shell tool" ai-agent /opt/agent-tools/sh -c true
+sleep 1
+step enforcer verdicts tail --no-follow --decision audit
+"$ENFORCER" verdicts tail --no-follow --decision audit --last 20
+step enforcer policy diff -f examples/
+"$ENFORCER" policy diff -f "$EXAMPLES" | grep -v '^     '
+step enforcer policy apply -f examples/
+"$ENFORCER" policy apply -f "$EXAMPLES"
+
 say ""
 say "== payments-api: its own secret yes, another team's no"
 expect allowed "read /srv/secrets/payments/api.key" payments cat /srv/secrets/payments/api.key
@@ -86,10 +107,15 @@ out=$(cat /srv/secrets/billing/db.key 2>&1) && say "  [ok  ] read /srv/secrets/b
   || { say "  [FAIL] unmanaged read was refused: $out"; failures=$((failures + 1)); }
 
 sleep 1
+step enforcer verdicts tail --no-follow --decision deny
+"$ENFORCER" verdicts tail --no-follow --decision deny --last 20
+step enforcer check --identity ai-agent --connect 10.99.0.10:443/tcp
+"$ENFORCER" check --identity ai-agent --connect 10.99.0.10:443/tcp
+step enforcer identities
+"$ENFORCER" identities
+step enforcer status
+"$ENFORCER" status
 kill -TERM "$agent"
 wait "$agent"
-say ""
-say "== verdicts ($LOG)"
-"$ENFORCER" verdicts show --log-file "$LOG"
 say ""
 if [ "$failures" -eq 0 ]; then say "DEMO OK"; else say "DEMO FAILED: $failures unexpected outcomes"; exit 1; fi
