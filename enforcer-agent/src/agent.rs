@@ -98,7 +98,7 @@ fn now() -> String {
     Clock::now().wall(boot_ns())
 }
 
-fn boot_ns() -> u64 {
+pub(crate) fn boot_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid out-pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) };
@@ -143,6 +143,7 @@ struct Running {
     started: std::time::Instant,
     commands: mpsc::Receiver<Command>,
     metrics: Metrics,
+    live: crate::live::LiveState,
 }
 
 /// Loads, applies the policy set, attaches, pins, then retires earlier instances.
@@ -174,6 +175,8 @@ async fn start(config: &Config) -> anyhow::Result<Running> {
 
     let applied = engine.apply(&policies)?;
     state.save(&policies, applied.generation)?;
+    let live = state.live()?;
+    engine.sync_live(&live)?;
     write_policy_record(&mut log, &engine, "startup", None);
 
     // The API comes up before the programs attach, so the socket is ready once enforcing.
@@ -232,6 +235,7 @@ async fn start(config: &Config) -> anyhow::Result<Running> {
         started: std::time::Instant::now(),
         commands,
         metrics: Metrics::default(),
+        live,
     })
 }
 
@@ -252,6 +256,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         started: running.started,
         metrics: running.metrics,
         config: &config,
+        live: running.live,
     };
     let mut commands = running.commands;
     let _programs = running.ebpf;
@@ -332,6 +337,9 @@ fn reload(dir: &Path, ctx: &mut Control<'_>) {
     });
     match result {
         Ok(applied) => {
+            if let Err(e) = ctx.engine.sync_live(&ctx.live) {
+                tracing::error!(error = %e, "mirroring live state after a reload");
+            }
             tracing::info!(generation = applied.generation, "reloaded policies");
             write_policy_record(&mut ctx.log, &ctx.engine, "reload", None);
         }

@@ -8,9 +8,10 @@ use crate::{
     api::{
         ApplyResult, CgroupInfo, IdentityInfo, MapUsage, PolicyList, PolicySummary, ProgramStatus,
         RuleCounts, Status,
-        server::{Command, Failure},
+        server::{Command, Failure, LiveRequest},
     },
     engine::Engine,
+    live::{LiveState, QuarantineEntry, check_reason},
     loader,
     metrics::{self, Metrics},
     policy::{
@@ -33,6 +34,23 @@ pub struct Control<'a> {
     pub started: std::time::Instant,
     pub metrics: Metrics,
     pub config: &'a Config,
+    pub live: LiveState,
+}
+
+/// A change of live state, as recorded in the verdict log.
+#[derive(serde::Serialize)]
+struct LiveRecord<'a> {
+    time: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identity: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    uid: u32,
 }
 
 impl Control<'_> {
@@ -85,7 +103,73 @@ impl Control<'_> {
                 drop(reply.send(result));
             }
             Command::Metrics(reply) => drop(reply.send(self.metrics_text())),
+            Command::Live { request, uid, reply } => drop(reply.send(self.live_change(request, uid))),
         }
+    }
+
+    /// Applies a live-state change: saved first, then mirrored into the kernel, then
+    /// recorded. Bad input changes nothing.
+    fn live_change(&mut self, request: LiveRequest, uid: u32) -> Result<serde_json::Value, Failure> {
+        let bad = |message: String| Failure { status: 400, message };
+        let missing = |message: String| Failure { status: 404, message };
+        let now = crate::record::Clock::now().wall(crate::agent::boot_ns());
+        let mut next = self.live.clone();
+        let (action, identity, path, reason, answer) = match request {
+            LiveRequest::ListQuarantines => {
+                return Ok(serde_json::to_value(&self.live.quarantines).expect("serialises"));
+            }
+            LiveRequest::ListRevoked => {
+                return Ok(serde_json::to_value(&self.live.revoked).expect("serialises"));
+            }
+            LiveRequest::Quarantine(body) => {
+                check_reason(&body.reason).map_err(bad)?;
+                if !self.engine.policies().iter().any(|p| p.identity == body.identity) {
+                    return Err(missing(format!("no policy governs identity {:?}", body.identity)));
+                }
+                let entry = QuarantineEntry { reason: body.reason.clone(), uid, since: now };
+                next.quarantines.insert(body.identity.clone(), entry.clone());
+                let answer = serde_json::json!({"identity": body.identity, "quarantine": entry});
+                ("quarantine", Some(body.identity), None, Some(body.reason), answer)
+            }
+            LiveRequest::Release(identity) => {
+                if next.quarantines.remove(&identity).is_none() {
+                    return Err(missing(format!("identity {identity:?} is not quarantined")));
+                }
+                let answer = serde_json::json!({"identity": identity, "released": true});
+                ("release", Some(identity), None, None, answer)
+            }
+            LiveRequest::Revoke(body) => {
+                let (path, id) = next.revoke(&body.path, &body.reason, uid, now).map_err(bad)?;
+                let answer = serde_json::json!({"path": path, "id": id});
+                ("credential-revoke", None, Some(path), Some(body.reason), answer)
+            }
+            LiveRequest::Unrevoke(path) => {
+                let path = crate::policy::validate::normalise(&path).map_err(bad)?;
+                if next.revoked.remove(&path).is_none() {
+                    return Err(missing(format!("{path:?} is not revoked")));
+                }
+                let answer = serde_json::json!({"path": path, "unrevoked": true});
+                ("credential-unrevoke", None, Some(path), None, answer)
+            }
+        };
+        self.state.save_live(&next).map_err(|e| Failure { status: 500, message: e.to_string() })?;
+        self.engine.sync_live(&next).map_err(|e| Failure { status: 500, message: e.to_string() })?;
+        self.live = next;
+        tracing::info!(action, identity = ?identity, path = ?path, uid, "live state changed");
+        let record = LiveRecord {
+            time: crate::record::Clock::now().wall(crate::agent::boot_ns()),
+            kind: "live",
+            action,
+            identity: identity.as_deref(),
+            path: path.as_deref(),
+            reason: reason.as_deref(),
+            uid,
+        };
+        if let Err(e) = self.log.write(&record) {
+            tracing::warn!(error = %e, "writing verdict log");
+        }
+        let _ = self.log.flush();
+        Ok(answer)
     }
 
     /// Installs `policies` as the whole set (or only checks it on a dry run), saves it and
@@ -114,6 +198,9 @@ impl Control<'_> {
         };
         if let Err(e) = self.state.save(policies, applied.generation) {
             tracing::error!(error = %e, "saving the applied policy set");
+        }
+        if let Err(e) = self.engine.sync_live(&self.live) {
+            tracing::error!(error = %e, "mirroring live state after an apply");
         }
         tracing::info!(generation = applied.generation, uid, "policy set changed through the API");
         write_policy_record(&mut self.log, &self.engine, "api", Some(uid));

@@ -118,6 +118,18 @@ impl Engine {
         ids
     }
 
+    /// The kernel number of an identity (if any policy ever governed it).
+    pub fn identity_number(&self, identity: &str) -> Option<u32> {
+        self.ids.get(identity).copied()
+    }
+
+    /// Mirrors live state into the kernel maps; takes effect on the next syscall.
+    pub fn sync_live(&mut self, live: &crate::live::LiveState) -> Result<(), MapsError> {
+        let quarantines = live.quarantine_table(&self.policies, |name| self.ids.get(name).copied());
+        self.maps.set_quarantines(&quarantines)?;
+        self.maps.set_revoked(&live.revoked_table())
+    }
+
     /// The documents of the set in force.
     pub fn sources(&self) -> Vec<Policy> {
         self.policies.iter().map(|p| p.source.clone()).collect()

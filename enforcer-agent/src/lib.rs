@@ -9,6 +9,7 @@ pub mod control;
 pub mod engine;
 pub mod events;
 pub mod identity;
+pub mod live;
 pub mod loader;
 pub mod maps;
 pub mod metrics;

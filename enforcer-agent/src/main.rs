@@ -45,6 +45,36 @@ enum Command {
     Identities,
     /// Explain what the policy in force says about an action, without performing it.
     Check(CheckArgs),
+    /// Quarantine an identity: its policy's quarantine section applies from its next
+    /// syscall (default: no exec, no network, no file writes). `--list` shows them.
+    Quarantine {
+        #[arg(required_unless_present = "list")]
+        identity: Option<String>,
+        /// Why (recorded in the verdict log).
+        #[arg(long, required_unless_present = "list")]
+        reason: Option<String>,
+        #[arg(long, conflicts_with_all = ["identity", "reason"])]
+        list: bool,
+    },
+    /// Lift an identity's quarantine.
+    Release { identity: String },
+    /// Revoked credentials: files denied to every identity, whatever its policy.
+    #[command(subcommand)]
+    Credentials(CredentialsCommand),
+}
+
+#[derive(Subcommand)]
+enum CredentialsCommand {
+    /// Deny every identity opening PATH from its next open.
+    Revoke {
+        path: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a revocation.
+    Unrevoke { path: String },
+    /// The revoked credentials.
+    List,
 }
 
 #[derive(clap::Args)]
@@ -182,6 +212,21 @@ fn main() -> ExitCode {
         Command::Verdicts(VerdictsCommand::Show(args)) => cli::verdicts::show(&args, output),
         Command::Status => cli::status::status(socket, output),
         Command::Identities => cli::status::identities(socket, output),
+        Command::Quarantine { list: true, .. } => cli::live::list_quarantines(socket, output),
+        Command::Quarantine { identity, reason, .. } => cli::live::quarantine(
+            socket,
+            identity.as_deref().unwrap_or_default(),
+            reason.as_deref().unwrap_or_default(),
+            output,
+        ),
+        Command::Release { identity } => cli::live::release(socket, &identity, output),
+        Command::Credentials(CredentialsCommand::Revoke { path, reason }) => {
+            cli::live::revoke(socket, &path, &reason, output)
+        }
+        Command::Credentials(CredentialsCommand::Unrevoke { path }) => {
+            cli::live::unrevoke(socket, &path, output)
+        }
+        Command::Credentials(CredentialsCommand::List) => cli::live::list_revoked(socket, output),
         Command::Check(args) => {
             let access = args
                 .access

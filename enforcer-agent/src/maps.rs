@@ -11,7 +11,7 @@ use enforcer_common::{
     SLOTS,
     maps::{
         self as names, Binding, CgroupKey, IdentityConfig, IdentityKey, NET_KEY_FIXED_BITS, NetEntry, NetKey,
-        PathKey, PathRule,
+        PathKey, PathRule, Quarantine, RevokedKey,
     },
     verdict::stat,
 };
@@ -44,6 +44,8 @@ pub struct KernelMaps {
     path_rules: HashMap<MapData, PathKey, PathRule>,
     net_rules: LpmTrie<MapData, NetKey, NetEntry>,
     stats: PerCpuArray<MapData, u64>,
+    quarantine: HashMap<MapData, u32, Quarantine>,
+    revoked: HashMap<MapData, RevokedKey, u32>,
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, MapsError> {
@@ -64,6 +66,8 @@ impl KernelMaps {
             path_rules: HashMap::try_from(take(ebpf, names::PATH_RULES)?).map_err(err(names::PATH_RULES))?,
             net_rules: LpmTrie::try_from(take(ebpf, names::NET_RULES)?).map_err(err(names::NET_RULES))?,
             stats: PerCpuArray::try_from(take(ebpf, names::STATS)?).map_err(err(names::STATS))?,
+            quarantine: HashMap::try_from(take(ebpf, names::QUARANTINE)?).map_err(err(names::QUARANTINE))?,
+            revoked: HashMap::try_from(take(ebpf, names::REVOKED)?).map_err(err(names::REVOKED))?,
         })
     }
 
@@ -143,6 +147,33 @@ impl KernelMaps {
 
     fn clear_cache(&mut self, slot: u32) -> Result<(), MapsError> {
         remove_where(&mut self.cache, names::CGROUP_CACHE, |k| k.slot == slot)
+    }
+
+    /// Makes the live quarantine table exactly `wanted` (identity number → restrict bits):
+    /// entries are added or updated first, stale ones removed after.
+    pub fn set_quarantines(
+        &mut self,
+        wanted: &std::collections::BTreeMap<u32, u32>,
+    ) -> Result<(), MapsError> {
+        for (identity, restricts) in wanted {
+            self.quarantine
+                .insert(identity, &Quarantine { restricts: *restricts, pad: 0 }, 0)
+                .map_err(err(names::QUARANTINE))?;
+        }
+        remove_where(&mut self.quarantine, names::QUARANTINE, |id| !wanted.contains_key(id))
+    }
+
+    /// Makes the revoked-credential table exactly `wanted` ((path hash, length) → id).
+    pub fn set_revoked(
+        &mut self,
+        wanted: &std::collections::BTreeMap<(u64, u32), u32>,
+    ) -> Result<(), MapsError> {
+        for ((hash, len), id) in wanted {
+            self.revoked
+                .insert(&RevokedKey { hash: *hash, len: *len, pad: 0 }, id, 0)
+                .map_err(err(names::REVOKED))?;
+        }
+        remove_where(&mut self.revoked, names::REVOKED, |k| !wanted.contains_key(&(k.hash, k.len)))
     }
 
     /// Kernel counters summed over CPUs, in [`stat`] order.

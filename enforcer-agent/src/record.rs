@@ -69,6 +69,8 @@ fn reason_name(code: u32) -> &'static str {
         reason::DEFAULT => "default",
         reason::PATH_TOO_LONG => "path-too-long",
         reason::INTERNAL_ERROR => "internal-error",
+        reason::QUARANTINED => "quarantined",
+        reason::CREDENTIAL_REVOKED => "credential-revoked",
         _ => "unknown",
     }
 }
@@ -167,7 +169,11 @@ pub fn build(
         reason: reason_name(event.reason),
         identity: names.map(|n| n.0.clone()),
         policy: names.map(|n| n.1.clone()),
-        rule: rule_name(event.hook, event.rule),
+        rule: match event.reason {
+            reason::QUARANTINED => "quarantine".to_owned(),
+            reason::CREDENTIAL_REVOKED => format!("credential[{}]", event.rule),
+            _ => rule_name(event.hook, event.rule),
+        },
         generation: event.generation,
         pid: event.pid,
         ppid,

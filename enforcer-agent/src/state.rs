@@ -33,6 +33,7 @@ pub struct State {
 }
 
 const POLICIES: &str = "policies.yaml";
+const LIVE: &str = "live.json";
 const GENERATION: &str = "generation";
 
 impl State {
@@ -77,6 +78,25 @@ impl State {
         }
         write_atomic(&self.dir.join(POLICIES), text.as_bytes())?;
         write_atomic(&self.dir.join(GENERATION), generation.to_string().as_bytes())
+    }
+}
+
+impl State {
+    /// Quarantines and revocations in force (empty when none were saved).
+    pub fn live(&self) -> Result<crate::live::LiveState, StateError> {
+        let path = self.dir.join(LIVE);
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                serde_json::from_str(&text).map_err(|e| StateError::Corrupt { path, message: e.to_string() })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(crate::live::LiveState::default()),
+            Err(source) => Err(StateError::Io { path, source }),
+        }
+    }
+
+    pub fn save_live(&self, live: &crate::live::LiveState) -> Result<(), StateError> {
+        let text = serde_json::to_vec_pretty(live).expect("live state serialises");
+        write_atomic(&self.dir.join(LIVE), &text)
     }
 }
 

@@ -25,9 +25,13 @@ pub const EVENTS: &str = "EVENTS";
 pub const STATS: &str = "STATS";
 /// `PerCpuArray<Scratch>`: path buffer of the LSM programs.
 pub const SCRATCH: &str = "SCRATCH";
+/// `HashMap<u32, Quarantine>`: quarantined identities (live state, not per slot).
+pub const QUARANTINE: &str = "QUARANTINE";
+/// `HashMap<RevokedKey, u32>`: revoked credential files, by path (live state).
+pub const REVOKED: &str = "REVOKED";
 
 /// Every map the kernel object must define.
-pub const ALL: [&str; 10] = [
+pub const ALL: [&str; 12] = [
     ACTIVE,
     SLOT_GENERATION,
     CGROUP_BINDINGS,
@@ -38,6 +42,8 @@ pub const ALL: [&str; 10] = [
     EVENTS,
     STATS,
     SCRATCH,
+    QUARANTINE,
+    REVOKED,
 ];
 
 /// Names of the global constants the agent sets at load time: field offsets read from
@@ -164,6 +170,24 @@ pub struct NetEntry {
     pub rules: [NetRule; crate::MAX_NET_RULES_PER_PREFIX],
 }
 
+/// Value of [`QUARANTINE`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quarantine {
+    /// [`crate::verdict::restrict`] bits.
+    pub restricts: u32,
+    pub pad: u32,
+}
+
+/// Key of [`REVOKED`]: the exact path, by hash and length like [`PathKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RevokedKey {
+    pub hash: u64,
+    pub len: u32,
+    pub pad: u32,
+}
+
 /// Value of [`SCRATCH`]: a per-CPU path buffer. `owner` detects reuse by another task
 /// while a sleepable program was preempted.
 #[repr(C)]
@@ -183,6 +207,8 @@ const _: () = assert!(size_of::<NetKey>() == 24);
 const _: () = assert!(size_of::<NetRule>() == 12);
 const _: () = assert!(size_of::<NetEntry>() == 8 + 12 * crate::MAX_NET_RULES_PER_PREFIX);
 const _: () = assert!(size_of::<Scratch>() == 8 + crate::MAX_PATH);
+const _: () = assert!(size_of::<Quarantine>() == 8);
+const _: () = assert!(size_of::<RevokedKey>() == 16);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -196,4 +222,6 @@ mod pod {
     unsafe impl aya::Pod for super::PathRule {}
     unsafe impl aya::Pod for super::NetKey {}
     unsafe impl aya::Pod for super::NetEntry {}
+    unsafe impl aya::Pod for super::Quarantine {}
+    unsafe impl aya::Pod for super::RevokedKey {}
 }

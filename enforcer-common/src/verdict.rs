@@ -42,6 +42,24 @@ pub mod reason {
     pub const PATH_TOO_LONG: u32 = 2;
     /// The kernel program could not complete its lookup; denied (fail-closed).
     pub const INTERNAL_ERROR: u32 = 3;
+    /// The identity is quarantined and its quarantine restricts this access.
+    pub const QUARANTINED: u32 = 4;
+    /// The file is a revoked credential, denied to every identity.
+    pub const CREDENTIAL_REVOKED: u32 = 5;
+
+    /// Live-state denials hold even in audit mode.
+    #[must_use]
+    pub const fn is_live(reason: u32) -> bool {
+        reason == QUARANTINED || reason == CREDENTIAL_REVOKED
+    }
+}
+
+/// What a quarantine restricts (bits of [`crate::maps::Quarantine::restricts`]).
+pub mod restrict {
+    pub const EXEC: u32 = 1;
+    pub const FILE_READ: u32 = 2;
+    pub const FILE_WRITE: u32 = 4;
+    pub const NETWORK: u32 = 8;
 }
 
 /// File access bits, judged from the mode the file is opened with.
@@ -76,7 +94,11 @@ pub mod stat {
     pub const INTERNAL_ERROR: u32 = 6;
     /// An access by a process no identity selects (one cache lookup, then return).
     pub const UNMANAGED: u32 = 7;
-    pub const COUNT: u32 = 8;
+    /// Accesses denied because the identity is quarantined.
+    pub const QUARANTINED: u32 = 8;
+    /// Opens denied because the file is a revoked credential.
+    pub const CREDENTIAL_REVOKED: u32 = 9;
+    pub const COUNT: u32 = 10;
     pub const NAMES: [&str; COUNT as usize] = [
         "allow",
         "deny",
@@ -86,5 +108,7 @@ pub mod stat {
         "path_too_long",
         "internal_error",
         "unmanaged",
+        "quarantined",
+        "credential_revoked",
     ];
 }

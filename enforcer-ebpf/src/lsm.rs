@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use enforcer_common::{
     maps::path_kind,
-    verdict::{access, hook},
+    verdict::{access, hook, restrict},
 };
 
 use crate::{
@@ -127,12 +127,34 @@ fn judge_path(hook: u32, file: *const u8, wanted: u32) -> i32 {
         (path_kind::FILE_EXACT, path_kind::FILE_DIR)
     };
     let judgement = match path::lookup(&resolved, subject.slot, subject.identity, exact_kind, dir_kind) {
-        Ok(found) if hook == hook::EXEC => Judgement::from_rule(found.read, subject.config.exec_default),
-        Ok(found) => file_judgement(&subject, found, wanted),
+        Ok(found) => match live_judgement(hook, subject.identity, found.hash, resolved.len, wanted) {
+            Some(live) => live,
+            None if hook == hook::EXEC => Judgement::from_rule(found.read, subject.config.exec_default),
+            None => file_judgement(&subject, found, wanted),
+        },
         // Fail-closed: the rules could not be consulted.
         Err(why) => Judgement::refuse(why),
     };
     finish(hook, &subject, judgement, wanted, &resolved)
+}
+
+/// Live state comes before the policy: a revoked credential, then a quarantine.
+#[inline(always)]
+fn live_judgement(hook: u32, identity: u32, hash: u64, len: usize, wanted: u32) -> Option<Judgement> {
+    if hook == hook::EXEC {
+        return policy::quarantined(identity, restrict::EXEC);
+    }
+    if let Some(revoked) = policy::revoked(hash, len) {
+        return Some(revoked);
+    }
+    let mut bits = 0;
+    if wanted & access::READ != 0 {
+        bits |= restrict::FILE_READ;
+    }
+    if wanted & access::WRITE != 0 {
+        bits |= restrict::FILE_WRITE;
+    }
+    policy::quarantined(identity, bits)
 }
 
 /// Read and write are judged separately; an open that asks for both needs both.

@@ -6,7 +6,10 @@ use aya_ebpf::{
 };
 use enforcer_common::{
     SLOTS, capacity,
-    maps::{Binding, CgroupKey, IdentityConfig, IdentityKey, NetEntry, NetKey, PathKey, PathRule, Scratch},
+    maps::{
+        Binding, CgroupKey, IdentityConfig, IdentityKey, NetEntry, NetKey, PathKey, PathRule, Quarantine,
+        RevokedKey, Scratch,
+    },
     verdict::stat,
 };
 
@@ -52,6 +55,15 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 
 /// Per-CPU path buffer: a 4 KiB path does not fit on the 512-byte BPF stack.
 #[map(name = "SCRATCH")]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Quarantined identities and what their quarantine restricts. Checked before the
+/// policy, on every call, so a quarantine takes effect on the identity's next syscall.
+#[map(name = "QUARANTINE")]
+pub static QUARANTINE: HashMap<u32, Quarantine> = HashMap::with_max_entries(capacity::QUARANTINE, 0);
+
+/// Revoked credential files: opening one is denied to every identity, whatever its policy.
+#[map(name = "REVOKED")]
+pub static REVOKED: HashMap<RevokedKey, u32> = HashMap::with_max_entries(capacity::REVOKED, 0);
 
 /// Adds one to a counter. A counter that cannot be found is not worth failing a syscall.
 #[inline(always)]

@@ -67,11 +67,13 @@ pub fn resolve(path: *mut bpf_path) -> Result<Resolved, u32> {
     Ok(Resolved { scratch, len, owner })
 }
 
-/// The most specific rule found for each access: `(action, rule index)`.
+/// The most specific rule found for each access: `(action, rule index)`, and the hash of
+/// the whole path (for exact-path live state).
 #[derive(Clone, Copy)]
 pub struct Found {
     pub read: (u8, u32),
     pub write: (u8, u32),
+    pub hash: u64,
 }
 
 /// State of one scan over a path, shared with the `bpf_loop` callback.
@@ -106,7 +108,7 @@ pub fn lookup(
         slot,
         identity,
         dir_kind,
-        found: Found { read: (action::NONE, 0), write: (action::NONE, 0) },
+        found: Found { read: (action::NONE, 0), write: (action::NONE, 0), hash: 0 },
     };
     // SAFETY: the callback only touches `scan` and the scratch buffer it points to.
     #[expect(clippy::cast_possible_truncation, reason = "MAX_PATH fits in u32")]
@@ -116,6 +118,7 @@ pub fn lookup(
         return Err(reason::INTERNAL_ERROR);
     }
     let mut found = scan.found;
+    found.hash = scan.hash;
     apply(&mut found, &key(scan.hash, resolved.len, identity, dir_kind, slot));
     apply(&mut found, &key(scan.hash, resolved.len, identity, exact_kind, slot));
     Ok(found)

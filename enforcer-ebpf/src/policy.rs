@@ -1,13 +1,13 @@
 //! The policy set in force for the current task, and how a judgement becomes a verdict.
 
 use enforcer_common::{
-    maps::{IdentityConfig, IdentityKey},
+    maps::{IdentityConfig, IdentityKey, RevokedKey},
     verdict::{IDENTITY_LOG_ALLOW, RULE_DEFAULT, action, decision, mode, reason, stat},
 };
 
 use crate::{
     identity,
-    maps::{ACTIVE, IDENTITIES, SLOT_GENERATION, count},
+    maps::{ACTIVE, IDENTITIES, QUARANTINE, REVOKED, SLOT_GENERATION, count},
 };
 
 pub const EPERM: i32 = 1;
@@ -85,12 +85,36 @@ impl Judgement {
     }
 }
 
-/// The decision and the errno the caller gets. Audit mode turns a deny into `audit`.
+/// A denial if the identity is quarantined and its quarantine restricts any of `bits`.
+#[inline(always)]
+pub fn quarantined(identity: u32, bits: u32) -> Option<Judgement> {
+    // SAFETY: plain value read once.
+    let quarantine = unsafe { QUARANTINE.get(&identity) }?;
+    if quarantine.restricts & bits == 0 {
+        return None;
+    }
+    count(stat::QUARANTINED);
+    Some(Judgement { action: action::DENY, rule: RULE_DEFAULT, reason: reason::QUARANTINED })
+}
+
+/// A denial if the file at this path (full-path hash and length) is a revoked credential.
+#[inline(always)]
+pub fn revoked(hash: u64, len: usize) -> Option<Judgement> {
+    #[expect(clippy::cast_possible_truncation, reason = "len < MAX_PATH")]
+    let key = RevokedKey { hash, len: len as u32, pad: 0 };
+    // SAFETY: plain value read once.
+    let id = unsafe { REVOKED.get(&key) }?;
+    count(stat::CREDENTIAL_REVOKED);
+    Some(Judgement { action: action::DENY, rule: *id, reason: reason::CREDENTIAL_REVOKED })
+}
+
+/// The decision and the errno the caller gets. Audit mode turns a policy deny into
+/// `audit`; live-state denials (quarantine, revoked credential) hold in either mode.
 #[inline(always)]
 pub fn decide(config: &IdentityConfig, judgement: &Judgement) -> (u32, i32) {
     let (verdict, errno) = if judgement.action != action::DENY {
         (decision::ALLOW, 0)
-    } else if config.mode == mode::AUDIT {
+    } else if config.mode == mode::AUDIT && !reason::is_live(judgement.reason) {
         (decision::AUDIT, 0)
     } else {
         (decision::DENY, EPERM)

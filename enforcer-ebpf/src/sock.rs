@@ -6,7 +6,7 @@ use aya_ebpf::{macros::cgroup_sock_addr, maps::lpm_trie::Key, programs::SockAddr
 use enforcer_common::{
     MAX_NET_RULES_PER_PREFIX,
     maps::{NET_KEY_FIXED_BITS, NetKey},
-    verdict::{action, hook, proto, reason},
+    verdict::{action, hook, proto, reason, restrict},
 };
 
 use crate::{
@@ -89,8 +89,10 @@ fn judge(ctx: &SockAddrContext, hook: u32, family: u16) -> i32 {
     #[expect(clippy::cast_possible_truncation, reason = "IPPROTO values fit in u8")]
     let protocol = protocol as u8;
     let addr = destination(ctx, family);
-    let found = rule_for(subject.slot, subject.identity, addr, port, protocol);
-    let judgement = Judgement::from_rule(found, subject.config.net_default);
+    let judgement = policy::quarantined(subject.identity, restrict::NETWORK).unwrap_or_else(|| {
+        let found = rule_for(subject.slot, subject.identity, addr, port, protocol);
+        Judgement::from_rule(found, subject.config.net_default)
+    });
     let errno =
         emit::conclude(hook, &subject, judgement, &Target::Net { family, addr, port, proto: protocol });
     if errno == 0 { ALLOW } else { DENY }

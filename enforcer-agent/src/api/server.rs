@@ -50,6 +50,37 @@ pub enum Command {
     Check(CheckRequest, oneshot::Sender<Result<Explanation, Failure>>),
     /// Prometheus text for a scrape.
     Metrics(oneshot::Sender<String>),
+    /// A change to, or a listing of, live state (quarantines, revoked credentials).
+    Live {
+        request: LiveRequest,
+        uid: u32,
+        reply: oneshot::Sender<Result<serde_json::Value, Failure>>,
+    },
+}
+
+/// Live-state operations.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QuarantineBody {
+    pub identity: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RevokeBody {
+    pub path: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum LiveRequest {
+    Quarantine(QuarantineBody),
+    Release(String),
+    ListQuarantines,
+    Revoke(RevokeBody),
+    Unrevoke(String),
+    ListRevoked,
 }
 
 /// An error with its HTTP status.
@@ -256,9 +287,35 @@ impl Server {
                 }
             }
             (&Method::GET, ["v1", "verdicts"]) => self.verdicts(&query),
-            (_, ["v1", "status" | "policies" | "identities" | "check" | "verdicts", ..]) => {
-                error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not supported on {path}"))
+            (&Method::GET, ["v1", "quarantine"]) => self.live(LiveRequest::ListQuarantines, uid).await,
+            (&Method::DELETE, ["v1", "quarantine", identity]) => {
+                self.live(LiveRequest::Release((*identity).to_owned()), uid).await
             }
+            (&Method::POST, ["v1", "quarantine"]) => match read_json::<QuarantineBody>(request).await {
+                Ok(body) => self.live(LiveRequest::Quarantine(body), uid).await,
+                Err(response) => response,
+            },
+            (&Method::GET, ["v1", "credentials", "revoked"]) => {
+                self.live(LiveRequest::ListRevoked, uid).await
+            }
+            (&Method::DELETE, ["v1", "credentials", "revoked"]) => match query.get("path") {
+                Some(path) => self.live(LiveRequest::Unrevoke(path), uid).await,
+                None => error(StatusCode::BAD_REQUEST, "name the credential with ?path="),
+            },
+            (&Method::POST, ["v1", "credentials", "revoked"]) => match read_json::<RevokeBody>(request).await
+            {
+                Ok(body) => self.live(LiveRequest::Revoke(body), uid).await,
+                Err(response) => response,
+            },
+            (
+                _,
+                [
+                    "v1",
+                    "status" | "policies" | "identities" | "check" | "verdicts" | "quarantine"
+                    | "credentials",
+                    ..,
+                ],
+            ) => error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not supported on {path}")),
             _ => error(StatusCode::NOT_FOUND, format!("no such API path {path}")),
         }
     }
@@ -275,6 +332,14 @@ impl Server {
     async fn ask<T: Serialize>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Response<Body> {
         match self.call(make).await {
             Ok(value) => json_response(StatusCode::OK, &value),
+            Err(response) => response,
+        }
+    }
+
+    async fn live(&self, request: LiveRequest, uid: u32) -> Response<Body> {
+        match self.call(|reply| Command::Live { request, uid, reply }).await {
+            Ok(Ok(value)) => json_response(StatusCode::OK, &value),
+            Ok(Err(f)) => failure(&f),
             Err(response) => response,
         }
     }
@@ -357,6 +422,13 @@ async fn read_body(request: Request<Incoming>) -> Result<String, Response<Body>>
     })?;
     String::from_utf8(collected.to_bytes().to_vec())
         .map_err(|_| error(StatusCode::BAD_REQUEST, "the body is not UTF-8"))
+}
+
+/// A JSON request body of type `T`.
+#[expect(clippy::result_large_err, reason = "the error is the response itself, built once per request")]
+async fn read_json<T: serde::de::DeserializeOwned>(request: Request<Incoming>) -> Result<T, Response<Body>> {
+    let body = read_body(request).await?;
+    serde_json::from_str(&body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("request body: {e}")))
 }
 
 /// Which records a follower wants.

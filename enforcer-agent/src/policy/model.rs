@@ -42,6 +42,59 @@ pub struct Spec {
     pub file: Vec<FileRule>,
     #[serde(default)]
     pub network: Vec<NetworkRule>,
+    /// What the identity may no longer do while quarantined.
+    #[serde(default, skip_serializing_if = "QuarantineSpec::is_default")]
+    pub quarantine: QuarantineSpec,
+}
+
+/// Restrictions of a quarantined identity. The default keeps a workload able to read
+/// what it needs to shut down cleanly and stops it spreading or exfiltrating: no exec of
+/// new programs, no network, no file writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QuarantineSpec {
+    #[serde(default = "deny")]
+    pub exec: Action,
+    #[serde(default = "allow")]
+    pub file_read: Action,
+    #[serde(default = "deny")]
+    pub file_write: Action,
+    #[serde(default = "deny")]
+    pub network: Action,
+}
+
+fn deny() -> Action {
+    Action::Deny
+}
+
+fn allow() -> Action {
+    Action::Allow
+}
+
+impl Default for QuarantineSpec {
+    fn default() -> Self {
+        Self { exec: Action::Deny, file_read: Action::Allow, file_write: Action::Deny, network: Action::Deny }
+    }
+}
+
+impl QuarantineSpec {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The kernel's `restrict` bits.
+    pub fn restricts(&self) -> u32 {
+        use enforcer_common::verdict::restrict;
+        [
+            (self.exec, restrict::EXEC),
+            (self.file_read, restrict::FILE_READ),
+            (self.file_write, restrict::FILE_WRITE),
+            (self.network, restrict::NETWORK),
+        ]
+        .iter()
+        .filter(|(a, _)| *a == Action::Deny)
+        .fold(0, |bits, (_, bit)| bits | bit)
+    }
 }
 
 impl Spec {
