@@ -279,6 +279,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
             Some(command) = commands.recv() => ctx.handle(command),
             _ = tick.tick() => {
+                ctx.expire_grants();
                 housekeeping(&mut ctx.engine, &mut ctx.log, &mut dropped_seen);
             }
             _ = hangup.recv() => {

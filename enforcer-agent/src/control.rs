@@ -11,7 +11,7 @@ use crate::{
         server::{Command, Failure, LiveRequest},
     },
     engine::Engine,
-    live::{LiveState, QuarantineEntry, check_reason},
+    live::{LiveState, QuarantineEntry, check_reason, parse_ttl},
     loader,
     metrics::{self, Metrics},
     policy::{
@@ -20,6 +20,7 @@ use crate::{
         model::Policy,
         validate::SelectorSpec,
     },
+    record::Clock,
     state::State,
     verdict_log::VerdictLog,
 };
@@ -121,6 +122,28 @@ impl Control<'_> {
             LiveRequest::ListRevoked => {
                 return Ok(serde_json::to_value(&self.live.revoked).expect("serialises"));
             }
+            LiveRequest::ListGrants => {
+                let list: Vec<_> = self.live.grants.values().collect();
+                return Ok(serde_json::to_value(list).expect("serialises"));
+            }
+            LiveRequest::Grant(body) => {
+                let ttl = parse_ttl(&body.ttl).map_err(bad)?;
+                if !self.engine.policies().iter().any(|p| p.identity == body.identity) {
+                    return Err(missing(format!("no policy governs identity {:?}", body.identity)));
+                }
+                let entry = next
+                    .add_grant(&body.identity, body.target, ttl, &body.reason, uid, Clock::unix_now_ns(), now)
+                    .map_err(bad)?;
+                let answer = serde_json::to_value(&entry).expect("serialises");
+                ("grant", Some(body.identity), None, Some(body.reason), answer)
+            }
+            LiveRequest::RevokeGrant(id) => {
+                let Some(entry) = next.grants.remove(&id) else {
+                    return Err(missing(format!("no grant {id}")));
+                };
+                let answer = serde_json::json!({"id": id, "revoked": true});
+                ("grant-revoke", Some(entry.identity), None, None, answer)
+            }
             LiveRequest::Quarantine(body) => {
                 check_reason(&body.reason).map_err(bad)?;
                 if !self.engine.policies().iter().any(|p| p.identity == body.identity) {
@@ -206,6 +229,40 @@ impl Control<'_> {
         write_policy_record(&mut self.log, &self.engine, "api", Some(uid));
         let _ = self.log.flush();
         Ok(ApplyResult { generation: applied.generation, dry_run, changes })
+    }
+
+    /// Drops expired grants from the live state and records each expiry. The kernel has
+    /// already stopped honouring them at their instant; this only tidies up.
+    pub fn expire_grants(&mut self) {
+        let mut next = self.live.clone();
+        let expired = next.expire(Clock::unix_now_ns());
+        if expired.is_empty() {
+            return;
+        }
+        if let Err(e) = self
+            .state
+            .save_live(&next)
+            .map_err(|e| e.to_string())
+            .and_then(|()| self.engine.sync_live(&next).map_err(|e| e.to_string()))
+        {
+            tracing::warn!(error = %e, "removing expired grants");
+            return;
+        }
+        self.live = next;
+        for grant in expired {
+            let record = serde_json::json!({
+                "time": Clock::now().wall(crate::agent::boot_ns()),
+                "type": "live",
+                "action": "grant-expired",
+                "identity": grant.identity,
+                "grant": grant.id,
+                "expired": grant.expires,
+            });
+            if let Err(e) = self.log.write(&record) {
+                tracing::warn!(error = %e, "writing verdict log");
+            }
+        }
+        let _ = self.log.flush();
     }
 
     fn list(&self) -> PolicyList {

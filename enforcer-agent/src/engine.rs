@@ -127,7 +127,11 @@ impl Engine {
     pub fn sync_live(&mut self, live: &crate::live::LiveState) -> Result<(), MapsError> {
         let quarantines = live.quarantine_table(&self.policies, |name| self.ids.get(name).copied());
         self.maps.set_quarantines(&quarantines)?;
-        self.maps.set_revoked(&live.revoked_table())
+        self.maps.set_revoked(&live.revoked_table())?;
+        let clock = crate::record::Clock::now();
+        let (paths, nets) =
+            live.grant_tables(|name| self.ids.get(name).copied(), |unix| clock.boot_ns_at(unix));
+        self.maps.set_grants(&paths, &nets)
     }
 
     /// The documents of the set in force.

@@ -6,8 +6,88 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::validate::{Valid, normalise};
-use enforcer_common::path_hash;
+use crate::policy::{
+    model::{Access, Protocol},
+    validate::{Valid, cidr, normalise},
+};
+use enforcer_common::{
+    maps::{Grant, GrantKey, NetGrant, NetGrantKey, grant_kind},
+    path_hash,
+    verdict::proto,
+};
+
+/// Longest grant accepted.
+pub const MAX_TTL_SECONDS: u64 = 7 * 24 * 3600;
+
+/// What a grant allows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum GrantTarget {
+    Exec { path: String },
+    File { path: String, access: Vec<Access> },
+    Connect { cidr: String, port_lo: u16, port_hi: u16, protocol: Protocol },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantEntry {
+    pub id: u32,
+    pub identity: String,
+    pub target: GrantTarget,
+    /// RFC 3339.
+    pub expires: String,
+    pub expires_unix_ns: i64,
+    pub reason: String,
+    pub uid: u32,
+    pub created: String,
+}
+
+/// `90s`, `15m`, `2h`, `1d` → seconds; zero, negative, malformed and over 7 days refused.
+pub fn parse_ttl(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("ttl {text:?}: expected a positive number and a unit (s, m, h, d), e.g. 15m"))?;
+    let scale = match unit {
+        "s" | "" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => return Err(format!("ttl {text:?}: unknown unit {other:?}; use s, m, h or d")),
+    };
+    let seconds = number.saturating_mul(scale);
+    if seconds == 0 {
+        return Err(format!("ttl {text:?} is zero; a grant must last at least a second"));
+    }
+    if seconds > MAX_TTL_SECONDS {
+        return Err(format!("ttl {text:?} exceeds the limit of 7d; grants are for just-in-time access"));
+    }
+    Ok(seconds)
+}
+
+/// Checks and normalises a grant target.
+pub fn check_target(target: GrantTarget) -> Result<GrantTarget, String> {
+    Ok(match target {
+        GrantTarget::Exec { path } => GrantTarget::Exec { path: normalise(&path)? },
+        GrantTarget::File { path, mut access } => {
+            if access.is_empty() {
+                return Err("a file grant needs access read, write or both".to_owned());
+            }
+            access.sort();
+            access.dedup();
+            GrantTarget::File { path: normalise(&path)?, access }
+        }
+        GrantTarget::Connect { cidr: text, port_lo, port_hi, protocol } => {
+            cidr(&text)?;
+            if port_lo > port_hi {
+                return Err(format!("port range {port_lo}-{port_hi} is empty"));
+            }
+            GrantTarget::Connect { cidr: text, port_lo, port_hi, protocol }
+        }
+    })
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuarantineEntry {
@@ -33,6 +113,26 @@ pub struct LiveState {
     /// normalised path → revocation.
     pub revoked: BTreeMap<String, Revocation>,
     pub next_revocation: u32,
+    /// id → grant.
+    #[serde(default)]
+    pub grants: BTreeMap<u32, GrantEntry>,
+    #[serde(default)]
+    pub next_grant: u32,
+}
+
+/// A path grant as the kernel holds it.
+pub type PathGrant = (GrantKey, Grant);
+/// A network grant as the kernel holds it: prefix bits after the identity, key, value.
+pub type NetGrantEntry = (u32, NetGrantKey, NetGrant);
+
+fn path_key(path: &str, identity: u32, kind: u8) -> GrantKey {
+    GrantKey {
+        hash: path_hash(path.as_bytes()),
+        identity,
+        len: u16::try_from(path.len()).expect("short path"),
+        kind,
+        pad: 0,
+    }
 }
 
 /// Longest reason accepted.
@@ -74,6 +174,90 @@ impl LiveState {
                 ((path_hash(path.as_bytes()), u32::try_from(path.len()).expect("short path")), r.id)
             })
             .collect()
+    }
+
+    /// Adds a grant of `ttl_seconds` from `now_unix_ns`.
+    #[expect(clippy::too_many_arguments, reason = "each is one fact of the grant")]
+    pub fn add_grant(
+        &mut self,
+        identity: &str,
+        target: GrantTarget,
+        ttl_seconds: u64,
+        reason: &str,
+        uid: u32,
+        now_unix_ns: i64,
+        now: String,
+    ) -> Result<GrantEntry, String> {
+        check_reason(reason)?;
+        let target = check_target(target)?;
+        if self.grants.len() >= enforcer_common::capacity::GRANTS as usize {
+            return Err(format!("{} grants is the limit", enforcer_common::capacity::GRANTS));
+        }
+        let expires_unix_ns =
+            now_unix_ns + i64::try_from(ttl_seconds).unwrap_or(i64::MAX / 2) * 1_000_000_000;
+        self.next_grant += 1;
+        let entry = GrantEntry {
+            id: self.next_grant,
+            identity: identity.to_owned(),
+            target,
+            expires: crate::record::rfc3339(i128::from(expires_unix_ns)),
+            expires_unix_ns,
+            reason: reason.to_owned(),
+            uid,
+            created: now,
+        };
+        self.grants.insert(entry.id, entry.clone());
+        Ok(entry)
+    }
+
+    /// Removes and returns the grants expired at `now_unix_ns`.
+    pub fn expire(&mut self, now_unix_ns: i64) -> Vec<GrantEntry> {
+        let expired: Vec<u32> =
+            self.grants.values().filter(|g| g.expires_unix_ns <= now_unix_ns).map(|g| g.id).collect();
+        expired.iter().filter_map(|id| self.grants.remove(id)).collect()
+    }
+
+    /// Kernel entries of the grants: path grants and network grants (prefix bits after the
+    /// identity, key, value). `boot_ns` converts a Unix time to the kernel's boot clock.
+    pub fn grant_tables(
+        &self,
+        number: impl Fn(&str) -> Option<u32>,
+        boot_ns: impl Fn(i64) -> u64,
+    ) -> (Vec<PathGrant>, Vec<NetGrantEntry>) {
+        let (mut paths, mut nets) = (Vec::new(), Vec::new());
+        for g in self.grants.values() {
+            let Some(identity) = number(&g.identity) else { continue };
+            let expires_ns = boot_ns(g.expires_unix_ns);
+            let grant = Grant { expires_ns, id: g.id, pad: 0 };
+            match &g.target {
+                GrantTarget::Exec { path } => paths.push((path_key(path, identity, grant_kind::EXEC), grant)),
+                GrantTarget::File { path, access } => {
+                    for a in access {
+                        let kind =
+                            if *a == Access::Read { grant_kind::FILE_READ } else { grant_kind::FILE_WRITE };
+                        paths.push((path_key(path, identity, kind), grant));
+                    }
+                }
+                GrantTarget::Connect { cidr: text, port_lo, port_hi, protocol } => {
+                    let Ok((addr, bits)) = cidr(text) else { continue };
+                    let proto = match protocol {
+                        Protocol::Any => proto::ANY,
+                        Protocol::Tcp => proto::TCP,
+                        Protocol::Udp => proto::UDP,
+                    };
+                    let value = NetGrant {
+                        expires_ns,
+                        id: g.id,
+                        port_lo: *port_lo,
+                        port_hi: *port_hi,
+                        proto,
+                        pad: [0; 7],
+                    };
+                    nets.push((u32::from(bits), NetGrantKey { identity, addr }, value));
+                }
+            }
+        }
+        (paths, nets)
     }
 
     /// Records a revocation (or updates its reason); returns the normalised path and id.
@@ -138,5 +322,53 @@ mod tests {
         assert_eq!(live.revoked_table().get(&(path_hash(b"/etc/aws/credentials"), 20)), Some(&1));
         assert!(live.revoke("relative", "x", 0, "t".into()).is_err());
         assert!(live.revoke("/x", "  ", 0, "t".into()).is_err());
+    }
+
+    #[test]
+    fn ttls_are_bounded() {
+        assert_eq!(parse_ttl("90s"), Ok(90));
+        assert_eq!(parse_ttl("15m"), Ok(900));
+        assert_eq!(parse_ttl("2h"), Ok(7200));
+        assert_eq!(parse_ttl("7d"), Ok(MAX_TTL_SECONDS));
+        for bad in ["0s", "-5m", "8d", "99999999999999999999d", "5y", "m", ""] {
+            assert!(parse_ttl(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn grants_become_kernel_entries_and_expire() {
+        let mut live = LiveState::default();
+        let file = GrantTarget::File { path: "/etc//x".into(), access: vec![Access::Write, Access::Read] };
+        let g = live.add_grant("a", file, 60, "ticket 7", 0, 1_000_000_000, "t".into()).unwrap();
+        assert_eq!(
+            g.target,
+            GrantTarget::File { path: "/etc/x".into(), access: vec![Access::Read, Access::Write] }
+        );
+        let net = GrantTarget::Connect {
+            cidr: "10.0.0.0/8".into(),
+            port_lo: 443,
+            port_hi: 443,
+            protocol: Protocol::Tcp,
+        };
+        live.add_grant("a", net, 120, "ticket 8", 0, 1_000_000_000, "t".into()).unwrap();
+        let (paths, nets) = live.grant_tables(|_| Some(3), |unix| u64::try_from(unix).unwrap() / 2);
+        assert_eq!(paths.len(), 2);
+        assert!(paths.iter().all(|(k, v)| k.identity == 3 && v.expires_ns == 61_000_000_000 / 2));
+        assert_eq!(nets.len(), 1);
+        assert_eq!(nets[0].0, 96 + 8);
+        assert_eq!(nets[0].2.proto, proto::TCP);
+        assert!(
+            live.add_grant("a", GrantTarget::Exec { path: "rel".into() }, 60, "x", 0, 0, "t".into()).is_err()
+        );
+        let bad_cidr = GrantTarget::Connect {
+            cidr: "10.0.0.1/8".into(),
+            port_lo: 1,
+            port_hi: 1,
+            protocol: Protocol::Any,
+        };
+        assert!(live.add_grant("a", bad_cidr, 60, "x", 0, 0, "t".into()).is_err());
+        let expired = live.expire(61_000_000_000);
+        assert_eq!(expired.len(), 1);
+        assert_eq!(live.grants.len(), 1);
     }
 }

@@ -58,6 +58,12 @@ enum Command {
     },
     /// Lift an identity's quarantine.
     Release { identity: String },
+    /// Allow one identity one target until the grant expires (checked in the kernel).
+    Grant(GrantArgs),
+    /// The grants in force.
+    Grants,
+    /// End a grant before it expires.
+    RevokeGrant { id: u32 },
     /// Revoked credentials: files denied to every identity, whatever its policy.
     #[command(subcommand)]
     Credentials(CredentialsCommand),
@@ -180,6 +186,58 @@ struct CheckArgs {
     connect: Option<String>,
 }
 
+#[derive(clap::Args)]
+struct GrantArgs {
+    identity: String,
+    /// Executing this program.
+    #[arg(long)]
+    exec: Option<String>,
+    /// Opening this file (with --access).
+    #[arg(long)]
+    file: Option<String>,
+    /// Access for --file: read, write (comma-separate for both).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    access: Vec<AccessArg>,
+    /// Connecting to `CIDR:PORT/PROTO`, e.g. `10.0.0.0/8:443/tcp`.
+    #[arg(long)]
+    connect: Option<String>,
+    /// How long: `90s`, `15m`, `2h`, `1d` (at most 7 days).
+    #[arg(long)]
+    ttl: String,
+    /// Why (recorded in the verdict log).
+    #[arg(long)]
+    reason: String,
+}
+
+fn accesses(list: &[AccessArg]) -> Vec<Access> {
+    list.iter()
+        .map(|a| match a {
+            AccessArg::Read => Access::Read,
+            AccessArg::Write => Access::Write,
+        })
+        .collect()
+}
+
+fn grant(socket: &std::path::Path, args: GrantArgs, output: Output) -> ExitCode {
+    use enforcer_agent::live::GrantTarget;
+    let target = match (args.exec, args.file, args.connect) {
+        (Some(path), None, None) => GrantTarget::Exec { path },
+        (None, Some(path), None) => GrantTarget::File { path, access: accesses(&args.access) },
+        (None, None, Some(text)) => match cli::live::parse_grant_connect(&text) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: --connect {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => {
+            eprintln!("error: give exactly one of --exec, --file, --connect");
+            return ExitCode::from(2);
+        }
+    };
+    cli::live::grant(socket, &args.identity, &target, &args.ttl, &args.reason, output)
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum AccessArg {
     Read,
@@ -219,6 +277,9 @@ fn main() -> ExitCode {
             reason.as_deref().unwrap_or_default(),
             output,
         ),
+        Command::Grant(args) => grant(socket, args, output),
+        Command::Grants => cli::live::grants(socket, output),
+        Command::RevokeGrant { id } => cli::live::revoke_grant(socket, id, output),
         Command::Release { identity } => cli::live::release(socket, &identity, output),
         Command::Credentials(CredentialsCommand::Revoke { path, reason }) => {
             cli::live::revoke(socket, &path, &reason, output)
@@ -228,14 +289,7 @@ fn main() -> ExitCode {
         }
         Command::Credentials(CredentialsCommand::List) => cli::live::list_revoked(socket, output),
         Command::Check(args) => {
-            let access = args
-                .access
-                .iter()
-                .map(|a| match a {
-                    AccessArg::Read => Access::Read,
-                    AccessArg::Write => Access::Write,
-                })
-                .collect();
+            let access = accesses(&args.access);
             let action =
                 cli::status::Action { exec: args.exec, file: args.file, access, connect: args.connect };
             cli::status::check(socket, &args.identity, action, output)

@@ -10,8 +10,9 @@ use aya::{
 use enforcer_common::{
     SLOTS,
     maps::{
-        self as names, Binding, CgroupKey, IdentityConfig, IdentityKey, NET_KEY_FIXED_BITS, NetEntry, NetKey,
-        PathKey, PathRule, Quarantine, RevokedKey,
+        self as names, Binding, CgroupKey, Grant, GrantKey, IdentityConfig, IdentityKey,
+        NET_GRANT_FIXED_BITS, NET_KEY_FIXED_BITS, NetEntry, NetGrant, NetGrantKey, NetKey, PathKey, PathRule,
+        Quarantine, RevokedKey,
     },
     verdict::stat,
 };
@@ -46,6 +47,8 @@ pub struct KernelMaps {
     stats: PerCpuArray<MapData, u64>,
     quarantine: HashMap<MapData, u32, Quarantine>,
     revoked: HashMap<MapData, RevokedKey, u32>,
+    grants: HashMap<MapData, GrantKey, Grant>,
+    net_grants: LpmTrie<MapData, NetGrantKey, NetGrant>,
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, MapsError> {
@@ -68,6 +71,8 @@ impl KernelMaps {
             stats: PerCpuArray::try_from(take(ebpf, names::STATS)?).map_err(err(names::STATS))?,
             quarantine: HashMap::try_from(take(ebpf, names::QUARANTINE)?).map_err(err(names::QUARANTINE))?,
             revoked: HashMap::try_from(take(ebpf, names::REVOKED)?).map_err(err(names::REVOKED))?,
+            grants: HashMap::try_from(take(ebpf, names::GRANTS)?).map_err(err(names::GRANTS))?,
+            net_grants: LpmTrie::try_from(take(ebpf, names::NET_GRANTS)?).map_err(err(names::NET_GRANTS))?,
         })
     }
 
@@ -174,6 +179,33 @@ impl KernelMaps {
                 .map_err(err(names::REVOKED))?;
         }
         remove_where(&mut self.revoked, names::REVOKED, |k| !wanted.contains_key(&(k.hash, k.len)))
+    }
+
+    /// Makes the grant tables exactly these entries (added first, stale ones removed).
+    pub fn set_grants(
+        &mut self,
+        paths: &[crate::live::PathGrant],
+        nets: &[crate::live::NetGrantEntry],
+    ) -> Result<(), MapsError> {
+        for (key, grant) in paths {
+            self.grants.insert(key, grant, 0).map_err(err(names::GRANTS))?;
+        }
+        remove_where(&mut self.grants, names::GRANTS, |k| !paths.iter().any(|(p, _)| p == k))?;
+        let keys: Vec<Key<NetGrantKey>> =
+            nets.iter().map(|(bits, key, _)| Key::new(NET_GRANT_FIXED_BITS + bits, *key)).collect();
+        for (key, (_, _, grant)) in keys.iter().zip(nets) {
+            self.net_grants.insert(key, grant, 0).map_err(err(names::NET_GRANTS))?;
+        }
+        let stale: Vec<Key<NetGrantKey>> = self
+            .net_grants
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !keys.iter().any(|w| w.prefix_len() == k.prefix_len() && w.data() == k.data()))
+            .collect();
+        for key in stale {
+            ignore_missing(self.net_grants.remove(&key)).map_err(err(names::NET_GRANTS))?;
+        }
+        Ok(())
     }
 
     /// Kernel counters summed over CPUs, in [`stat`] order.

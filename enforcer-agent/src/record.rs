@@ -71,6 +71,7 @@ fn reason_name(code: u32) -> &'static str {
         reason::INTERNAL_ERROR => "internal-error",
         reason::QUARANTINED => "quarantined",
         reason::CREDENTIAL_REVOKED => "credential-revoked",
+        reason::GRANT => "grant",
         _ => "unknown",
     }
 }
@@ -172,6 +173,7 @@ pub fn build(
         rule: match event.reason {
             reason::QUARANTINED => "quarantine".to_owned(),
             reason::CREDENTIAL_REVOKED => format!("credential[{}]", event.rule),
+            reason::GRANT => format!("grant[{}]", event.rule),
             _ => rule_name(event.hook, event.rule),
         },
         generation: event.generation,
@@ -212,6 +214,18 @@ impl Clock {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(0));
         Self { boot_epoch_ns: wall_ns - boot_ns }
+    }
+
+    /// The boot-clock instant of a Unix time in nanoseconds (0 if before boot).
+    pub fn boot_ns_at(&self, unix_ns: i64) -> u64 {
+        u64::try_from(i128::from(unix_ns) - self.boot_epoch_ns).unwrap_or(0)
+    }
+
+    /// Now, in Unix nanoseconds.
+    pub fn unix_now_ns() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
     }
 
     pub fn wall(&self, boot_ns: u64) -> String {

@@ -37,6 +37,8 @@ pub mod capacity {
     pub const EVENTS_BYTES: u32 = 16 * 1024 * 1024;
     pub const QUARANTINE: u32 = 1024;
     pub const REVOKED: u32 = 4096;
+    pub const GRANTS: u32 = 4096;
+    pub const NET_GRANTS: u32 = 4096;
 }
 
 /// FNV-1a 64-bit offset basis; path rules are keyed by this hash of the path bytes.

@@ -30,8 +30,13 @@ pub const QUARANTINE: &str = "QUARANTINE";
 /// `HashMap<RevokedKey, u32>`: revoked credential files, by path (live state).
 pub const REVOKED: &str = "REVOKED";
 
+/// `HashMap<GrantKey, Grant>`: time-bound exec and file grants (live state).
+pub const GRANTS: &str = "GRANTS";
+/// `LpmTrie<NetGrantKey, NetGrant>`: time-bound network grants (live state).
+pub const NET_GRANTS: &str = "NET_GRANTS";
+
 /// Every map the kernel object must define.
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 14] = [
     ACTIVE,
     SLOT_GENERATION,
     CGROUP_BINDINGS,
@@ -44,6 +49,8 @@ pub const ALL: [&str; 12] = [
     SCRATCH,
     QUARANTINE,
     REVOKED,
+    GRANTS,
+    NET_GRANTS,
 ];
 
 /// Names of the global constants the agent sets at load time: field offsets read from
@@ -188,6 +195,58 @@ pub struct RevokedKey {
     pub pad: u32,
 }
 
+/// What a path grant allows.
+pub mod grant_kind {
+    pub const EXEC: u8 = 1;
+    pub const FILE_READ: u8 = 2;
+    pub const FILE_WRITE: u8 = 3;
+}
+
+/// Key of [`GRANTS`]: one identity, one exact path, one access.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GrantKey {
+    pub hash: u64,
+    pub identity: u32,
+    pub len: u16,
+    /// [`grant_kind`].
+    pub kind: u8,
+    pub pad: u8,
+}
+
+/// Value of [`GRANTS`]: valid while `CLOCK_BOOTTIME` is before `expires_ns`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub expires_ns: u64,
+    pub id: u32,
+    pub pad: u32,
+}
+
+/// Data of the [`NET_GRANTS`] LPM key: the identity (always matched) and the address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NetGrantKey {
+    pub identity: u32,
+    pub addr: [u8; 16],
+}
+
+/// Bits of [`NetGrantKey`] always matched before the address.
+pub const NET_GRANT_FIXED_BITS: u32 = 32;
+
+/// Value of [`NET_GRANTS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetGrant {
+    pub expires_ns: u64,
+    pub id: u32,
+    pub port_lo: u16,
+    pub port_hi: u16,
+    /// [`crate::verdict::proto`].
+    pub proto: u8,
+    pub pad: [u8; 7],
+}
+
 /// Value of [`SCRATCH`]: a per-CPU path buffer. `owner` detects reuse by another task
 /// while a sleepable program was preempted.
 #[repr(C)]
@@ -209,6 +268,10 @@ const _: () = assert!(size_of::<NetEntry>() == 8 + 12 * crate::MAX_NET_RULES_PER
 const _: () = assert!(size_of::<Scratch>() == 8 + crate::MAX_PATH);
 const _: () = assert!(size_of::<Quarantine>() == 8);
 const _: () = assert!(size_of::<RevokedKey>() == 16);
+const _: () = assert!(size_of::<GrantKey>() == 16);
+const _: () = assert!(size_of::<Grant>() == 16);
+const _: () = assert!(size_of::<NetGrantKey>() == 20);
+const _: () = assert!(size_of::<NetGrant>() == 24);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -224,4 +287,8 @@ mod pod {
     unsafe impl aya::Pod for super::NetEntry {}
     unsafe impl aya::Pod for super::Quarantine {}
     unsafe impl aya::Pod for super::RevokedKey {}
+    unsafe impl aya::Pod for super::GrantKey {}
+    unsafe impl aya::Pod for super::Grant {}
+    unsafe impl aya::Pod for super::NetGrantKey {}
+    unsafe impl aya::Pod for super::NetGrant {}
 }

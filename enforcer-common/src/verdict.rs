@@ -46,6 +46,9 @@ pub mod reason {
     pub const QUARANTINED: u32 = 4;
     /// The file is a revoked credential, denied to every identity.
     pub const CREDENTIAL_REVOKED: u32 = 5;
+    /// The policy denies, but a time-bound grant (the event's `rule`) allows until it
+    /// expires.
+    pub const GRANT: u32 = 6;
 
     /// Live-state denials hold even in audit mode.
     #[must_use]
@@ -98,7 +101,9 @@ pub mod stat {
     pub const QUARANTINED: u32 = 8;
     /// Opens denied because the file is a revoked credential.
     pub const CREDENTIAL_REVOKED: u32 = 9;
-    pub const COUNT: u32 = 10;
+    /// Denials turned into allows by an unexpired grant.
+    pub const GRANTED: u32 = 10;
+    pub const COUNT: u32 = 11;
     pub const NAMES: [&str; COUNT as usize] = [
         "allow",
         "deny",
@@ -110,5 +115,6 @@ pub mod stat {
         "unmanaged",
         "quarantined",
         "credential_revoked",
+        "granted",
     ];
 }

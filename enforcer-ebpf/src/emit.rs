@@ -49,7 +49,7 @@ pub enum Target {
 #[inline(always)]
 pub fn conclude(hook: u32, subject: &Subject, judgement: Judgement, target: &Target) -> i32 {
     let (decision, errno) = policy::decide(&subject.config, &judgement);
-    if policy::reported(&subject.config, decision) {
+    if policy::reported(&subject.config, decision, judgement.reason) {
         verdict(
             &Verdict {
                 hook,

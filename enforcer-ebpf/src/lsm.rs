@@ -10,7 +10,7 @@ use aya_ebpf::{
     bindings::path as bpf_path, helpers::bpf_probe_read_kernel, macros::lsm, programs::LsmContext,
 };
 use enforcer_common::{
-    maps::path_kind,
+    maps::{grant_kind, path_kind},
     verdict::{access, hook, restrict},
 };
 
@@ -129,8 +129,14 @@ fn judge_path(hook: u32, file: *const u8, wanted: u32) -> i32 {
     let judgement = match path::lookup(&resolved, subject.slot, subject.identity, exact_kind, dir_kind) {
         Ok(found) => match live_judgement(hook, subject.identity, found.hash, resolved.len, wanted) {
             Some(live) => live,
-            None if hook == hook::EXEC => Judgement::from_rule(found.read, subject.config.exec_default),
-            None => file_judgement(&subject, found, wanted),
+            None if hook == hook::EXEC => policy::granted_path(
+                Judgement::from_rule(found.read, subject.config.exec_default),
+                subject.identity,
+                found.hash,
+                resolved.len,
+                grant_kind::EXEC,
+            ),
+            None => file_judgement(&subject, found, wanted, resolved.len),
         },
         // Fail-closed: the rules could not be consulted.
         Err(why) => Judgement::refuse(why),
@@ -157,15 +163,29 @@ fn live_judgement(hook: u32, identity: u32, hash: u64, len: usize, wanted: u32) 
     policy::quarantined(identity, bits)
 }
 
-/// Read and write are judged separately; an open that asks for both needs both.
+/// Read and write are judged separately (each may be granted); an open that asks for
+/// both needs both.
 #[inline(always)]
-fn file_judgement(subject: &Subject, found: path::Found, wanted: u32) -> Judgement {
+fn file_judgement(subject: &Subject, found: path::Found, wanted: u32, len: usize) -> Judgement {
     let default = subject.config.file_default;
-    let read = Judgement::from_rule(found.read, default);
+    let id = subject.identity;
+    let read = policy::granted_path(
+        Judgement::from_rule(found.read, default),
+        id,
+        found.hash,
+        len,
+        grant_kind::FILE_READ,
+    );
     if wanted & access::WRITE == 0 {
         return read;
     }
-    let write = Judgement::from_rule(found.write, default);
+    let write = policy::granted_path(
+        Judgement::from_rule(found.write, default),
+        id,
+        found.hash,
+        len,
+        grant_kind::FILE_WRITE,
+    );
     if wanted & access::READ == 0 || read.action != enforcer_common::verdict::action::DENY {
         return write;
     }

@@ -7,8 +7,8 @@ use aya_ebpf::{
 use enforcer_common::{
     SLOTS, capacity,
     maps::{
-        Binding, CgroupKey, IdentityConfig, IdentityKey, NetEntry, NetKey, PathKey, PathRule, Quarantine,
-        RevokedKey, Scratch,
+        Binding, CgroupKey, Grant, GrantKey, IdentityConfig, IdentityKey, NetEntry, NetGrant, NetGrantKey,
+        NetKey, PathKey, PathRule, Quarantine, RevokedKey, Scratch,
     },
     verdict::stat,
 };
@@ -64,6 +64,15 @@ pub static QUARANTINE: HashMap<u32, Quarantine> = HashMap::with_max_entries(capa
 /// Revoked credential files: opening one is denied to every identity, whatever its policy.
 #[map(name = "REVOKED")]
 pub static REVOKED: HashMap<RevokedKey, u32> = HashMap::with_max_entries(capacity::REVOKED, 0);
+
+/// Time-bound exec and file grants. The expiry is compared with the kernel clock on each
+/// call, so a grant stops working at its instant with or without the agent.
+#[map(name = "GRANTS")]
+pub static GRANTS: HashMap<GrantKey, Grant> = HashMap::with_max_entries(capacity::GRANTS, 0);
+
+/// Time-bound network grants by (identity, destination prefix).
+#[map(name = "NET_GRANTS")]
+pub static NET_GRANTS: LpmTrie<NetGrantKey, NetGrant> = LpmTrie::with_max_entries(capacity::NET_GRANTS, 0);
 
 /// Adds one to a counter. A counter that cannot be found is not worth failing a syscall.
 #[inline(always)]

@@ -1,14 +1,15 @@
 //! The policy set in force for the current task, and how a judgement becomes a verdict.
 
 use enforcer_common::{
-    maps::{IdentityConfig, IdentityKey, RevokedKey},
-    verdict::{IDENTITY_LOG_ALLOW, RULE_DEFAULT, action, decision, mode, reason, stat},
+    maps::{GrantKey, IdentityConfig, IdentityKey, NET_GRANT_FIXED_BITS, NetGrantKey, RevokedKey},
+    verdict::{IDENTITY_LOG_ALLOW, RULE_DEFAULT, action, decision, mode, proto, reason, stat},
 };
 
 use crate::{
     identity,
-    maps::{ACTIVE, IDENTITIES, QUARANTINE, REVOKED, SLOT_GENERATION, count},
+    maps::{ACTIVE, GRANTS, IDENTITIES, NET_GRANTS, QUARANTINE, REVOKED, SLOT_GENERATION, count},
 };
+use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, maps::lpm_trie::Key};
 
 pub const EPERM: i32 = 1;
 
@@ -108,6 +109,55 @@ pub fn revoked(hash: u64, len: usize) -> Option<Judgement> {
     Some(Judgement { action: action::DENY, rule: *id, reason: reason::CREDENTIAL_REVOKED })
 }
 
+/// If `judgement` denies and an unexpired grant for this exact path and access exists,
+/// the grant's allow instead.
+#[inline(always)]
+pub fn granted_path(judgement: Judgement, identity: u32, hash: u64, len: usize, kind: u8) -> Judgement {
+    if judgement.action != action::DENY || reason::is_live(judgement.reason) {
+        return judgement;
+    }
+    #[expect(clippy::cast_possible_truncation, reason = "len < MAX_PATH")]
+    let key = GrantKey { hash, identity, len: len as u16, kind, pad: 0 };
+    // SAFETY: plain value read once.
+    match unsafe { GRANTS.get(&key) } {
+        Some(grant) => unexpired(judgement, grant.expires_ns, grant.id),
+        None => judgement,
+    }
+}
+
+/// If `judgement` denies and an unexpired grant covers this destination, its allow.
+#[inline(always)]
+pub fn granted_net(
+    judgement: Judgement,
+    identity: u32,
+    addr: [u8; 16],
+    port: u16,
+    protocol: u8,
+) -> Judgement {
+    if judgement.action != action::DENY || reason::is_live(judgement.reason) {
+        return judgement;
+    }
+    let key = Key::new(NET_GRANT_FIXED_BITS + 128, NetGrantKey { identity, addr });
+    let Some(grant) = NET_GRANTS.get(&key) else {
+        return judgement;
+    };
+    if (grant.proto != proto::ANY && grant.proto != protocol) || port < grant.port_lo || port > grant.port_hi
+    {
+        return judgement;
+    }
+    unexpired(judgement, grant.expires_ns, grant.id)
+}
+
+#[inline(always)]
+fn unexpired(judgement: Judgement, expires_ns: u64, id: u32) -> Judgement {
+    // SAFETY: helper without arguments.
+    if unsafe { bpf_ktime_get_boot_ns() } >= expires_ns {
+        return judgement;
+    }
+    count(stat::GRANTED);
+    Judgement { action: action::ALLOW, rule: id, reason: reason::GRANT }
+}
+
 /// The decision and the errno the caller gets. Audit mode turns a policy deny into
 /// `audit`; live-state denials (quarantine, revoked credential) hold in either mode.
 #[inline(always)]
@@ -127,10 +177,11 @@ pub fn decide(config: &IdentityConfig, judgement: &Judgement) -> (u32, i32) {
     (verdict, errno)
 }
 
-/// Deny and audit verdicts are always reported; allows only when the policy asks.
+/// Deny and audit verdicts are always reported, and so are allows that a grant made;
+/// other allows only when the policy asks.
 #[inline(always)]
-pub fn reported(config: &IdentityConfig, verdict: u32) -> bool {
-    verdict != decision::ALLOW || config.flags & IDENTITY_LOG_ALLOW != 0
+pub fn reported(config: &IdentityConfig, verdict: u32, why: u32) -> bool {
+    verdict != decision::ALLOW || why == reason::GRANT || config.flags & IDENTITY_LOG_ALLOW != 0
 }
 
 /// The identity's configuration, or an enforcing one when it cannot be read, so that

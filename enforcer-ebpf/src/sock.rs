@@ -91,7 +91,8 @@ fn judge(ctx: &SockAddrContext, hook: u32, family: u16) -> i32 {
     let addr = destination(ctx, family);
     let judgement = policy::quarantined(subject.identity, restrict::NETWORK).unwrap_or_else(|| {
         let found = rule_for(subject.slot, subject.identity, addr, port, protocol);
-        Judgement::from_rule(found, subject.config.net_default)
+        let judged = Judgement::from_rule(found, subject.config.net_default);
+        policy::granted_net(judged, subject.identity, addr, port, protocol)
     });
     let errno =
         emit::conclude(hook, &subject, judgement, &Target::Net { family, addr, port, proto: protocol });

@@ -192,3 +192,115 @@ fn bad_live_state_requests_are_refused_and_change_nothing() {
     assert_eq!(json(&out), serde_json::json!({}));
     assert!(!agent.records().iter().any(|r| field(r, "type") == "live"), "nothing recorded");
 }
+
+#[test]
+fn a_grant_allows_until_its_instant_even_with_the_agent_stopped() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let denied_tool = tool("/tmp/grant-tools", "true");
+    write_file("/tmp/grant/secret", "s");
+    let cgroup = TestCgroup::new("grant");
+    let body = format!(
+        "  exec:\n    - path: {denied_tool}\n      action: deny\n  file:\n    - path: /tmp/grant/secret\n      action: deny\n  network:\n    - cidr: 127.0.0.1/32\n      ports: {port}\n      action: deny\n"
+    );
+    let dirs = AgentDirs::new("grant", &policy("grant-policy", &cgroup, &body));
+    let mut agent = Agent::start(&dirs, "keep");
+    let all = |cg: &TestCgroup| {
+        let tool = denied_tool.clone();
+        (
+            run_in(Some(cg), || open_errno("/tmp/grant/secret", O_RDONLY)),
+            run_in(Some(cg), move || connect_errno(&format!("127.0.0.1:{port}"))),
+            run_in(Some(cg), move || run_in(None, || exec_errno(&tool))),
+        )
+    };
+    assert_eq!(all(&cgroup), (EPERM, EPERM, EPERM), "the policy denies all three");
+    let ttl = 10;
+    let granted_at = std::time::Instant::now();
+    let connect = format!("127.0.0.0/8:{port}/tcp");
+    let ttl_text = format!("{ttl}s");
+    for args in [
+        vec!["grant", "grant-policy", "--file", "/tmp/grant/secret", "--access", "read"],
+        vec!["grant", "grant-policy", "--connect", &connect],
+        vec!["grant", "grant-policy", "--exec", &denied_tool],
+    ] {
+        let mut args = args.clone();
+        args.extend(["--ttl", &ttl_text, "--reason", "incident 7 debugging"]);
+        let (code, out, err) = agent.cli(&args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(out.starts_with("grant "), "{out}");
+    }
+    assert_eq!(all(&cgroup), (0, 0, 0), "granted");
+    let r = agent.wait_record(|r| field(r, "type") == "verdict" && field(r, "reason") == "grant");
+    assert!(field(&r, "rule").starts_with("grant["), "{r}");
+    assert_eq!(r["decision"], "allow");
+    let (_, out, _) = agent.cli(&["--output", "json", "grants"]);
+    assert_eq!(json(&out).as_array().unwrap().len(), 3);
+    agent.stop();
+    assert_eq!(all(&cgroup), (0, 0, 0), "still granted with the agent stopped");
+    let expiry = Duration::from_secs(ttl) + Duration::from_millis(500);
+    std::thread::sleep(expiry.saturating_sub(granted_at.elapsed()));
+    assert_eq!(
+        all(&cgroup),
+        (EPERM, EPERM, EPERM),
+        "the kernel ended the grants at their instant, no agent running"
+    );
+    // The next agent tidies the expired grants away and records it.
+    let agent = Agent::start(&dirs, "detach");
+    agent.wait_record(|r| field(r, "type") == "live" && field(r, "action") == "grant-expired");
+    let (_, out, _) = agent.cli(&["--output", "json", "grants"]);
+    assert_eq!(json(&out), serde_json::json!([]));
+}
+
+#[test]
+fn bad_grant_requests_are_refused_and_a_grant_can_be_revoked() {
+    write_file("/tmp/grantbad/secret", "s");
+    let cgroup = TestCgroup::new("grantbad");
+    let dirs = AgentDirs::new(
+        "grantbad",
+        &policy(
+            "grantbad-policy",
+            &cgroup,
+            "  file:\n    - path: /tmp/grantbad/secret\n      action: deny\n",
+        ),
+    );
+    let agent = Agent::start(&dirs, "detach");
+    let base =
+        ["grant", "grantbad-policy", "--file", "/tmp/grantbad/secret", "--access", "read", "--reason", "r"];
+    for (ttl, message) in [
+        ("0s", "is zero"),
+        ("-5m", "expected a positive number"),
+        ("30d", "exceeds the limit"),
+        ("1y", "unknown unit"),
+    ] {
+        let mut args = base.to_vec();
+        let flag = format!("--ttl={ttl}");
+        args.push(&flag);
+        let (code, _, err) = agent.cli(&args);
+        assert_eq!(code, 2, "ttl {ttl}: {err}");
+        assert!(err.contains(message), "ttl {ttl}: expected {message:?} in {err}");
+    }
+    let (code, _, err) =
+        agent.cli(&["grant", "nobody", "--exec", "/bin/true", "--ttl", "1m", "--reason", "r"]);
+    assert_eq!(code, 3, "{err}");
+    let (code, _, err) =
+        agent.cli(&["grant", "grantbad-policy", "--exec", "bin/true", "--ttl", "1m", "--reason", "r"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = agent.cli(&["revoke-grant", "999"]);
+    assert_eq!(code, 3, "{err}");
+    let (_, out, _) = agent.cli(&["--output", "json", "grants"]);
+    assert_eq!(json(&out), serde_json::json!([]), "nothing was granted");
+
+    let mut args = base.to_vec();
+    args.extend(["--ttl", "1h"]);
+    let (code, out, err) = agent.cli(&["--output", "json"].iter().copied().chain(args).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{err}");
+    let id = json(&out)["id"].as_u64().unwrap().to_string();
+    assert_eq!(run_in(Some(&cgroup), || open_errno("/tmp/grantbad/secret", O_RDONLY)), 0);
+    assert_eq!(agent.cli(&["revoke-grant", &id]).0, 0);
+    assert_eq!(
+        run_in(Some(&cgroup), || open_errno("/tmp/grantbad/secret", O_RDONLY)),
+        EPERM,
+        "revoked at once"
+    );
+    agent.wait_record(|r| field(r, "type") == "live" && field(r, "action") == "grant-revoke");
+}

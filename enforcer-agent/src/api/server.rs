@@ -73,8 +73,21 @@ pub struct RevokeBody {
     pub reason: String,
 }
 
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrantBody {
+    pub identity: String,
+    pub target: crate::live::GrantTarget,
+    /// `90s`, `15m`, `2h`, `1d` (at most 7 days).
+    pub ttl: String,
+    pub reason: String,
+}
+
 #[derive(Debug, Clone)]
 pub enum LiveRequest {
+    Grant(GrantBody),
+    RevokeGrant(u32),
+    ListGrants,
     Quarantine(QuarantineBody),
     Release(String),
     ListQuarantines,
@@ -226,6 +239,7 @@ impl Server {
             .await;
     }
 
+    #[expect(clippy::too_many_lines, reason = "one flat routing table reads best")]
     async fn route(&self, request: Request<Incoming>, uid: u32) -> Response<Body> {
         let path = request.uri().path().to_owned();
         let query = Query::parse(request.uri().query().unwrap_or_default());
@@ -287,6 +301,15 @@ impl Server {
                 }
             }
             (&Method::GET, ["v1", "verdicts"]) => self.verdicts(&query),
+            (&Method::GET, ["v1", "grants"]) => self.live(LiveRequest::ListGrants, uid).await,
+            (&Method::POST, ["v1", "grants"]) => match read_json::<GrantBody>(request).await {
+                Ok(body) => self.live(LiveRequest::Grant(body), uid).await,
+                Err(response) => response,
+            },
+            (&Method::DELETE, ["v1", "grants", id]) => match id.parse() {
+                Ok(id) => self.live(LiveRequest::RevokeGrant(id), uid).await,
+                Err(_) => error(StatusCode::BAD_REQUEST, format!("grant id {id:?} is not a number")),
+            },
             (&Method::GET, ["v1", "quarantine"]) => self.live(LiveRequest::ListQuarantines, uid).await,
             (&Method::DELETE, ["v1", "quarantine", identity]) => {
                 self.live(LiveRequest::Release((*identity).to_owned()), uid).await

@@ -7,7 +7,11 @@ use hyper::Method;
 use serde_json::Value;
 
 use super::{Output, fail, print_json, runtime};
-use crate::api::client::{Client, encode};
+use crate::{
+    api::client::{Client, encode},
+    live::GrantTarget,
+    policy::model::Protocol,
+};
 
 fn send(socket: &Path, method: Method, path: &str, body: Option<Value>) -> Result<Value, ExitCode> {
     runtime()
@@ -96,4 +100,112 @@ pub fn list_revoked(socket: &Path, output: Output) -> ExitCode {
 
 fn text(v: &Value) -> String {
     v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+}
+
+/// `CIDR:PORT[-PORT]/PROTO` (IPv6 in brackets): `10.0.0.0/8:443/tcp`, `10.0.0.5:53/udp`,
+/// `[2001:db8::/32]:8000-8100/any`.
+pub fn parse_grant_connect(text: &str) -> Result<GrantTarget, String> {
+    let usage = || format!("{text:?}: expected CIDR:PORT/PROTO, e.g. 10.0.0.0/8:443/tcp");
+    let (rest, proto) = text.rsplit_once('/').ok_or_else(usage)?;
+    let protocol = match proto {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        "any" => Protocol::Any,
+        other => return Err(format!("protocol {other:?}: use tcp, udp or any")),
+    };
+    let (cidr, ports) = rest.rsplit_once(':').ok_or_else(usage)?;
+    let cidr = cidr.strip_prefix('[').and_then(|c| c.strip_suffix(']')).unwrap_or(cidr);
+    let port = |p: &str| p.parse::<u16>().map_err(|_| format!("{p:?} is not a port"));
+    let (port_lo, port_hi) = match ports.split_once('-') {
+        Some((lo, hi)) => (port(lo)?, port(hi)?),
+        None => (port(ports)?, port(ports)?),
+    };
+    Ok(GrantTarget::Connect { cidr: cidr.to_owned(), port_lo, port_hi, protocol })
+}
+
+pub fn grant(
+    socket: &Path,
+    identity: &str,
+    target: &GrantTarget,
+    ttl: &str,
+    reason: &str,
+    output: Output,
+) -> ExitCode {
+    let body = serde_json::json!({"identity": identity, "target": target, "ttl": ttl, "reason": reason});
+    match send(socket, Method::POST, "/v1/grants", Some(body)) {
+        Ok(v) => {
+            show(&v, output, |v| format!("grant {} for {identity} until {}", v["id"], text(&v["expires"])))
+        }
+        Err(code) => code,
+    }
+}
+
+pub fn grants(socket: &Path, output: Output) -> ExitCode {
+    match send(socket, Method::GET, "/v1/grants", None) {
+        Ok(v) => show(&v, output, |v| {
+            let mut out = format!("{:<5} {:<20} {:<40} {:<31} REASON", "ID", "IDENTITY", "TARGET", "EXPIRES");
+            for g in v.as_array().into_iter().flatten() {
+                let t = &g["target"];
+                let target = match t["kind"].as_str() {
+                    Some("connect") => {
+                        format!(
+                            "connect {}:{}-{}/{}",
+                            text(&t["cidr"]),
+                            t["portLo"],
+                            t["portHi"],
+                            text(&t["protocol"])
+                        )
+                    }
+                    Some("file") => format!("file {} {}", text(&t["path"]), t["access"]),
+                    _ => format!("exec {}", text(&t["path"])),
+                };
+                let _ = write!(
+                    out,
+                    "\n{:<5} {:<20} {target:<40} {:<31} {}",
+                    g["id"],
+                    text(&g["identity"]),
+                    text(&g["expires"]),
+                    text(&g["reason"])
+                );
+            }
+            out
+        }),
+        Err(code) => code,
+    }
+}
+
+pub fn revoke_grant(socket: &Path, id: u32, output: Output) -> ExitCode {
+    match send(socket, Method::DELETE, &format!("/v1/grants/{id}"), None) {
+        Ok(v) => show(&v, output, |_| format!("grant {id} revoked")),
+        Err(code) => code,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_grant_targets() {
+        assert_eq!(
+            parse_grant_connect("10.0.0.0/8:443/tcp").unwrap(),
+            GrantTarget::Connect {
+                cidr: "10.0.0.0/8".into(),
+                port_lo: 443,
+                port_hi: 443,
+                protocol: Protocol::Tcp
+            }
+        );
+        assert_eq!(
+            parse_grant_connect("[2001:db8::/32]:8000-8100/any").unwrap(),
+            GrantTarget::Connect {
+                cidr: "2001:db8::/32".into(),
+                port_lo: 8000,
+                port_hi: 8100,
+                protocol: Protocol::Any
+            }
+        );
+        assert!(parse_grant_connect("10.0.0.0/8:443").is_err());
+        assert!(parse_grant_connect("10.0.0.0/8/tcp").is_err());
+    }
 }
