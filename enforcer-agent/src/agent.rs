@@ -384,6 +384,9 @@ fn drain(
                 if let Err(e) = ctx.log.write(&record) {
                     tracing::warn!(error = %e, "writing verdict log");
                 }
+                if record.decision == "pending" {
+                    ctx.note_pending(&record);
+                }
             }
             Err(e) => tracing::warn!(error = %e, "undecodable event"),
         }

@@ -38,6 +38,15 @@ pub struct Control<'a> {
     pub live: LiveState,
 }
 
+/// What a live-state request comes to.
+enum Planned {
+    Listing(serde_json::Value),
+    /// (action, identity, path, reason, answer)
+    Change(LiveChange),
+}
+
+type LiveChange = (&'static str, Option<String>, Option<String>, Option<String>, serde_json::Value);
+
 /// A change of live state, as recorded in the verdict log.
 #[derive(serde::Serialize)]
 struct LiveRecord<'a> {
@@ -111,69 +120,11 @@ impl Control<'_> {
     /// Applies a live-state change: saved first, then mirrored into the kernel, then
     /// recorded. Bad input changes nothing.
     fn live_change(&mut self, request: LiveRequest, uid: u32) -> Result<serde_json::Value, Failure> {
-        let bad = |message: String| Failure { status: 400, message };
-        let missing = |message: String| Failure { status: 404, message };
         let now = crate::record::Clock::now().wall(crate::agent::boot_ns());
         let mut next = self.live.clone();
-        let (action, identity, path, reason, answer) = match request {
-            LiveRequest::ListQuarantines => {
-                return Ok(serde_json::to_value(&self.live.quarantines).expect("serialises"));
-            }
-            LiveRequest::ListRevoked => {
-                return Ok(serde_json::to_value(&self.live.revoked).expect("serialises"));
-            }
-            LiveRequest::ListGrants => {
-                let list: Vec<_> = self.live.grants.values().collect();
-                return Ok(serde_json::to_value(list).expect("serialises"));
-            }
-            LiveRequest::Grant(body) => {
-                let ttl = parse_ttl(&body.ttl).map_err(bad)?;
-                if !self.engine.policies().iter().any(|p| p.identity == body.identity) {
-                    return Err(missing(format!("no policy governs identity {:?}", body.identity)));
-                }
-                let entry = next
-                    .add_grant(&body.identity, body.target, ttl, &body.reason, uid, Clock::unix_now_ns(), now)
-                    .map_err(bad)?;
-                let answer = serde_json::to_value(&entry).expect("serialises");
-                ("grant", Some(body.identity), None, Some(body.reason), answer)
-            }
-            LiveRequest::RevokeGrant(id) => {
-                let Some(entry) = next.grants.remove(&id) else {
-                    return Err(missing(format!("no grant {id}")));
-                };
-                let answer = serde_json::json!({"id": id, "revoked": true});
-                ("grant-revoke", Some(entry.identity), None, None, answer)
-            }
-            LiveRequest::Quarantine(body) => {
-                check_reason(&body.reason).map_err(bad)?;
-                if !self.engine.policies().iter().any(|p| p.identity == body.identity) {
-                    return Err(missing(format!("no policy governs identity {:?}", body.identity)));
-                }
-                let entry = QuarantineEntry { reason: body.reason.clone(), uid, since: now };
-                next.quarantines.insert(body.identity.clone(), entry.clone());
-                let answer = serde_json::json!({"identity": body.identity, "quarantine": entry});
-                ("quarantine", Some(body.identity), None, Some(body.reason), answer)
-            }
-            LiveRequest::Release(identity) => {
-                if next.quarantines.remove(&identity).is_none() {
-                    return Err(missing(format!("identity {identity:?} is not quarantined")));
-                }
-                let answer = serde_json::json!({"identity": identity, "released": true});
-                ("release", Some(identity), None, None, answer)
-            }
-            LiveRequest::Revoke(body) => {
-                let (path, id) = next.revoke(&body.path, &body.reason, uid, now).map_err(bad)?;
-                let answer = serde_json::json!({"path": path, "id": id});
-                ("credential-revoke", None, Some(path), Some(body.reason), answer)
-            }
-            LiveRequest::Unrevoke(path) => {
-                let path = crate::policy::validate::normalise(&path).map_err(bad)?;
-                if next.revoked.remove(&path).is_none() {
-                    return Err(missing(format!("{path:?} is not revoked")));
-                }
-                let answer = serde_json::json!({"path": path, "unrevoked": true});
-                ("credential-unrevoke", None, Some(path), None, answer)
-            }
+        let (action, identity, path, reason, answer) = match self.plan_live(&mut next, request, uid, now)? {
+            Planned::Listing(value) => return Ok(value),
+            Planned::Change(change) => change,
         };
         self.state.save_live(&next).map_err(|e| Failure { status: 500, message: e.to_string() })?;
         self.engine.sync_live(&next).map_err(|e| Failure { status: 500, message: e.to_string() })?;
@@ -231,12 +182,144 @@ impl Control<'_> {
         Ok(ApplyResult { generation: applied.generation, dry_run, changes })
     }
 
+    /// Works out a live-state request on `next` (a copy of the state in force).
+    fn plan_live(
+        &self,
+        next: &mut LiveState,
+        request: LiveRequest,
+        uid: u32,
+        now: String,
+    ) -> Result<Planned, Failure> {
+        let bad = |message: String| Failure { status: 400, message };
+        let missing = |message: String| Failure { status: 404, message };
+        let change = match request {
+            LiveRequest::ListQuarantines => {
+                return Ok(Planned::Listing(
+                    serde_json::to_value(&self.live.quarantines).expect("serialises"),
+                ));
+            }
+            LiveRequest::ListRevoked => {
+                return Ok(Planned::Listing(serde_json::to_value(&self.live.revoked).expect("serialises")));
+            }
+            LiveRequest::ListApprovals => {
+                let list: Vec<_> = self.live.approvals.values().collect();
+                return Ok(Planned::Listing(serde_json::to_value(list).expect("serialises")));
+            }
+            LiveRequest::Approve(id, answer) => {
+                let ttl = parse_ttl(answer.ttl.as_deref().unwrap_or_default()).map_err(bad)?;
+                let Some(request) = next.approvals.remove(&id) else {
+                    return Err(missing(format!("no open approval request {id}")));
+                };
+                let reason = answer.reason.unwrap_or_else(|| format!("approved request {id}"));
+                let grant = next
+                    .add_grant(
+                        &request.identity,
+                        request.target,
+                        ttl,
+                        &reason,
+                        uid,
+                        Clock::unix_now_ns(),
+                        now,
+                    )
+                    .map_err(bad)?;
+                let answer = serde_json::json!({"request": id, "grant": grant});
+                ("approval-approved", Some(request.identity), None, Some(reason), answer)
+            }
+            LiveRequest::DenyApproval(id, answer) => {
+                let Some(request) = next.approvals.remove(&id) else {
+                    return Err(missing(format!("no open approval request {id}")));
+                };
+                let answer_json = serde_json::json!({"request": id, "denied": true});
+                ("approval-denied", Some(request.identity), None, answer.reason, answer_json)
+            }
+            LiveRequest::ListGrants => {
+                let list: Vec<_> = self.live.grants.values().collect();
+                return Ok(Planned::Listing(serde_json::to_value(list).expect("serialises")));
+            }
+            LiveRequest::Grant(body) => {
+                let ttl = parse_ttl(&body.ttl).map_err(bad)?;
+                if !self.engine.policies().iter().any(|p| p.identity == body.identity) {
+                    return Err(missing(format!("no policy governs identity {:?}", body.identity)));
+                }
+                let entry = next
+                    .add_grant(&body.identity, body.target, ttl, &body.reason, uid, Clock::unix_now_ns(), now)
+                    .map_err(bad)?;
+                let answer = serde_json::to_value(&entry).expect("serialises");
+                ("grant", Some(body.identity), None, Some(body.reason), answer)
+            }
+            LiveRequest::RevokeGrant(id) => {
+                let Some(entry) = next.grants.remove(&id) else {
+                    return Err(missing(format!("no grant {id}")));
+                };
+                let answer = serde_json::json!({"id": id, "revoked": true});
+                ("grant-revoke", Some(entry.identity), None, None, answer)
+            }
+            LiveRequest::Quarantine(body) => {
+                check_reason(&body.reason).map_err(bad)?;
+                if !self.engine.policies().iter().any(|p| p.identity == body.identity) {
+                    return Err(missing(format!("no policy governs identity {:?}", body.identity)));
+                }
+                let entry = QuarantineEntry { reason: body.reason.clone(), uid, since: now };
+                next.quarantines.insert(body.identity.clone(), entry.clone());
+                let answer = serde_json::json!({"identity": body.identity, "quarantine": entry});
+                ("quarantine", Some(body.identity), None, Some(body.reason), answer)
+            }
+            LiveRequest::Release(identity) => {
+                if next.quarantines.remove(&identity).is_none() {
+                    return Err(missing(format!("identity {identity:?} is not quarantined")));
+                }
+                let answer = serde_json::json!({"identity": identity, "released": true});
+                ("release", Some(identity), None, None, answer)
+            }
+            LiveRequest::Revoke(body) => {
+                let (path, id) = next.revoke(&body.path, &body.reason, uid, now).map_err(bad)?;
+                let answer = serde_json::json!({"path": path, "id": id});
+                ("credential-revoke", None, Some(path), Some(body.reason), answer)
+            }
+            LiveRequest::Unrevoke(path) => {
+                let path = crate::policy::validate::normalise(&path).map_err(bad)?;
+                if next.revoked.remove(&path).is_none() {
+                    return Err(missing(format!("{path:?} is not revoked")));
+                }
+                let answer = serde_json::json!({"path": path, "unrevoked": true});
+                ("credential-unrevoke", None, Some(path), None, answer)
+            }
+        };
+        Ok(Planned::Change(change))
+    }
+
+    /// Opens (or counts a repeat of) an approval request for a `pending` verdict.
+    pub fn note_pending(&mut self, record: &crate::record::VerdictRecord) {
+        let now = record.time.clone();
+        let Some((request, new)) = self.live.note_pending(record, Clock::unix_now_ns(), &now) else { return };
+        if !new {
+            return;
+        }
+        if let Err(e) = self.state.save_live(&self.live) {
+            tracing::warn!(error = %e, "saving an approval request");
+        }
+        tracing::info!(id = request.id, identity = %request.identity, "approval requested");
+        let record = serde_json::json!({
+            "time": now,
+            "type": "live",
+            "action": "approval-requested",
+            "identity": request.identity,
+            "request": request.id,
+            "target": request.target,
+            "pid": request.pid,
+        });
+        if let Err(e) = self.log.write(&record) {
+            tracing::warn!(error = %e, "writing verdict log");
+        }
+    }
+
     /// Drops expired grants from the live state and records each expiry. The kernel has
     /// already stopped honouring them at their instant; this only tidies up.
     pub fn expire_grants(&mut self) {
         let mut next = self.live.clone();
         let expired = next.expire(Clock::unix_now_ns());
-        if expired.is_empty() {
+        let lapsed = next.expire_approvals(Clock::unix_now_ns());
+        if expired.is_empty() && lapsed.is_empty() {
             return;
         }
         if let Err(e) = self
@@ -249,6 +332,18 @@ impl Control<'_> {
             return;
         }
         self.live = next;
+        for request in lapsed {
+            let record = serde_json::json!({
+                "time": Clock::now().wall(crate::agent::boot_ns()),
+                "type": "live",
+                "action": "approval-expired",
+                "identity": request.identity,
+                "request": request.id,
+            });
+            if let Err(e) = self.log.write(&record) {
+                tracing::warn!(error = %e, "writing verdict log");
+            }
+        }
         for grant in expired {
             let record = serde_json::json!({
                 "time": Clock::now().wall(crate::agent::boot_ns()),

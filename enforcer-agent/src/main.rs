@@ -67,6 +67,30 @@ enum Command {
     /// Revoked credentials: files denied to every identity, whatever its policy.
     #[command(subcommand)]
     Credentials(CredentialsCommand),
+    /// Step-up requests (rules with `action: approve`): list, approve into a grant, deny.
+    Approvals {
+        #[command(subcommand)]
+        answer: Option<ApprovalsCommand>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApprovalsCommand {
+    /// Turn request ID into a time-bound grant: the next attempt succeeds.
+    Approve {
+        id: u32,
+        /// How long the grant lasts: `90s`, `15m`, `2h`, `1d`.
+        #[arg(long)]
+        ttl: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Close request ID without granting anything.
+    Deny {
+        id: u32,
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -278,6 +302,13 @@ fn main() -> ExitCode {
             output,
         ),
         Command::Grant(args) => grant(socket, args, output),
+        Command::Approvals { answer: None } => cli::live::approvals(socket, output),
+        Command::Approvals { answer: Some(ApprovalsCommand::Approve { id, ttl, reason }) } => {
+            cli::live::answer(socket, id, true, Some(&ttl), reason.as_deref(), output)
+        }
+        Command::Approvals { answer: Some(ApprovalsCommand::Deny { id, reason }) } => {
+            cli::live::answer(socket, id, false, None, reason.as_deref(), output)
+        }
         Command::Grants => cli::live::grants(socket, output),
         Command::RevokeGrant { id } => cli::live::revoke_grant(socket, id, output),
         Command::Release { identity } => cli::live::release(socket, &identity, output),

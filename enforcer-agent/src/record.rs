@@ -59,6 +59,7 @@ fn decision_name(code: u32) -> &'static str {
         decision::ALLOW => "allow",
         decision::DENY => "deny",
         decision::AUDIT => "audit",
+        decision::PENDING => "pending",
         _ => "unknown",
     }
 }

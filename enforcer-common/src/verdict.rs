@@ -16,6 +16,8 @@ pub mod decision {
     pub const DENY: u32 = 1;
     /// Would have been denied; allowed because the policy is in audit mode.
     pub const AUDIT: u32 = 2;
+    /// Denied until approved: the rule says `approve` and no grant exists yet.
+    pub const PENDING: u32 = 3;
 }
 
 /// What a rule or a default says.
@@ -24,6 +26,9 @@ pub mod action {
     pub const NONE: u8 = 0;
     pub const ALLOW: u8 = 1;
     pub const DENY: u8 = 2;
+    /// Step-up: denied (decision `pending`) unless a grant exists; the agent opens an
+    /// approval request.
+    pub const APPROVE: u8 = 3;
 }
 
 /// Policy mode.

@@ -186,7 +186,8 @@ fn file_judgement(subject: &Subject, found: path::Found, wanted: u32, len: usize
         len,
         grant_kind::FILE_WRITE,
     );
-    if wanted & access::READ == 0 || read.action != enforcer_common::verdict::action::DENY {
+    // The first access that is not allowed decides; otherwise the write judgement.
+    if wanted & access::READ == 0 || read.action == enforcer_common::verdict::action::ALLOW {
         return write;
     }
     read

@@ -113,7 +113,7 @@ pub fn revoked(hash: u64, len: usize) -> Option<Judgement> {
 /// the grant's allow instead.
 #[inline(always)]
 pub fn granted_path(judgement: Judgement, identity: u32, hash: u64, len: usize, kind: u8) -> Judgement {
-    if judgement.action != action::DENY || reason::is_live(judgement.reason) {
+    if judgement.action == action::ALLOW || reason::is_live(judgement.reason) {
         return judgement;
     }
     #[expect(clippy::cast_possible_truncation, reason = "len < MAX_PATH")]
@@ -134,7 +134,7 @@ pub fn granted_net(
     port: u16,
     protocol: u8,
 ) -> Judgement {
-    if judgement.action != action::DENY || reason::is_live(judgement.reason) {
+    if judgement.action == action::ALLOW || reason::is_live(judgement.reason) {
         return judgement;
     }
     let key = Key::new(NET_GRANT_FIXED_BITS + 128, NetGrantKey { identity, addr });
@@ -162,10 +162,12 @@ fn unexpired(judgement: Judgement, expires_ns: u64, id: u32) -> Judgement {
 /// `audit`; live-state denials (quarantine, revoked credential) hold in either mode.
 #[inline(always)]
 pub fn decide(config: &IdentityConfig, judgement: &Judgement) -> (u32, i32) {
-    let (verdict, errno) = if judgement.action != action::DENY {
+    let (verdict, errno) = if judgement.action == action::ALLOW {
         (decision::ALLOW, 0)
     } else if config.mode == mode::AUDIT && !reason::is_live(judgement.reason) {
         (decision::AUDIT, 0)
+    } else if judgement.action == action::APPROVE {
+        (decision::PENDING, EPERM)
     } else {
         (decision::DENY, EPERM)
     };

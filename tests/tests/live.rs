@@ -214,8 +214,7 @@ fn a_grant_allows_until_its_instant_even_with_the_agent_stopped() {
         )
     };
     assert_eq!(all(&cgroup), (EPERM, EPERM, EPERM), "the policy denies all three");
-    let ttl = 10;
-    let granted_at = std::time::Instant::now();
+    let ttl = 15;
     let connect = format!("127.0.0.0/8:{port}/tcp");
     let ttl_text = format!("{ttl}s");
     for args in [
@@ -229,6 +228,8 @@ fn a_grant_allows_until_its_instant_even_with_the_agent_stopped() {
         assert_eq!(code, 0, "{args:?}: {err}");
         assert!(out.starts_with("grant "), "{out}");
     }
+    // The last grant was made now, so all have expired once its TTL has passed from here.
+    let granted_at = std::time::Instant::now();
     assert_eq!(all(&cgroup), (0, 0, 0), "granted");
     let r = agent.wait_record(|r| field(r, "type") == "verdict" && field(r, "reason") == "grant");
     assert!(field(&r, "rule").starts_with("grant["), "{r}");
@@ -303,4 +304,75 @@ fn bad_grant_requests_are_refused_and_a_grant_can_be_revoked() {
         "revoked at once"
     );
     agent.wait_record(|r| field(r, "type") == "live" && field(r, "action") == "grant-revoke");
+}
+
+#[test]
+fn step_up_approval_from_pending_to_grant() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let deploy = tool("/tmp/approve-tools", "true");
+    let cgroup = TestCgroup::new("approve");
+    let body = format!(
+        "  exec:\n    - path: {deploy}\n      action: approve\n  network:\n    - cidr: 127.0.0.1/32\n      ports: {port}\n      action: approve\n"
+    );
+    let dirs = AgentDirs::new("approve", &policy("approve-policy", &cgroup, &body));
+    let agent = Agent::start(&dirs, "detach");
+    let exec = |cg: &TestCgroup| {
+        let t = deploy.clone();
+        run_in(Some(cg), move || run_in(None, || exec_errno(&t)))
+    };
+    let connect = |cg: &TestCgroup| run_in(Some(cg), move || connect_errno(&format!("127.0.0.1:{port}")));
+    assert_eq!(exec(&cgroup), EPERM, "the first attempt is held back");
+    assert_eq!(exec(&cgroup), EPERM, "and so is a repeat");
+    let r = agent.wait_record(|r| field(r, "type") == "verdict" && field(r, "decision") == "pending");
+    assert_eq!(r["hook"], "exec");
+    assert_eq!(r["rule"], "exec[0]");
+    agent.wait_record(|r| field(r, "type") == "live" && field(r, "action") == "approval-requested");
+    // Repeats count on the open request instead of adding requests.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let request = loop {
+        let (_, out, _) = agent.cli(&["--output", "json", "approvals"]);
+        let list = json(&out);
+        let list = list.as_array().unwrap();
+        assert_eq!(list.len(), 1, "one request for repeated attempts: {out}");
+        if list[0]["attempts"] == 2 {
+            break list[0].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "attempts never reached 2: {out}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(request["identity"], "approve-policy");
+    assert_eq!(request["target"]["kind"], "exec");
+    assert_eq!(request["target"]["path"], deploy.as_str());
+    let id = request["id"].as_u64().unwrap().to_string();
+    let (code, _, err) = agent.cli(&["approvals", "approve", &id, "--ttl", "0s"]);
+    assert_eq!(code, 2, "a zero TTL is refused: {err}");
+    let (code, _, err) = agent.cli(&["approvals", "approve", "999", "--ttl", "1h"]);
+    assert_eq!(code, 3, "an unknown request: {err}");
+    let (code, out, err) =
+        agent.cli(&["approvals", "approve", &id, "--ttl", "1h", "--reason", "change 1234"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("approved: grant"), "{out}");
+    assert_eq!(exec(&cgroup), 0, "the next attempt succeeds");
+    let r = agent.wait_record(|r| {
+        field(r, "type") == "verdict" && field(r, "reason") == "grant" && field(r, "hook") == "exec"
+    });
+    assert_eq!(r["decision"], "allow");
+
+    assert_eq!(connect(&cgroup), EPERM);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let id = loop {
+        let (_, out, _) = agent.cli(&["--output", "json", "approvals"]);
+        if let Some(first) = json(&out).as_array().unwrap().first() {
+            assert_eq!(first["target"]["kind"], "connect");
+            break first["id"].as_u64().unwrap().to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no request for the connect");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (code, out, err) = agent.cli(&["approvals", "deny", &id, "--reason", "not during the freeze"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("denied"), "{out}");
+    assert_eq!(connect(&cgroup), EPERM, "still held back after a denial");
+    agent.wait_record(|r| field(r, "type") == "live" && field(r, "action") == "approval-denied");
 }

@@ -83,8 +83,22 @@ pub struct GrantBody {
     pub reason: String,
 }
 
+/// Answer to an approval request.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApprovalAnswer {
+    /// How long the resulting grant lasts (approve only).
+    #[serde(default)]
+    pub ttl: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub enum LiveRequest {
+    ListApprovals,
+    Approve(u32, ApprovalAnswer),
+    DenyApproval(u32, ApprovalAnswer),
     Grant(GrantBody),
     RevokeGrant(u32),
     ListGrants,
@@ -301,6 +315,22 @@ impl Server {
                 }
             }
             (&Method::GET, ["v1", "verdicts"]) => self.verdicts(&query),
+            (&Method::GET, ["v1", "approvals"]) => self.live(LiveRequest::ListApprovals, uid).await,
+            (&Method::POST, ["v1", "approvals", id, verb @ ("approve" | "deny")]) => {
+                let Ok(id) = id.parse() else {
+                    return error(StatusCode::BAD_REQUEST, format!("request id {id:?} is not a number"));
+                };
+                let answer = match read_json::<ApprovalAnswer>(request).await {
+                    Ok(answer) => answer,
+                    Err(response) => return response,
+                };
+                let request = if *verb == "approve" {
+                    LiveRequest::Approve(id, answer)
+                } else {
+                    LiveRequest::DenyApproval(id, answer)
+                };
+                self.live(request, uid).await
+            }
             (&Method::GET, ["v1", "grants"]) => self.live(LiveRequest::ListGrants, uid).await,
             (&Method::POST, ["v1", "grants"]) => match read_json::<GrantBody>(request).await {
                 Ok(body) => self.live(LiveRequest::Grant(body), uid).await,

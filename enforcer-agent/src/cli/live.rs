@@ -181,6 +181,62 @@ pub fn revoke_grant(socket: &Path, id: u32, output: Output) -> ExitCode {
     }
 }
 
+pub fn approvals(socket: &Path, output: Output) -> ExitCode {
+    match send(socket, Method::GET, "/v1/approvals", None) {
+        Ok(v) => show(&v, output, |v| {
+            let mut out =
+                format!("{:<5} {:<20} {:<44} {:>8}  PROCESS", "ID", "IDENTITY", "TARGET", "ATTEMPTS");
+            for a in v.as_array().into_iter().flatten() {
+                let t = &a["target"];
+                let target = match t["kind"].as_str() {
+                    Some("connect") => {
+                        format!("connect {}:{}/{}", text(&t["cidr"]), t["portLo"], text(&t["protocol"]))
+                    }
+                    Some("file") => format!("file {} {}", text(&t["path"]), t["access"]),
+                    _ => format!("exec {}", text(&t["path"])),
+                };
+                let _ = write!(
+                    out,
+                    "\n{:<5} {:<20} {target:<44} {:>8}  pid {} {}",
+                    a["id"],
+                    text(&a["identity"]),
+                    a["attempts"],
+                    a["pid"],
+                    text(&a["comm"])
+                );
+            }
+            out
+        }),
+        Err(code) => code,
+    }
+}
+
+pub fn answer(
+    socket: &Path,
+    id: u32,
+    approve: bool,
+    ttl: Option<&str>,
+    reason: Option<&str>,
+    output: Output,
+) -> ExitCode {
+    let verb = if approve { "approve" } else { "deny" };
+    let body = serde_json::json!({"ttl": ttl, "reason": reason});
+    match send(socket, Method::POST, &format!("/v1/approvals/{id}/{verb}"), Some(body)) {
+        Ok(v) => show(&v, output, |v| {
+            if approve {
+                format!(
+                    "request {id} approved: grant {} until {}",
+                    v["grant"]["id"],
+                    text(&v["grant"]["expires"])
+                )
+            } else {
+                format!("request {id} denied")
+            }
+        }),
+        Err(code) => code,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,6 +35,7 @@ fn action_code(a: Action) -> u8 {
     match a {
         Action::Allow => action::ALLOW,
         Action::Deny => action::DENY,
+        Action::Approve => action::APPROVE,
     }
 }
 

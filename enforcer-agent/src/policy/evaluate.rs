@@ -51,8 +51,8 @@ pub fn evaluate(policy: &Valid, request: &Request) -> Result<Explanation, String
                     "file",
                 );
                 // An open that needs several accesses is denied if any is.
-                if outcome.is_none() || result.0 == Action::Deny {
-                    let deny = result.0 == Action::Deny;
+                if outcome.is_none() || result.0 != Action::Allow {
+                    let deny = result.0 != Action::Allow;
                     outcome = Some(result);
                     if deny {
                         break;
@@ -66,7 +66,8 @@ pub fn evaluate(policy: &Valid, request: &Request) -> Result<Explanation, String
     let decision = match (action, policy.mode) {
         (Action::Allow, _) => "allow",
         (Action::Deny, Mode::Enforce) => "deny",
-        (Action::Deny, Mode::Audit) => "audit",
+        (Action::Deny | Action::Approve, Mode::Audit) => "audit",
+        (Action::Approve, Mode::Enforce) => "pending",
     };
     Ok(Explanation { decision: decision.to_owned(), rule, because })
 }
@@ -147,6 +148,7 @@ fn action_name(a: Action) -> &'static str {
     match a {
         Action::Allow => "allow",
         Action::Deny => "deny",
+        Action::Approve => "approve",
     }
 }
 

@@ -140,6 +140,9 @@ pub enum Action {
     #[default]
     Allow,
     Deny,
+    /// Step-up: denied with decision `pending` until an operator approves a time-bound
+    /// grant. Rules only.
+    Approve,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

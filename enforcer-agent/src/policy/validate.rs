@@ -160,6 +160,18 @@ pub fn validate(policy: &Policy) -> Result<Valid, PolicyError> {
     }
     check_name(&name).map_err(|p| err("metadata.name", p))?;
     let identity = policy.spec.identity_name(&policy.metadata).to_owned();
+    let d = &policy.spec.defaults;
+    for (field, action) in
+        [("spec.defaults.exec", d.exec), ("spec.defaults.file", d.file), ("spec.defaults.network", d.network)]
+    {
+        if action == Action::Approve {
+            return Err(err(field, "approve is for rules; a default is allow or deny".into()));
+        }
+    }
+    let q = &policy.spec.quarantine;
+    if [q.exec, q.file_read, q.file_write, q.network].contains(&Action::Approve) {
+        return Err(err("spec.quarantine", "a quarantine restriction is allow or deny".into()));
+    }
     check_name(&identity).map_err(|p| err("spec.identity", p))?;
     let selector = selector(&policy.spec.selector).map_err(|(f, p)| err(f, p))?;
 
