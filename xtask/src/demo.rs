@@ -1,14 +1,13 @@
 //! `cargo xtask demo`: the example policies enforced on sample workloads — natively when
 //! the host kernel has BPF LSM active, otherwise inside a VM with Debian's 6.12 kernel.
 
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::{path::PathBuf, process::Command};
 
 use anyhow::bail;
 
 use crate::{
     build::{self, exec, workspace_root},
-    kernels,
-    vm::{self, Ending},
+    vm,
 };
 
 /// The demo guest: runs the demo script, then powers off.
@@ -17,8 +16,6 @@ ENFORCER=/bin/enforcer EXAMPLES=/examples CGROUP_ROOT=/sys/fs/cgroup sh /demo.sh
 echo "ENFORCER-VM done"
 poweroff -f
 "#;
-
-const MARK: &str = "ENFORCER-VM";
 
 pub fn run() -> anyhow::Result<()> {
     let agent = build::agent()?;
@@ -34,31 +31,9 @@ pub fn run() -> anyhow::Result<()> {
         let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
         extra.push((path, format!("examples/{name}")));
     }
-    let initrd = vm::build_initramfs("demo", &agent, &format!("{}{INIT_DEMO}", vm::INIT_PREAMBLE), &extra)?;
-    let kernel = kernels::by_name("6.12")?;
-    eprintln!("demo: booting Linux {} under QEMU (about a minute)", kernel.package);
-    let log = root.join("target/vm/demo.log");
-    let (mut ok, mut started) = (false, false);
-    let ending = vm::qemu(&kernel, &initrd, "", Duration::from_secs(600), &log, |line| {
-        if let Some(at) = line.find(MARK) {
-            started = true;
-            let rest = &line[at + MARK.len()..];
-            if let Some(release) = rest.trim().strip_prefix("kernel=") {
-                println!("guest kernel {release}");
-            }
-            return;
-        }
-        // Kernel messages start with a bracketed timestamp.
-        if started && !line.starts_with('[') {
-            println!("{line}");
-            ok |= line == "DEMO OK";
-        }
-    })?;
-    if let Ending::TimedOut = ending {
-        bail!("the demo VM did not finish within 10 minutes (see {})", log.display());
-    }
-    if !ok {
-        bail!("the demo did not complete (see {})", log.display());
+    let lines = vm::guest("demo", &agent, INIT_DEMO, &extra, "6.12")?;
+    if !lines.iter().any(|l| l == "DEMO OK") {
+        bail!("the demo did not complete (see target/vm/demo.log)");
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Build orchestration for enforcer: `cargo xtask <command>`.
 
+mod bench;
 mod build;
 mod ci;
 mod demo;
@@ -23,6 +24,12 @@ enum Command {
     VmTest(vm::Options),
     /// Run the example policies on sample workloads (in a VM if the kernel lacks BPF LSM).
     Demo,
+    /// Real-time decisioning figures (quarantine latency, grant expiry, open cost) in a VM.
+    Bench {
+        /// Kernel series to measure on.
+        #[arg(long, default_value = "6.12")]
+        kernel: String,
+    },
     /// Download (or find in the cache) the test kernels and print their paths.
     Kernels,
 }
@@ -31,6 +38,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Ci => ci::run(),
         Command::Demo => demo::run(),
+        Command::Bench { kernel } => bench::run(&kernel),
         Command::VmTest(options) => vm::run(&options),
         Command::Kernels => {
             for kernel in kernels::all()? {

@@ -148,6 +148,46 @@ pub fn qemu(
     Ok(ending)
 }
 
+/// Boots the `series` kernel with an initramfs named `name` whose /init runs
+/// [`INIT_PREAMBLE`] then `init_body` (which must print `ENFORCER-VM done` at the end),
+/// echoing the guest's own output (not the kernel's) and returning it.
+pub fn guest(
+    name: &str,
+    agent: &Path,
+    init_body: &str,
+    extra: &[(PathBuf, String)],
+    series: &str,
+) -> anyhow::Result<Vec<String>> {
+    let initrd = build_initramfs(name, agent, &format!("{INIT_PREAMBLE}{init_body}"), extra)?;
+    let kernel = kernels::by_name(series)?;
+    eprintln!("{name}: booting Linux {} under QEMU", kernel.package);
+    let log = workspace_root().join(format!("target/vm/{name}.log"));
+    let (mut lines, mut started, mut finished) = (Vec::new(), false, false);
+    let ending = qemu(&kernel, &initrd, "", Duration::from_mins(15), &log, |line| {
+        if let Some(at) = line.find(MARK) {
+            started = true;
+            let rest = line[at + MARK.len()..].trim();
+            if let Some(release) = rest.strip_prefix("kernel=") {
+                println!("guest kernel {release}");
+            }
+            finished |= rest == "done";
+            return;
+        }
+        // Kernel messages start with a bracketed timestamp.
+        if started && !line.starts_with('[') {
+            println!("{line}");
+            lines.push(line.to_owned());
+        }
+    })?;
+    if let Ending::TimedOut = ending {
+        bail!("the {name} VM did not finish within 15 minutes (see {})", log.display());
+    }
+    if !finished {
+        bail!("the {name} VM stopped early (see {})", log.display());
+    }
+    Ok(lines)
+}
+
 impl Summary {
     /// `kernel 6.1 (6.1.0-56-cloud-amd64): 12 passed, 0 failed, 0 skipped`
     fn line(&self) -> String {

@@ -1,0 +1,168 @@
+//! Real-time decisioning figures, measured inside a test VM by `cargo xtask bench`:
+//! signal-to-enforcement latency of a quarantine, API call time, grant expiry precision,
+//! and the cost of a managed `open()` next to an unmanaged one. Figures taken under
+//! emulation are only comparable with each other (ratios), not with a native kernel.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    net::TcpListener,
+    os::fd::FromRawFd as _,
+    time::{Duration, Instant},
+};
+
+use enforcer_agent::{api::client::Client, record::Clock};
+use enforcer_tests::{
+    Agent, AgentDirs, TestCgroup, connect_errno, open_errno, policy, run_in, run_in_dir, write_file,
+};
+use hyper::Method;
+
+/// A child in `cgroup` that runs `action` in a loop for `seconds`, reporting
+/// `unix_ns errno` lines (the time each call started) through a pipe.
+fn probe(cgroup: &TestCgroup, seconds: u64, action: fn() -> i32) -> std::thread::JoinHandle<Vec<(i64, i32)>> {
+    let mut fds = [0; 2];
+    // SAFETY: a valid two-element array for pipe(2).
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (read_end, write_end) = (fds[0], fds[1]);
+    let path = cgroup.path.clone();
+    std::thread::spawn(move || {
+        std::thread::spawn(move || {
+            run_in_dir(Some(&path), move || {
+                let end = Instant::now() + Duration::from_secs(seconds);
+                while Instant::now() < end {
+                    // Stamped before the call: the kernel judges it at or after this instant.
+                    let started = Clock::unix_now_ns();
+                    let errno = action();
+                    let line = format!("{started} {errno}\n");
+                    // SAFETY: writing our own buffer to the inherited pipe.
+                    unsafe { libc::write(write_end, line.as_ptr().cast(), line.len()) };
+                }
+                0
+            })
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        // SAFETY: closing the parent's copy of the write end once the child has it.
+        unsafe { libc::close(write_end) };
+        // SAFETY: the read end is ours.
+        let reader = BufReader::new(unsafe { std::fs::File::from_raw_fd(read_end) });
+        reader
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| {
+                let (ts, errno) = l.split_once(' ')?;
+                Some((ts.parse().ok()?, errno.parse().ok()?))
+            })
+            .collect()
+    })
+}
+
+fn call(
+    rt: &tokio::runtime::Runtime,
+    socket: &std::path::Path,
+    method: Method,
+    path: &str,
+    body: &str,
+) -> (Duration, serde_json::Value) {
+    let start = Instant::now();
+    let value: serde_json::Value =
+        rt.block_on(Client::new(socket).call(method, path, Some(body.to_owned()))).expect("API call");
+    (start.elapsed(), value)
+}
+
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+static PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // A closed port: an allowed connect fails at once with ECONNREFUSED (no backlog to
+    // fill), a denied one with EPERM.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    PORT.store(closed, std::sync::atomic::Ordering::Relaxed);
+    write_file("/tmp/bench/secret", "s");
+    write_file("/tmp/bench/plain", "p");
+    let cgroup = TestCgroup::new("bench");
+    let dirs = AgentDirs::new(
+        "bench",
+        &policy("bench-policy", &cgroup, "  file:\n    - path: /tmp/bench/secret\n      action: deny\n"),
+    );
+    let agent = Agent::start(&dirs, "detach");
+
+    // 1. Quarantine: syscalls after the API call returned that were still allowed.
+    let worker = probe(&cgroup, 3, || {
+        connect_errno(&format!("127.0.0.1:{}", PORT.load(std::sync::atomic::Ordering::Relaxed)))
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let body = r#"{"identity":"bench-policy","reason":"bench"}"#;
+    let (took, _) = call(&rt, &dirs.socket, Method::POST, "/v1/quarantine", body);
+    let returned = Clock::unix_now_ns();
+    let samples = worker.join().unwrap();
+    let after: Vec<_> = samples.iter().filter(|(ts, _)| *ts > returned).collect();
+    let allowed_after = after.iter().filter(|(_, e)| *e != libc::EPERM).count();
+    let first_denied = after.iter().find(|(_, e)| *e == libc::EPERM).map(|(ts, _)| ts - returned);
+    println!(
+        "quarantine: API call {:.3} ms; {} connects after it returned, {} of them allowed; first denial {} µs after the return",
+        took.as_secs_f64() * 1e3,
+        after.len(),
+        allowed_after,
+        first_denied.map_or(-1, |ns| ns / 1000)
+    );
+    println!(
+        "  signal-to-enforcement: {}",
+        if allowed_after == 0 { "the very next syscall" } else { "LATE" }
+    );
+
+    // 2. API call time for live-state changes (quarantine/release pairs).
+    let mut calls = Vec::new();
+    for _ in 0..50 {
+        calls.push(call(&rt, &dirs.socket, Method::DELETE, "/v1/quarantine/bench-policy", "").0);
+        calls.push(call(&rt, &dirs.socket, Method::POST, "/v1/quarantine", body).0);
+    }
+    call(&rt, &dirs.socket, Method::DELETE, "/v1/quarantine/bench-policy", "");
+    calls.sort();
+    println!(
+        "live-state API calls: median {:.3} ms, p99 {:.3} ms over {}",
+        percentile(&calls, 50).as_secs_f64() * 1e3,
+        percentile(&calls, 99).as_secs_f64() * 1e3,
+        calls.len()
+    );
+
+    // 3. Grant expiry precision, with the agent running.
+    let grant = r#"{"identity":"bench-policy","target":{"kind":"file","path":"/tmp/bench/secret","access":["read"]},"ttl":"2s","reason":"bench"}"#;
+    let (_, granted) = call(&rt, &dirs.socket, Method::POST, "/v1/grants", grant);
+    let expires = granted["expiresUnixNs"].as_i64().unwrap();
+    let samples = probe(&cgroup, 4, || open_errno("/tmp/bench/secret", libc::O_RDONLY)).join().unwrap();
+    let allowed_late = samples.iter().filter(|(ts, e)| *e == 0 && *ts > expires).count();
+    let last_allowed = samples.iter().filter(|(_, e)| *e == 0).map(|(ts, _)| *ts).max();
+    let first_denied =
+        samples.iter().filter(|(ts, e)| *e == libc::EPERM && *ts >= expires).map(|(ts, _)| *ts).min();
+    println!(
+        "grant expiry: {} opens, last allowed {} µs before the instant, first denial {} µs after it, {} allowed after it",
+        samples.len(),
+        last_allowed.map_or(-1, |t| (expires - t) / 1000),
+        first_denied.map_or(-1, |t| (t - expires) / 1000),
+        allowed_late
+    );
+    println!("  precision: {}", if allowed_late == 0 { "no allow after the instant" } else { "LATE" });
+
+    // 4. open() cost: managed (rules consulted) next to unmanaged, same run.
+    let open_loop = |cg: Option<&TestCgroup>| {
+        let start = Instant::now();
+        run_in(cg, || {
+            for _ in 0..20_000 {
+                open_errno("/tmp/bench/plain", libc::O_RDONLY);
+            }
+            0
+        });
+        start.elapsed()
+    };
+    let (unmanaged, managed) = (open_loop(None), open_loop(Some(&cgroup)));
+    println!(
+        "open()+close() x20000: unmanaged {:.1} ms, managed {:.1} ms, ratio {:.2}",
+        unmanaged.as_secs_f64() * 1e3,
+        managed.as_secs_f64() * 1e3,
+        managed.as_secs_f64() / unmanaged.as_secs_f64()
+    );
+    drop(agent);
+}
