@@ -74,7 +74,7 @@ step() { say ""; say "\$ $*"; }
 
 mkdir -p "$RUN/audit"
 for f in "$EXAMPLES"/*.yaml; do sed 's/mode: enforce/mode: audit/' "$f" > "$RUN/audit/$(basename "$f")"; done
-step enforcer policy apply -f examples/ "(in audit mode)"
+step 'enforcer policy apply -f examples/ "(in audit mode)"'
 "$ENFORCER" policy apply -f "$RUN/audit"
 say ""
 say "== audit mode: everything runs, what would be denied is logged"
@@ -106,9 +106,31 @@ say "== an unmanaged process is untouched"
 out=$(cat /srv/secrets/billing/db.key 2>&1) && say "  [ok  ] read /srv/secrets/billing/db.key outside any identity      allowed" \
   || { say "  [FAIL] unmanaged read was refused: $out"; failures=$((failures + 1)); }
 
+
+say ""
+say "== real-time decisioning: current facts change the very next syscall"
+step 'enforcer quarantine ci-runner --reason "token seen on a paste site"'
+"$ENFORCER" quarantine ci-runner --reason "token seen on a paste site"
+expect denied  "ci-runner connects to the registry (quarantined)" ci-runner nc -w 5 10.20.0.5 443
+expect denied  "ci-runner writes a file (quarantined)" ci-runner sh -c 'echo x > /tmp/ci-output'
+expect allowed "ci-runner still runs and reads (its quarantine allows exec)" ci-runner cat /srv/www/index.html
+step enforcer release ci-runner
+"$ENFORCER" release ci-runner
+expect allowed "ci-runner connects to the registry (released)" ci-runner nc -w 5 10.20.0.5 443
+step 'enforcer grant ci-runner --connect 203.0.113.7/32:443/tcp --ttl 4s --reason "one-off mirror sync"'
+"$ENFORCER" grant ci-runner --connect 203.0.113.7/32:443/tcp --ttl 4s --reason "one-off mirror sync"
+expect allowed "ci-runner connects to 203.0.113.7:443 (granted)" ci-runner nc -w 5 203.0.113.7 443
+sleep 5
+expect denied  "ci-runner connects to 203.0.113.7:443 (grant expired)" ci-runner nc -w 5 203.0.113.7 443
+step 'enforcer credentials revoke /srv/secrets/payments/api.key --reason "leaked in a build log"'
+"$ENFORCER" credentials revoke /srv/secrets/payments/api.key --reason "leaked in a build log"
+expect denied  "payments-api reads its own key (revoked)" payments cat /srv/secrets/payments/api.key
+
 sleep 1
 step enforcer verdicts tail --no-follow --decision deny
 "$ENFORCER" verdicts tail --no-follow --decision deny --last 20
+step enforcer verdicts tail --no-follow --identity ci-runner --decision allow
+"$ENFORCER" verdicts tail --no-follow --identity ci-runner --decision allow
 step enforcer check --identity ai-agent --connect 10.99.0.10:443/tcp
 "$ENFORCER" check --identity ai-agent --connect 10.99.0.10:443/tcp
 step enforcer identities
