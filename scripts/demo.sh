@@ -74,7 +74,7 @@ step() { say ""; say "\$ $*"; }
 
 mkdir -p "$RUN/audit"
 for f in "$EXAMPLES"/*.yaml; do sed 's/mode: enforce/mode: audit/' "$f" > "$RUN/audit/$(basename "$f")"; done
-step 'enforcer policy apply -f examples/ "(in audit mode)"'
+step 'enforcer policy apply -f examples/   # with mode: audit'
 "$ENFORCER" policy apply -f "$RUN/audit"
 say ""
 say "== audit mode: everything runs, what would be denied is logged"
