@@ -196,6 +196,13 @@ struct CheckArgs {
     /// Identity whose policy decides.
     #[arg(long)]
     identity: String,
+    #[command(flatten)]
+    target: TargetArgs,
+}
+
+/// The action a `check` explains or a `grant` allows: exactly one of the three.
+#[derive(clap::Args)]
+struct TargetArgs {
     /// Executing this program.
     #[arg(long)]
     exec: Option<String>,
@@ -205,7 +212,8 @@ struct CheckArgs {
     /// Access for --file: read, write (repeat or comma-separate for both).
     #[arg(long, value_enum, value_delimiter = ',')]
     access: Vec<AccessArg>,
-    /// Connecting to `ADDR:PORT/PROTO`, e.g. `10.0.0.1:443/tcp` or `[::1]:53/udp`.
+    /// Connecting to `ADDR:PORT/PROTO` (`check`, e.g. `10.0.0.1:443/tcp`) or
+    /// `CIDR:PORT/PROTO` (`grant`, e.g. `10.0.0.0/8:443/tcp`); IPv6 in brackets.
     #[arg(long)]
     connect: Option<String>,
 }
@@ -213,18 +221,8 @@ struct CheckArgs {
 #[derive(clap::Args)]
 struct GrantArgs {
     identity: String,
-    /// Executing this program.
-    #[arg(long)]
-    exec: Option<String>,
-    /// Opening this file (with --access).
-    #[arg(long)]
-    file: Option<String>,
-    /// Access for --file: read, write (comma-separate for both).
-    #[arg(long, value_enum, value_delimiter = ',')]
-    access: Vec<AccessArg>,
-    /// Connecting to `CIDR:PORT/PROTO`, e.g. `10.0.0.0/8:443/tcp`.
-    #[arg(long)]
-    connect: Option<String>,
+    #[command(flatten)]
+    target: TargetArgs,
     /// How long: `90s`, `15m`, `2h`, `1d` (at most 7 days).
     #[arg(long)]
     ttl: String,
@@ -244,9 +242,10 @@ fn accesses(list: &[AccessArg]) -> Vec<Access> {
 
 fn grant(socket: &std::path::Path, args: GrantArgs, output: Output) -> ExitCode {
     use enforcer_agent::live::GrantTarget;
-    let target = match (args.exec, args.file, args.connect) {
+    let t = args.target;
+    let target = match (t.exec, t.file, t.connect) {
         (Some(path), None, None) => GrantTarget::Exec { path },
-        (None, Some(path), None) => GrantTarget::File { path, access: accesses(&args.access) },
+        (None, Some(path), None) => GrantTarget::File { path, access: accesses(&t.access) },
         (None, None, Some(text)) => match cli::live::parse_grant_connect(&text) {
             Ok(t) => t,
             Err(e) => {
@@ -320,9 +319,13 @@ fn main() -> ExitCode {
         }
         Command::Credentials(CredentialsCommand::List) => cli::live::list_revoked(socket, output),
         Command::Check(args) => {
-            let access = accesses(&args.access);
-            let action =
-                cli::status::Action { exec: args.exec, file: args.file, access, connect: args.connect };
+            let t = args.target;
+            let action = cli::status::Action {
+                exec: t.exec,
+                file: t.file,
+                access: accesses(&t.access),
+                connect: t.connect,
+            };
             cli::status::check(socket, &args.identity, action, output)
         }
     }
