@@ -122,9 +122,9 @@ impl Processes {
                 self.seen.clear();
             }
         }
-        let parent = parent_of(pid);
-        let exe =
-            std::fs::read_link(format!("/proc/{pid}/exe")).ok().map(|p| p.to_string_lossy().into_owned());
+        let process = i32::try_from(pid).ok().and_then(|pid| procfs::process::Process::new(pid).ok());
+        let parent = process.as_ref().and_then(parent_of);
+        let exe = process.and_then(|p| p.exe().ok()).map(|p| p.to_string_lossy().into_owned());
         self.seen.insert(pid, (now, parent, exe.clone()));
         (parent, exe)
     }
@@ -192,11 +192,8 @@ pub fn build(
 }
 
 /// Parent pid from /proc (None once the process is gone).
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses; fields follow the last ')'.
-    let after = &stat[stat.rfind(')')? + 2..];
-    after.split_whitespace().nth(1)?.parse().ok()
+fn parent_of(process: &procfs::process::Process) -> Option<u32> {
+    u32::try_from(process.stat().ok()?.ppid).ok()
 }
 
 /// Converts `CLOCK_BOOTTIME` nanoseconds to RFC 3339 UTC.
