@@ -126,9 +126,7 @@ impl Control<'_> {
             Planned::Listing(value) => return Ok(value),
             Planned::Change(change) => change,
         };
-        self.state.save_live(&next).map_err(|e| Failure { status: 500, message: e.to_string() })?;
-        self.engine.sync_live(&next).map_err(|e| Failure { status: 500, message: e.to_string() })?;
-        self.live = next;
+        self.commit_live(next).map_err(|message| Failure { status: 500, message })?;
         tracing::info!(action, identity = ?identity, path = ?path, uid, "live state changed");
         let record = LiveRecord {
             time: crate::record::Clock::now().wall(crate::agent::boot_ns()),
@@ -288,6 +286,24 @@ impl Control<'_> {
         Ok(Planned::Change(change))
     }
 
+    /// Puts `next` in force: kernel maps first, then the state file. If either step fails
+    /// the kernel is put back to the state in force and nothing changes.
+    fn commit_live(&mut self, next: LiveState) -> Result<(), String> {
+        let result = self
+            .engine
+            .sync_live(&next)
+            .map_err(|e| e.to_string())
+            .and_then(|()| self.state.save_live(&next).map_err(|e| e.to_string()));
+        if let Err(e) = result {
+            if let Err(restore) = self.engine.sync_live(&self.live) {
+                tracing::error!(error = %restore, "restoring live state in the kernel maps");
+            }
+            return Err(e);
+        }
+        self.live = next;
+        Ok(())
+    }
+
     /// Opens (or counts a repeat of) an approval request for a `pending` verdict.
     pub fn note_pending(&mut self, record: &crate::record::VerdictRecord) {
         let now = record.time.clone();
@@ -316,22 +332,20 @@ impl Control<'_> {
     /// Drops expired grants from the live state and records each expiry. The kernel has
     /// already stopped honouring them at their instant; this only tidies up.
     pub fn expire_grants(&mut self) {
+        let now = Clock::unix_now_ns();
+        // Runs every tick: look before copying the state.
+        let due = self.live.grants.values().any(|g| g.expires_unix_ns <= now)
+            || self.live.approvals.values().any(|a| a.expires_unix_ns <= now);
+        if !due {
+            return;
+        }
         let mut next = self.live.clone();
-        let expired = next.expire(Clock::unix_now_ns());
-        let lapsed = next.expire_approvals(Clock::unix_now_ns());
-        if expired.is_empty() && lapsed.is_empty() {
+        let expired = next.expire(now);
+        let lapsed = next.expire_approvals(now);
+        if let Err(e) = self.commit_live(next) {
+            tracing::warn!(error = %e, "removing expired grants and requests");
             return;
         }
-        if let Err(e) = self
-            .state
-            .save_live(&next)
-            .map_err(|e| e.to_string())
-            .and_then(|()| self.engine.sync_live(&next).map_err(|e| e.to_string()))
-        {
-            tracing::warn!(error = %e, "removing expired grants");
-            return;
-        }
-        self.live = next;
         for request in lapsed {
             let record = serde_json::json!({
                 "time": Clock::now().wall(crate::agent::boot_ns()),

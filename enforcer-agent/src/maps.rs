@@ -190,17 +190,20 @@ impl KernelMaps {
         for (key, grant) in paths {
             self.grants.insert(key, grant, 0).map_err(err(names::GRANTS))?;
         }
-        remove_where(&mut self.grants, names::GRANTS, |k| !paths.iter().any(|(p, _)| p == k))?;
-        let keys: Vec<Key<NetGrantKey>> =
-            nets.iter().map(|(bits, key, _)| Key::new(NET_GRANT_FIXED_BITS + bits, *key)).collect();
-        for (key, (_, _, grant)) in keys.iter().zip(nets) {
-            self.net_grants.insert(key, grant, 0).map_err(err(names::NET_GRANTS))?;
+        let wanted: std::collections::HashSet<GrantKey> = paths.iter().map(|(k, _)| *k).collect();
+        remove_where(&mut self.grants, names::GRANTS, |k| !wanted.contains(k))?;
+        for (bits, key, grant) in nets {
+            self.net_grants
+                .insert(&Key::new(NET_GRANT_FIXED_BITS + bits, *key), grant, 0)
+                .map_err(err(names::NET_GRANTS))?;
         }
+        let wanted: std::collections::HashSet<(u32, NetGrantKey)> =
+            nets.iter().map(|(bits, key, _)| (NET_GRANT_FIXED_BITS + bits, *key)).collect();
         let stale: Vec<Key<NetGrantKey>> = self
             .net_grants
             .keys()
             .filter_map(Result::ok)
-            .filter(|k| !keys.iter().any(|w| w.prefix_len() == k.prefix_len() && w.data() == k.data()))
+            .filter(|k| !wanted.contains(&(k.prefix_len(), k.data())))
             .collect();
         for key in stale {
             ignore_missing(self.net_grants.remove(&key)).map_err(err(names::NET_GRANTS))?;

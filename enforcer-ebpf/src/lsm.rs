@@ -76,6 +76,8 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     // Fail-closed is decided in judge_path for managed tasks; an unreadable mode is
     // treated as read+write so the strictest rules apply.
     let mode = mode.unwrap_or(FMODE_READ | FMODE_WRITE);
+    // Allowed here on purpose: the kernel's own open of a binary for execve is judged by
+    // bprm_check_security (exec rules, exec quarantine), not as a file read.
     if mode & FMODE_EXEC != 0 {
         return 0;
     }
