@@ -252,26 +252,24 @@ fn garbage_and_oversized_requests_get_errors_and_the_agent_keeps_serving() {
 
 #[test]
 fn concurrent_applies_leave_one_whole_set() {
+    write_file("/tmp/concurrent/x", "x");
+    write_file("/tmp/concurrent/y", "y");
     let a = TestCgroup::new("concurrent-a");
     let b = TestCgroup::new("concurrent-b");
     let (dirs, agent) = api_agent("concurrent", &[]);
-    // Two sets naming the same two policies; a mix would pair an "x" with a "y".
-    for (tag, mode) in [("x", "enforce"), ("y", "audit")] {
-        let text = format!(
-            "{}\n---\n{}",
-            policy(
-                "first",
-                &a,
-                &format!("  mode: {mode}\n  file:\n    - path: /tmp/concurrent/{tag}\n      action: deny\n")
-            ),
-            policy(
-                "second",
-                &b,
-                &format!("  mode: {mode}\n  file:\n    - path: /tmp/concurrent/{tag}\n      action: deny\n")
-            ),
-        );
+    // Two sets naming the same two policies: set x denies /tmp/concurrent/x to both
+    // cgroups, set y denies /tmp/concurrent/y. A mixed set in the kernel would deny one
+    // file to one cgroup and the other file to the other.
+    for tag in ["x", "y"] {
+        let rule = format!("  file:\n    - path: /tmp/concurrent/{tag}\n      action: deny\n");
+        let text = format!("{}\n---\n{}", policy("first", &a, &rule), policy("second", &b, &rule));
         std::fs::write(dirs.policy_dir.join(format!("{tag}.yaml")), text).unwrap();
     }
+    // What the kernel does: the errno of opening each file from each cgroup.
+    let probe = |cgroup: &TestCgroup| {
+        ["x", "y"]
+            .map(|tag| run_in(Some(cgroup), || open_errno(&format!("/tmp/concurrent/{tag}"), libc::O_RDONLY)))
+    };
     for round in 0..5 {
         let handles: Vec<_> = ["x", "y"]
             .into_iter()
@@ -287,14 +285,15 @@ fn concurrent_applies_leave_one_whole_set() {
             let (code, _, err) = h.join().unwrap();
             assert_eq!(code, 0, "{err}");
         }
+        let (in_a, in_b) = (probe(&a), probe(&b));
+        assert_eq!(in_a, in_b, "round {round}: the kernel holds a mixed set (a: {in_a:?}, b: {in_b:?})");
+        let denied: Vec<&str> =
+            ["x", "y"].into_iter().zip(in_a).filter(|(_, e)| *e == libc::EPERM).map(|(t, _)| t).collect();
+        assert_eq!(denied.len(), 1, "round {round}: exactly one file must be denied, errnos {in_a:?}");
+        // And the set the agent reports is the one the kernel enforces.
         let (_, first, _) = agent.cli(&["--output", "json", "policy", "get", "first"]);
-        let (_, second, _) = agent.cli(&["--output", "json", "policy", "get", "second"]);
-        let (first, second) = (json(&first), json(&second));
-        assert_eq!(first["spec"]["mode"], second["spec"]["mode"], "round {round}: a mixed set");
-        assert_eq!(
-            first["spec"]["file"][0]["path"], second["spec"]["file"][0]["path"],
-            "round {round}: a mixed set"
-        );
+        let reported = json(&first)["spec"]["file"][0]["path"].as_str().unwrap_or_default().to_owned();
+        assert_eq!(reported, format!("/tmp/concurrent/{}", denied[0]), "round {round}");
     }
 }
 

@@ -84,6 +84,8 @@ struct Summary {
     failed: Vec<String>,
     skipped: Vec<String>,
     problems: Vec<String>,
+    /// The guest kernel panicked before any test binary started (worth one more boot).
+    early_panic: bool,
 }
 
 /// How a guest run ended.
@@ -203,6 +205,17 @@ impl Summary {
 }
 
 fn boot(kernel: &Kernel, initrd: &Path, options: &Options) -> anyhow::Result<Summary> {
+    let summary = boot_once(kernel, initrd, options)?;
+    if !summary.early_panic {
+        return Ok(summary);
+    }
+    // Multi-threaded TCG occasionally crashes a guest while it boots, before any test ran;
+    // that says nothing about the code under test, so the kernel gets one more boot.
+    println!("kernel {}: the guest panicked before the first test; booting it once more", kernel.series);
+    boot_once(kernel, initrd, options)
+}
+
+fn boot_once(kernel: &Kernel, initrd: &Path, options: &Options) -> anyhow::Result<Summary> {
     let log_path = workspace_root().join(format!("target/vm/{}.log", kernel.series));
     eprintln!("vm-test: booting {} ({})", kernel.series, kernel.package);
     let append = options.filter.as_ref().map(|f| format!("enforcer.filter={f}")).unwrap_or_default();
@@ -238,26 +251,43 @@ struct Console {
     finished: bool,
     in_test_output: bool,
     test_output: String,
+    /// Every test binary the guest started, in order.
+    binaries: Vec<Binary>,
+}
+
+/// What one test binary said about itself.
+#[derive(Default)]
+struct Binary {
+    name: String,
+    /// `running N tests`.
+    announced: Option<usize>,
+    /// Outcome lines seen (`test NAME ... ok|FAILED|ignored`).
+    reported: usize,
+    /// `test NAME ... ` lines with no outcome: the binary died inside that test.
+    unfinished: Vec<String>,
+    /// The `test result:` line was printed.
+    summarised: bool,
+    /// Exit status reported by /init.
+    status: Option<i32>,
 }
 
 impl Console {
     fn feed(&mut self, line: &str) {
-        let summary = &mut self.summary;
         if let Some(rest) = line.find(MARK).map(|at| &line[at + MARK.len()..]) {
-            let rest = rest.trim();
-            if let Some(release) = rest.strip_prefix("kernel=") {
-                summary.release = Some(release.to_owned());
-            } else if let Some(lsms) = rest.strip_prefix("lsm=") {
-                self.lsm_ok = Some(lsms.split(',').any(|l| l == "bpf"));
-            } else if rest == "done" {
-                self.finished = true;
-            }
+            self.marker(rest.trim());
             return;
         }
         if line.starts_with("running ") {
             self.in_test_output = true;
+            if let Some(binary) = self.binaries.last_mut() {
+                binary.announced =
+                    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).or(binary.announced);
+            }
         } else if line.starts_with("test result:") {
             self.in_test_output = false;
+            if let Some(binary) = self.binaries.last_mut() {
+                binary.summarised = true;
+            }
         }
         // Kernel messages start with a timestamp in brackets.
         if self.in_test_output && !line.starts_with('[') {
@@ -265,18 +295,57 @@ impl Console {
             self.test_output.push('\n');
         }
         if let Some(rest) = line.strip_prefix("test ")
-            && let Some((name, outcome)) = rest.rsplit_once(" ... ")
+            && let Some((name, outcome)) = rest.rsplit_once(" ...")
         {
             let name = name.to_owned();
-            match outcome.trim() {
-                "ok" => summary.passed.push(name),
-                "FAILED" => summary.failed.push(name),
-                o if o.starts_with("ignored") => summary.skipped.push(name),
-                _ => {}
+            let summary = &mut self.summary;
+            let known = match outcome.trim() {
+                "ok" => {
+                    summary.passed.push(name.clone());
+                    true
+                }
+                "FAILED" => {
+                    summary.failed.push(name.clone());
+                    true
+                }
+                o if o.starts_with("ignored") => {
+                    summary.skipped.push(name.clone());
+                    true
+                }
+                _ => false,
+            };
+            if let Some(binary) = self.binaries.last_mut() {
+                if known {
+                    binary.reported += 1;
+                } else {
+                    binary.unfinished.push(name);
+                }
             }
         }
         if line.contains("Kernel panic") {
-            summary.problems.push("kernel panic".to_owned());
+            self.summary.problems.push("kernel panic".to_owned());
+            if self.binaries.is_empty() {
+                self.summary.early_panic = true;
+            }
+        }
+    }
+
+    /// `ENFORCER-VM …` lines printed by /init.
+    fn marker(&mut self, rest: &str) {
+        if let Some(release) = rest.strip_prefix("kernel=") {
+            self.summary.release = Some(release.to_owned());
+        } else if let Some(lsms) = rest.strip_prefix("lsm=") {
+            self.lsm_ok = Some(lsms.split(',').any(|l| l == "bpf"));
+        } else if let Some(path) = rest.strip_prefix("running ") {
+            let name = path.rsplit('/').next().unwrap_or(path).to_owned();
+            self.binaries.push(Binary { name, ..Binary::default() });
+            self.in_test_output = false;
+        } else if let Some(status) = rest.strip_prefix("exit ") {
+            if let Some(binary) = self.binaries.last_mut() {
+                binary.status = Some(status.trim().parse().unwrap_or(-1));
+            }
+        } else if rest == "done" {
+            self.finished = true;
         }
     }
 
@@ -297,7 +366,38 @@ impl Console {
         if self.finished && summary.passed.is_empty() && summary.failed.is_empty() {
             summary.problems.push("no test ran (does the filter match any test?)".to_owned());
         }
+        for binary in &self.binaries {
+            summary.problems.extend(binary.problems());
+        }
         (self.summary, self.test_output)
+    }
+}
+
+impl Binary {
+    /// Every way this binary's run does not add up.
+    fn problems(&self) -> Vec<String> {
+        let name = &self.name;
+        let mut problems = Vec::new();
+        match self.status {
+            None => problems.push(format!("test binary {name} never finished")),
+            Some(0) => {}
+            Some(status) => problems.push(format!("test binary {name} exited with status {status}")),
+        }
+        for test in &self.unfinished {
+            problems.push(format!("test {test} in {name} started and never reported a result"));
+        }
+        match self.announced {
+            None => problems.push(format!("test binary {name} never announced its tests")),
+            Some(announced) if announced != self.reported => problems.push(format!(
+                "test binary {name} announced {announced} tests and reported {}",
+                self.reported
+            )),
+            Some(_) => {}
+        }
+        if !self.summarised {
+            problems.push(format!("test binary {name} printed no test result line"));
+        }
+        problems
     }
 }
 
@@ -329,6 +429,7 @@ export ENFORCER_BIN=/bin/enforcer RUST_BACKTRACE=1
 for t in /tests/*; do
   echo "ENFORCER-VM running $t"
   "$t" --test-threads=1 $filter
+  echo "ENFORCER-VM exit $?"
 done
 echo "ENFORCER-VM done"
 poweroff -f
@@ -439,10 +540,12 @@ mod tests {
         let s = read(&[
             "\u{1b}[2JENFORCER-VM kernel=6.1.0-1-cloud-amd64",
             "ENFORCER-VM lsm=lockdown,capability,bpf",
+            "ENFORCER-VM running /tests/agent-0123",
             "running 2 tests",
             "test a ... ok",
             "test b ... ok",
             "test result: ok. 2 passed; 0 failed",
+            "ENFORCER-VM exit 0",
             "ENFORCER-VM done",
         ]);
         assert_eq!(s.release.as_deref(), Some("6.1.0-1-cloud-amd64"));
@@ -464,5 +567,57 @@ mod tests {
     fn a_run_where_nothing_ran_is_a_problem() {
         let s = read(&["ENFORCER-VM lsm=bpf", "running 0 tests", "ENFORCER-VM done"]);
         assert!(s.problems.iter().any(|p| p.contains("no test ran")));
+    }
+
+    #[test]
+    fn a_binary_that_dies_inside_a_test_fails_the_run() {
+        let s = read(&[
+            "ENFORCER-VM lsm=bpf",
+            "ENFORCER-VM running /tests/agent-1",
+            "running 3 tests",
+            "test a ... ok",
+            "test b ... ",
+            "memory allocation of 99999999 bytes failed",
+            "ENFORCER-VM exit 134",
+            "ENFORCER-VM running /tests/live-2",
+            "running 1 tests",
+            "test c ... ok",
+            "test result: ok. 1 passed; 0 failed",
+            "ENFORCER-VM exit 0",
+            "ENFORCER-VM done",
+        ]);
+        assert_eq!(s.passed, ["a", "c"]);
+        let all = s.problems.join("; ");
+        assert!(all.contains("agent-1 exited with status 134"), "{all}");
+        assert!(all.contains("test b in agent-1 started and never reported"), "{all}");
+        assert!(all.contains("agent-1 announced 3 tests and reported 1"), "{all}");
+        assert!(all.contains("agent-1 printed no test result line"), "{all}");
+        assert!(!all.contains("live-2"), "{all}");
+    }
+
+    #[test]
+    fn a_binary_that_never_reports_back_fails_the_run() {
+        let s = read(&[
+            "ENFORCER-VM lsm=bpf",
+            "ENFORCER-VM running /tests/agent-1",
+            "ENFORCER-VM exit 101",
+            "ENFORCER-VM running /tests/live-2",
+            "running 1 tests",
+            "test c ... ok",
+            "test result: ok. 1 passed; 0 failed",
+            "ENFORCER-VM done",
+        ]);
+        let all = s.problems.join("; ");
+        assert!(all.contains("agent-1 exited with status 101"), "{all}");
+        assert!(all.contains("agent-1 never announced its tests"), "{all}");
+        assert!(all.contains("live-2 never finished"), "{all}");
+    }
+
+    #[test]
+    fn a_panic_before_the_first_test_asks_for_another_boot() {
+        let early = read(&["ENFORCER-VM lsm=bpf", "[    1.3] Kernel panic - not syncing: Fatal exception"]);
+        assert!(early.early_panic);
+        let late = read(&["ENFORCER-VM running /tests/a", "Kernel panic - not syncing"]);
+        assert!(!late.early_panic);
     }
 }

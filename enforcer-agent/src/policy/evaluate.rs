@@ -41,25 +41,25 @@ pub fn evaluate(policy: &Valid, request: &Request) -> Result<Explanation, String
             if access.is_empty() {
                 return Err("access must name read, write or both".to_owned());
             }
-            let mut outcome = None;
-            for wanted in access {
-                let result = decide_path(
+            let decide = |wanted: Access| {
+                decide_path(
                     &policy.file,
                     &path,
-                    |r| if *wanted == Access::Read { r.read } else { r.write },
+                    |r| if wanted == Access::Read { r.read } else { r.write },
                     policy.defaults.file,
                     "file",
-                );
-                // An open that needs several accesses is denied if any is.
-                if outcome.is_none() || result.0 != Action::Allow {
-                    let deny = result.0 != Action::Allow;
-                    outcome = Some(result);
-                    if deny {
-                        break;
-                    }
-                }
+                )
+            };
+            // As the kernel judges an open: read first; an open for both needs both, and
+            // the first access not allowed decides (else the write judgement).
+            let read = decide(Access::Read);
+            if !access.contains(&Access::Write) {
+                read
+            } else if !access.contains(&Access::Read) || read.0 == Action::Allow {
+                decide(Access::Write)
+            } else {
+                read
             }
-            outcome.expect("access is not empty")
         }
         Request::Connect { address, port, protocol } => decide_net(policy, *address, *port, *protocol),
     };
@@ -195,7 +195,7 @@ spec:
         assert_eq!(check(&file("/etc/app/x", vec![Access::Read])), s("allow", "file[0]"));
         assert_eq!(check(&file("/etc/app/x", vec![Access::Write])), s("deny", "file[1]"));
         assert_eq!(check(&file("/etc/app/config", vec![Access::Write])), s("allow", "file[2]"));
-        assert_eq!(check(&file("/etc/app/config", vec![Access::Read, Access::Write])), s("allow", "file[0]"));
+        assert_eq!(check(&file("/etc/app/config", vec![Access::Read, Access::Write])), s("allow", "file[2]"));
         assert_eq!(check(&file("/etc/passwd", vec![Access::Read, Access::Write])), s("deny", "file[1]"));
         assert_eq!(check(&file("/tmp/x", vec![Access::Read])), s("allow", "default"));
         assert!(evaluate(&policy(), &file("etc", vec![Access::Read])).is_err());

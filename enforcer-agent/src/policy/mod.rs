@@ -9,4 +9,8 @@ pub mod model;
 pub mod validate;
 
 #[cfg(test)]
+mod differential;
+#[cfg(test)]
+mod kernel_model;
+#[cfg(test)]
 mod tests;
