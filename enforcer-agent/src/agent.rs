@@ -25,6 +25,7 @@ use crate::{
     metrics::{self, Metrics},
     pins,
     policy::{model::Policy, validate},
+    protect::Protected,
     record::{self, Clock},
     state::State,
     verdict_log::{self, Rotation, VerdictLog},
@@ -144,6 +145,7 @@ struct Running {
     commands: mpsc::Receiver<Command>,
     metrics: Metrics,
     live: crate::live::LiveState,
+    protected: Protected,
 }
 
 /// Loads, applies the policy set, attaches, pins, then retires earlier instances.
@@ -192,6 +194,15 @@ async fn start(config: &Config) -> anyhow::Result<Running> {
         history: Arc::new(move || verdict_log::history(&log_path, keep)),
     });
     tokio::spawn(api.run(listener));
+    // From here on, managed tasks can neither write these files nor signal this process.
+    let protected = Protected::new(
+        &config.state_dir,
+        config.policy_dir.as_deref(),
+        &config.socket,
+        &config.log_file,
+        config.log_rotation.keep,
+    );
+    engine.protect(protected.inodes(), &[std::process::id()]).context("protecting the agent's files")?;
     if let Some(addr) = config.metrics_addr {
         metrics::serve(addr, commands_tx).await.with_context(|| format!("serving metrics on {addr}"))?;
     }
@@ -236,6 +247,7 @@ async fn start(config: &Config) -> anyhow::Result<Running> {
         commands,
         metrics: Metrics::default(),
         live,
+        protected,
     })
 }
 
@@ -246,7 +258,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let running = start(&config).await?;
-    let Running { ring, instance, .. } = running;
+    let Running { ring, instance, protected, .. } = running;
     let mut ctx = Control {
         state: running.state,
         engine: running.engine,
@@ -268,27 +280,33 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut processes = record::Processes::default();
     let mut dropped_seen = ctx.engine.maps().stats().map_or(0, |s| s[stat::EVENTS_DROPPED as usize]);
     loop {
+        // Biased: operator commands, signals and housekeeping before verdict events, so a
+        // flood of events never delays a quarantine or a policy change.
         tokio::select! {
-            guard = ring.readable_mut() => {
-                let mut guard = guard?;
-                // A full batch means more may be waiting: stay ready and come back after
-                // the other branches had their turn.
-                if !drain(guard.get_inner_mut(), &mut ctx, &mut processes) {
-                    guard.clear_ready();
-                }
-            }
+            biased;
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
             Some(command) = commands.recv() => ctx.handle(command),
-            _ = tick.tick() => {
-                ctx.expire_grants();
-                housekeeping(&mut ctx.engine, &mut ctx.log, &mut dropped_seen);
-            }
             _ = hangup.recv() => {
                 if let Some(dir) = &config.policy_dir {
                     reload(dir, &mut ctx);
                 }
             }
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
+            _ = tick.tick() => {
+                ctx.expire_grants();
+                housekeeping(&mut ctx.engine, &mut ctx.log, &mut dropped_seen, &protected);
+            }
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                // A full batch means more may be waiting: stay ready, but let the API's
+                // tasks (same thread) accept and read requests before the next batch.
+                if drain(guard.get_inner_mut(), &mut ctx, &mut processes) {
+                    drop(guard);
+                    tokio::task::yield_now().await;
+                } else {
+                    guard.clear_ready();
+                }
+            }
         }
     }
     while drain(ring.get_mut(), &mut ctx, &mut processes) {}
@@ -307,14 +325,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// Binds new cgroups and reports events the kernel could not deliver.
-fn housekeeping(engine: &mut Engine, log: &mut VerdictLog, dropped_seen: &mut u64) {
+fn housekeeping(engine: &mut Engine, log: &mut VerdictLog, dropped_seen: &mut u64, protected: &Protected) {
     match engine.rescan() {
-        Ok(added) => {
-            for b in added {
+        Ok(rescan) => {
+            for b in rescan.added {
                 tracing::info!(identity = %b.identity, cgroup_id = b.cgroup_id, "bound new cgroup");
+            }
+            for cgroup_id in rescan.pruned {
+                tracing::info!(cgroup_id, "unbound a removed cgroup");
             }
         }
         Err(e) => tracing::warn!(error = %e, "rescanning cgroups"),
+    }
+    for failed in engine.failed_bindings() {
+        tracing::warn!(identity = %failed.identity, cgroup = %failed.cgroup, error = %failed.error, "cgroup not bound; retrying");
+    }
+    // A rotated log or a re-created socket has a new inode.
+    if let Err(e) = engine.protect(protected.inodes(), &[std::process::id()]) {
+        tracing::warn!(error = %e, "updating the agent's protected files");
     }
     if let Ok(stats) = engine.maps().stats() {
         let total = stats[stat::EVENTS_DROPPED as usize];

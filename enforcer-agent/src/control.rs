@@ -457,6 +457,7 @@ impl Control<'_> {
             maps,
             counters: self.counters().into_iter().map(|(k, v)| (k.to_owned(), v)).collect::<BTreeMap<_, _>>(),
             log_file: self.log.path().display().to_string(),
+            failed_bindings: self.engine.failed_bindings().to_vec(),
         }
     }
 
@@ -469,6 +470,7 @@ impl Control<'_> {
             kernel_counters: &counters,
             maps: &maps,
             uptime_seconds: self.started.elapsed().as_secs(),
+            failed_bindings: self.engine.failed_bindings().len(),
         })
     }
 }

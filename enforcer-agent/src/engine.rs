@@ -61,7 +61,28 @@ pub struct Engine {
     policies: Vec<Valid>,
     generation: u64,
     bound: BTreeSet<(u64, u32)>,
+    /// Cgroups a selector picks that could not be bound at the last rescan, and why;
+    /// retried on every rescan.
+    failed: Vec<FailedBinding>,
+    /// Protected (device, inode) pairs last written to the kernel.
+    protected: Vec<(u32, u64)>,
     directory: Arc<RwLock<Directory>>,
+}
+
+/// A cgroup that should be bound and is not.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct FailedBinding {
+    pub identity: String,
+    pub cgroup: String,
+    pub error: String,
+}
+
+/// What one rescan changed.
+#[derive(Debug, Default)]
+pub struct Rescan {
+    pub added: Vec<ResolvedBinding>,
+    /// Cgroup ids whose bindings were removed because the cgroups are gone.
+    pub pruned: Vec<u64>,
 }
 
 impl Engine {
@@ -75,6 +96,8 @@ impl Engine {
             policies: Vec::new(),
             generation,
             bound: BTreeSet::new(),
+            failed: Vec::new(),
+            protected: Vec::new(),
             directory: Arc::default(),
         }
     }
@@ -155,6 +178,7 @@ impl Engine {
         self.maps.install(&set).map_err(EngineError::Install)?;
 
         self.bound = set.bindings.iter().map(|(cgroup, b)| (*cgroup, b.identity)).collect();
+        self.failed.clear();
         self.ids = ids;
         self.generation = generation;
         self.policies = valid;
@@ -173,21 +197,81 @@ impl Engine {
     }
 
     /// Binds cgroups that appeared since the last apply (e.g. a new container selected by
-    /// id). Cgroups created under an already bound cgroup need no binding: the kernel
+    /// id), retries bindings that failed, and removes bindings of cgroups that are gone.
+    /// Cgroups created under an already bound subtree need no binding: the kernel
     /// programs find their bound ancestor on their first syscall.
-    pub fn rescan(&mut self) -> Result<Vec<ResolvedBinding>, EngineError> {
+    pub fn rescan(&mut self) -> Result<Rescan, EngineError> {
         let cgroups = identity::scan(&self.cgroup_root);
-        let mut added = Vec::new();
+        let mut result = Rescan::default();
+        let seen: BTreeSet<u64> = cgroups.iter().map(|c| c.id).collect();
+        let previous = self.directory.read().expect("directory lock").cgroups.clone();
+        // Gone means: not seen now, and its last known path no longer names it (a scan
+        // that missed a cgroup must never unbind it).
+        let gone: BTreeSet<u64> = self
+            .bound
+            .iter()
+            .map(|(cgroup, _)| *cgroup)
+            .filter(|cgroup| !seen.contains(cgroup))
+            .filter(|cgroup| {
+                previous.get(cgroup).is_none_or(|path| {
+                    identity::id_of(&self.cgroup_root, path).is_none_or(|id| id != *cgroup)
+                })
+            })
+            .collect();
+        if !gone.is_empty() {
+            let gone: Vec<u64> = gone.into_iter().collect();
+            self.maps.unbind_live(&gone)?;
+            self.bound.retain(|(cgroup, _)| !gone.contains(cgroup));
+            result.pruned = gone;
+        }
+        let limit = (enforcer_common::capacity::CGROUP_BINDINGS / enforcer_common::SLOTS) as usize;
+        let paths = identity::paths_by_id(&cgroups);
+        let mut failed = Vec::new();
         for binding in identity::resolve(&self.policies, &cgroups) {
             let id = self.ids[&binding.identity];
-            if self.bound.insert((binding.cgroup_id, id)) {
-                let flags = if binding.subtree { BINDING_SUBTREE } else { 0 };
-                self.maps.bind_live(binding.cgroup_id, Binding { identity: id, flags })?;
-                added.push(binding);
+            if self.bound.contains(&(binding.cgroup_id, id)) {
+                continue;
+            }
+            let cgroup = paths.get(&binding.cgroup_id).cloned().unwrap_or_default();
+            if self.bound.len() >= limit {
+                let error = format!("the limit of {limit} bound cgroups is reached");
+                failed.push(FailedBinding { identity: binding.identity.clone(), cgroup, error });
+                continue;
+            }
+            let flags = if binding.subtree { BINDING_SUBTREE } else { 0 };
+            // Recorded as bound only once the kernel has it; a failure is retried next time.
+            match self.maps.bind_live(binding.cgroup_id, Binding { identity: id, flags }) {
+                Ok(()) => {
+                    self.bound.insert((binding.cgroup_id, id));
+                    result.added.push(binding);
+                }
+                Err(e) => {
+                    failed.push(FailedBinding {
+                        identity: binding.identity.clone(),
+                        cgroup,
+                        error: e.to_string(),
+                    });
+                }
             }
         }
-        self.directory.write().expect("directory lock").cgroups = identity::paths_by_id(&cgroups);
-        Ok(added)
+        self.failed = failed;
+        self.directory.write().expect("directory lock").cgroups = paths;
+        Ok(result)
+    }
+
+    /// Cgroups that should be bound and are not (retried on every rescan).
+    pub fn failed_bindings(&self) -> &[FailedBinding] {
+        &self.failed
+    }
+
+    /// Makes the kernel's protected files exactly `inodes` and its protected processes
+    /// `pids` (written only when the files changed, e.g. after a log rotation).
+    pub fn protect(&mut self, inodes: Vec<(u32, u64)>, pids: &[u32]) -> Result<(), MapsError> {
+        if inodes != self.protected {
+            self.maps.set_protected_inodes(&inodes)?;
+            self.protected = inodes;
+        }
+        self.maps.set_protected_pids(pids)
     }
 
     /// Identity → cgroup paths currently bound.

@@ -45,6 +45,11 @@ pub fn scan(root: &Path) -> Vec<Cgroup> {
     out
 }
 
+/// The id of the cgroup at `path` (relative to `root`), if it exists.
+pub fn id_of(root: &Path, path: &str) -> Option<u64> {
+    fs::metadata(root.join(path.trim_start_matches('/'))).ok().map(|m| m.ino())
+}
+
 /// Prefixes and suffix container runtimes give a container's cgroup directory.
 const RUNTIME_PREFIXES: [&str; 4] = ["docker-", "cri-containerd-", "crio-", "libpod-"];
 
@@ -58,15 +63,34 @@ pub fn container_id_of(name: &str) -> Option<&str> {
 }
 
 /// Whether a selector picks the cgroup at `path` (relative to the root).
+///
+/// Names are only trusted where unprivileged users cannot create cgroups:
+/// - `systemdUnit` matches a unit of the system manager: `/system.slice/NAME` or below
+///   nested system slices (`/system.slice/system-getty.slice/NAME`), never a cgroup of the
+///   same name in a user's delegated tree (`/user.slice/...`) or anywhere else.
+/// - `containerId` matches the full id in a runtime's cgroup name (`docker-ID.scope`,
+///   `cri-containerd-ID.scope`, `crio-ID.scope`, `libpod-ID.scope`, or a bare ID under
+///   the cgroupfs driver), never under `/user.slice` (rootless runtimes live in trees
+///   their users control).
 pub fn selects(selector: &SelectorSpec, path: &str) -> bool {
     let name = path.rsplit('/').next().unwrap_or_default();
     match selector {
         SelectorSpec::CgroupPath { path: wanted, .. } => path == wanted,
-        SelectorSpec::SystemdUnit { unit, .. } => name == unit,
+        SelectorSpec::SystemdUnit { unit, .. } => name == unit && under_system_slice(path),
         SelectorSpec::ContainerId { id, .. } => {
-            container_id_of(name).is_some_and(|found| found.starts_with(id.as_str()))
+            !path.starts_with("/user.slice/") && container_id_of(name).is_some_and(|found| found == id)
         }
     }
+}
+
+/// `/system.slice/[X.slice/...]NAME`: every component between is a slice.
+fn under_system_slice(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("/system.slice/") else { return false };
+    let mut parts: Vec<&str> = rest.split('/').collect();
+    parts.pop();
+    // Unit names are case-sensitive: `X.SLICE` is not a slice.
+    #[expect(clippy::case_sensitive_file_extension_comparisons, reason = "unit suffixes, not file names")]
+    parts.iter().all(|p| p.ends_with(".slice") && p.len() > ".slice".len())
 }
 
 fn subtree(selector: &SelectorSpec) -> bool {
@@ -125,11 +149,20 @@ mod tests {
         assert!(!selects(&by_path, "/demo/payments/worker"));
         let by_unit = SelectorSpec::SystemdUnit { unit: "ci.service".into(), subtree: true };
         assert!(selects(&by_unit, "/system.slice/ci.service"));
+        assert!(selects(&by_unit, "/system.slice/system-ci.slice/ci.service"));
         assert!(!selects(&by_unit, "/system.slice/ci.service.d"));
-        let by_id = SelectorSpec::ContainerId { id: ID[..12].into(), subtree: true };
+        // Look-alikes where others can create cgroups are never the unit.
+        assert!(!selects(&by_unit, "/user.slice/user-1000.slice/user@1000.service/app.slice/ci.service"));
+        assert!(!selects(&by_unit, "/ci.service"));
+        assert!(!selects(&by_unit, "/system.slice/other.service/ci.service"));
+        let by_id = SelectorSpec::ContainerId { id: ID.into(), subtree: true };
         assert!(selects(&by_id, &format!("/kubepods.slice/kubepods-pod1.slice/cri-containerd-{ID}.scope")));
         assert!(selects(&by_id, &format!("/docker/{ID}")));
         assert!(!selects(&by_id, "/docker/other"));
+        // A prefix of the id is another container; a user's tree is not the runtime's.
+        let other = format!("{}0000", &ID[..60]);
+        assert!(!selects(&by_id, &format!("/system.slice/docker-{other}.scope")));
+        assert!(!selects(&by_id, &format!("/user.slice/user-1000.slice/docker-{ID}.scope")));
     }
 
     #[test]

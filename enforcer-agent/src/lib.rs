@@ -15,6 +15,7 @@ pub mod maps;
 pub mod metrics;
 pub mod pins;
 pub mod policy;
+pub mod protect;
 pub mod record;
 pub mod state;
 pub mod verdict_log;

@@ -164,6 +164,7 @@ pub fn target_of(record: &crate::record::VerdictRecord) -> Option<GrantTarget> {
                 .collect();
             Some(GrantTarget::File { path: path.clone(), access })
         }
+        (Target::Process { .. } | Target::Bpf { .. } | Target::Entry { .. }, _) => None,
         (Target::Net { address, port, protocol }, _) => {
             let bits = if address.contains(':') { 128 } else { 32 };
             let protocol = match protocol.as_str() {

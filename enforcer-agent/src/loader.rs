@@ -17,8 +17,17 @@ use crate::btf::{Btf, BtfError};
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer"));
 
 /// LSM programs: (program name, hook).
-pub const LSM_PROGRAMS: [(&str, &str); 2] =
-    [("bprm_check_security", "bprm_check_security"), ("file_open", "file_open")];
+pub const LSM_PROGRAMS: [(&str, &str); 9] = [
+    ("bprm_check_security", "bprm_check_security"),
+    ("file_open", "file_open"),
+    ("task_alloc", "task_alloc"),
+    ("bpf", "bpf"),
+    ("task_kill", "task_kill"),
+    ("ptrace_access_check", "ptrace_access_check"),
+    ("inode_unlink", "inode_unlink"),
+    ("inode_rmdir", "inode_rmdir"),
+    ("inode_rename", "inode_rename"),
+];
 /// cgroup socket-address programs, attached to the cgroup root.
 pub const CGROUP_PROGRAMS: [&str; 4] = ["connect4", "connect6", "sendmsg4", "sendmsg6"];
 
@@ -110,14 +119,12 @@ pub fn load(options: &Options) -> Result<Ebpf, LoadError> {
         return Err(features.no_bpf_lsm());
     }
     let btf = Btf::from_sys()?;
-    let off_bprm_file = btf.member_offset("linux_binprm", "file")?;
-    let off_f_path = btf.member_offset("file", "f_path")?;
-    let off_f_mode = btf.member_offset("file", "f_mode")?;
-    let mut ebpf = EbpfLoader::new()
-        .override_global(globals::OFF_BPRM_FILE, &off_bprm_file, true)
-        .override_global(globals::OFF_FILE_F_PATH, &off_f_path, true)
-        .override_global(globals::OFF_FILE_F_MODE, &off_f_mode, true)
-        .load(OBJECT)?;
+    let offsets = offsets(&btf)?;
+    let mut loader = EbpfLoader::new();
+    for (global, value) in &offsets {
+        loader.override_global(global, value, true);
+    }
+    let mut ebpf = loader.load(OBJECT)?;
     if !options.network_only {
         let kernel_btf = aya::Btf::from_sys_fs()?;
         for (name, hook) in LSM_PROGRAMS {
@@ -130,6 +137,40 @@ pub fn load(options: &Options) -> Result<Ebpf, LoadError> {
         sock_addr(&mut ebpf, name)?.load().map_err(|source| LoadError::Program { name, source })?;
     }
     Ok(ebpf)
+}
+
+/// Every struct member offset the kernel programs read, from the running kernel's BTF.
+fn offsets(btf: &Btf) -> Result<Vec<(&'static str, u64)>, LoadError> {
+    let member = |ty: &str, name: &str| btf.member_offset(ty, name);
+    Ok(vec![
+        (globals::OFF_BPRM_FILE, member("linux_binprm", "file")?),
+        (globals::OFF_FILE_F_PATH, member("file", "f_path")?),
+        (globals::OFF_FILE_F_MODE, member("file", "f_mode")?),
+        (globals::OFF_FILE_F_INODE, member("file", "f_inode")?),
+        (globals::OFF_INODE_I_SB, member("inode", "i_sb")?),
+        (globals::OFF_INODE_I_INO, member("inode", "i_ino")?),
+        (globals::OFF_INODE_I_PRIVATE, member("inode", "i_private")?),
+        (globals::OFF_SB_S_MAGIC, member("super_block", "s_magic")?),
+        (globals::OFF_SB_S_DEV, member("super_block", "s_dev")?),
+        // Renamed `__parent` when it became RCU-protected (6.15).
+        (
+            globals::OFF_KERNFS_PARENT,
+            member("kernfs_node", "parent").or_else(|_| member("kernfs_node", "__parent"))?,
+        ),
+        (globals::OFF_KERNFS_ID, member("kernfs_node", "id")?),
+        (
+            globals::OFF_KERNFS_NAME,
+            member("kernfs_node", "name").or_else(|_| member("kernfs_node", "__name"))?,
+        ),
+        (globals::OFF_DENTRY_D_INODE, member("dentry", "d_inode")?),
+        (globals::OFF_DENTRY_NAME, member("dentry", "d_name")? + member("qstr", "name")?),
+        (globals::OFF_DENTRY_D_PARENT, member("dentry", "d_parent")?),
+        (globals::OFF_FILE_DENTRY, member("file", "f_path")? + member("path", "dentry")?),
+        (globals::OFF_TASK_TGID, member("task_struct", "tgid")?),
+        (globals::OFF_TASK_CGROUPS, member("task_struct", "cgroups")?),
+        (globals::OFF_CSS_SET_DFL_CGRP, member("css_set", "dfl_cgrp")?),
+        (globals::OFF_CGROUP_KN, member("cgroup", "kn")?),
+    ])
 }
 
 fn lsm<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Lsm, LoadError> {
@@ -188,7 +229,16 @@ mod tests {
         for name in LSM_PROGRAMS.iter().map(|(p, _)| *p).chain(CGROUP_PROGRAMS) {
             assert!(object.programs.contains_key(name), "program {name} missing from the eBPF object");
         }
-        for global in [globals::OFF_BPRM_FILE, globals::OFF_FILE_F_PATH, globals::OFF_FILE_F_MODE] {
+        for global in [
+            globals::OFF_BPRM_FILE,
+            globals::OFF_FILE_F_PATH,
+            globals::OFF_FILE_F_MODE,
+            globals::OFF_FILE_F_INODE,
+            globals::OFF_KERNFS_PARENT,
+            globals::OFF_DENTRY_NAME,
+            globals::OFF_TASK_CGROUPS,
+            globals::OFF_CGROUP_KN,
+        ] {
             // Symbol names live in the ELF string table.
             assert!(OBJECT.windows(global.len()).any(|w| w == global.as_bytes()), "global {global} missing");
         }

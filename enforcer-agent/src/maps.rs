@@ -10,7 +10,7 @@ use aya::{
 use enforcer_common::{
     SLOTS,
     maps::{
-        self as names, Binding, CgroupKey, Grant, GrantKey, IdentityConfig, IdentityKey,
+        self as names, Binding, CgroupKey, Grant, GrantKey, IdentityConfig, IdentityKey, InodeKey,
         NET_GRANT_FIXED_BITS, NET_KEY_FIXED_BITS, NetEntry, NetGrant, NetGrantKey, NetKey, PathKey, PathRule,
         Quarantine, RevokedKey,
     },
@@ -40,7 +40,9 @@ pub struct KernelMaps {
     active: Array<MapData, u32>,
     generation: Array<MapData, u64>,
     bindings: HashMap<MapData, CgroupKey, Binding>,
-    cache: HashMap<MapData, CgroupKey, u32>,
+    epoch: Array<MapData, u64>,
+    protected_inodes: HashMap<MapData, InodeKey, u32>,
+    protected_pids: HashMap<MapData, u32, u32>,
     identities: HashMap<MapData, IdentityKey, IdentityConfig>,
     path_rules: HashMap<MapData, PathKey, PathRule>,
     net_rules: LpmTrie<MapData, NetKey, NetEntry>,
@@ -64,7 +66,11 @@ impl KernelMaps {
                 .map_err(err(names::SLOT_GENERATION))?,
             bindings: HashMap::try_from(take(ebpf, names::CGROUP_BINDINGS)?)
                 .map_err(err(names::CGROUP_BINDINGS))?,
-            cache: HashMap::try_from(take(ebpf, names::CGROUP_CACHE)?).map_err(err(names::CGROUP_CACHE))?,
+            epoch: Array::try_from(take(ebpf, names::BIND_EPOCH)?).map_err(err(names::BIND_EPOCH))?,
+            protected_inodes: HashMap::try_from(take(ebpf, names::PROTECTED_INODES)?)
+                .map_err(err(names::PROTECTED_INODES))?,
+            protected_pids: HashMap::try_from(take(ebpf, names::PROTECTED_PIDS)?)
+                .map_err(err(names::PROTECTED_PIDS))?,
             identities: HashMap::try_from(take(ebpf, names::IDENTITIES)?).map_err(err(names::IDENTITIES))?,
             path_rules: HashMap::try_from(take(ebpf, names::PATH_RULES)?).map_err(err(names::PATH_RULES))?,
             net_rules: LpmTrie::try_from(take(ebpf, names::NET_RULES)?).map_err(err(names::NET_RULES))?,
@@ -124,18 +130,64 @@ impl KernelMaps {
                 .map_err(err(names::CGROUP_BINDINGS))?;
         }
         self.generation.set(slot, &set.generation, 0).map_err(err(names::SLOT_GENERATION))?;
+        // Before the flip: resolutions cached while this slot held an older set carry an
+        // older epoch, and every entry written for it from now on is about the new set.
+        self.bump_epoch()?;
         self.active.set(0, &slot, 0).map_err(err(names::ACTIVE))?;
         Ok(slot)
     }
 
     /// Adds or replaces a cgroup binding in the set in force (a cgroup discovered after
-    /// the set was installed), and forgets cached resolutions so descendants see it.
+    /// the set was installed). When this returns, no hook trusts a resolution made
+    /// before the binding existed: the epoch every cache entry is checked against moved.
     pub fn bind_live(&mut self, cgroup_id: u64, binding: Binding) -> Result<(), MapsError> {
         let slot = self.active_slot()?;
         self.bindings
             .insert(&CgroupKey { cgroup_id, slot, pad: 0 }, &binding, 0)
             .map_err(err(names::CGROUP_BINDINGS))?;
-        self.clear_cache(slot)
+        self.bump_epoch()
+    }
+
+    /// Removes bindings of the set in force whose cgroups are gone.
+    pub fn unbind_live(&mut self, cgroup_ids: &[u64]) -> Result<(), MapsError> {
+        let slot = self.active_slot()?;
+        for cgroup_id in cgroup_ids {
+            ignore_missing(self.bindings.remove(&CgroupKey { cgroup_id: *cgroup_id, slot, pad: 0 }))
+                .map_err(err(names::CGROUP_BINDINGS))?;
+        }
+        self.bump_epoch()
+    }
+
+    /// Bindings in the set in force.
+    pub fn live_bindings(&self) -> usize {
+        let Ok(slot) = self.active_slot() else { return 0 };
+        self.bindings.keys().filter_map(Result::ok).filter(|k| k.slot == slot).count()
+    }
+
+    /// The agent is the only writer of the epoch, so read-then-write cannot lose a bump.
+    fn bump_epoch(&mut self) -> Result<(), MapsError> {
+        let epoch = self.epoch.get(&0, 0).map_err(err(names::BIND_EPOCH))?;
+        self.epoch.set(0, &epoch.wrapping_add(1), 0).map_err(err(names::BIND_EPOCH))
+    }
+
+    /// Makes the protected-file table exactly `wanted` ((kernel device, inode) pairs).
+    pub fn set_protected_inodes(&mut self, wanted: &[(u32, u64)]) -> Result<(), MapsError> {
+        for (dev, ino) in wanted {
+            self.protected_inodes
+                .insert(&InodeKey { ino: *ino, dev: *dev, pad: 0 }, &1, 0)
+                .map_err(err(names::PROTECTED_INODES))?;
+        }
+        remove_where(&mut self.protected_inodes, names::PROTECTED_INODES, |k| {
+            !wanted.contains(&(k.dev, k.ino))
+        })
+    }
+
+    /// Makes the protected-process table exactly `pids`.
+    pub fn set_protected_pids(&mut self, pids: &[u32]) -> Result<(), MapsError> {
+        for pid in pids {
+            self.protected_pids.insert(pid, &1, 0).map_err(err(names::PROTECTED_PIDS))?;
+        }
+        remove_where(&mut self.protected_pids, names::PROTECTED_PIDS, |p| !pids.contains(p))
     }
 
     fn clear_slot(&mut self, slot: u32) -> Result<(), MapsError> {
@@ -147,11 +199,7 @@ impl KernelMaps {
         for key in stale {
             ignore_missing(self.net_rules.remove(&key)).map_err(err(names::NET_RULES))?;
         }
-        self.clear_cache(slot)
-    }
-
-    fn clear_cache(&mut self, slot: u32) -> Result<(), MapsError> {
-        remove_where(&mut self.cache, names::CGROUP_CACHE, |k| k.slot == slot)
+        Ok(())
     }
 
     /// Makes the live quarantine table exactly `wanted` (identity number → restrict bits):

@@ -26,6 +26,8 @@ pub struct Snapshot<'a> {
     pub kernel_counters: &'a [(&'static str, u64)],
     pub maps: &'a [(&'static str, usize, u32)],
     pub uptime_seconds: u64,
+    /// Cgroups a selector picks that are not bound (retried on every rescan).
+    pub failed_bindings: usize,
 }
 
 fn label(value: &str) -> String {
@@ -71,6 +73,10 @@ pub fn render(s: &Snapshot<'_>) -> String {
     let _ = writeln!(out, "# HELP enforcer_apply_errors_total Policy applies refused.");
     let _ = writeln!(out, "# TYPE enforcer_apply_errors_total counter");
     let _ = writeln!(out, "enforcer_apply_errors_total {}", s.metrics.apply_errors);
+    let _ =
+        writeln!(out, "# HELP enforcer_failed_bindings Selected cgroups that could not be bound (retried).");
+    let _ = writeln!(out, "# TYPE enforcer_failed_bindings gauge");
+    let _ = writeln!(out, "enforcer_failed_bindings {}", s.failed_bindings);
     let _ = writeln!(out, "# HELP enforcer_uptime_seconds Seconds since the agent started.");
     let _ = writeln!(out, "# TYPE enforcer_uptime_seconds gauge");
     let _ = writeln!(out, "enforcer_uptime_seconds {}", s.uptime_seconds);
@@ -138,6 +144,7 @@ mod tests {
             kernel_counters: &[("deny", 3), ("events_dropped", 1)],
             maps: &[("PATH_RULES", 10, 65536)],
             uptime_seconds: 9,
+            failed_bindings: 0,
         });
         assert!(
             text.contains(

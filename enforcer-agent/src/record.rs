@@ -13,8 +13,28 @@ use crate::{engine::Directory, events};
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum Target {
-    Path { path: String, access: Vec<&'static str> },
-    Net { address: String, port: u16, protocol: String },
+    Path {
+        path: String,
+        access: Vec<&'static str>,
+    },
+    Net {
+        address: String,
+        port: u16,
+        protocol: String,
+    },
+    /// A signal or ptrace target.
+    Process {
+        process: u32,
+    },
+    /// A `bpf()` command.
+    Bpf {
+        command: &'static str,
+    },
+    /// An unlinked, removed or renamed directory entry (its last path component), or a
+    /// clone into another cgroup (no name).
+    Entry {
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -50,6 +70,27 @@ pub fn hook_name(code: u32) -> &'static str {
         hook::CONNECT6 => "connect6",
         hook::SENDMSG4 => "sendmsg4",
         hook::SENDMSG6 => "sendmsg6",
+        hook::CLONE => "clone",
+        hook::BPF => "bpf",
+        hook::TASK_KILL => "task_kill",
+        hook::PTRACE => "ptrace",
+        hook::INODE_UNLINK => "unlink",
+        hook::INODE_RMDIR => "rmdir",
+        hook::INODE_RENAME => "rename",
+        _ => "unknown",
+    }
+}
+
+/// Names of the `bpf()` commands the kernel programs refuse to managed tasks.
+fn bpf_command(code: u32) -> &'static str {
+    match code {
+        7 => "BPF_OBJ_GET",
+        9 => "BPF_PROG_DETACH",
+        13 => "BPF_PROG_GET_FD_BY_ID",
+        14 => "BPF_MAP_GET_FD_BY_ID",
+        19 => "BPF_BTF_GET_FD_BY_ID",
+        30 => "BPF_LINK_GET_FD_BY_ID",
+        34 => "BPF_LINK_DETACH",
         _ => "unknown",
     }
 }
@@ -73,6 +114,9 @@ fn reason_name(code: u32) -> &'static str {
         reason::QUARANTINED => "quarantined",
         reason::CREDENTIAL_REVOKED => "credential-revoked",
         reason::GRANT => "grant",
+        reason::IDENTITY_ESCAPE => "identity-escape",
+        reason::SELF_PROTECTION => "self-protection",
+        reason::CROSS_IDENTITY => "cross-identity",
         _ => "unknown",
     }
 }
@@ -153,6 +197,11 @@ pub fn build(
             }
             Target::Path { path: events::path(event), access: list }
         }
+        hook::TASK_KILL | hook::PTRACE => Target::Process { process: event.access },
+        hook::BPF => Target::Bpf { command: bpf_command(event.access) },
+        hook::CLONE | hook::INODE_UNLINK | hook::INODE_RMDIR | hook::INODE_RENAME => {
+            Target::Entry { name: events::path(event) }
+        }
         _ => Target::Net {
             address: address(event.addr),
             port: event.port,
@@ -175,6 +224,8 @@ pub fn build(
             reason::QUARANTINED => "quarantine".to_owned(),
             reason::CREDENTIAL_REVOKED => format!("credential[{}]", event.rule),
             reason::GRANT => format!("grant[{}]", event.rule),
+            reason::IDENTITY_ESCAPE | reason::CROSS_IDENTITY => "identity".to_owned(),
+            reason::SELF_PROTECTION => "self-protection".to_owned(),
             _ => rule_name(event.hook, event.rule),
         },
         generation: event.generation,

@@ -36,7 +36,8 @@ pub struct VerdictEvent {
     pub tid: u32,
     pub uid: u32,
     pub gid: u32,
-    /// File: [`crate::verdict::access`] bits. Network: unused.
+    /// File: [`crate::verdict::access`] bits. Signal and ptrace: the target process id.
+    /// `bpf`: the command. Otherwise unused.
     pub access: u32,
     /// Network: [`crate::verdict::proto`].
     pub proto: u8,
@@ -49,7 +50,8 @@ pub struct VerdictEvent {
     /// Network: destination address, IPv4 as IPv4-mapped IPv6 (`::ffff:a.b.c.d`).
     pub addr: [u8; 16],
     pub comm: [u8; 16],
-    /// Exec and file: bytes of `path` in use (without NUL).
+    /// Exec and file: bytes of `path` in use (without NUL). Unlink, rmdir and rename:
+    /// the entry's name (last component only).
     pub path_len: u32,
     pub pad2: u32,
     pub path: [u8; crate::MAX_PATH],

@@ -10,7 +10,7 @@ pub mod maps;
 pub mod verdict;
 
 /// Version of the kernel/user ABI; carried in every event and bumped on any layout change.
-pub const ABI_VERSION: u16 = 1;
+pub const ABI_VERSION: u16 = 2;
 
 /// Longest path (including the terminating NUL) the kernel programs can judge.
 /// A path that does not fit is denied and reported with reason `path-too-long`.
@@ -39,6 +39,8 @@ pub mod capacity {
     pub const REVOKED: u32 = 4096;
     pub const GRANTS: u32 = 4096;
     pub const NET_GRANTS: u32 = 4096;
+    pub const PROTECTED_INODES: u32 = 64;
+    pub const PROTECTED_PIDS: u32 = 16;
 }
 
 /// FNV-1a 64-bit offset basis; path rules are keyed by this hash of the path bytes.

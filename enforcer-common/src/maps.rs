@@ -34,9 +34,16 @@ pub const REVOKED: &str = "REVOKED";
 pub const GRANTS: &str = "GRANTS";
 /// `LpmTrie<NetGrantKey, NetGrant>`: time-bound network grants (live state).
 pub const NET_GRANTS: &str = "NET_GRANTS";
+/// `Array<u64>`, one entry: bumped by the agent after every binding change, so cached
+/// resolutions made before it are never trusted again.
+pub const BIND_EPOCH: &str = "BIND_EPOCH";
+/// `HashMap<InodeKey, u32>`: the enforcer's own files and directories (state, socket, log).
+pub const PROTECTED_INODES: &str = "PROTECTED_INODES";
+/// `HashMap<u32, u32>`: process ids of the agent, which managed tasks may not signal or trace.
+pub const PROTECTED_PIDS: &str = "PROTECTED_PIDS";
 
 /// Every map the kernel object must define.
-pub const ALL: [&str; 14] = [
+pub const ALL: [&str; 17] = [
     ACTIVE,
     SLOT_GENERATION,
     CGROUP_BINDINGS,
@@ -51,6 +58,9 @@ pub const ALL: [&str; 14] = [
     REVOKED,
     GRANTS,
     NET_GRANTS,
+    BIND_EPOCH,
+    PROTECTED_INODES,
+    PROTECTED_PIDS,
 ];
 
 /// Names of the global constants the agent sets at load time: field offsets read from
@@ -59,6 +69,23 @@ pub mod globals {
     pub const OFF_BPRM_FILE: &str = "OFF_BPRM_FILE";
     pub const OFF_FILE_F_PATH: &str = "OFF_FILE_F_PATH";
     pub const OFF_FILE_F_MODE: &str = "OFF_FILE_F_MODE";
+    pub const OFF_FILE_F_INODE: &str = "OFF_FILE_F_INODE";
+    pub const OFF_INODE_I_SB: &str = "OFF_INODE_I_SB";
+    pub const OFF_INODE_I_INO: &str = "OFF_INODE_I_INO";
+    pub const OFF_INODE_I_PRIVATE: &str = "OFF_INODE_I_PRIVATE";
+    pub const OFF_SB_S_MAGIC: &str = "OFF_SB_S_MAGIC";
+    pub const OFF_SB_S_DEV: &str = "OFF_SB_S_DEV";
+    pub const OFF_KERNFS_PARENT: &str = "OFF_KERNFS_PARENT";
+    pub const OFF_KERNFS_ID: &str = "OFF_KERNFS_ID";
+    pub const OFF_KERNFS_NAME: &str = "OFF_KERNFS_NAME";
+    pub const OFF_DENTRY_D_INODE: &str = "OFF_DENTRY_D_INODE";
+    pub const OFF_DENTRY_NAME: &str = "OFF_DENTRY_NAME";
+    pub const OFF_DENTRY_D_PARENT: &str = "OFF_DENTRY_D_PARENT";
+    pub const OFF_FILE_DENTRY: &str = "OFF_FILE_DENTRY";
+    pub const OFF_TASK_TGID: &str = "OFF_TASK_TGID";
+    pub const OFF_TASK_CGROUPS: &str = "OFF_TASK_CGROUPS";
+    pub const OFF_CSS_SET_DFL_CGRP: &str = "OFF_CSS_SET_DFL_CGRP";
+    pub const OFF_CGROUP_KN: &str = "OFF_CGROUP_KN";
 }
 
 /// Key of [`CGROUP_BINDINGS`] and [`CGROUP_CACHE`].
@@ -68,6 +95,27 @@ pub struct CgroupKey {
     /// Cgroup v2 id: the inode number of the cgroup directory.
     pub cgroup_id: u64,
     pub slot: u32,
+    pub pad: u32,
+}
+
+/// Value of [`CGROUP_CACHE`]: the identity resolved for a cgroup, valid only while
+/// [`BIND_EPOCH`] still holds `epoch`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheEntry {
+    pub epoch: u64,
+    /// Identity number, 0 = none.
+    pub identity: u32,
+    pub pad: u32,
+}
+
+/// Key of [`PROTECTED_INODES`]: a file by device (kernel encoding, `MAJOR << 20 | MINOR`)
+/// and inode number.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct InodeKey {
+    pub ino: u64,
+    pub dev: u32,
     pub pad: u32,
 }
 
@@ -258,6 +306,8 @@ pub struct Scratch {
 
 const _: () = assert!(size_of::<CgroupKey>() == 16);
 const _: () = assert!(size_of::<Binding>() == 8);
+const _: () = assert!(size_of::<CacheEntry>() == 16);
+const _: () = assert!(size_of::<InodeKey>() == 16);
 const _: () = assert!(size_of::<IdentityKey>() == 8);
 const _: () = assert!(size_of::<IdentityConfig>() == 8);
 const _: () = assert!(size_of::<PathKey>() == 16);
@@ -291,4 +341,6 @@ mod pod {
     unsafe impl aya::Pod for super::Grant {}
     unsafe impl aya::Pod for super::NetGrantKey {}
     unsafe impl aya::Pod for super::NetGrant {}
+    unsafe impl aya::Pod for super::CacheEntry {}
+    unsafe impl aya::Pod for super::InodeKey {}
 }

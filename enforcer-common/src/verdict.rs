@@ -8,6 +8,17 @@ pub mod hook {
     pub const CONNECT6: u32 = 4;
     pub const SENDMSG4: u32 = 5;
     pub const SENDMSG6: u32 = 6;
+    /// `clone3(CLONE_INTO_CGROUP)` (LSM `task_alloc`).
+    pub const CLONE: u32 = 7;
+    /// `bpf()` reaching existing objects (LSM `bpf`).
+    pub const BPF: u32 = 8;
+    /// A signal to a protected process (LSM `task_kill`).
+    pub const TASK_KILL: u32 = 9;
+    /// Attaching to another task (LSM `ptrace_access_check`).
+    pub const PTRACE: u32 = 10;
+    pub const INODE_UNLINK: u32 = 11;
+    pub const INODE_RMDIR: u32 = 12;
+    pub const INODE_RENAME: u32 = 13;
 }
 
 /// What happened to the syscall.
@@ -54,11 +65,24 @@ pub mod reason {
     /// The policy denies, but a time-bound grant (the event's `rule`) allows until it
     /// expires.
     pub const GRANT: u32 = 6;
+    /// A managed task tried to leave its identity: move tasks to a cgroup of another
+    /// identity (or none), start a child in one, or rename a cgroup.
+    pub const IDENTITY_ESCAPE: u32 = 7;
+    /// A managed task tried to reach the enforcer itself: its BPF objects and pins, its
+    /// state, socket or log, or its process.
+    pub const SELF_PROTECTION: u32 = 8;
+    /// A managed task tried to act through a task of another identity (ptrace,
+    /// `pidfd_getfd`, `process_vm_writev`, `/proc/PID/mem`).
+    pub const CROSS_IDENTITY: u32 = 9;
 
-    /// Live-state denials hold even in audit mode.
+    /// Denials that hold even in audit mode: live state, and the integrity of identities
+    /// and of the enforcer.
     #[must_use]
     pub const fn is_live(reason: u32) -> bool {
-        reason == QUARANTINED || reason == CREDENTIAL_REVOKED
+        matches!(
+            reason,
+            QUARANTINED | CREDENTIAL_REVOKED | IDENTITY_ESCAPE | SELF_PROTECTION | CROSS_IDENTITY
+        )
     }
 }
 
@@ -88,6 +112,9 @@ pub const RULE_DEFAULT: u32 = u32::MAX;
 
 /// Identity flag: emit events for allowed accesses too.
 pub const IDENTITY_LOG_ALLOW: u32 = 1;
+/// Identity flag: its tasks may move tasks between cgroups, start children in other
+/// cgroups and rename cgroups (supervisors such as container runtimes).
+pub const IDENTITY_ALLOW_MOVES: u32 = 2;
 
 /// Index into the per-CPU statistics map.
 pub mod stat {
@@ -108,7 +135,11 @@ pub mod stat {
     pub const CREDENTIAL_REVOKED: u32 = 9;
     /// Denials turned into allows by an unexpired grant.
     pub const GRANTED: u32 = 10;
-    pub const COUNT: u32 = 11;
+    /// Refusals with reason `identity-escape` or `cross-identity`.
+    pub const IDENTITY_ESCAPE: u32 = 11;
+    /// Refusals with reason `self-protection`.
+    pub const SELF_PROTECTION: u32 = 12;
+    pub const COUNT: u32 = 13;
     pub const NAMES: [&str; COUNT as usize] = [
         "allow",
         "deny",
@@ -121,5 +152,7 @@ pub mod stat {
         "quarantined",
         "credential_revoked",
         "granted",
+        "identity_escape",
+        "self_protection",
     ];
 }

@@ -4,7 +4,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
-    generated::bpf_probe_read_kernel,
+    bpf_probe_read_kernel_str_bytes, generated::bpf_probe_read_kernel,
 };
 use enforcer_common::{
     ABI_VERSION, MAX_PATH,
@@ -41,6 +41,12 @@ pub enum Target {
         addr: [u8; 16],
         port: u16,
         proto: u8,
+    },
+    /// A process, a `bpf()` command or a directory entry: `what` goes to the event's
+    /// `access` field, `name` (a kernel string, may be null) to its path.
+    Object {
+        what: u32,
+        name: *const u8,
     },
 }
 
@@ -118,6 +124,22 @@ pub fn verdict(v: &Verdict, target: &Target) {
                     ) != 0
                 {
                     (*ev).path_len = 0;
+                }
+            }
+            Target::Object { what, name } => {
+                (*ev).access = what;
+                (*ev).proto = 0;
+                (*ev).port = 0;
+                (*ev).family = 0;
+                (*ev).addr = [0; 16];
+                (*ev).path_len = 0;
+                if !name.is_null()
+                    && let Ok(bytes) = bpf_probe_read_kernel_str_bytes(name, &mut (*ev).path)
+                {
+                    #[expect(clippy::cast_possible_truncation, reason = "at most MAX_PATH")]
+                    {
+                        (*ev).path_len = bytes.len() as u32;
+                    }
                 }
             }
             Target::Net { family, addr, port, proto } => {

@@ -3,10 +3,10 @@
 use aya_ebpf::helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id};
 use enforcer_common::{
     MAX_CGROUP_DEPTH,
-    maps::{BINDING_SUBTREE, CgroupKey},
+    maps::{BINDING_SUBTREE, CacheEntry, CgroupKey},
 };
 
-use crate::maps::{CGROUP_BINDINGS, CGROUP_CACHE};
+use crate::maps::{BIND_EPOCH, CGROUP_BINDINGS, CGROUP_CACHE};
 
 /// The identity of the current task in `slot` (0 = none) and its cgroup id.
 ///
@@ -18,9 +18,15 @@ pub fn current(slot: u32) -> (u32, u64) {
     // SAFETY: helper without arguments.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     let key = CgroupKey { cgroup_id, slot, pad: 0 };
-    // SAFETY: the value is a plain u32 read once.
-    if let Some(identity) = unsafe { CGROUP_CACHE.get(&key) } {
-        return (*identity, cgroup_id);
+    // Read before the walk: a binding added after this read bumps the epoch, so a
+    // resolution that missed it is stamped stale. (0 if unreadable: entries stamped 0
+    // are then trusted only until the agent's first bump, as before any binding change.)
+    let epoch = BIND_EPOCH.get(0).copied().unwrap_or(0);
+    // SAFETY: plain value read once.
+    if let Some(entry) = unsafe { CGROUP_CACHE.get(&key) }
+        && entry.epoch == epoch
+    {
+        return (entry.identity, cgroup_id);
     }
     let mut identity = 0;
     // Bounded for the verifier; deeper cgroups take the deepest binding among these levels.
@@ -43,6 +49,6 @@ pub fn current(slot: u32) -> (u32, u64) {
         }
     }
     // Fail-open on cache insert failure: it only means the next call walks again.
-    let _ = CGROUP_CACHE.insert(&key, &identity, 0);
+    let _ = CGROUP_CACHE.insert(&key, &CacheEntry { epoch, identity, pad: 0 }, 0);
     (identity, cgroup_id)
 }

@@ -16,6 +16,7 @@ use enforcer_common::{
 
 use crate::{
     emit::{self, Target, Verdict},
+    guard,
     path::{self, Resolved},
     policy::{self, Caller, Judgement, Subject},
 };
@@ -33,12 +34,12 @@ const FMODE_EXEC: u32 = 0x20;
 
 /// Passes on an earlier LSM's denial; the verifier insists the value be a valid errno.
 #[inline(always)]
-fn pass_on(earlier: i32) -> i32 {
+pub fn pass_on(earlier: i32) -> i32 {
     if (-4095..0).contains(&earlier) { earlier } else { -policy::EPERM }
 }
 
 #[inline(always)]
-fn offset(global: &'static u64) -> usize {
+pub fn offset(global: &'static u64) -> usize {
     // SAFETY: a read of our own global; volatile so the compiler does not fold the 0.
     #[expect(clippy::cast_possible_truncation, reason = "struct offsets are small")]
     unsafe {
@@ -123,6 +124,14 @@ fn judge_path(hook: u32, file: *const u8, wanted: u32) -> i32 {
             );
         }
     };
+    // Moving tasks between cgroups and writing the enforcer's own files are judged before
+    // any rule: no policy can allow them.
+    if hook == hook::FILE_OPEN
+        && wanted & access::WRITE != 0
+        && let Some(why) = guard::write_open(&subject, file)
+    {
+        return finish(hook, &subject, guard::judgement(why), wanted, &resolved);
+    }
     let (exact_kind, dir_kind) = if hook == hook::EXEC {
         (path_kind::EXEC_EXACT, path_kind::EXEC_DIR)
     } else {

@@ -11,6 +11,7 @@
 #![expect(clippy::cast_ptr_alignment, reason = "kernel struct members read at their BTF offsets are aligned")]
 
 mod emit;
+mod guard;
 mod identity;
 mod lsm;
 mod maps;

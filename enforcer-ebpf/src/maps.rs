@@ -7,8 +7,8 @@ use aya_ebpf::{
 use enforcer_common::{
     SLOTS, capacity,
     maps::{
-        Binding, CgroupKey, Grant, GrantKey, IdentityConfig, IdentityKey, NetEntry, NetGrant, NetGrantKey,
-        NetKey, PathKey, PathRule, Quarantine, RevokedKey, Scratch,
+        Binding, CacheEntry, CgroupKey, Grant, GrantKey, IdentityConfig, IdentityKey, InodeKey, NetEntry,
+        NetGrant, NetGrantKey, NetKey, PathKey, PathRule, Quarantine, RevokedKey, Scratch,
     },
     verdict::stat,
 };
@@ -27,9 +27,26 @@ pub static CGROUP_BINDINGS: HashMap<CgroupKey, Binding> =
     HashMap::with_max_entries(capacity::CGROUP_BINDINGS, 0);
 
 /// Identity resolved for a cgroup (0 = none), so repeat callers cost one lookup.
-/// An eviction only costs a new ancestor walk.
+/// An eviction only costs a new ancestor walk; an entry older than [`BIND_EPOCH`] is
+/// walked again.
 #[map(name = "CGROUP_CACHE")]
-pub static CGROUP_CACHE: LruHashMap<CgroupKey, u32> = LruHashMap::with_max_entries(capacity::CGROUP_CACHE, 0);
+pub static CGROUP_CACHE: LruHashMap<CgroupKey, CacheEntry> =
+    LruHashMap::with_max_entries(capacity::CGROUP_CACHE, 0);
+
+/// Bumped by the agent after every binding change: cache entries stamped with an older
+/// value were resolved before the change and are not trusted.
+#[map(name = "BIND_EPOCH")]
+pub static BIND_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
+
+/// The enforcer's own files and directories; managed tasks may not write, remove or
+/// rename them (or entries of protected directories).
+#[map(name = "PROTECTED_INODES")]
+pub static PROTECTED_INODES: HashMap<InodeKey, u32> =
+    HashMap::with_max_entries(capacity::PROTECTED_INODES, 0);
+
+/// Process ids of the agent: managed tasks may not signal or trace them.
+#[map(name = "PROTECTED_PIDS")]
+pub static PROTECTED_PIDS: HashMap<u32, u32> = HashMap::with_max_entries(capacity::PROTECTED_PIDS, 0);
 
 /// Mode and per-resource defaults of each identity.
 #[map(name = "IDENTITIES")]

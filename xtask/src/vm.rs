@@ -27,7 +27,8 @@ pub struct Options {
     /// Seconds a VM may run before it counts as hung.
     #[arg(long, default_value_t = 900)]
     timeout: u64,
-    /// Run only the tests whose name contains this string.
+    /// Run only the tests whose name contains this string, or all tests of the test file
+    /// of that name (e.g. `integrity`).
     filter: Option<String>,
 }
 
@@ -428,7 +429,9 @@ done
 export ENFORCER_BIN=/bin/enforcer RUST_BACKTRACE=1
 for t in /tests/*; do
   echo "ENFORCER-VM running $t"
-  "$t" --test-threads=1 $filter
+  # A filter naming a test file (e.g. `integrity`) runs all of that file's tests.
+  case "$(basename "$t")" in "$filter"-*) only="" ;; *) only="$filter" ;; esac
+  "$t" --test-threads=1 $only
   echo "ENFORCER-VM exit $?"
 done
 echo "ENFORCER-VM done"

@@ -107,6 +107,9 @@ pub struct Status {
     /// Kernel counters: allow, deny, audit, `default_fallback`, `events_dropped`, …
     pub counters: std::collections::BTreeMap<String, u64>,
     pub log_file: String,
+    /// Cgroups a selector picks that could not be bound, and why (retried every rescan).
+    #[serde(default)]
+    pub failed_bindings: Vec<crate::engine::FailedBinding>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -14,7 +14,7 @@ use enforcer_common::{
     MAX_NET_RULES_PER_PREFIX, capacity,
     maps::{BINDING_SUBTREE, Binding, IdentityConfig, NetEntry, NetRule, PathRule, path_kind},
     path_hash,
-    verdict::{IDENTITY_LOG_ALLOW, action, mode, proto},
+    verdict::{IDENTITY_ALLOW_MOVES, IDENTITY_LOG_ALLOW, action, mode, proto},
 };
 
 use super::{
@@ -64,7 +64,8 @@ pub fn compile(
                 exec_default: action_code(policy.defaults.exec),
                 file_default: action_code(policy.defaults.file),
                 net_default: action_code(policy.defaults.network),
-                flags: if policy.log_allowed { IDENTITY_LOG_ALLOW } else { 0 },
+                flags: if policy.log_allowed { IDENTITY_LOG_ALLOW } else { 0 }
+                    | if policy.allow_cgroup_moves { IDENTITY_ALLOW_MOVES } else { 0 },
             },
         ));
         let doc = format!("policy {:?}", policy.name);

@@ -148,10 +148,9 @@ proptest! {
         queries in queries(),
     ) {
         let yaml = policy_yaml(audit, defaults, &exec, &file, &network);
-        let valid = match parse("random.yaml", &yaml).and_then(|p| validate_set(&p)) {
-            Ok(valid) => valid,
-            // A set the validator refuses (too many rules on one prefix) judges nothing.
-            Err(_) => return Ok(()),
+        // A set the validator refuses (too many rules on one prefix) judges nothing.
+        let Ok(valid) = parse("random.yaml", &yaml).and_then(|p| validate_set(&p)) else {
+            return Ok(());
         };
         let ids = BTreeMap::from([(valid[0].identity.clone(), 7)]);
         let set = compile(&valid, &ids, &[], 1).expect("a valid set compiles");

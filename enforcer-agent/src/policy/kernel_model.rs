@@ -26,7 +26,7 @@ pub fn decide(set: &CompiledSet, identity: u32, request: &Request) -> (String, S
         }
         Request::File { path, access } => {
             let (read, write) = scan(set, identity, path, path_kind::FILE_EXACT, path_kind::FILE_DIR);
-            (file_judgement(&config, read, write, access), "file")
+            (file_judgement(config, read, write, access), "file")
         }
         Request::Connect { address, port, protocol } => {
             let addr = match address {
@@ -60,12 +60,7 @@ fn from_rule(found: (u8, u32), default: u8) -> (u8, u32) {
 }
 
 /// `lsm.rs::file_judgement`: read first; an open for both needs both.
-fn file_judgement(
-    config: &IdentityConfig,
-    read: (u8, u32),
-    write: (u8, u32),
-    access: &[Access],
-) -> (u8, u32) {
+fn file_judgement(config: IdentityConfig, read: (u8, u32), write: (u8, u32), access: &[Access]) -> (u8, u32) {
     let read = from_rule(read, config.file_default);
     if !access.contains(&Access::Write) {
         return read;

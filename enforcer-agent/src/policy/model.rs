@@ -34,6 +34,12 @@ pub struct Spec {
     /// Also report allowed accesses (off by default: only deny and audit are reported).
     #[serde(default)]
     pub log_allowed: bool,
+    /// The identity's tasks may move tasks between cgroups (`cgroup.procs`,
+    /// `cgroup.threads`), start children in other cgroups (`CLONE_INTO_CGROUP`) and rename
+    /// cgroups. Off by default: a managed task cannot leave its identity's cgroups. Meant
+    /// for supervisors (container runtimes, service managers) trusted to place others.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_cgroup_moves: bool,
     #[serde(default)]
     pub defaults: Defaults,
     #[serde(default)]
@@ -113,8 +119,8 @@ pub struct Selector {
     /// A systemd unit name, e.g. `payments.service`: every cgroup of that name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub systemd_unit: Option<String>,
-    /// A container id (full, or a prefix of at least 12 hex digits) as it appears in the
-    /// cgroup paths of containerd, CRI-O, Docker and podman.
+    /// A full container id (64 hex digits) as it appears in the cgroup paths of
+    /// containerd, CRI-O, Docker and podman (never matched under `/user.slice`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
     /// Whether descendants of the selected cgroups belong to the identity (default true).

@@ -87,7 +87,12 @@ fn bad_values_name_document_field_and_problem() {
         ("  selector: {}\n", "spec.selector", "is empty"),
         ("  selector:\n    cgroupPath: /a\n    systemdUnit: a.service\n", "spec.selector", "more than one"),
         ("  selector:\n    cgroupPath: relative\n", "spec.selector.cgroupPath", "not absolute"),
-        ("  selector:\n    containerId: xyz\n", "spec.selector.containerId", "not a container id"),
+        ("  selector:\n    containerId: xyz\n", "spec.selector.containerId", "not a full container id"),
+        (
+            "  selector:\n    containerId: 3f2a9c1d0b7e\n",
+            "spec.selector.containerId",
+            "not a full container id",
+        ),
         (
             "  selector:\n    cgroupPath: /a\n  file:\n    - path: etc/passwd\n      action: deny\n",
             "spec.file[0].path",

@@ -39,6 +39,7 @@ pub struct Valid {
     pub selector: SelectorSpec,
     pub mode: Mode,
     pub log_allowed: bool,
+    pub allow_cgroup_moves: bool,
     pub defaults: model::Defaults,
     pub exec: Vec<PathRuleSpec>,
     pub file: Vec<PathRuleSpec>,
@@ -236,6 +237,7 @@ pub fn validate(policy: &Policy) -> Result<Valid, PolicyError> {
         selector,
         mode: policy.spec.mode,
         log_allowed: policy.spec.log_allowed,
+        allow_cgroup_moves: policy.spec.allow_cgroup_moves,
         defaults: policy.spec.defaults,
         exec,
         file,
@@ -301,10 +303,12 @@ fn selector(s: &model::Selector) -> Result<SelectorSpec, (&'static str, String)>
         return Ok(SelectorSpec::SystemdUnit { unit: unit.clone(), subtree });
     }
     let id = s.container_id.as_deref().unwrap_or_default().to_ascii_lowercase();
-    if id.len() < 12 || id.len() > 64 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+    // The full id: a prefix would also select any other container (or a cgroup someone
+    // named to look like one) that shares it.
+    if id.len() != 64 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err((
             "spec.selector.containerId",
-            format!("{id:?} is not a container id (12 to 64 hex digits)"),
+            format!("{id:?} is not a full container id (64 hex digits)"),
         ));
     }
     Ok(SelectorSpec::ContainerId { id, subtree })

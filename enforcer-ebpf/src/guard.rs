@@ -1,0 +1,413 @@
+//! Identity integrity and self-protection: LSM hooks that keep a managed task inside its
+//! identity and away from the enforcer's own objects.
+//!
+//! - `task_alloc`: `clone3(CLONE_INTO_CGROUP)` would start a child in another cgroup.
+//! - `file_open` (from `lsm.rs`): writing `cgroup.procs`/`cgroup.threads` moves tasks;
+//!   writing the enforcer's protected files changes its state.
+//! - `inode_unlink`/`inode_rmdir`/`inode_rename`: pins, state, socket and log; renaming
+//!   cgroups (path selectors would lose them).
+//! - `bpf`: reaching existing BPF objects by id or pin, detaching programs.
+//! - `task_kill`/`ptrace_access_check`: signalling the agent; attaching to (or stealing fds
+//!   and memory from) a task of another identity or the agent.
+//!
+//! Struct members are read with `bpf_probe_read_kernel` at offsets the agent takes from
+//! the running kernel's BTF. Every refusal is a verdict with reason `identity-escape`,
+//! `cross-identity` or `self-protection`, and holds in audit mode too.
+
+use aya_ebpf::{
+    helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
+    macros::lsm,
+    programs::LsmContext,
+};
+use enforcer_common::{
+    MAX_CGROUP_DEPTH,
+    maps::{BINDING_SUBTREE, CgroupKey, InodeKey},
+    verdict::{IDENTITY_ALLOW_MOVES, RULE_DEFAULT, action, hook, reason, stat},
+};
+
+use crate::{
+    emit::{self, Target},
+    lsm::{offset, pass_on},
+    maps::{CGROUP_BINDINGS, PROTECTED_INODES, PROTECTED_PIDS, count},
+    policy::{self, Caller, Judgement, Subject},
+};
+
+/// Offsets of the members read below (set by the agent from BTF).
+#[unsafe(no_mangle)]
+static OFF_FILE_F_INODE: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_INODE_I_SB: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_INODE_I_INO: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_INODE_I_PRIVATE: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_SB_S_MAGIC: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_SB_S_DEV: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_KERNFS_PARENT: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_KERNFS_ID: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_KERNFS_NAME: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_DENTRY_D_INODE: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_DENTRY_D_PARENT: u64 = 0;
+/// `file.f_path` plus `path.dentry`: the opened file's dentry.
+#[unsafe(no_mangle)]
+static OFF_FILE_DENTRY: u64 = 0;
+/// `dentry.d_name` plus `qstr.name`: the pointer to the entry's name.
+#[unsafe(no_mangle)]
+static OFF_DENTRY_NAME: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_TASK_TGID: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_TASK_CGROUPS: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_CSS_SET_DFL_CGRP: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_CGROUP_KN: u64 = 0;
+
+const CGROUP2_SUPER_MAGIC: u64 = 0x6367_7270;
+const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+const PTRACE_MODE_ATTACH: u32 = 0x02;
+
+/// `bpf()` commands that reach objects the caller did not create, or detach programs.
+const BPF_OBJ_GET: u32 = 7;
+const BPF_PROG_DETACH: u32 = 9;
+const BPF_PROG_GET_FD_BY_ID: u32 = 13;
+const BPF_MAP_GET_FD_BY_ID: u32 = 14;
+const BPF_BTF_GET_FD_BY_ID: u32 = 19;
+const BPF_LINK_GET_FD_BY_ID: u32 = 30;
+const BPF_LINK_DETACH: u32 = 34;
+
+/// Reads a `T` at `base + offset`; `None` if the kernel refuses the read.
+#[inline(always)]
+fn read<T>(base: *const u8, at: &'static u64) -> Option<T> {
+    if base.is_null() {
+        return None;
+    }
+    // SAFETY: a checked kernel read; a bad address returns an error, never faults.
+    unsafe { bpf_probe_read_kernel(base.add(offset(at)).cast::<T>()).ok() }
+}
+
+/// The identity the cgroup of kernfs node `kn` resolves to in `slot` (0 = none): the
+/// deepest binding among it and its ancestors, as [`crate::identity::current`] decides
+/// for a task in that cgroup.
+#[inline(always)]
+fn cgroup_identity(mut kn: *const u8, slot: u32) -> u32 {
+    for level in 0..=MAX_CGROUP_DEPTH {
+        let Some(id) = read::<u64>(kn, &OFF_KERNFS_ID) else { return 0 };
+        let key = CgroupKey { cgroup_id: id, slot, pad: 0 };
+        // SAFETY: plain value read once.
+        if let Some(binding) = unsafe { CGROUP_BINDINGS.get(&key) }
+            && (level == 0 || binding.flags & BINDING_SUBTREE != 0)
+        {
+            return binding.identity;
+        }
+        match read::<*const u8>(kn, &OFF_KERNFS_PARENT) {
+            Some(parent) if !parent.is_null() => kn = parent,
+            _ => return 0,
+        }
+    }
+    0
+}
+
+/// The identity of `task` (through its cgroup v2 cgroup) in `slot`.
+#[inline(always)]
+fn task_identity(task: *const u8, slot: u32) -> u32 {
+    let kn = read::<*const u8>(task, &OFF_TASK_CGROUPS)
+        .and_then(|cset| read::<*const u8>(cset, &OFF_CSS_SET_DFL_CGRP))
+        .and_then(|cgrp| read::<*const u8>(cgrp, &OFF_CGROUP_KN));
+    kn.map_or(0, |kn| cgroup_identity(kn, slot))
+}
+
+#[inline(always)]
+fn magic_of(inode: *const u8) -> u64 {
+    read::<*const u8>(inode, &OFF_INODE_I_SB).and_then(|sb| read::<u64>(sb, &OFF_SB_S_MAGIC)).unwrap_or(0)
+}
+
+/// Whether `inode` is one of the enforcer's protected files or directories.
+#[inline(always)]
+fn protected(inode: *const u8) -> bool {
+    let Some(sb) = read::<*const u8>(inode, &OFF_INODE_I_SB) else { return false };
+    let (Some(dev), Some(ino)) = (read::<u32>(sb, &OFF_SB_S_DEV), read::<u64>(inode, &OFF_INODE_I_INO))
+    else {
+        return false;
+    };
+    // SAFETY: plain value read once.
+    unsafe { PROTECTED_INODES.get(&InodeKey { ino, dev, pad: 0 }) }.is_some()
+}
+
+/// The denial for `why`, counted.
+#[inline(always)]
+pub fn judgement(why: u32) -> Judgement {
+    count(if why == reason::SELF_PROTECTION { stat::SELF_PROTECTION } else { stat::IDENTITY_ESCAPE });
+    Judgement { action: action::DENY, rule: RULE_DEFAULT, reason: why }
+}
+
+/// A refusal for a managed caller: counted, reported, and the errno to return.
+#[inline(always)]
+fn refuse(hook: u32, subject: &Subject, why: u32, target: &Target) -> i32 {
+    if emit::conclude(hook, subject, judgement(why), target) == 0 { 0 } else { -policy::EPERM }
+}
+
+/// The managed caller, or the value the hook returns for everyone else.
+#[inline(always)]
+fn managed(hook: u32) -> Result<Subject, i32> {
+    match policy::caller() {
+        Caller::Unmanaged => Err(0),
+        Caller::Managed(subject) => Ok(subject),
+        // Fail-closed: the task is managed but its policy cannot be read.
+        Caller::Broken { slot, identity, cgroup_id } => {
+            let judgement = Judgement::refuse(reason::INTERNAL_ERROR);
+            let config = policy::config_or_enforce(slot, identity);
+            let (decision, errno) = policy::decide(&config, &judgement);
+            emit::verdict(
+                &emit::Verdict { hook, slot, identity, cgroup_id, judgement, decision, errno },
+                &Target::Object { what: 0, name: core::ptr::null() },
+            );
+            Err(if errno == 0 { 0 } else { -policy::EPERM })
+        }
+    }
+}
+
+/// Decides a write open of a file on cgroupfs or of a protected file; `None` if the
+/// generic file rules decide. `file` is the hook's `struct file *`.
+#[inline(always)]
+pub fn write_open(subject: &Subject, file: *const u8) -> Option<u32> {
+    let inode = read::<*const u8>(file, &OFF_FILE_F_INODE)?;
+    let magic = magic_of(inode);
+    if magic == CGROUP2_SUPER_MAGIC {
+        if subject.config.flags & IDENTITY_ALLOW_MOVES != 0 {
+            return None;
+        }
+        let kn = read::<*const u8>(inode, &OFF_INODE_I_PRIVATE)?;
+        if !moves_tasks(kn) {
+            return None;
+        }
+        // The cgroup whose membership file this is.
+        let cgroup = read::<*const u8>(kn, &OFF_KERNFS_PARENT)?;
+        if cgroup_identity(cgroup, subject.slot) == subject.identity {
+            return None;
+        }
+        return Some(reason::IDENTITY_ESCAPE);
+    }
+    // The file itself, or any file of a protected directory (including new ones).
+    let parent = read::<*const u8>(file, &OFF_FILE_DENTRY)
+        .and_then(|dentry| read::<*const u8>(dentry, &OFF_DENTRY_D_PARENT))
+        .and_then(|dir| read::<*const u8>(dir, &OFF_DENTRY_D_INODE));
+    if protected(inode) || parent.is_some_and(protected) {
+        return Some(reason::SELF_PROTECTION);
+    }
+    None
+}
+
+/// Whether kernfs node `kn` is `cgroup.procs` or `cgroup.threads`.
+#[inline(always)]
+fn moves_tasks(kn: *const u8) -> bool {
+    let Some(name) = read::<*const u8>(kn, &OFF_KERNFS_NAME) else { return false };
+    let mut buf = [0u8; 16];
+    // SAFETY: a checked kernel string read into a zeroed local buffer; a longer name is
+    // cut at 15 bytes and then matches neither.
+    if unsafe { bpf_probe_read_kernel_str_bytes(name, &mut buf) }.is_err() {
+        return false;
+    }
+    // Compared as two words: the verifier keeps a fixed-size compare cheap.
+    let words = (u64::from_ne_bytes(head(&buf, 0)), u64::from_ne_bytes(head(&buf, 8)));
+    words == (u64::from_ne_bytes(head(PROCS, 0)), u64::from_ne_bytes(head(PROCS, 8)))
+        || words == (u64::from_ne_bytes(head(THREADS, 0)), u64::from_ne_bytes(head(THREADS, 8)))
+}
+
+const PROCS: &[u8; 16] = b"cgroup.procs\0\0\0\0";
+const THREADS: &[u8; 16] = b"cgroup.threads\0\0";
+
+#[inline(always)]
+fn head(buf: &[u8; 16], at: usize) -> [u8; 8] {
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&buf[at..at + 8]);
+    out
+}
+
+/// `clone3(CLONE_INTO_CGROUP)` starts the child in a cgroup the caller picks.
+#[lsm(hook = "task_alloc")]
+pub fn task_alloc(ctx: LsmContext) -> i32 {
+    // Arguments: (task, clone_flags); the previous LSM's return value follows them.
+    let earlier: i32 = ctx.arg(2);
+    if earlier != 0 {
+        return pass_on(earlier);
+    }
+    let flags: u64 = ctx.arg(1);
+    if flags & CLONE_INTO_CGROUP == 0 {
+        return 0;
+    }
+    let subject = match managed(hook::CLONE) {
+        Ok(subject) => subject,
+        Err(ret) => return ret,
+    };
+    if subject.config.flags & IDENTITY_ALLOW_MOVES != 0 {
+        return 0;
+    }
+    refuse(
+        hook::CLONE,
+        &subject,
+        reason::IDENTITY_ESCAPE,
+        &Target::Object { what: 0, name: core::ptr::null() },
+    )
+}
+
+/// `bpf()`: reaching existing objects by id or pin, and detaching programs.
+#[lsm(hook = "bpf")]
+pub fn bpf(ctx: LsmContext) -> i32 {
+    // Arguments: (cmd, attr, size); the previous LSM's return value follows them.
+    let earlier: i32 = ctx.arg(3);
+    if earlier != 0 {
+        return pass_on(earlier);
+    }
+    let cmd: u32 = ctx.arg(0);
+    if !matches!(
+        cmd,
+        BPF_OBJ_GET
+            | BPF_PROG_DETACH
+            | BPF_PROG_GET_FD_BY_ID
+            | BPF_MAP_GET_FD_BY_ID
+            | BPF_BTF_GET_FD_BY_ID
+            | BPF_LINK_GET_FD_BY_ID
+            | BPF_LINK_DETACH
+    ) {
+        return 0;
+    }
+    let subject = match managed(hook::BPF) {
+        Ok(subject) => subject,
+        Err(ret) => return ret,
+    };
+    refuse(
+        hook::BPF,
+        &subject,
+        reason::SELF_PROTECTION,
+        &Target::Object { what: cmd, name: core::ptr::null() },
+    )
+}
+
+/// Signals to the agent (signal 0, a liveness probe, stays allowed).
+#[lsm(hook = "task_kill")]
+pub fn task_kill(ctx: LsmContext) -> i32 {
+    // Arguments: (p, info, sig, cred); the previous LSM's return value follows them.
+    let earlier: i32 = ctx.arg(4);
+    if earlier != 0 {
+        return pass_on(earlier);
+    }
+    let sig: i32 = ctx.arg(2);
+    if sig == 0 {
+        return 0;
+    }
+    let target: *const u8 = ctx.arg(0);
+    let Some(tgid) = read::<u32>(target, &OFF_TASK_TGID) else { return 0 };
+    // SAFETY: plain value read once.
+    if unsafe { PROTECTED_PIDS.get(&tgid) }.is_none() {
+        return 0;
+    }
+    let subject = match managed(hook::TASK_KILL) {
+        Ok(subject) => subject,
+        Err(ret) => return ret,
+    };
+    refuse(
+        hook::TASK_KILL,
+        &subject,
+        reason::SELF_PROTECTION,
+        &Target::Object { what: tgid, name: core::ptr::null() },
+    )
+}
+
+/// Attaching to another task (ptrace, `pidfd_getfd`, `process_vm_writev`,
+/// `/proc/PID/mem`) acts as that task: allowed only within the caller's own identity.
+#[lsm(hook = "ptrace_access_check")]
+pub fn ptrace_access_check(ctx: LsmContext) -> i32 {
+    // Arguments: (child, mode); the previous LSM's return value follows them.
+    let earlier: i32 = ctx.arg(2);
+    if earlier != 0 {
+        return pass_on(earlier);
+    }
+    let mode: u32 = ctx.arg(1);
+    if mode & PTRACE_MODE_ATTACH == 0 {
+        return 0;
+    }
+    let subject = match managed(hook::PTRACE) {
+        Ok(subject) => subject,
+        Err(ret) => return ret,
+    };
+    let child: *const u8 = ctx.arg(0);
+    let tgid = read::<u32>(child, &OFF_TASK_TGID).unwrap_or(0);
+    let target = Target::Object { what: tgid, name: core::ptr::null() };
+    // SAFETY: plain value read once.
+    if unsafe { PROTECTED_PIDS.get(&tgid) }.is_some() {
+        return refuse(hook::PTRACE, &subject, reason::SELF_PROTECTION, &target);
+    }
+    // Fail-closed: a target whose identity cannot be read counts as another identity.
+    if task_identity(child, subject.slot) != subject.identity {
+        return refuse(hook::PTRACE, &subject, reason::CROSS_IDENTITY, &target);
+    }
+    0
+}
+
+/// Removing or renaming an entry of `dir`: pins (bpffs), protected files and
+/// directories, and renames of cgroups.
+#[inline(always)]
+fn entry_change(hook: u32, dir: *const u8, dentry: *const u8) -> i32 {
+    let magic = magic_of(dir);
+    let victim = read::<*const u8>(dentry, &OFF_DENTRY_D_INODE).unwrap_or(core::ptr::null());
+    let why = if magic == BPF_FS_MAGIC || protected(dir) || (!victim.is_null() && protected(victim)) {
+        reason::SELF_PROTECTION
+    } else if magic == CGROUP2_SUPER_MAGIC && hook == hook::INODE_RENAME {
+        reason::IDENTITY_ESCAPE
+    } else {
+        return 0;
+    };
+    let subject = match managed(hook) {
+        Ok(subject) => subject,
+        Err(ret) => return ret,
+    };
+    if why == reason::IDENTITY_ESCAPE && subject.config.flags & IDENTITY_ALLOW_MOVES != 0 {
+        return 0;
+    }
+    let name = read::<*const u8>(dentry, &OFF_DENTRY_NAME).unwrap_or(core::ptr::null());
+    refuse(hook, &subject, why, &Target::Object { what: 0, name })
+}
+
+#[lsm(hook = "inode_unlink")]
+pub fn inode_unlink(ctx: LsmContext) -> i32 {
+    // Arguments: (dir, dentry); the previous LSM's return value follows them.
+    let earlier: i32 = ctx.arg(2);
+    if earlier != 0 {
+        return pass_on(earlier);
+    }
+    entry_change(hook::INODE_UNLINK, ctx.arg(0), ctx.arg(1))
+}
+
+#[lsm(hook = "inode_rmdir")]
+pub fn inode_rmdir(ctx: LsmContext) -> i32 {
+    // Arguments: (dir, dentry); the previous LSM's return value follows them.
+    let earlier: i32 = ctx.arg(2);
+    if earlier != 0 {
+        return pass_on(earlier);
+    }
+    entry_change(hook::INODE_RMDIR, ctx.arg(0), ctx.arg(1))
+}
+
+#[lsm(hook = "inode_rename")]
+pub fn inode_rename(ctx: LsmContext) -> i32 {
+    // Arguments: (old_dir, old_dentry, new_dir, new_dentry); the previous LSM's return
+    // value follows them.
+    let earlier: i32 = ctx.arg(4);
+    if earlier != 0 {
+        return pass_on(earlier);
+    }
+    let ret = entry_change(hook::INODE_RENAME, ctx.arg(0), ctx.arg(1));
+    if ret != 0 {
+        return ret;
+    }
+    entry_change(hook::INODE_RENAME, ctx.arg(2), ctx.arg(3))
+}
