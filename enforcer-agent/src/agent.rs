@@ -192,6 +192,13 @@ async fn start(config: &Config) -> anyhow::Result<Running> {
         commands: commands_tx.clone(),
         verdicts: followers,
         history: Arc::new(move || verdict_log::history(&log_path, keep)),
+        managed: {
+            let directory = engine.directory();
+            Arc::new(move |pid| {
+                let bindings = directory.read().expect("directory lock").bindings.clone();
+                crate::identity::pid_is_managed(pid, &bindings)
+            })
+        },
     });
     tokio::spawn(api.run(listener));
     // From here on, managed tasks can neither write these files nor signal this process.

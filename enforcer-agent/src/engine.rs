@@ -38,6 +38,8 @@ pub struct Directory {
     pub generations: BTreeMap<u64, BTreeMap<u32, (String, String)>>,
     /// cgroup id → path relative to the cgroup root.
     pub cgroups: BTreeMap<u64, String>,
+    /// Bound cgroup id → whether the binding covers its subtree (what the kernel holds).
+    pub bindings: BTreeMap<u64, bool>,
 }
 
 impl Directory {
@@ -193,6 +195,8 @@ impl Engine {
             directory.generations.pop_first();
         }
         directory.cgroups = identity::paths_by_id(&cgroups);
+        directory.bindings =
+            set.bindings.iter().map(|(cgroup, b)| (*cgroup, b.flags & BINDING_SUBTREE != 0)).collect();
         Ok(Applied { generation, policies: self.policies.len(), cgroups_bound: self.bound.len() })
     }
 
@@ -255,7 +259,14 @@ impl Engine {
             }
         }
         self.failed = failed;
-        self.directory.write().expect("directory lock").cgroups = paths;
+        let mut directory = self.directory.write().expect("directory lock");
+        directory.cgroups = paths;
+        for cgroup in &result.pruned {
+            directory.bindings.remove(cgroup);
+        }
+        for binding in &result.added {
+            directory.bindings.insert(binding.cgroup_id, binding.subtree);
+        }
         Ok(result)
     }
 

@@ -45,6 +45,40 @@ pub fn scan(root: &Path) -> Vec<Cgroup> {
     out
 }
 
+/// Whether process `pid` runs in a cgroup that `bindings` (cgroup id → covers its
+/// subtree) puts under an identity, judged as the kernel programs do: the cgroup itself
+/// bound, or an ancestor bound with its subtree. Unknown (the process is gone, cgroup v2
+/// not found) counts as managed.
+pub fn pid_is_managed(pid: i32, bindings: &BTreeMap<u64, bool>) -> bool {
+    let Ok(text) = fs::read_to_string(format!("/proc/{pid}/cgroup")) else { return true };
+    let Some(relative) = text.lines().find_map(|l| l.strip_prefix("0::")) else { return true };
+    let Some(mount) = cgroup2_mount() else { return true };
+    let mut dir = mount.join(relative.trim_start_matches('/'));
+    let mut level = 0;
+    loop {
+        let Ok(meta) = fs::metadata(&dir) else { return true };
+        if let Some(subtree) = bindings.get(&meta.ino())
+            && (level == 0 || *subtree)
+        {
+            return true;
+        }
+        if dir == mount || !dir.pop() {
+            return false;
+        }
+        level += 1;
+    }
+}
+
+/// Where cgroup v2 is mounted.
+fn cgroup2_mount() -> Option<PathBuf> {
+    let mounts = fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (_, dir, kind) = (f.next()?, f.next()?, f.next()?);
+        (kind == "cgroup2").then(|| PathBuf::from(dir))
+    })
+}
+
 /// The id of the cgroup at `path` (relative to `root`), if it exists.
 pub fn id_of(root: &Path, path: &str) -> Option<u64> {
     fs::metadata(root.join(path.trim_start_matches('/'))).ok().map(|m| m.ino())

@@ -376,6 +376,21 @@ fn the_enforcer_is_out_of_reach_of_managed_tasks() {
         assert_eq!(field(&r, "decision"), "deny", "{r}");
         assert_eq!(field(&r, "rule"), "self-protection", "{r}");
     }
+    // Nor can it use the API (a workload could lift its own quarantine).
+    let socket = agent.socket.clone();
+    let api = run_in(Some(&workload), move || {
+        let out = std::process::Command::new(
+            std::env::var("ENFORCER_BIN").unwrap_or_else(|_| "/bin/enforcer".into()),
+        )
+        .arg("--socket")
+        .arg(&socket)
+        .args(["quarantine", "self-policy", "--reason", "from inside"])
+        .output()
+        .expect("running the CLI");
+        let refused = String::from_utf8_lossy(&out.stderr).contains("managed identity");
+        if refused { out.status.code().unwrap_or(255) } else { 100 }
+    });
+    assert_eq!(api, 4, "a managed caller must be refused by the API with exit code 4 (100: other error)");
     let kill = verdict(&agent, "task_kill", "self-protection");
     assert_eq!(kill["target"]["process"], agent_pid, "{kill}");
     // The agent is alive and its pins intact; unmanaged root keeps full control.

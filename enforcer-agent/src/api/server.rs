@@ -154,6 +154,9 @@ pub struct Server {
     pub commands: mpsc::Sender<Command>,
     pub verdicts: broadcast::Sender<Arc<Line>>,
     pub history: History,
+    /// Whether a process (by pid) belongs to a managed identity: such callers may not use
+    /// the API, or a workload could lift its own quarantine.
+    pub managed: Arc<dyn Fn(i32) -> bool + Send + Sync>,
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -232,9 +235,23 @@ impl Server {
         if !allowed {
             tracing::warn!(uid, pid = ?pid, "refused an API connection from a caller that is not allowed");
         }
+        // Fail-closed: a caller whose process cannot be placed counts as managed.
+        let managed = allowed && pid.is_none_or(|pid| (self.managed)(pid));
+        if managed {
+            tracing::warn!(uid, pid = ?pid, "refused an API connection from a managed workload");
+        }
         let service = service_fn(move |request| {
             let server = Arc::clone(&self);
             async move {
+                if managed {
+                    return Ok::<_, Infallible>(error(
+                        StatusCode::FORBIDDEN,
+                        format!(
+                            "process {} runs inside a managed identity; the enforcer API serves operators and automation outside managed workloads",
+                            pid.unwrap_or_default()
+                        ),
+                    ));
+                }
                 if !allowed {
                     return Ok::<_, Infallible>(error(
                         StatusCode::FORBIDDEN,
