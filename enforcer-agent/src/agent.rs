@@ -185,21 +185,7 @@ async fn start(config: &Config) -> anyhow::Result<Running> {
     let (commands_tx, commands) = mpsc::channel(64);
     let listener = server::bind(&config.socket, config.socket_group)
         .with_context(|| format!("creating the API socket {}", config.socket.display()))?;
-    let (log_path, keep) = (config.log_file.clone(), config.log_rotation.keep);
-    let api = Arc::new(Server {
-        socket: config.socket.clone(),
-        group: config.socket_group,
-        commands: commands_tx.clone(),
-        verdicts: followers,
-        history: Arc::new(move || verdict_log::history(&log_path, keep)),
-        managed: {
-            let directory = engine.directory();
-            Arc::new(move |pid| {
-                let bindings = directory.read().expect("directory lock").bindings.clone();
-                crate::identity::pid_is_managed(pid, &bindings)
-            })
-        },
-    });
+    let api = api_server(config, &engine, commands_tx.clone(), followers);
     tokio::spawn(api.run(listener));
     // From here on, managed tasks can neither write these files nor signal this process.
     let protected = Protected::new(
@@ -219,7 +205,11 @@ async fn start(config: &Config) -> anyhow::Result<Running> {
     let attached = links
         .iter()
         .map(|(name, _)| {
-            let hook = loader::LSM_PROGRAMS.iter().find(|(p, _)| p == name).map_or("cgroup", |(_, h)| *h);
+            let hook = loader::LSM_PROGRAMS
+                .iter()
+                .chain(&loader::TRACE_PROGRAMS)
+                .find(|(p, _)| p == name)
+                .map_or("cgroup", |(_, h)| *h);
             (*name, hook)
         })
         .collect();
@@ -331,6 +321,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The API server: it sends commands to the main loop, feeds followers, reads history,
+/// and refuses callers inside managed identities.
+fn api_server(
+    config: &Config,
+    engine: &Engine,
+    commands: mpsc::Sender<Command>,
+    followers: broadcast::Sender<Arc<server::Line>>,
+) -> Arc<Server> {
+    let (log_path, keep) = (config.log_file.clone(), config.log_rotation.keep);
+    let directory = engine.directory();
+    Arc::new(Server {
+        socket: config.socket.clone(),
+        group: config.socket_group,
+        commands,
+        verdicts: followers,
+        history: Arc::new(move || verdict_log::history(&log_path, keep)),
+        managed: Arc::new(move |pid| {
+            let bindings = directory.read().expect("directory lock").bindings.clone();
+            crate::identity::pid_is_managed(pid, &bindings)
+        }),
+    })
+}
+
 /// Binds new cgroups and reports events the kernel could not deliver.
 fn housekeeping(engine: &mut Engine, log: &mut VerdictLog, dropped_seen: &mut u64, protected: &Protected) {
     match engine.rescan() {
@@ -403,12 +416,14 @@ fn drain(
     let directory = ctx.engine.directory();
     let directory = directory.read().expect("directory lock");
     let mut handled = 0;
+    let mut created = Vec::new();
     while handled < DRAIN_BATCH
         && let Some(item) = ring.next()
     {
         handled += 1;
-        match events::decode(&item) {
-            Ok(event) => {
+        match events::decode_any(&item) {
+            Ok(events::Event::CgroupCreated { cgroup_id, path }) => created.push((cgroup_id, path)),
+            Ok(events::Event::Verdict(event)) => {
                 let record = record::build(&event, &directory, &clock, processes);
                 let key = (
                     record.identity.clone().unwrap_or_default(),
@@ -427,6 +442,21 @@ fn drain(
         }
     }
     let _ = ctx.log.flush();
+    drop(directory);
+    // Bound now rather than at the next rescan: a container is covered within
+    // milliseconds of its cgroup appearing.
+    for (cgroup_id, path) in created {
+        match ctx.engine.bind_created(cgroup_id, &path) {
+            Ok(added) => {
+                for b in added {
+                    tracing::info!(identity = %b.identity, cgroup_id, path = %path, "bound new cgroup on creation");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, path = %path, "binding a new cgroup; the next rescan retries");
+            }
+        }
+    }
     handled == DRAIN_BATCH
 }
 

@@ -428,9 +428,15 @@ impl Control<'_> {
             .iter()
             .map(|(p, h)| (*p, *h))
             .chain(loader::CGROUP_PROGRAMS.iter().map(|p| (*p, "cgroup")))
+            .chain(loader::TRACE_PROGRAMS.iter().map(|(p, _)| (*p, "tp_btf")))
             .map(|(name, hook)| ProgramStatus {
                 name: name.to_owned(),
-                hook: if hook == "cgroup" { format!("cgroup/{name}") } else { format!("lsm.s/{hook}") },
+                hook: match hook {
+                    "cgroup" => format!("cgroup/{name}"),
+                    "tp_btf" => format!("tp_btf/{name}"),
+                    sleepable @ ("bprm_check_security" | "file_open") => format!("lsm.s/{sleepable}"),
+                    other => format!("lsm/{other}"),
+                },
                 attached: attached.contains(&name),
             })
             .collect();

@@ -270,6 +270,37 @@ impl Engine {
         Ok(result)
     }
 
+    /// Binds a cgroup just created, if a selector picks it. `path` is relative to the root
+    /// of its hierarchy (as the `cgroup_mkdir` tracepoint reports it); cgroups outside
+    /// `--cgroup-root`, of another hierarchy, or already gone are left to the rescan.
+    pub fn bind_created(&mut self, cgroup_id: u64, path: &str) -> Result<Vec<ResolvedBinding>, MapsError> {
+        let Some(relative) = identity::relative_to_root(&self.cgroup_root, path) else {
+            return Ok(Vec::new());
+        };
+        // The id check also drops cgroup v1 hierarchies, whose paths look alike.
+        if identity::id_of(&self.cgroup_root, &relative) != Some(cgroup_id) {
+            return Ok(Vec::new());
+        }
+        let cgroup = identity::Cgroup { path: relative, id: cgroup_id };
+        let mut added = Vec::new();
+        for binding in identity::resolve(&self.policies, std::slice::from_ref(&cgroup)) {
+            let id = self.ids[&binding.identity];
+            if self.bound.contains(&(binding.cgroup_id, id)) {
+                continue;
+            }
+            let flags = if binding.subtree { BINDING_SUBTREE } else { 0 };
+            self.maps.bind_live(binding.cgroup_id, Binding { identity: id, flags })?;
+            self.bound.insert((binding.cgroup_id, id));
+            added.push(binding);
+        }
+        let mut directory = self.directory.write().expect("directory lock");
+        directory.cgroups.insert(cgroup.id, cgroup.path);
+        for binding in &added {
+            directory.bindings.insert(binding.cgroup_id, binding.subtree);
+        }
+        Ok(added)
+    }
+
     /// Cgroups that should be bound and are not (retried on every rescan).
     pub fn failed_bindings(&self) -> &[FailedBinding] {
         &self.failed

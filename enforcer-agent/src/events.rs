@@ -2,7 +2,7 @@
 
 use enforcer_common::{
     ABI_VERSION,
-    event::{EVENT_VERDICT, VerdictEvent},
+    event::{CgroupEvent, EVENT_CGROUP_MKDIR, EVENT_VERDICT, VerdictEvent},
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -13,6 +13,41 @@ pub enum DecodeError {
     Abi(u16),
     #[error("unknown event kind {0}")]
     Kind(u16),
+}
+
+/// A record of the ring buffer.
+pub enum Event {
+    Verdict(Box<VerdictEvent>),
+    /// A cgroup was created: its id and path relative to its hierarchy's root.
+    CgroupCreated {
+        cgroup_id: u64,
+        path: String,
+    },
+}
+
+/// Decodes any record of the ring buffer, checking ABI and kind.
+pub fn decode_any(bytes: &[u8]) -> Result<Event, DecodeError> {
+    let header = bytes.get(..4).ok_or(DecodeError::Short(bytes.len(), 4))?;
+    let (abi, kind) =
+        (u16::from_ne_bytes([header[0], header[1]]), u16::from_ne_bytes([header[2], header[3]]));
+    if abi != ABI_VERSION {
+        return Err(DecodeError::Abi(abi));
+    }
+    match kind {
+        EVENT_VERDICT => decode(bytes).map(|e| Event::Verdict(Box::new(e))),
+        EVENT_CGROUP_MKDIR => {
+            let size = size_of::<CgroupEvent>();
+            if bytes.len() < size {
+                return Err(DecodeError::Short(bytes.len(), size));
+            }
+            // SAFETY: length checked; plain old data; records are only 8-byte aligned.
+            let event = unsafe { bytes.as_ptr().cast::<CgroupEvent>().read_unaligned() };
+            let len = (event.path_len as usize).min(event.path.len());
+            let path = String::from_utf8_lossy(&event.path[..len]).into_owned();
+            Ok(Event::CgroupCreated { cgroup_id: event.cgroup_id, path })
+        }
+        other => Err(DecodeError::Kind(other)),
+    }
 }
 
 /// Copies a raw ring-buffer record into a [`VerdictEvent`], checking ABI and kind.

@@ -69,6 +69,20 @@ pub fn pid_is_managed(pid: i32, bindings: &BTreeMap<u64, bool>) -> bool {
     }
 }
 
+/// A path relative to the cgroup v2 hierarchy's root, made relative to `root` (the
+/// agent's `--cgroup-root`): `None` if it lies outside.
+pub fn relative_to_root(root: &Path, hierarchy_path: &str) -> Option<String> {
+    let mount = cgroup2_mount()?;
+    let prefix = root.strip_prefix(&mount).ok()?;
+    let prefix = format!("/{}", prefix.display());
+    let prefix = prefix.trim_end_matches('/');
+    let rest = hierarchy_path.strip_prefix(prefix)?;
+    if rest.is_empty() {
+        return Some("/".to_owned());
+    }
+    rest.starts_with('/').then(|| rest.to_owned())
+}
+
 /// Where cgroup v2 is mounted.
 fn cgroup2_mount() -> Option<PathBuf> {
     let mounts = fs::read_to_string("/proc/self/mounts").ok()?;

@@ -7,7 +7,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{CgroupAttachMode, CgroupSockAddr, Lsm, links::FdLink},
+    programs::{BtfTracePoint, CgroupAttachMode, CgroupSockAddr, Lsm, links::FdLink},
 };
 use enforcer_common::maps::globals;
 
@@ -30,6 +30,8 @@ pub const LSM_PROGRAMS: [(&str, &str); 9] = [
 ];
 /// cgroup socket-address programs, attached to the cgroup root.
 pub const CGROUP_PROGRAMS: [&str; 4] = ["connect4", "connect6", "sendmsg4", "sendmsg6"];
+/// BTF tracepoints: (program name, tracepoint). Loaded in every mode.
+pub const TRACE_PROGRAMS: [(&str, &str); 1] = [("cgroup_mkdir", "cgroup_mkdir")];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -125,13 +127,18 @@ pub fn load(options: &Options) -> Result<Ebpf, LoadError> {
         loader.override_global(global, value, true);
     }
     let mut ebpf = loader.load(OBJECT)?;
+    let kernel_btf = aya::Btf::from_sys_fs()?;
     if !options.network_only {
-        let kernel_btf = aya::Btf::from_sys_fs()?;
         for (name, hook) in LSM_PROGRAMS {
             lsm(&mut ebpf, name)?
                 .load(hook, &kernel_btf)
                 .map_err(|source| LoadError::Program { name, source })?;
         }
+    }
+    for (name, tracepoint) in TRACE_PROGRAMS {
+        trace(&mut ebpf, name)?
+            .load(tracepoint, &kernel_btf)
+            .map_err(|source| LoadError::Program { name, source })?;
     }
     for name in CGROUP_PROGRAMS {
         sock_addr(&mut ebpf, name)?.load().map_err(|source| LoadError::Program { name, source })?;
@@ -180,6 +187,13 @@ fn lsm<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Lsm, LoadEr
         .map_err(|source| LoadError::Program { name, source })
 }
 
+fn trace<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut BtfTracePoint, LoadError> {
+    ebpf.program_mut(name)
+        .ok_or(LoadError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| LoadError::Program { name, source })
+}
+
 fn sock_addr<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut CgroupSockAddr, LoadError> {
     ebpf.program_mut(name)
         .ok_or(LoadError::MissingProgram(name))?
@@ -198,6 +212,12 @@ pub fn attach(ebpf: &mut Ebpf, options: &Options) -> Result<Vec<(&'static str, F
             let link = program.take_link(id).map_err(|source| LoadError::Program { name, source })?;
             links.push((name, FdLink::from(link)));
         }
+    }
+    for (name, _) in TRACE_PROGRAMS {
+        let program = trace(ebpf, name)?;
+        let id = program.attach().map_err(|source| LoadError::Program { name, source })?;
+        let link = program.take_link(id).map_err(|source| LoadError::Program { name, source })?;
+        links.push((name, FdLink::from(link)));
     }
     let root = File::open(&options.cgroup_root)
         .map_err(|source| LoadError::CgroupRoot { path: options.cgroup_root.clone(), source })?;
@@ -226,7 +246,7 @@ mod tests {
         for name in enforcer_common::maps::ALL {
             assert!(object.maps.contains_key(name), "map {name} missing from the eBPF object");
         }
-        for name in LSM_PROGRAMS.iter().map(|(p, _)| *p).chain(CGROUP_PROGRAMS) {
+        for name in LSM_PROGRAMS.iter().chain(&TRACE_PROGRAMS).map(|(p, _)| *p).chain(CGROUP_PROGRAMS) {
             assert!(object.programs.contains_key(name), "program {name} missing from the eBPF object");
         }
         for global in [

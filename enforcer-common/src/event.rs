@@ -5,6 +5,26 @@ use core::mem::size_of;
 
 /// Kind of record in the ring buffer.
 pub const EVENT_VERDICT: u16 = 1;
+/// A cgroup was created ([`CgroupEvent`]).
+pub const EVENT_CGROUP_MKDIR: u16 = 2;
+
+/// A new cgroup, sent from the `cgroup_mkdir` tracepoint so the agent binds cgroups that
+/// selectors pick by name within milliseconds of their creation.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CgroupEvent {
+    /// [`crate::ABI_VERSION`].
+    pub abi: u16,
+    /// [`EVENT_CGROUP_MKDIR`].
+    pub kind: u16,
+    /// Bytes of `path` in use (without NUL).
+    pub path_len: u32,
+    pub cgroup_id: u64,
+    /// Path relative to the root of the cgroup's hierarchy (`/a/b`).
+    pub path: [u8; crate::MAX_PATH],
+}
+
+const _: () = assert!(size_of::<CgroupEvent>() == 16 + crate::MAX_PATH);
 
 /// One verdict.
 #[repr(C)]

@@ -48,7 +48,7 @@ static OFF_SB_S_DEV: u64 = 0;
 #[unsafe(no_mangle)]
 static OFF_KERNFS_PARENT: u64 = 0;
 #[unsafe(no_mangle)]
-static OFF_KERNFS_ID: u64 = 0;
+pub static OFF_KERNFS_ID: u64 = 0;
 #[unsafe(no_mangle)]
 static OFF_KERNFS_NAME: u64 = 0;
 #[unsafe(no_mangle)]
@@ -68,7 +68,7 @@ static OFF_TASK_CGROUPS: u64 = 0;
 #[unsafe(no_mangle)]
 static OFF_CSS_SET_DFL_CGRP: u64 = 0;
 #[unsafe(no_mangle)]
-static OFF_CGROUP_KN: u64 = 0;
+pub static OFF_CGROUP_KN: u64 = 0;
 
 const CGROUP2_SUPER_MAGIC: u64 = 0x6367_7270;
 const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
@@ -86,7 +86,7 @@ const BPF_LINK_DETACH: u32 = 34;
 
 /// Reads a `T` at `base + offset`; `None` if the kernel refuses the read.
 #[inline(always)]
-fn read<T>(base: *const u8, at: &'static u64) -> Option<T> {
+pub fn read<T>(base: *const u8, at: &'static u64) -> Option<T> {
     if base.is_null() {
         return None;
     }

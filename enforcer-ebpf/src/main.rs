@@ -10,6 +10,7 @@
 #![expect(clippy::needless_pass_by_value, reason = "program signatures are fixed by the aya macros")]
 #![expect(clippy::cast_ptr_alignment, reason = "kernel struct members read at their BTF offsets are aligned")]
 
+mod cgroups;
 mod emit;
 mod guard;
 mod identity;

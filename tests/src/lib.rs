@@ -244,7 +244,7 @@ impl Agent {
             .arg(cgroup2_root())
             .arg("--socket")
             .arg(&dirs.socket)
-            .args(["--rescan-ms", "100"])
+            .args(if args.contains(&"--rescan-ms") { &[][..] } else { &["--rescan-ms", "100"][..] })
             .args(args)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())

@@ -72,6 +72,59 @@ fn percentile(sorted: &[Duration], p: usize) -> Duration {
     sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
 }
 
+/// Cgroup creation to binding: a container's cgroup selected by its id, with the periodic
+/// rescan effectively off, so only the creation event can bind it.
+fn cgroup_binding_delay() {
+    let id = "3f2a9c1d0b7e4a5f8c6d2e1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2a1f";
+    let parent = TestCgroup::new("bench-containers");
+    let cdirs = AgentDirs::new(
+        "bench-containers",
+        &format!(
+            "apiVersion: enforcer.dev/v1\nkind: Policy\nmetadata:\n  name: container\nspec:\n  selector:\n    containerId: {id}\n  file:\n    - path: /tmp/bench/secret\n      action: deny\n"
+        ),
+    );
+    let cagent = Agent::start_with(&cdirs, "detach", &["--rescan-ms", "3600000"]);
+    let (mut delays, mut slipped) = (Vec::new(), 0);
+    for _ in 0..10 {
+        let dir = parent.path.join(format!("docker-{id}.scope"));
+        let stamp = "/tmp/bench/bound-at";
+        let _ = std::fs::remove_file(stamp);
+        let created = Clock::unix_now_ns();
+        std::fs::create_dir(&dir).expect("creating the container cgroup");
+        // The child's opens start as soon as it is in the cgroup; it notes the first denial.
+        let allowed = run_in_dir(Some(&dir), || {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut allowed = 0;
+            while Instant::now() < deadline {
+                if open_errno("/tmp/bench/secret", libc::O_RDONLY) == libc::EPERM {
+                    let _ = std::fs::write("/tmp/bench/bound-at", Clock::unix_now_ns().to_string());
+                    return allowed.min(250);
+                }
+                allowed += 1;
+            }
+            255
+        });
+        slipped += allowed;
+        if let Some(at) = std::fs::read_to_string(stamp).ok().and_then(|t| t.parse::<i64>().ok()) {
+            delays.push(Duration::from_nanos(u64::try_from(at - created).unwrap_or(0)));
+        }
+        let _ = std::fs::remove_dir(&dir);
+    }
+    delays.sort();
+    if delays.is_empty() {
+        println!("cgroup creation to binding: NEVER BOUND");
+    } else {
+        println!(
+            "cgroup creation to binding (containerId, rescan off): median {:.1} ms, max {:.1} ms over {}; {} opens allowed before the binding (first ones, while unbound)",
+            percentile(&delays, 50).as_secs_f64() * 1e3,
+            delays[delays.len() - 1].as_secs_f64() * 1e3,
+            delays.len(),
+            slipped
+        );
+    }
+    drop(cagent);
+}
+
 static PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
 
 fn main() {
@@ -146,7 +199,10 @@ fn main() {
     );
     println!("  precision: {}", if allowed_late == 0 { "no allow after the instant" } else { "LATE" });
 
-    // 4. open() cost: managed (rules consulted) next to unmanaged, same run.
+    // 4. Cgroup creation to binding.
+    cgroup_binding_delay();
+
+    // 5. open() cost: managed (rules consulted) next to unmanaged, same run.
     let open_loop = |cg: Option<&TestCgroup>| {
         let start = Instant::now();
         run_in(cg, || {
