@@ -83,7 +83,7 @@ fn cgroup_binding_delay() {
             "apiVersion: enforcer.dev/v1\nkind: Policy\nmetadata:\n  name: container\nspec:\n  selector:\n    containerId: {id}\n  file:\n    - path: /tmp/bench/secret\n      action: deny\n"
         ),
     );
-    let cagent = Agent::start_with(&cdirs, "detach", &["--rescan-ms", "3600000"]);
+    let cagent = Agent::start_with(&cdirs, "detach", &["--rescan-ms", "60000"]);
     let (mut delays, mut slipped) = (Vec::new(), 0);
     for _ in 0..10 {
         let dir = parent.path.join(format!("docker-{id}.scope"));
