@@ -29,7 +29,14 @@ pub enum MapsError {
         #[source]
         source: MapError,
     },
+    #[error(
+        "kernel programs still read policy slot {0} after {READER_WAIT:?}; nothing was changed, try again"
+    )]
+    SlotBusy(u32),
 }
+
+/// How long an install waits for sleepable programs to stop reading the slot it rewrites.
+const READER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn err(map: &'static str) -> impl FnOnce(MapError) -> MapsError {
     move |source| MapsError::Map { map, source }
@@ -43,6 +50,7 @@ pub struct KernelMaps {
     epoch: Array<MapData, u64>,
     protected_inodes: HashMap<MapData, InodeKey, u32>,
     protected_pids: HashMap<MapData, u32, u32>,
+    readers: PerCpuArray<MapData, u64>,
     identities: HashMap<MapData, IdentityKey, IdentityConfig>,
     path_rules: HashMap<MapData, PathKey, PathRule>,
     net_rules: LpmTrie<MapData, NetKey, NetEntry>,
@@ -71,6 +79,7 @@ impl KernelMaps {
                 .map_err(err(names::PROTECTED_INODES))?,
             protected_pids: HashMap::try_from(take(ebpf, names::PROTECTED_PIDS)?)
                 .map_err(err(names::PROTECTED_PIDS))?,
+            readers: PerCpuArray::try_from(take(ebpf, names::READERS)?).map_err(err(names::READERS))?,
             identities: HashMap::try_from(take(ebpf, names::IDENTITIES)?).map_err(err(names::IDENTITIES))?,
             path_rules: HashMap::try_from(take(ebpf, names::PATH_RULES)?).map_err(err(names::PATH_RULES))?,
             net_rules: LpmTrie::try_from(take(ebpf, names::NET_RULES)?).map_err(err(names::NET_RULES))?,
@@ -100,6 +109,9 @@ impl KernelMaps {
     /// it is cleared before its next use).
     pub fn install(&mut self, set: &CompiledSet) -> Result<u32, MapsError> {
         let slot = (self.active_slot()? + 1) % SLOTS;
+        // A sleepable program that read ACTIVE before the last flip may still be judging
+        // with this slot: it is rewritten only once none is.
+        self.wait_for_readers(slot)?;
         self.clear_slot(slot)?;
         for (identity, config) in &set.identities {
             self.identities
@@ -162,6 +174,22 @@ impl KernelMaps {
     pub fn live_bindings(&self) -> usize {
         let Ok(slot) = self.active_slot() else { return 0 };
         self.bindings.keys().filter_map(Result::ok).filter(|k| k.slot == slot).count()
+    }
+
+    /// Waits until no kernel program reads `slot` (per-CPU counts summed, wrapping: a count
+    /// is raised and lowered on one CPU, so only the total is meaningful).
+    fn wait_for_readers(&self, slot: u32) -> Result<(), MapsError> {
+        let deadline = std::time::Instant::now() + READER_WAIT;
+        loop {
+            let values = self.readers.get(&slot, 0).map_err(err(names::READERS))?;
+            if values.iter().fold(0u64, |sum, v| sum.wrapping_add(*v)) == 0 {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(MapsError::SlotBusy(slot));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     /// The agent is the only writer of the epoch, so read-then-write cannot lose a bump.

@@ -41,9 +41,12 @@ pub const BIND_EPOCH: &str = "BIND_EPOCH";
 pub const PROTECTED_INODES: &str = "PROTECTED_INODES";
 /// `HashMap<u32, u32>`: process ids of the agent, which managed tasks may not signal or trace.
 pub const PROTECTED_PIDS: &str = "PROTECTED_PIDS";
+/// `PerCpuArray<u64>`, one entry per slot: sleepable programs currently reading that
+/// slot. The agent rewrites a slot only once its count is zero.
+pub const READERS: &str = "READERS";
 
 /// Every map the kernel object must define.
-pub const ALL: [&str; 17] = [
+pub const ALL: [&str; 18] = [
     ACTIVE,
     SLOT_GENERATION,
     CGROUP_BINDINGS,
@@ -61,6 +64,7 @@ pub const ALL: [&str; 17] = [
     BIND_EPOCH,
     PROTECTED_INODES,
     PROTECTED_PIDS,
+    READERS,
 ];
 
 /// Names of the global constants the agent sets at load time: field offsets read from

@@ -19,6 +19,7 @@ use crate::{
     guard,
     path::{self, Resolved},
     policy::{self, Caller, Judgement, Subject},
+    readers,
 };
 
 #[unsafe(no_mangle)]
@@ -60,7 +61,7 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
     // SAFETY: `bprm` is the hook's typed argument and the offset is that of its `file`
     // member, so the verifier treats this load as a (trusted) `struct file *`.
     let file = unsafe { *(bprm.add(offset(&OFF_BPRM_FILE)).cast::<*const u8>()) };
-    judge_path(hook::EXEC, file, 0)
+    judge_registered(hook::EXEC, file, 0)
 }
 
 /// Decides whether the current task may open a file for the access its mode asks.
@@ -92,13 +93,28 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     if wanted == 0 {
         wanted = access::READ;
     }
-    judge_path(hook::FILE_OPEN, file, wanted)
+    judge_registered(hook::FILE_OPEN, file, wanted)
+}
+
+/// [`judge_path`] as a registered reader of the slot it judges with, so the agent never
+/// rewrites that slot under it.
+#[inline(always)]
+fn judge_registered(hook: u32, file: *const u8, wanted: u32) -> i32 {
+    let Some(slot) = readers::enter() else {
+        // Only if ACTIVE flipped three times within a few instructions (or is unreadable):
+        // judged with the slot in force now, without the reader registration.
+        let Some(slot) = crate::maps::ACTIVE.get(0).copied() else { return 0 };
+        return judge_path(hook, file, wanted, slot);
+    };
+    let ret = judge_path(hook, file, wanted, slot);
+    readers::leave(slot);
+    ret
 }
 
 /// Shared body: identity, path, rules, verdict. `wanted` is 0 for exec.
 #[inline(always)]
-fn judge_path(hook: u32, file: *const u8, wanted: u32) -> i32 {
-    let subject = match policy::caller() {
+fn judge_path(hook: u32, file: *const u8, wanted: u32, slot: u32) -> i32 {
+    let subject = match policy::caller_in(slot) {
         Caller::Unmanaged => return 0,
         Caller::Managed(subject) => subject,
         // Fail-closed: the task is managed but its policy cannot be read.

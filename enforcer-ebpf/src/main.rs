@@ -3,6 +3,9 @@
 //! against the policy set held in maps and reports deny/audit verdicts.
 #![no_std]
 #![no_main]
+// Atomic adds on map values (`readers.rs`): the BPF target's `core` has no atomic RMW.
+#![feature(core_intrinsics)]
+#![allow(internal_features, reason = "atomic_xadd is the only atomic add on this target")]
 #![expect(
     clippy::inline_always,
     reason = "BPF-to-BPF calls cost verifier state; helpers are inlined on purpose"
@@ -18,6 +21,7 @@ mod lsm;
 mod maps;
 mod path;
 mod policy;
+mod readers;
 mod sock;
 
 #[cfg(not(test))]

@@ -44,6 +44,11 @@ pub static BIND_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
 pub static PROTECTED_INODES: HashMap<InodeKey, u32> =
     HashMap::with_max_entries(capacity::PROTECTED_INODES, 0);
 
+/// Sleepable programs reading each slot (per CPU; a sleepable program cannot migrate).
+/// The agent waits for a slot's total to reach zero before rewriting it.
+#[map(name = "READERS")]
+pub static READERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(SLOTS, 0);
+
 /// Process ids of the agent: managed tasks may not signal or trace them.
 #[map(name = "PROTECTED_PIDS")]
 pub static PROTECTED_PIDS: HashMap<u32, u32> = HashMap::with_max_entries(capacity::PROTECTED_PIDS, 0);

@@ -41,6 +41,12 @@ pub fn caller() -> Caller {
     let Some(slot) = ACTIVE.get(0).copied() else {
         return Caller::Unmanaged;
     };
+    caller_in(slot)
+}
+
+/// [`caller`] judged by the set in `slot` (a slot the program registered as reading).
+#[inline(always)]
+pub fn caller_in(slot: u32) -> Caller {
     let (identity, cgroup_id) = identity::current(slot);
     if identity == 0 {
         count(stat::UNMANAGED);
