@@ -471,3 +471,38 @@ fn no_allow_after_a_bind_returned_under_churn() {
     assert_eq!(noise.join().unwrap(), 0);
     let _ = fs::remove_file(&noise_flag);
 }
+
+#[test]
+fn look_alike_cgroups_never_get_another_identity() {
+    write_file(SECRET, "s");
+    let root = cgroup2_root();
+    let unit = format!("lookalike-{}.service", std::process::id());
+    let id = format!("{:064x}", u128::from(std::process::id()) * 7_919);
+    let real_unit = root.join("system.slice").join(&unit);
+    let fake_unit = root.join("user.slice/user-1000.slice/user@1000.service/app.slice").join(&unit);
+    let fake_container = root.join("user.slice/user-1000.slice").join(format!("docker-{id}.scope"));
+    let prefix_container = root.join("system.slice").join(format!("docker-{}.scope", &id[..12]));
+    for dir in [&real_unit, &fake_unit, &fake_container, &prefix_container] {
+        fs::create_dir_all(dir).unwrap();
+    }
+    let text = format!(
+        "apiVersion: enforcer.dev/v1\nkind: Policy\nmetadata:\n  name: by-unit\nspec:\n  selector:\n    systemdUnit: {unit}\n  file:\n    - path: {SECRET}\n      action: deny\n---\napiVersion: enforcer.dev/v1\nkind: Policy\nmetadata:\n  name: by-container\nspec:\n  selector:\n    containerId: {id}\n  file:\n    - path: {SECRET}\n      action: deny\n"
+    );
+    let dirs = AgentDirs::new("integrity-lookalike", &text);
+    let agent = Agent::start(&dirs, "detach");
+    let opens: Vec<i32> = [&real_unit, &fake_unit, &fake_container, &prefix_container]
+        .into_iter()
+        .map(|dir| enforcer_tests::run_in_dir(Some(dir), || open_errno(SECRET, O_RDONLY)))
+        .collect();
+    let (_, identities, _) = agent.cli(&["--output", "json", "identities"]);
+    drop(agent);
+    for dir in [&real_unit, &fake_unit, &fake_container, &prefix_container] {
+        let _ = fs::remove_dir(dir);
+    }
+    assert_eq!(
+        opens,
+        [EPERM, 0, 0, 0],
+        "only the unit under system.slice is the identity; look-alikes in a user's tree and an id prefix are not"
+    );
+    assert!(!identities.contains("user.slice"), "a look-alike was bound: {identities}");
+}
