@@ -89,6 +89,29 @@ pub fn check_target(target: GrantTarget) -> Result<GrantTarget, String> {
     })
 }
 
+/// The kernel entries a grant occupies: one per (path, access kind), or one per CIDR.
+/// Two grants of one identity on the same entry cannot both live in the kernel.
+fn kernel_slots(target: &GrantTarget) -> Vec<(String, u8)> {
+    match target {
+        GrantTarget::Exec { path } => vec![(path.clone(), grant_kind::EXEC)],
+        GrantTarget::File { path, access } => access
+            .iter()
+            .map(|a| {
+                (
+                    path.clone(),
+                    if *a == Access::Read { grant_kind::FILE_READ } else { grant_kind::FILE_WRITE },
+                )
+            })
+            .collect(),
+        GrantTarget::Connect { cidr: text, .. } => {
+            // Compared in canonical form, so `10.0.0.1` and `10.0.0.1/32` are one entry.
+            let canonical =
+                cidr(text).map_or_else(|_| text.clone(), |(addr, bits)| format!("{addr:?}/{bits}"));
+            vec![(canonical, 0)]
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuarantineEntry {
     pub reason: String,
@@ -254,6 +277,20 @@ impl LiveState {
         let target = check_target(target)?;
         if self.grants.len() >= enforcer_common::capacity::GRANTS as usize {
             return Err(format!("{} grants is the limit", enforcer_common::capacity::GRANTS));
+        }
+        // The kernel holds one grant per identity and entry: a second one would silently
+        // replace the first there while both were listed here.
+        let wanted = kernel_slots(&target);
+        if let Some(existing) = self.grants.values().find(|g| {
+            g.identity == identity && kernel_slots(&g.target).iter().any(|slot| wanted.contains(slot))
+        }) {
+            return Err(format!(
+                "identity {identity:?} already has grant {} on this target ({}), until {}; revoke it first (enforcer revoke-grant {}) and grant the combined access or ports",
+                existing.id,
+                serde_json::to_string(&existing.target).unwrap_or_default(),
+                existing.expires,
+                existing.id
+            ));
         }
         let expires_unix_ns =
             now_unix_ns + i64::try_from(ttl_seconds).unwrap_or(i64::MAX / 2) * 1_000_000_000;
@@ -479,5 +516,31 @@ mod tests {
         let expired = live.expire(61_000_000_000);
         assert_eq!(expired.len(), 1);
         assert_eq!(live.grants.len(), 1);
+    }
+
+    #[test]
+    fn a_second_grant_on_the_same_kernel_entry_is_refused() {
+        let mut live = LiveState::default();
+        let connect = |cidr: &str, port| GrantTarget::Connect {
+            cidr: cidr.into(),
+            port_lo: port,
+            port_hi: port,
+            protocol: Protocol::Tcp,
+        };
+        live.add_grant("a", connect("10.0.0.0/8", 443), 60, "x", 0, 0, "t".into()).unwrap();
+        let e = live.add_grant("a", connect("10.0.0.0/8", 80), 60, "x", 0, 0, "t".into()).unwrap_err();
+        assert!(e.contains("already has grant 1"), "{e}");
+        // Other CIDRs, other identities and other accesses are separate entries.
+        live.add_grant("a", connect("10.1.0.0/16", 80), 60, "x", 0, 0, "t".into()).unwrap();
+        live.add_grant("b", connect("10.0.0.0/8", 80), 60, "x", 0, 0, "t".into()).unwrap();
+        let read = GrantTarget::File { path: "/x".into(), access: vec![Access::Read] };
+        let both = GrantTarget::File { path: "/x".into(), access: vec![Access::Read, Access::Write] };
+        let write = GrantTarget::File { path: "/x".into(), access: vec![Access::Write] };
+        live.add_grant("a", read, 60, "x", 0, 0, "t".into()).unwrap();
+        assert!(live.add_grant("a", both, 60, "x", 0, 0, "t".into()).is_err());
+        live.add_grant("a", write, 60, "x", 0, 0, "t".into()).unwrap();
+        // The same host written two ways is one entry.
+        live.add_grant("a", connect("192.0.2.1", 22), 60, "x", 0, 0, "t".into()).unwrap();
+        assert!(live.add_grant("a", connect("192.0.2.1/32", 23), 60, "x", 0, 0, "t".into()).is_err());
     }
 }

@@ -117,6 +117,7 @@ fn reason_name(code: u32) -> &'static str {
         reason::IDENTITY_ESCAPE => "identity-escape",
         reason::SELF_PROTECTION => "self-protection",
         reason::CROSS_IDENTITY => "cross-identity",
+        reason::BUSY => "busy",
         _ => "unknown",
     }
 }

@@ -74,6 +74,9 @@ pub mod reason {
     /// A managed task tried to act through a task of another identity (ptrace,
     /// `pidfd_getfd`, `process_vm_writev`, `/proc/PID/mem`).
     pub const CROSS_IDENTITY: u32 = 9;
+    /// The per-CPU path buffer was reused by another task while the program was
+    /// preempted; denied (fail-closed) rather than judged on a foreign path.
+    pub const BUSY: u32 = 10;
 
     /// Denials that hold even in audit mode: live state, and the integrity of identities
     /// and of the enforcer.

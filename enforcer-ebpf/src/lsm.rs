@@ -222,15 +222,18 @@ fn file_judgement(subject: &Subject, found: path::Found, wanted: u32, len: usize
 
 #[inline(always)]
 fn finish(hook: u32, subject: &Subject, judgement: Judgement, wanted: u32, resolved: &Resolved) -> i32 {
-    #[expect(clippy::cast_possible_truncation, reason = "len < MAX_PATH")]
-    let target = Target::Path { access: wanted, buf: resolved.buf(), len: resolved.len as u32 };
-    let errno = emit::conclude(hook, subject, judgement, &target);
     if !resolved.still_ours() {
         // Fail-closed: another task overwrote the path buffer while this one was
-        // preempted, so the judgement above may be about another path.
-        return -policy::EPERM;
+        // preempted, so the judgement may be about another path. Denied and reported as
+        // `busy`, without the (foreign) path.
+        let judgement = Judgement::refuse(enforcer_common::verdict::reason::BUSY);
+        return refuse_unjudged(hook, subject.slot, subject.identity, subject.cgroup_id, judgement, wanted);
     }
-    verdict_return(errno)
+    // Judged on this task's own path: a reuse from here on can only garble the path the
+    // record shows, never the decision.
+    #[expect(clippy::cast_possible_truncation, reason = "len < MAX_PATH")]
+    let target = Target::Path { access: wanted, buf: resolved.buf(), len: resolved.len as u32 };
+    verdict_return(emit::conclude(hook, subject, judgement, &target))
 }
 
 /// The hook's return value; spelled as constants so the verifier sees a valid errno.

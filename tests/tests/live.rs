@@ -297,6 +297,12 @@ fn bad_grant_requests_are_refused_and_a_grant_can_be_revoked() {
     assert_eq!(code, 0, "{err}");
     let id = json(&out)["id"].as_u64().unwrap().to_string();
     assert_eq!(run_in(Some(&cgroup), || open_errno("/tmp/grantbad/secret", O_RDONLY)), 0);
+    // A second grant on the same kernel entry would silently replace the first there.
+    let mut again = base.to_vec();
+    again.extend(["--ttl", "2h"]);
+    let (code, _, err) = agent.cli(&again);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(&format!("already has grant {id}")), "{err}");
     assert_eq!(agent.cli(&["revoke-grant", &id]).0, 0);
     assert_eq!(
         run_in(Some(&cgroup), || open_errno("/tmp/grantbad/secret", O_RDONLY)),
