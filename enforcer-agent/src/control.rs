@@ -16,7 +16,6 @@ use crate::{
     metrics::{self, Metrics},
     policy::{
         diff::{self, Change},
-        evaluate,
         model::Policy,
         validate::SelectorSpec,
     },
@@ -107,8 +106,13 @@ impl Control<'_> {
                         status: 404,
                         message: format!("no policy governs identity {:?}", check.identity),
                     }),
-                    Some(policy) => evaluate::evaluate(policy, &check.request)
-                        .map_err(|message| Failure { status: 400, message }),
+                    Some(policy) => crate::live_check::explain(
+                        &self.live,
+                        policy,
+                        &check.request,
+                        crate::record::Clock::unix_now_ns(),
+                    )
+                    .map_err(|message| Failure { status: 400, message }),
                 };
                 drop(reply.send(result));
             }

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod events;
 pub mod identity;
 pub mod live;
+pub mod live_check;
 pub mod loader;
 pub mod maps;
 pub mod metrics;
