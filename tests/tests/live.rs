@@ -79,6 +79,20 @@ fn quarantine_stops_a_running_process_at_its_next_syscall_and_release_restores()
     );
     let r = agent.wait_record(|r| field(r, "type") == "verdict" && field(r, "reason") == "quarantined");
     assert_eq!(r["rule"], "quarantine");
+    // check answers as the kernel just did: the quarantine comes before the policy.
+    let connect = format!("127.0.0.1:{port}/tcp");
+    let (_, out, _) = agent.cli(&["check", "--identity", "quarantine-policy", "--connect", &connect]);
+    assert!(out.starts_with("deny by quarantine"), "{out}");
+    let (_, out, _) = agent.cli(&[
+        "check",
+        "--identity",
+        "quarantine-policy",
+        "--file",
+        "/tmp/quarantine/data",
+        "--access",
+        "read",
+    ]);
+    assert!(out.starts_with("allow by default"), "reads stay allowed: {out}");
     let change = agent.wait_record(|r| field(r, "type") == "live" && field(r, "action") == "quarantine");
     assert_eq!(change["identity"], "quarantine-policy");
     assert_eq!(change["reason"], "credential stuffing from this pod");
