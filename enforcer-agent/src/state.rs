@@ -3,7 +3,6 @@
 
 use std::{
     fs, io,
-    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
 };
 
@@ -47,9 +46,10 @@ impl State {
             .write(true)
             .open(&lock_path)
             .map_err(io_err(&lock_path))?;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(StateError::Locked { path: lock_path });
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(StateError::Locked { path: lock_path }),
+            Err(fs::TryLockError::Error(source)) => return Err(StateError::Io { path: lock_path, source }),
         }
         Ok(Self { dir: dir.to_owned(), _lock: lock })
     }
