@@ -154,8 +154,11 @@ impl Engine {
         self.maps.set_quarantines(&quarantines)?;
         self.maps.set_revoked(&live.revoked_table())?;
         let clock = crate::record::Clock::now();
-        let (paths, nets) =
-            live.grant_tables(|name| self.ids.get(name).copied(), |unix| clock.boot_ns_at(unix));
+        let (paths, nets) = live.grant_tables(
+            |name| self.ids.get(name).copied(),
+            &crate::record::boot_id(),
+            |unix| clock.boot_ns_at(unix),
+        );
         self.maps.set_grants(&paths, &nets)
     }
 

@@ -40,6 +40,12 @@ pub struct GrantEntry {
     pub reason: String,
     pub uid: u32,
     pub created: String,
+    /// The expiry on the kernel's boot clock, fixed when the grant is made so that a
+    /// wall-clock step never moves it; valid for the boot named by `boot_id`.
+    #[serde(default)]
+    pub expires_boot_ns: u64,
+    #[serde(default)]
+    pub boot_id: String,
 }
 
 /// `90s`, `15m`, `2h`, `1d` → seconds; zero, negative, malformed and over 7 days refused.
@@ -294,6 +300,8 @@ impl LiveState {
         }
         let expires_unix_ns =
             now_unix_ns + i64::try_from(ttl_seconds).unwrap_or(i64::MAX / 2) * 1_000_000_000;
+        let expires_boot_ns =
+            crate::agent::boot_ns().saturating_add(ttl_seconds.saturating_mul(1_000_000_000));
         self.next_grant += 1;
         let entry = GrantEntry {
             id: self.next_grant,
@@ -304,6 +312,8 @@ impl LiveState {
             reason: reason.to_owned(),
             uid,
             created: now,
+            expires_boot_ns,
+            boot_id: crate::record::boot_id(),
         };
         self.grants.insert(entry.id, entry.clone());
         Ok(entry)
@@ -317,16 +327,23 @@ impl LiveState {
     }
 
     /// Kernel entries of the grants: path grants and network grants (prefix bits after the
-    /// identity, key, value). `boot_ns` converts a Unix time to the kernel's boot clock.
+    /// identity, key, value). A grant made during boot `boot_id` keeps the boot-clock
+    /// expiry fixed when it was made; one from an earlier boot is converted from its Unix
+    /// time with `boot_ns`.
     pub fn grant_tables(
         &self,
         number: impl Fn(&str) -> Option<u32>,
+        boot_id: &str,
         boot_ns: impl Fn(i64) -> u64,
     ) -> (Vec<PathGrant>, Vec<NetGrantEntry>) {
         let (mut paths, mut nets) = (Vec::new(), Vec::new());
         for g in self.grants.values() {
             let Some(identity) = number(&g.identity) else { continue };
-            let expires_ns = boot_ns(g.expires_unix_ns);
+            let expires_ns = if !g.boot_id.is_empty() && g.boot_id == boot_id && g.expires_boot_ns != 0 {
+                g.expires_boot_ns
+            } else {
+                boot_ns(g.expires_unix_ns)
+            };
             let grant = Grant { expires_ns, id: g.id, pad: 0 };
             match &g.target {
                 GrantTarget::Exec { path } => paths.push((path_key(path, identity, grant_kind::EXEC), grant)),
@@ -497,7 +514,8 @@ mod tests {
             protocol: Protocol::Tcp,
         };
         live.add_grant("a", net, 120, "ticket 8", 0, 1_000_000_000, "t".into()).unwrap();
-        let (paths, nets) = live.grant_tables(|_| Some(3), |unix| u64::try_from(unix).unwrap() / 2);
+        let (paths, nets) =
+            live.grant_tables(|_| Some(3), "another boot", |unix| u64::try_from(unix).unwrap() / 2);
         assert_eq!(paths.len(), 2);
         assert!(paths.iter().all(|(k, v)| k.identity == 3 && v.expires_ns == 61_000_000_000 / 2));
         assert_eq!(nets.len(), 1);
@@ -513,6 +531,10 @@ mod tests {
             protocol: Protocol::Any,
         };
         assert!(live.add_grant("a", bad_cidr, 60, "x", 0, 0, "t".into()).is_err());
+        // In the boot it was made in, the expiry fixed then is used, whatever the clocks say.
+        let boot = crate::record::boot_id();
+        let (paths, _) = live.grant_tables(|_| Some(3), &boot, |_| 0);
+        assert!(paths.iter().all(|(_, v)| v.expires_ns > 60_000_000_000 - 1), "{paths:?}");
         let expired = live.expire(61_000_000_000);
         assert_eq!(expired.len(), 1);
         assert_eq!(live.grants.len(), 1);

@@ -248,6 +248,14 @@ fn parent_of(process: &procfs::process::Process) -> Option<u32> {
     u32::try_from(process.stat().ok()?.ppid).ok()
 }
 
+/// This boot's id (`/proc/sys/kernel/random/boot_id`; empty if unreadable, which makes
+/// every boot-clock instant saved with it count as from another boot).
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
 /// Converts `CLOCK_BOOTTIME` nanoseconds to RFC 3339 UTC.
 pub struct Clock {
     /// Wall-clock nanoseconds at boot.
