@@ -12,7 +12,8 @@ use crate::{
     policy::{
         evaluate::{Explanation, Request, evaluate},
         model::{Access, Protocol},
-        validate::{Valid, cidr, normalise},
+        net::{self, cidr},
+        validate::{Valid, normalise},
     },
 };
 
@@ -113,17 +114,12 @@ fn net_grant<'a>(
     port: u16,
     protocol: Protocol,
 ) -> Option<u32> {
-    let addr = match address {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        IpAddr::V6(v6) => v6.octets(),
-    };
+    let addr = net::v6_form(address);
     let covering = grants
         .filter_map(|g| match &g.target {
             GrantTarget::Connect { cidr: text, port_lo, port_hi, protocol: p } => {
                 let (prefix, bits) = cidr(text).ok()?;
-                let differs = u128::from_be_bytes(prefix) ^ u128::from_be_bytes(addr);
-                (bits == 0 || differs >> (128 - u32::from(bits)) == 0)
-                    .then_some((bits, g.id, *port_lo, *port_hi, *p))
+                net::contains(&prefix, bits, &addr).then_some((bits, g.id, *port_lo, *port_hi, *p))
             }
             _ => None,
         })

@@ -165,14 +165,9 @@ fn add_path(
     Ok(())
 }
 
+/// Whether `outer`'s CIDR covers the prefix `addr`/`prefix_len`.
 fn covers(outer: &NetRuleSpec, addr: &[u8; 16], prefix_len: u8) -> bool {
-    if outer.prefix_len > prefix_len {
-        return false;
-    }
-    (0..usize::from(outer.prefix_len)).all(|bit| {
-        let mask = 0x80u8 >> (bit % 8);
-        outer.addr[bit / 8] & mask == addr[bit / 8] & mask
-    })
+    outer.prefix_len <= prefix_len && super::net::contains(&outer.addr, outer.prefix_len, addr)
 }
 
 fn compile_network(

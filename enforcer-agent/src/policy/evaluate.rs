@@ -104,20 +104,9 @@ fn decide_path(
 }
 
 fn decide_net(policy: &Valid, address: IpAddr, port: u16, protocol: Protocol) -> (Action, String, String) {
-    let addr = match address {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        IpAddr::V6(v6) => v6.octets(),
-    };
-    let mut candidates: Vec<_> = policy
-        .network
-        .iter()
-        .filter(|r| {
-            (0..usize::from(r.prefix_len)).all(|bit| {
-                let mask = 0x80u8 >> (bit % 8);
-                r.addr[bit / 8] & mask == addr[bit / 8] & mask
-            })
-        })
-        .collect();
+    let addr = super::net::v6_form(address);
+    let mut candidates: Vec<_> =
+        policy.network.iter().filter(|r| super::net::contains(&r.addr, r.prefix_len, &addr)).collect();
     candidates.sort_by_key(|r| (std::cmp::Reverse(r.prefix_len), r.index));
     let hit = candidates.into_iter().find(|r| {
         (r.protocol == Protocol::Any || r.protocol == protocol) && (r.port_lo..=r.port_hi).contains(&port)

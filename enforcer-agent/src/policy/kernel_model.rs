@@ -120,6 +120,8 @@ fn net_rule(set: &CompiledSet, identity: u32, addr: [u8; 16], port: u16, protoco
         .map_or((action::NONE, 0), |r| (r.action, r.rule))
 }
 
+/// The trie's bitwise prefix match, written out here on purpose: the model should not
+/// share the agent's CIDR code it is compared against.
 fn within(prefix: &[u8; 16], len: u8, addr: &[u8; 16]) -> bool {
     let bits = u128::from_be_bytes(*prefix) ^ u128::from_be_bytes(*addr);
     len == 0 || bits >> (128 - u32::from(len)) == 0

@@ -6,6 +6,7 @@ pub mod compiled;
 pub mod diff;
 pub mod evaluate;
 pub mod model;
+pub mod net;
 pub mod validate;
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Parsing YAML documents and checking them, before anything is applied.
 
-use std::{collections::BTreeMap, fmt, net::IpAddr};
+use std::{collections::BTreeMap, fmt};
 
 use serde::Deserialize as _;
 
@@ -354,38 +354,7 @@ pub fn normalise(path: &str) -> Result<String, String> {
     Ok(out)
 }
 
-/// A CIDR as (IPv6 address, prefix bits); IPv4 is mapped into `::ffff:0:0/96`.
-pub fn cidr(text: &str) -> Result<([u8; 16], u8), String> {
-    let (addr_text, len_text) = match text.split_once('/') {
-        Some((a, l)) => (a, Some(l)),
-        None => (text, None),
-    };
-    let addr: IpAddr = addr_text.trim().parse().map_err(|_| format!("{addr_text:?} is not an IP address"))?;
-    let (bytes, max, base) = match addr {
-        IpAddr::V4(v4) => (v4.to_ipv6_mapped().octets(), 32u8, 96u8),
-        IpAddr::V6(v6) => (v6.octets(), 128u8, 0u8),
-    };
-    let len = match len_text {
-        None => max,
-        Some(l) => l
-            .trim()
-            .parse::<u8>()
-            .ok()
-            .filter(|l| *l <= max)
-            .ok_or_else(|| format!("prefix length {l:?} is not between 0 and {max}"))?,
-    };
-    let bits = base + len;
-    // Host bits must be zero: 10.0.0.1/8 is almost always a typo.
-    for (i, byte) in bytes.iter().enumerate() {
-        let first_bit = u32::try_from(i * 8).expect("small");
-        let keep = u32::from(bits).saturating_sub(first_bit).min(8);
-        let mask = if keep == 0 { 0 } else { 0xffu8 << (8 - keep) };
-        if byte & !mask != 0 {
-            return Err(format!("{text:?} has host bits set; did you mean the network address?"));
-        }
-    }
-    Ok((bytes, bits))
-}
+pub use super::net::cidr;
 
 fn ports(ports: Option<&Ports>) -> Result<(u16, u16), String> {
     let parse = |s: &str| s.trim().parse::<u16>().map_err(|_| format!("{s:?} is not a port (0-65535)"));
