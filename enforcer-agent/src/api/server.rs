@@ -122,6 +122,9 @@ pub struct Line {
     pub json: String,
     pub kind: String,
     pub time: String,
+    /// `time` as an instant: compared as times, never as strings ("…00Z" sorts after
+    /// "…00.1Z" as text).
+    pub at: Option<jiff::Timestamp>,
     pub identity: Option<String>,
     pub policy: Option<String>,
     pub decision: Option<String>,
@@ -135,6 +138,7 @@ impl Line {
         Some(Self {
             kind: field("type").unwrap_or_default(),
             time: field("time").unwrap_or_default(),
+            at: field("time").and_then(|t| t.parse().ok()),
             identity: field("identity"),
             policy: field("policy"),
             decision: field("decision"),
@@ -422,7 +426,13 @@ impl Server {
             decision: query.get("decision"),
             hook: query.get("hook"),
         };
-        let since = query.get("since");
+        let since: Option<jiff::Timestamp> = match query.get("since").map(|s| s.parse::<jiff::Timestamp>()) {
+            None => None,
+            Some(Ok(t)) => Some(t),
+            Some(Err(e)) => {
+                return error(StatusCode::BAD_REQUEST, format!("since must be an RFC 3339 time: {e}"));
+            }
+        };
         let last: Option<usize> = match query.get("last").map(|l| l.parse()) {
             None => None,
             Some(Ok(n)) => Some(n),
@@ -434,16 +444,18 @@ impl Server {
         let history = Arc::clone(&self.history);
         let (tx, rx) = mpsc::channel::<Bytes>(1024);
         tokio::spawn(async move {
-            let mut past: Vec<Line> = history()
+            // Reading rotated logs is file I/O: kept off the thread that drains the ring.
+            let Ok(lines) = tokio::task::spawn_blocking(move || history()).await else { return };
+            let mut past: Vec<Line> = lines
                 .into_iter()
                 .filter_map(Line::from_json)
-                .filter(|l| filter.matches(l) && since.as_ref().is_none_or(|s| l.time >= *s))
+                .filter(|l| filter.matches(l) && since.is_none_or(|s| l.at.is_some_and(|at| at >= s)))
                 .collect();
             if since.is_none() {
                 let keep = last.unwrap_or(0);
                 past.drain(..past.len().saturating_sub(keep));
             }
-            let newest = past.last().map(|l| l.time.clone()).unwrap_or_default();
+            let newest = past.last().and_then(|l| l.at);
             for line in past {
                 if tx.send(Bytes::from(line.json + "\n")).await.is_err() {
                     return;
@@ -454,9 +466,7 @@ impl Server {
             }
             loop {
                 let text = match live.recv().await {
-                    Ok(record) if record.time > newest && filter.matches(&record) => {
-                        record.json.clone() + "\n"
-                    }
+                    Ok(record) if record.at > newest && filter.matches(&record) => record.json.clone() + "\n",
                     Ok(_) => continue,
                     Err(broadcast::error::RecvError::Lagged(missed)) => format!(
                         "{{\"type\":\"dropped\",\"count\":{missed},\"reason\":\"this follower fell behind\"}}\n"
@@ -631,5 +641,14 @@ mod tests {
         assert!(!f.matches(&line(r#"{"type":"verdict","identity":"b","decision":"deny"}"#)));
         assert!(!f.matches(&line(r#"{"type":"policy"}"#)));
         assert!(f.matches(&line(r#"{"type":"dropped","count":3}"#)));
+    }
+
+    #[test]
+    fn record_times_compare_as_instants() {
+        let at = |t: &str| Line::from_json(format!("{{\"type\":\"verdict\",\"time\":\"{t}\"}}")).unwrap().at;
+        let whole = at("2026-11-22T10:00:00Z");
+        let later = at("2026-11-22T10:00:00.1Z");
+        assert!(whole.is_some() && later > whole, "as text, the later record would sort first");
+        assert!(at("2026-11-22T11:00:00+02:00") < whole, "offsets are honoured");
     }
 }
