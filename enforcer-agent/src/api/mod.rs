@@ -118,3 +118,33 @@ pub struct CheckRequest {
     #[serde(flatten)]
     pub request: evaluate::Request,
 }
+
+/// Which records a reader of verdicts wants: the same rules for the API's stream and for
+/// `enforcer verdicts show` on a log file.
+#[derive(Debug, Clone, Default)]
+pub struct VerdictFilter {
+    pub identity: Option<String>,
+    pub policy: Option<String>,
+    pub decision: Option<String>,
+    pub hook: Option<String>,
+}
+
+impl VerdictFilter {
+    /// Whether a record of type `kind` whose fields `field` returns passes. Notices of
+    /// lost records always pass; other non-verdict records only when nothing is filtered.
+    pub fn matches<'a>(&self, kind: &str, field: impl Fn(&str) -> Option<&'a str>) -> bool {
+        if kind == "dropped" {
+            return true;
+        }
+        let wanted = [
+            ("identity", &self.identity),
+            ("policy", &self.policy),
+            ("decision", &self.decision),
+            ("hook", &self.hook),
+        ];
+        if kind != "verdict" {
+            return wanted.iter().all(|(_, w)| w.is_none());
+        }
+        wanted.iter().all(|(name, w)| w.as_deref().is_none_or(|w| field(name) == Some(w)))
+    }
+}

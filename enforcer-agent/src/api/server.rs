@@ -26,7 +26,7 @@ use tokio::{
     sync::{broadcast, mpsc, oneshot},
 };
 
-use super::{ApiError, ApplyResult, CheckRequest, IdentityInfo, MAX_BODY, PolicyList, Status};
+use super::{ApiError, ApplyResult, CheckRequest, IdentityInfo, MAX_BODY, PolicyList, Status, VerdictFilter};
 use crate::policy::{evaluate::Explanation, model::Policy, validate};
 
 /// A request for the agent's main loop, which owns the engine.
@@ -129,6 +129,18 @@ pub struct Line {
     pub policy: Option<String>,
     pub decision: Option<String>,
     pub hook: Option<String>,
+}
+
+impl VerdictFilter {
+    fn matches_line(&self, line: &Line) -> bool {
+        self.matches(&line.kind, |field| match field {
+            "identity" => line.identity.as_deref(),
+            "policy" => line.policy.as_deref(),
+            "decision" => line.decision.as_deref(),
+            "hook" => line.hook.as_deref(),
+            _ => None,
+        })
+    }
 }
 
 impl Line {
@@ -420,7 +432,7 @@ impl Server {
 
     /// The verdict stream: past records (`since`, `last`), then live ones (`follow`).
     fn verdicts(&self, query: &Query) -> Response<Body> {
-        let filter = Filter {
+        let filter = VerdictFilter {
             identity: query.get("identity"),
             policy: query.get("policy"),
             decision: query.get("decision"),
@@ -449,7 +461,7 @@ impl Server {
             let mut past: Vec<Line> = lines
                 .into_iter()
                 .filter_map(Line::from_json)
-                .filter(|l| filter.matches(l) && since.is_none_or(|s| l.at.is_some_and(|at| at >= s)))
+                .filter(|l| filter.matches_line(l) && since.is_none_or(|s| l.at.is_some_and(|at| at >= s)))
                 .collect();
             if since.is_none() {
                 let keep = last.unwrap_or(0);
@@ -466,7 +478,9 @@ impl Server {
             }
             loop {
                 let text = match live.recv().await {
-                    Ok(record) if record.at > newest && filter.matches(&record) => record.json.clone() + "\n",
+                    Ok(record) if record.at > newest && filter.matches_line(&record) => {
+                        record.json.clone() + "\n"
+                    }
                     Ok(_) => continue,
                     Err(broadcast::error::RecvError::Lagged(missed)) => format!(
                         "{{\"type\":\"dropped\",\"count\":{missed},\"reason\":\"this follower fell behind\"}}\n"
@@ -509,35 +523,6 @@ async fn read_body(request: Request<Incoming>) -> Result<String, Response<Body>>
 async fn read_json<T: serde::de::DeserializeOwned>(request: Request<Incoming>) -> Result<T, Response<Body>> {
     let body = read_body(request).await?;
     serde_json::from_str(&body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("request body: {e}")))
-}
-
-/// Which records a follower wants.
-struct Filter {
-    identity: Option<String>,
-    policy: Option<String>,
-    decision: Option<String>,
-    hook: Option<String>,
-}
-
-impl Filter {
-    fn matches(&self, line: &Line) -> bool {
-        // Notices of lost records always reach followers.
-        if line.kind == "dropped" {
-            return true;
-        }
-        let any = self.identity.is_some()
-            || self.policy.is_some()
-            || self.decision.is_some()
-            || self.hook.is_some();
-        if line.kind != "verdict" {
-            return !any;
-        }
-        let is = |want: &Option<String>, got: &Option<String>| want.is_none() || want == got;
-        is(&self.identity, &line.identity)
-            && is(&self.policy, &line.policy)
-            && is(&self.decision, &line.decision)
-            && is(&self.hook, &line.hook)
-    }
 }
 
 /// `a=b&c` query strings (values are percent-decoded).
@@ -635,12 +620,16 @@ mod tests {
     #[test]
     fn filters_keep_dropped_notices() {
         let line = |json: &str| Line::from_json(json.to_owned()).unwrap();
-        let f =
-            Filter { identity: Some("a".into()), policy: None, decision: Some("deny".into()), hook: None };
-        assert!(f.matches(&line(r#"{"type":"verdict","identity":"a","decision":"deny"}"#)));
-        assert!(!f.matches(&line(r#"{"type":"verdict","identity":"b","decision":"deny"}"#)));
-        assert!(!f.matches(&line(r#"{"type":"policy"}"#)));
-        assert!(f.matches(&line(r#"{"type":"dropped","count":3}"#)));
+        let f = VerdictFilter {
+            identity: Some("a".into()),
+            policy: None,
+            decision: Some("deny".into()),
+            hook: None,
+        };
+        assert!(f.matches_line(&line(r#"{"type":"verdict","identity":"a","decision":"deny"}"#)));
+        assert!(!f.matches_line(&line(r#"{"type":"verdict","identity":"b","decision":"deny"}"#)));
+        assert!(!f.matches_line(&line(r#"{"type":"policy"}"#)));
+        assert!(f.matches_line(&line(r#"{"type":"dropped","count":3}"#)));
     }
 
     #[test]

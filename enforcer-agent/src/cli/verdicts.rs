@@ -120,15 +120,13 @@ pub fn show(args: &ShowArgs, output: Output) -> ExitCode {
 }
 
 fn matches(args: &ShowArgs, record: &Value) -> bool {
-    let is =
-        |field: &str, want: Option<&String>| want.is_none_or(|w| record[field].as_str() == Some(w.as_str()));
-    let filtered = args.identity.is_some() || args.decision.is_some() || args.hook.is_some();
-    if filtered && record["type"] != "verdict" {
-        return false;
-    }
-    is("identity", args.identity.as_ref())
-        && is("decision", args.decision.as_ref())
-        && is("hook", args.hook.as_ref())
+    let filter = crate::api::VerdictFilter {
+        identity: args.identity.clone(),
+        policy: None,
+        decision: args.decision.clone(),
+        hook: args.hook.clone(),
+    };
+    filter.matches(record["type"].as_str().unwrap_or_default(), |name| record[name].as_str())
 }
 
 fn s(v: &Value) -> String {
