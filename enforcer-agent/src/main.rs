@@ -331,19 +331,17 @@ fn main() -> ExitCode {
     }
 }
 
-/// A group given by name (looked up in /etc/group) or number.
+/// A group given by name (looked up through the system's group database, so LDAP and
+/// sssd groups resolve too) or number.
 fn group_id(group: &str) -> Result<u32, String> {
     if let Ok(gid) = group.parse() {
         return Ok(gid);
     }
-    let groups = std::fs::read_to_string("/etc/group").map_err(|e| format!("reading /etc/group: {e}"))?;
-    groups
-        .lines()
-        .find_map(|l| {
-            let mut fields = l.split(':');
-            (fields.next() == Some(group)).then(|| fields.nth(1).and_then(|g| g.parse().ok())).flatten()
-        })
-        .ok_or_else(|| format!("no group named {group:?}"))
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(format!("no group named {group:?}")),
+        Err(e) => Err(format!("looking up group {group:?}: {e}")),
+    }
 }
 
 fn run_agent(args: AgentArgs, socket: PathBuf) -> ExitCode {

@@ -213,22 +213,38 @@ pub fn bind(path: &Path, group: Option<u32>) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Whether a peer may use the API: root, or a member of the configured group.
-fn authorized(uid: u32, gid: u32, pid: Option<i32>, group: Option<u32>) -> bool {
+/// Whether a peer may use the API: root, or a member of the configured group (primary or
+/// supplementary, as the kernel recorded them when the peer connected).
+fn authorized(uid: u32, gid: u32, groups: &[u32], group: Option<u32>) -> bool {
     if uid == 0 {
         return true;
     }
     let Some(group) = group else { return false };
-    gid == group || pid.is_some_and(|pid| supplementary_groups(pid).contains(&group))
+    gid == group || groups.contains(&group)
 }
 
-fn supplementary_groups(pid: i32) -> Vec<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Groups:"))
-        .map(|g| g.split_whitespace().filter_map(|n| n.parse().ok()).collect())
-        .unwrap_or_default()
+/// The peer's supplementary groups from `SO_PEERGROUPS` (Linux ≥ 4.13): taken at connect
+/// time by the kernel, not read later from /proc where the pid may have been reused.
+/// Neither tokio nor nix exposes this option, hence the direct call.
+fn peer_groups(stream: &UnixStream) -> Vec<u32> {
+    use std::os::fd::AsRawFd as _;
+    let mut groups = vec![0u32; 256];
+    let mut len = libc::socklen_t::try_from(groups.len() * size_of::<u32>()).unwrap_or(0);
+    // SAFETY: a buffer of `len` bytes for the kernel to fill; the descriptor is ours.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERGROUPS,
+            groups.as_mut_ptr().cast(),
+            &raw mut len,
+        )
+    };
+    if rc != 0 {
+        return Vec::new();
+    }
+    groups.truncate(len as usize / size_of::<u32>());
+    groups
 }
 
 impl Server {
@@ -247,7 +263,8 @@ impl Server {
         // connection and attached to every request on it.
         let cred = stream.peer_cred().ok();
         let (uid, gid, pid) = cred.map_or((u32::MAX, u32::MAX, None), |c| (c.uid(), c.gid(), c.pid()));
-        let allowed = cred.is_some() && authorized(uid, gid, pid, self.group);
+        let groups = if self.group.is_some() { peer_groups(&stream) } else { Vec::new() };
+        let allowed = cred.is_some() && authorized(uid, gid, &groups, self.group);
         if !allowed {
             tracing::warn!(uid, pid = ?pid, "refused an API connection from a caller that is not allowed");
         }
@@ -611,10 +628,12 @@ mod tests {
 
     #[test]
     fn only_root_or_the_group_is_allowed() {
-        assert!(authorized(0, 0, None, None));
-        assert!(!authorized(1000, 1000, None, None));
-        assert!(authorized(1000, 50, None, Some(50)));
-        assert!(!authorized(1000, 1000, None, Some(50)));
+        assert!(authorized(0, 0, &[], None));
+        assert!(!authorized(1000, 1000, &[], None));
+        assert!(authorized(1000, 50, &[], Some(50)));
+        assert!(!authorized(1000, 1000, &[], Some(50)));
+        assert!(authorized(1000, 1000, &[4, 50], Some(50)), "a supplementary group counts");
+        assert!(!authorized(1000, 1000, &[4, 51], Some(50)));
     }
 
     #[test]
