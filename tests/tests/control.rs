@@ -212,6 +212,30 @@ fn callers_other_than_root_or_the_group_are_refused() {
     assert_eq!(code, 0, "a group member is allowed: {err}");
     assert!(json(&out)["generation"].is_u64());
     drop(agent);
+    // By name, and membership through a supplementary group only.
+    let (dirs, agent) = api_agent("access-named", &["--socket-group", "nobody"]);
+    let supplementary = |groups: &'static [libc::gid_t]| {
+        use std::os::unix::process::CommandExt as _;
+        let mut command =
+            std::process::Command::new(std::env::var("ENFORCER_BIN").unwrap_or("/bin/enforcer".into()));
+        command.arg("--socket").arg(&dirs.socket).arg("status");
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setgid(1234) != 0
+                    || libc::setuid(1234) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        command.output().expect("running the CLI").status.code()
+    };
+    assert_eq!(supplementary(&[65534]), Some(0), "a supplementary member of the named group is allowed");
+    assert_eq!(supplementary(&[4]), Some(4), "a member of other groups only is refused");
+    drop(agent);
 }
 
 fn raw_request(socket: &std::path::Path, request: &[u8]) -> String {
