@@ -10,7 +10,6 @@ use super::{Output, fail, print_json, runtime};
 use crate::{
     api::client::{Client, encode},
     live::GrantTarget,
-    policy::model::Protocol,
 };
 
 fn send(socket: &Path, method: Method, path: &str, body: Option<Value>) -> Result<Value, ExitCode> {
@@ -105,17 +104,9 @@ fn text(v: &Value) -> String {
 /// `CIDR:PORT[-PORT]/PROTO` (IPv6 in brackets): `10.0.0.0/8:443/tcp`, `10.0.0.5:53/udp`,
 /// `[2001:db8::/32]:8000-8100/any`.
 pub fn parse_grant_connect(text: &str) -> Result<GrantTarget, String> {
-    let usage = || format!("{text:?}: expected CIDR:PORT/PROTO, e.g. 10.0.0.0/8:443/tcp");
-    let (rest, proto) = text.rsplit_once('/').ok_or_else(usage)?;
-    let protocol = match proto {
-        "tcp" => Protocol::Tcp,
-        "udp" => Protocol::Udp,
-        "any" => Protocol::Any,
-        other => return Err(format!("protocol {other:?}: use tcp, udp or any")),
-    };
-    let (cidr, ports) = rest.rsplit_once(':').ok_or_else(usage)?;
-    let cidr = cidr.strip_prefix('[').and_then(|c| c.strip_suffix(']')).unwrap_or(cidr);
-    let port = |p: &str| p.parse::<u16>().map_err(|_| format!("{p:?} is not a port"));
+    let (cidr, ports, protocol) =
+        super::split_connect(text, "CIDR:PORT/PROTO, e.g. 10.0.0.0/8:443/tcp", true)?;
+    let port = super::port;
     let (port_lo, port_hi) = match ports.split_once('-') {
         Some((lo, hi)) => (port(lo)?, port(hi)?),
         None => (port(ports)?, port(ports)?),
@@ -240,6 +231,7 @@ pub fn answer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::model::Protocol;
 
     #[test]
     fn parses_grant_targets() {

@@ -1,6 +1,6 @@
 //! `enforcer status`, `enforcer identities` and `enforcer check`.
 
-use std::{net::SocketAddr, path::Path, process::ExitCode};
+use std::{path::Path, process::ExitCode};
 
 use hyper::Method;
 
@@ -81,15 +81,9 @@ pub struct Action {
 
 /// `ADDR:PORT/PROTO` (IPv6 in brackets), e.g. `10.0.0.1:443/tcp`, `[::1]:53/udp`.
 pub fn parse_connect(text: &str) -> Result<(std::net::IpAddr, u16, Protocol), String> {
-    let (addr, proto) = text.rsplit_once('/').ok_or_else(|| format!("{text:?}: expected ADDR:PORT/PROTO"))?;
-    let protocol = match proto {
-        "tcp" => Protocol::Tcp,
-        "udp" => Protocol::Udp,
-        other => return Err(format!("protocol {other:?}: use tcp or udp")),
-    };
-    let socket: SocketAddr =
-        addr.parse().map_err(|_| format!("{addr:?} is not ADDR:PORT (IPv6 as [::1]:53)"))?;
-    Ok((socket.ip(), socket.port(), protocol))
+    let (host, port, protocol) = super::split_connect(text, "ADDR:PORT/PROTO (IPv6 as [::1]:53/udp)", false)?;
+    let addr = host.parse().map_err(|_| format!("{host:?} is not an IP address"))?;
+    Ok((addr, super::port(port)?, protocol))
 }
 
 pub fn check(socket: &Path, identity: &str, action: Action, output: Output) -> ExitCode {
