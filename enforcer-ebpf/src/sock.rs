@@ -41,9 +41,25 @@ pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
 }
 
 /// Destination address as 16 bytes; IPv4 (and IPv4-mapped IPv6) as `::ffff:a.b.c.d`, so
-/// one rule set judges both families alike.
+/// one rule set judges both families alike. The unspecified addresses `0.0.0.0` and `::`
+/// reach the local host when connected to, so they are judged (and reported) as
+/// `127.0.0.1` and `::1`: a rule on loopback cannot be side-stepped through them.
 #[inline(always)]
 fn destination(ctx: &SockAddrContext, family: u16) -> [u8; 16] {
+    let mut addr = raw_destination(ctx, family);
+    if addr[..10] == [0; 10] && addr[12..] == [0; 4] {
+        if addr[10] == 0xff && addr[11] == 0xff {
+            addr[12] = 127;
+            addr[15] = 1;
+        } else if addr[10] == 0 && addr[11] == 0 {
+            addr[15] = 1;
+        }
+    }
+    addr
+}
+
+#[inline(always)]
+fn raw_destination(ctx: &SockAddrContext, family: u16) -> [u8; 16] {
     let sa = ctx.sock_addr;
     let mut addr = [0u8; 16];
     // SAFETY: context fields the verifier rewrites into reads of the socket address;

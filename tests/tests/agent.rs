@@ -111,6 +111,11 @@ fn network_rules_by_cidr_port_and_protocol() {
     assert_eq!(inside(format!("[::1]:{p6}")), EPERM, "IPv6 connect to a denied port");
     assert_eq!(inside(format!("[::ffff:127.0.0.1]:{p4}")), EPERM, "IPv4-mapped IPv6 judged as IPv4");
     assert_eq!(inside(format!("[::ffff:127.0.0.1]:{p4o}")), 0, "IPv4-mapped IPv6 to an allowed port");
+    // The unspecified addresses reach loopback, so they are judged as loopback.
+    assert_eq!(inside(format!("0.0.0.0:{p4}")), EPERM, "0.0.0.0 judged as 127.0.0.1");
+    assert_eq!(inside(format!("[::ffff:0.0.0.0]:{p4}")), EPERM, "::ffff:0.0.0.0 judged as 127.0.0.1");
+    assert_eq!(inside(format!("[::]:{p6}")), EPERM, ":: judged as ::1");
+    assert_eq!(inside(format!("0.0.0.0:{p4o}")), 0, "0.0.0.0 to an allowed loopback port");
     assert_eq!(
         run_in(Some(&cgroup), move || udp_send_errno(&format!("127.0.0.1:{pu}"))),
         EPERM,
