@@ -300,8 +300,9 @@ impl LiveState {
         }
         let expires_unix_ns =
             now_unix_ns + i64::try_from(ttl_seconds).unwrap_or(i64::MAX / 2) * 1_000_000_000;
-        let expires_boot_ns =
-            crate::agent::boot_ns().saturating_add(ttl_seconds.saturating_mul(1_000_000_000));
+        // The same instant on the boot clock, converted once with both clocks read together,
+        // so the kernel's expiry is exactly the one reported.
+        let expires_boot_ns = crate::record::Clock::now().boot_ns_at(expires_unix_ns);
         self.next_grant += 1;
         let entry = GrantEntry {
             id: self.next_grant,
@@ -532,9 +533,17 @@ mod tests {
         };
         assert!(live.add_grant("a", bad_cidr, 60, "x", 0, 0, "t".into()).is_err());
         // In the boot it was made in, the expiry fixed then is used, whatever the clocks say.
+        let mut now = LiveState::default();
+        let unix = crate::record::Clock::unix_now_ns();
+        let made = now
+            .add_grant("a", GrantTarget::Exec { path: "/x".into() }, 60, "r", 0, unix, "t".into())
+            .unwrap();
+        assert!(made.expires_boot_ns > 0);
         let boot = crate::record::boot_id();
-        let (paths, _) = live.grant_tables(|_| Some(3), &boot, |_| 0);
-        assert!(paths.iter().all(|(_, v)| v.expires_ns > 60_000_000_000 - 1), "{paths:?}");
+        let (paths, _) = now.grant_tables(|_| Some(3), &boot, |_| 7);
+        assert_eq!(paths[0].1.expires_ns, made.expires_boot_ns);
+        let (paths, _) = now.grant_tables(|_| Some(3), "another boot", |_| 7);
+        assert_eq!(paths[0].1.expires_ns, 7, "after a reboot it is converted again");
         let expired = live.expire(61_000_000_000);
         assert_eq!(expired.len(), 1);
         assert_eq!(live.grants.len(), 1);
