@@ -338,7 +338,8 @@ fn api_server(
         verdicts: followers,
         history: Arc::new(move || verdict_log::history(&log_path, keep)),
         managed: Arc::new(move |pid| {
-            crate::identity::pid_is_managed(pid, &directory.read().expect("directory lock").bindings)
+            let bindings = directory.read().expect("directory lock").bindings.clone();
+            crate::identity::pid_is_managed(pid, &bindings)
         }),
     })
 }
