@@ -338,8 +338,7 @@ fn api_server(
         verdicts: followers,
         history: Arc::new(move || verdict_log::history(&log_path, keep)),
         managed: Arc::new(move |pid| {
-            let bindings = directory.read().expect("directory lock").bindings.clone();
-            crate::identity::pid_is_managed(pid, &bindings)
+            crate::identity::pid_is_managed(pid, &directory.read().expect("directory lock").bindings)
         }),
     })
 }

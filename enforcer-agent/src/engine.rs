@@ -66,8 +66,8 @@ pub struct Engine {
     /// Cgroups a selector picks that could not be bound at the last rescan, and why;
     /// retried on every rescan.
     failed: Vec<FailedBinding>,
-    /// Protected (device, inode) pairs last written to the kernel.
-    protected: Vec<(u32, u64)>,
+    /// Protected (device, inode) pairs and pids last written to the kernel.
+    protected: (Vec<(u32, u64)>, Vec<u32>),
     directory: Arc<RwLock<Directory>>,
 }
 
@@ -99,7 +99,7 @@ impl Engine {
             generation,
             bound: BTreeSet::new(),
             failed: Vec::new(),
-            protected: Vec::new(),
+            protected: (Vec::new(), Vec::new()),
             directory: Arc::default(),
         }
     }
@@ -310,13 +310,17 @@ impl Engine {
     }
 
     /// Makes the kernel's protected files exactly `inodes` and its protected processes
-    /// `pids` (written only when the files changed, e.g. after a log rotation).
+    /// `pids` (written only when they changed, e.g. after a log rotation).
     pub fn protect(&mut self, inodes: Vec<(u32, u64)>, pids: &[u32]) -> Result<(), MapsError> {
-        if inodes != self.protected {
+        if inodes != self.protected.0 {
             self.maps.set_protected_inodes(&inodes)?;
-            self.protected = inodes;
+            self.protected.0 = inodes;
         }
-        self.maps.set_protected_pids(pids)
+        if pids != self.protected.1.as_slice() {
+            self.maps.set_protected_pids(pids)?;
+            self.protected.1 = pids.to_vec();
+        }
+        Ok(())
     }
 
     /// Identity → cgroup paths currently bound.

@@ -83,14 +83,19 @@ pub fn relative_to_root(root: &Path, hierarchy_path: &str) -> Option<String> {
     rest.starts_with('/').then(|| rest.to_owned())
 }
 
-/// Where cgroup v2 is mounted.
+/// Where cgroup v2 is mounted (read once: the agent never remounts it).
 fn cgroup2_mount() -> Option<PathBuf> {
-    let mounts = fs::read_to_string("/proc/self/mounts").ok()?;
-    mounts.lines().find_map(|l| {
-        let mut f = l.split_whitespace();
-        let (_, dir, kind) = (f.next()?, f.next()?, f.next()?);
-        (kind == "cgroup2").then(|| PathBuf::from(dir))
-    })
+    static MOUNT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    MOUNT
+        .get_or_init(|| {
+            let mounts = fs::read_to_string("/proc/self/mounts").ok()?;
+            mounts.lines().find_map(|l| {
+                let mut f = l.split_whitespace();
+                let (_, dir, kind) = (f.next()?, f.next()?, f.next()?);
+                (kind == "cgroup2").then(|| PathBuf::from(dir))
+            })
+        })
+        .clone()
 }
 
 /// The id of the cgroup at `path` (relative to `root`), if it exists.

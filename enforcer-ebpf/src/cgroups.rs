@@ -25,6 +25,7 @@ pub fn cgroup_mkdir(ctx: BtfTracePointContext) -> i32 {
     let Some(id) =
         guard::read::<*const u8>(cgrp, &OFF_CGROUP_KN).and_then(|kn| guard::read::<u64>(kn, &OFF_KERNFS_ID))
     else {
+        // Observing only: the next rescan finds a cgroup whose id could not be read.
         return 0;
     };
     let Some(mut entry) = EVENTS.reserve::<CgroupEvent>(0) else {

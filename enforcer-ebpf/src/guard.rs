@@ -126,26 +126,29 @@ fn task_identity(task: *const u8, slot: u32) -> u32 {
 }
 
 #[inline(always)]
-fn magic_of(inode: *const u8) -> u64 {
-    read::<*const u8>(inode, &OFF_INODE_I_SB).and_then(|sb| read::<u64>(sb, &OFF_SB_S_MAGIC)).unwrap_or(0)
+fn magic_of(inode: *const u8) -> Option<u64> {
+    read::<*const u8>(inode, &OFF_INODE_I_SB).and_then(|sb| read::<u64>(sb, &OFF_SB_S_MAGIC))
 }
 
-/// Whether `inode` is one of the enforcer's protected files or directories.
+/// Whether `inode` is one of the enforcer's protected files or directories; `None` if
+/// the inode cannot be read.
 #[inline(always)]
-fn protected(inode: *const u8) -> bool {
-    let Some(sb) = read::<*const u8>(inode, &OFF_INODE_I_SB) else { return false };
-    let (Some(dev), Some(ino)) = (read::<u32>(sb, &OFF_SB_S_DEV), read::<u64>(inode, &OFF_INODE_I_INO))
-    else {
-        return false;
-    };
+fn protected(inode: *const u8) -> Option<bool> {
+    let sb = read::<*const u8>(inode, &OFF_INODE_I_SB)?;
+    let (dev, ino) = (read::<u32>(sb, &OFF_SB_S_DEV)?, read::<u64>(inode, &OFF_INODE_I_INO)?);
     // SAFETY: plain value read once.
-    unsafe { PROTECTED_INODES.get(&InodeKey { ino, dev, pad: 0 }) }.is_some()
+    Some(unsafe { PROTECTED_INODES.get(&InodeKey { ino, dev, pad: 0 }) }.is_some())
 }
 
-/// The denial for `why`, counted.
+/// The denial for `why`, counted (`internal-error` where a kernel structure could not be
+/// read).
 #[inline(always)]
 pub fn judgement(why: u32) -> Judgement {
-    count(if why == reason::SELF_PROTECTION { stat::SELF_PROTECTION } else { stat::IDENTITY_ESCAPE });
+    match why {
+        reason::SELF_PROTECTION => count(stat::SELF_PROTECTION),
+        reason::IDENTITY_ESCAPE | reason::CROSS_IDENTITY => count(stat::IDENTITY_ESCAPE),
+        _ => return Judgement::refuse(why),
+    }
     Judgement { action: action::DENY, rule: RULE_DEFAULT, reason: why }
 }
 
@@ -179,47 +182,61 @@ fn managed(hook: u32) -> Result<Subject, i32> {
 /// generic file rules decide. `file` is the hook's `struct file *`.
 #[inline(always)]
 pub fn write_open(subject: &Subject, file: *const u8) -> Option<u32> {
-    let inode = read::<*const u8>(file, &OFF_FILE_F_INODE)?;
-    let magic = magic_of(inode);
-    if magic == CGROUP2_SUPER_MAGIC {
-        if subject.config.flags & IDENTITY_ALLOW_MOVES != 0 {
-            return None;
-        }
-        let kn = read::<*const u8>(inode, &OFF_INODE_I_PRIVATE)?;
-        if !moves_tasks(kn) {
-            return None;
-        }
-        // The cgroup whose membership file this is.
-        let cgroup = read::<*const u8>(kn, &OFF_KERNFS_PARENT)?;
-        if cgroup_identity(cgroup, subject.slot) == subject.identity {
-            return None;
-        }
-        return Some(reason::IDENTITY_ESCAPE);
-    }
-    // The file itself, or any file of a protected directory (including new ones).
-    let parent = read::<*const u8>(file, &OFF_FILE_DENTRY)
-        .and_then(|dentry| read::<*const u8>(dentry, &OFF_DENTRY_D_PARENT))
-        .and_then(|dir| read::<*const u8>(dir, &OFF_DENTRY_D_INODE));
-    if protected(inode) || parent.is_some_and(protected) {
-        return Some(reason::SELF_PROTECTION);
-    }
-    None
+    // Fail-closed: a write whose file cannot be read might be a membership or protected
+    // file, so it is refused as `internal-error`.
+    classify_write(subject, file).unwrap_or(Some(reason::INTERNAL_ERROR))
 }
 
-/// Whether kernfs node `kn` is `cgroup.procs` or `cgroup.threads`.
+/// A kernel structure the hook needed could not be read.
+struct Unreadable;
+
+/// [`write_open`]; `Err` where a kernel structure cannot be read.
 #[inline(always)]
-fn moves_tasks(kn: *const u8) -> bool {
-    let Some(name) = read::<*const u8>(kn, &OFF_KERNFS_NAME) else { return false };
+fn classify_write(subject: &Subject, file: *const u8) -> Result<Option<u32>, Unreadable> {
+    let inode = read::<*const u8>(file, &OFF_FILE_F_INODE).ok_or(Unreadable)?;
+    if magic_of(inode).ok_or(Unreadable)? == CGROUP2_SUPER_MAGIC {
+        if subject.config.flags & IDENTITY_ALLOW_MOVES != 0 {
+            return Ok(None);
+        }
+        let kn = read::<*const u8>(inode, &OFF_INODE_I_PRIVATE).ok_or(Unreadable)?;
+        if !moves_tasks(kn).ok_or(Unreadable)? {
+            return Ok(None);
+        }
+        // The cgroup whose membership file this is. An unreadable ancestor resolves to
+        // no identity, which differs from the writer's: refused (fail-closed).
+        let cgroup = read::<*const u8>(kn, &OFF_KERNFS_PARENT).ok_or(Unreadable)?;
+        if cgroup_identity(cgroup, subject.slot) == subject.identity {
+            return Ok(None);
+        }
+        return Ok(Some(reason::IDENTITY_ESCAPE));
+    }
+    // The file itself, or any file of a protected directory (including new ones).
+    let dentry = read::<*const u8>(file, &OFF_FILE_DENTRY).ok_or(Unreadable)?;
+    let dir = read::<*const u8>(dentry, &OFF_DENTRY_D_PARENT).ok_or(Unreadable)?;
+    let dir_inode = read::<*const u8>(dir, &OFF_DENTRY_D_INODE).ok_or(Unreadable)?;
+    if protected(inode).ok_or(Unreadable)? || protected(dir_inode).ok_or(Unreadable)? {
+        return Ok(Some(reason::SELF_PROTECTION));
+    }
+    Ok(None)
+}
+
+/// Whether kernfs node `kn` is `cgroup.procs` or `cgroup.threads`; `None` if its name
+/// cannot be read.
+#[inline(always)]
+fn moves_tasks(kn: *const u8) -> Option<bool> {
+    let name = read::<*const u8>(kn, &OFF_KERNFS_NAME)?;
     let mut buf = [0u8; 16];
     // SAFETY: a checked kernel string read into a zeroed local buffer; a longer name is
     // cut at 15 bytes and then matches neither.
     if unsafe { bpf_probe_read_kernel_str_bytes(name, &mut buf) }.is_err() {
-        return false;
+        return None;
     }
     // Compared as two words: the verifier keeps a fixed-size compare cheap.
     let words = (u64::from_ne_bytes(head(&buf, 0)), u64::from_ne_bytes(head(&buf, 8)));
-    words == (u64::from_ne_bytes(head(PROCS, 0)), u64::from_ne_bytes(head(PROCS, 8)))
-        || words == (u64::from_ne_bytes(head(THREADS, 0)), u64::from_ne_bytes(head(THREADS, 8)))
+    Some(
+        words == (u64::from_ne_bytes(head(PROCS, 0)), u64::from_ne_bytes(head(PROCS, 8)))
+            || words == (u64::from_ne_bytes(head(THREADS, 0)), u64::from_ne_bytes(head(THREADS, 8))),
+    )
 }
 
 const PROCS: &[u8; 16] = b"cgroup.procs\0\0\0\0";
@@ -305,7 +322,18 @@ pub fn task_kill(ctx: LsmContext) -> i32 {
         return 0;
     }
     let target: *const u8 = ctx.arg(0);
-    let Some(tgid) = read::<u32>(target, &OFF_TASK_TGID) else { return 0 };
+    let Some(tgid) = read::<u32>(target, &OFF_TASK_TGID) else {
+        // Fail-closed for managed callers: the target might be the agent.
+        return match managed(hook::TASK_KILL) {
+            Ok(subject) => refuse(
+                hook::TASK_KILL,
+                &subject,
+                reason::INTERNAL_ERROR,
+                &Target::Object { what: 0, name: core::ptr::null() },
+            ),
+            Err(ret) => ret,
+        };
+    };
     // SAFETY: plain value read once.
     if unsafe { PROTECTED_PIDS.get(&tgid) }.is_none() {
         return 0;
@@ -357,14 +385,11 @@ pub fn ptrace_access_check(ctx: LsmContext) -> i32 {
 /// directories, and renames of cgroups.
 #[inline(always)]
 fn entry_change(hook: u32, dir: *const u8, dentry: *const u8) -> i32 {
-    let magic = magic_of(dir);
-    let victim = read::<*const u8>(dentry, &OFF_DENTRY_D_INODE).unwrap_or(core::ptr::null());
-    let why = if magic == BPF_FS_MAGIC || protected(dir) || (!victim.is_null() && protected(victim)) {
-        reason::SELF_PROTECTION
-    } else if magic == CGROUP2_SUPER_MAGIC && hook == hook::INODE_RENAME {
-        reason::IDENTITY_ESCAPE
-    } else {
-        return 0;
+    let why = match entry_reason(hook, dir, dentry) {
+        Ok(Some(why)) => why,
+        Ok(None) => return 0,
+        // Fail-closed for managed callers: the entry might be a pin or a protected file.
+        Err(Unreadable) => reason::INTERNAL_ERROR,
     };
     let subject = match managed(hook) {
         Ok(subject) => subject,
@@ -375,6 +400,24 @@ fn entry_change(hook: u32, dir: *const u8, dentry: *const u8) -> i32 {
     }
     let name = read::<*const u8>(dentry, &OFF_DENTRY_NAME).unwrap_or(core::ptr::null());
     refuse(hook, &subject, why, &Target::Object { what: 0, name })
+}
+
+/// Why a change of `dir`'s entry `dentry` is refused (`Ok(None)`: it is not).
+#[inline(always)]
+fn entry_reason(hook: u32, dir: *const u8, dentry: *const u8) -> Result<Option<u32>, Unreadable> {
+    let magic = magic_of(dir).ok_or(Unreadable)?;
+    // Null for a negative dentry (a rename's target that does not exist yet).
+    let victim = read::<*const u8>(dentry, &OFF_DENTRY_D_INODE).ok_or(Unreadable)?;
+    if magic == BPF_FS_MAGIC
+        || protected(dir).ok_or(Unreadable)?
+        || (!victim.is_null() && protected(victim).ok_or(Unreadable)?)
+    {
+        return Ok(Some(reason::SELF_PROTECTION));
+    }
+    if magic == CGROUP2_SUPER_MAGIC && hook == hook::INODE_RENAME {
+        return Ok(Some(reason::IDENTITY_ESCAPE));
+    }
+    Ok(None)
 }
 
 #[lsm(hook = "inode_unlink")]

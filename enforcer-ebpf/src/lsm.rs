@@ -103,6 +103,8 @@ fn judge_registered(hook: u32, file: *const u8, wanted: u32) -> i32 {
     let Some(slot) = readers::enter() else {
         // Only if ACTIVE flipped three times within a few instructions (or is unreadable):
         // judged with the slot in force now, without the reader registration.
+        // Fail-open as in `policy::caller`: index 0 of an array always exists; without it
+        // there would be no policy set to apply.
         let Some(slot) = crate::maps::ACTIVE.get(0).copied() else { return 0 };
         return judge_path(hook, file, wanted, slot);
     };
