@@ -179,7 +179,8 @@ impl Engine {
         let cgroups = identity::scan(&self.cgroup_root);
         let bindings = identity::resolve(&valid, &cgroups);
         let generation = self.generation + 1;
-        let set = compile(&valid, &ids, &bindings, generation)?;
+        let mut set = compile(&valid, &ids, &bindings, generation)?;
+        crate::file_identity::fill(&mut set, crate::file_identity::on_disk);
         self.maps.install(&set).map_err(EngineError::Install)?;
 
         self.bound = set.bindings.iter().map(|(cgroup, b)| (*cgroup, b.identity)).collect();

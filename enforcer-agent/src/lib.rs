@@ -8,6 +8,7 @@ pub mod cli;
 pub mod control;
 pub mod engine;
 pub mod events;
+pub mod file_identity;
 pub mod identity;
 pub mod live;
 pub mod live_check;

@@ -181,7 +181,7 @@ pub struct ApprovalRequest {
 pub fn target_of(record: &crate::record::VerdictRecord) -> Option<GrantTarget> {
     use crate::record::Target;
     match (&record.target, record.hook) {
-        (Target::Path { path, .. }, "exec") => Some(GrantTarget::Exec { path: path.clone() }),
+        (Target::Path { path, .. }, "exec" | "mmap_exec") => Some(GrantTarget::Exec { path: path.clone() }),
         (Target::Path { path, access }, _) => {
             let access = access
                 .iter()
@@ -193,7 +193,15 @@ pub fn target_of(record: &crate::record::VerdictRecord) -> Option<GrantTarget> {
                 .collect();
             Some(GrantTarget::File { path: path.clone(), access })
         }
-        (Target::Process { .. } | Target::Bpf { .. } | Target::Entry { .. }, _) => None,
+        (
+            Target::Process { .. }
+            | Target::Bpf { .. }
+            | Target::Entry { .. }
+            | Target::Change { .. }
+            | Target::Mount { .. }
+            | Target::Socket { .. },
+            _,
+        ) => None,
         (Target::Net { address, port, protocol }, _) => {
             let bits = if address.contains(':') { 128 } else { 32 };
             let protocol = match protocol.as_str() {

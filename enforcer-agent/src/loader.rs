@@ -17,9 +17,11 @@ use crate::btf::{Btf, BtfError};
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer"));
 
 /// LSM programs: (program name, hook).
-pub const LSM_PROGRAMS: [(&str, &str); 9] = [
+pub const LSM_PROGRAMS: [(&str, &str); 27] = [
     ("bprm_check_security", "bprm_check_security"),
     ("file_open", "file_open"),
+    ("mmap_file", "mmap_file"),
+    ("file_mprotect", "file_mprotect"),
     ("task_alloc", "task_alloc"),
     ("bpf", "bpf"),
     ("task_kill", "task_kill"),
@@ -27,6 +29,22 @@ pub const LSM_PROGRAMS: [(&str, &str); 9] = [
     ("inode_unlink", "inode_unlink"),
     ("inode_rmdir", "inode_rmdir"),
     ("inode_rename", "inode_rename"),
+    ("inode_link", "inode_link"),
+    ("inode_create", "inode_create"),
+    ("inode_mkdir", "inode_mkdir"),
+    ("inode_mknod", "inode_mknod"),
+    ("inode_symlink", "inode_symlink"),
+    ("path_truncate", "path_truncate"),
+    ("path_chmod", "path_chmod"),
+    ("path_chown", "path_chown"),
+    ("inode_setxattr", "inode_setxattr"),
+    ("inode_removexattr", "inode_removexattr"),
+    ("sb_mount", "sb_mount"),
+    ("move_mount", "move_mount"),
+    ("sb_umount", "sb_umount"),
+    ("sb_pivotroot", "sb_pivotroot"),
+    ("path_chroot", "path_chroot"),
+    ("socket_create", "socket_create"),
 ];
 /// cgroup socket-address programs, attached to the cgroup root.
 pub const CGROUP_PROGRAMS: [&str; 4] = ["connect4", "connect6", "sendmsg4", "sendmsg6"];
@@ -177,6 +195,8 @@ fn offsets(btf: &Btf) -> Result<Vec<(&'static str, u64)>, LoadError> {
         (globals::OFF_TASK_CGROUPS, member("task_struct", "cgroups")?),
         (globals::OFF_CSS_SET_DFL_CGRP, member("css_set", "dfl_cgrp")?),
         (globals::OFF_CGROUP_KN, member("cgroup", "kn")?),
+        (globals::OFF_VMA_VM_FILE, member("vm_area_struct", "vm_file")?),
+        (globals::OFF_PATH_DENTRY, member("path", "dentry")?),
     ])
 }
 
@@ -258,6 +278,8 @@ mod tests {
             globals::OFF_DENTRY_NAME,
             globals::OFF_TASK_CGROUPS,
             globals::OFF_CGROUP_KN,
+            globals::OFF_VMA_VM_FILE,
+            globals::OFF_PATH_DENTRY,
         ] {
             // Symbol names live in the ELF string table.
             assert!(OBJECT.windows(global.len()).any(|w| w == global.as_bytes()), "global {global} missing");

@@ -11,8 +11,8 @@ use enforcer_common::{
     SLOTS,
     maps::{
         self as names, Binding, CgroupKey, Grant, GrantKey, IdentityConfig, IdentityKey, InodeKey,
-        NET_GRANT_FIXED_BITS, NET_KEY_FIXED_BITS, NetEntry, NetGrant, NetGrantKey, NetKey, PathKey, PathRule,
-        Quarantine, RevokedKey,
+        InodeRuleKey, NET_GRANT_FIXED_BITS, NET_KEY_FIXED_BITS, NetEntry, NetGrant, NetGrantKey, NetKey,
+        PathKey, PathRule, Quarantine, RevokedKey,
     },
     verdict::stat,
 };
@@ -53,6 +53,7 @@ pub struct KernelMaps {
     readers: PerCpuArray<MapData, u64>,
     identities: HashMap<MapData, IdentityKey, IdentityConfig>,
     path_rules: HashMap<MapData, PathKey, PathRule>,
+    inode_rules: HashMap<MapData, InodeRuleKey, PathRule>,
     net_rules: LpmTrie<MapData, NetKey, NetEntry>,
     stats: PerCpuArray<MapData, u64>,
     quarantine: HashMap<MapData, u32, Quarantine>,
@@ -82,6 +83,8 @@ impl KernelMaps {
             readers: PerCpuArray::try_from(take(ebpf, names::READERS)?).map_err(err(names::READERS))?,
             identities: HashMap::try_from(take(ebpf, names::IDENTITIES)?).map_err(err(names::IDENTITIES))?,
             path_rules: HashMap::try_from(take(ebpf, names::PATH_RULES)?).map_err(err(names::PATH_RULES))?,
+            inode_rules: HashMap::try_from(take(ebpf, names::INODE_RULES)?)
+                .map_err(err(names::INODE_RULES))?,
             net_rules: LpmTrie::try_from(take(ebpf, names::NET_RULES)?).map_err(err(names::NET_RULES))?,
             stats: PerCpuArray::try_from(take(ebpf, names::STATS)?).map_err(err(names::STATS))?,
             quarantine: HashMap::try_from(take(ebpf, names::QUARANTINE)?).map_err(err(names::QUARANTINE))?,
@@ -127,6 +130,17 @@ impl KernelMaps {
                 slot: u8::try_from(slot).expect("slot < SLOTS"),
             };
             self.path_rules.insert(&key, rule, 0).map_err(err(names::PATH_RULES))?;
+        }
+        for (key, rule) in &set.inode_rules {
+            let key = InodeRuleKey {
+                ino: key.ino,
+                dev: key.dev,
+                identity: key.identity,
+                kind: key.kind,
+                slot: u8::try_from(slot).expect("slot < SLOTS"),
+                pad: [0; 6],
+            };
+            self.inode_rules.insert(&key, rule, 0).map_err(err(names::INODE_RULES))?;
         }
         for (prefix, entry) in &set.net_rules {
             let key = Key::new(
@@ -222,6 +236,7 @@ impl KernelMaps {
         remove_where(&mut self.bindings, names::CGROUP_BINDINGS, |k| k.slot == slot)?;
         remove_where(&mut self.identities, names::IDENTITIES, |k| k.slot == slot)?;
         remove_where(&mut self.path_rules, names::PATH_RULES, |k| u32::from(k.slot) == slot)?;
+        remove_where(&mut self.inode_rules, names::INODE_RULES, |k| u32::from(k.slot) == slot)?;
         let stale: Vec<Key<NetKey>> =
             self.net_rules.keys().filter_map(Result::ok).filter(|k| k.data().slot == slot).collect();
         for key in stale {
@@ -304,6 +319,7 @@ impl KernelMaps {
             (names::IDENTITIES, self.identities.keys().count(), capacity::IDENTITIES),
             (names::CGROUP_BINDINGS, self.bindings.keys().count(), capacity::CGROUP_BINDINGS),
             (names::PATH_RULES, self.path_rules.keys().count(), capacity::PATH_RULES),
+            (names::INODE_RULES, self.inode_rules.keys().count(), capacity::INODE_RULES),
             (names::NET_RULES, self.net_rules.keys().count(), capacity::NET_PREFIXES),
         ]
     }

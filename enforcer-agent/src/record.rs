@@ -30,8 +30,27 @@ pub enum Target {
     Bpf {
         command: &'static str,
     },
-    /// An unlinked, removed or renamed directory entry (its last path component), or a
-    /// clone into another cgroup (no name).
+    /// A file changed by a write-class operation other than an open (unlink, rename,
+    /// link, create, truncate, chmod, chown, xattrs): its last path component.
+    Change {
+        name: String,
+        access: Vec<&'static str>,
+    },
+    /// A mount operation: the source of a mount (device, or directory of a bind mount) or
+    /// the last component of the mount point or new root; `flags` of mount/umount.
+    Mount {
+        name: String,
+        flags: u32,
+    },
+    /// A raw, packet or ICMP socket.
+    Socket {
+        family: &'static str,
+        #[serde(rename = "type")]
+        socket_type: &'static str,
+        protocol: u32,
+    },
+    /// An unlinked, removed or renamed directory entry (its last path component), a file
+    /// made executable by `mprotect`, or a clone into another cgroup (no name).
     Entry {
         name: String,
     },
@@ -77,6 +96,24 @@ pub fn hook_name(code: u32) -> &'static str {
         hook::INODE_UNLINK => "unlink",
         hook::INODE_RMDIR => "rmdir",
         hook::INODE_RENAME => "rename",
+        hook::MOUNT => "mount",
+        hook::MOVE_MOUNT => "move_mount",
+        hook::PIVOT_ROOT => "pivot_root",
+        hook::CHROOT => "chroot",
+        hook::UMOUNT => "umount",
+        hook::SOCKET_CREATE => "socket_create",
+        hook::MMAP_EXEC => "mmap_exec",
+        hook::MPROTECT_EXEC => "mprotect_exec",
+        hook::INODE_LINK => "link",
+        hook::INODE_CREATE => "create",
+        hook::INODE_MKDIR => "mkdir",
+        hook::INODE_MKNOD => "mknod",
+        hook::INODE_SYMLINK => "symlink",
+        hook::PATH_TRUNCATE => "truncate",
+        hook::PATH_CHMOD => "chmod",
+        hook::PATH_CHOWN => "chown",
+        hook::INODE_SETXATTR => "setxattr",
+        hook::INODE_REMOVEXATTR => "removexattr",
         _ => "unknown",
     }
 }
@@ -118,6 +155,7 @@ fn reason_name(code: u32) -> &'static str {
         reason::SELF_PROTECTION => "self-protection",
         reason::CROSS_IDENTITY => "cross-identity",
         reason::BUSY => "busy",
+        reason::RESTRICTED => "restricted",
         _ => "unknown",
     }
 }
@@ -127,9 +165,9 @@ fn rule_name(hook_code: u32, rule: u32) -> String {
         return "default".to_owned();
     }
     let resource = match hook_code {
-        hook::EXEC => "exec",
-        hook::FILE_OPEN => "file",
-        _ => "network",
+        hook::EXEC | hook::MMAP_EXEC | hook::MPROTECT_EXEC => "exec",
+        hook::CONNECT4 | hook::CONNECT6 | hook::SENDMSG4 | hook::SENDMSG6 => "network",
+        _ => "file",
     };
     format!("{resource}[{rule}]")
 }
@@ -140,6 +178,35 @@ fn address(bytes: [u8; 16]) -> String {
         Some(v4) => IpAddr::V4(v4).to_string(),
         None => v6.to_string(),
     }
+}
+
+/// The access bits of a file verdict, by name.
+fn accesses(bits: u32) -> Vec<&'static str> {
+    let mut list = Vec::new();
+    if bits & access::READ != 0 {
+        list.push("read");
+    }
+    if bits & access::WRITE != 0 {
+        list.push("write");
+    }
+    list
+}
+
+/// A socket creation verdict: the kernel packs family, type and protocol into `access`.
+fn socket(packed: u32) -> Target {
+    let family = match (packed >> 16) & 0xff {
+        2 => "inet",
+        10 => "inet6",
+        17 => "packet",
+        _ => "other",
+    };
+    let socket_type = match (packed >> 8) & 0xff {
+        1 => "stream",
+        2 => "dgram",
+        3 => "raw",
+        _ => "other",
+    };
+    Target::Socket { family, socket_type, protocol: packed & 0xff }
 }
 
 /// Parent pid and executable of recent callers: a burst of verdicts from one process
@@ -185,24 +252,39 @@ pub fn build(
     let (ppid, executable) = processes.get(event.pid);
     let names = directory.names(event.generation, event.identity);
     let target = match event.hook {
-        hook::EXEC | hook::FILE_OPEN => {
-            let mut list = Vec::new();
-            if event.hook == hook::EXEC {
-                list.push("exec");
-            }
-            if event.access & access::READ != 0 {
-                list.push("read");
-            }
-            if event.access & access::WRITE != 0 {
-                list.push("write");
+        hook::EXEC | hook::FILE_OPEN | hook::MMAP_EXEC => {
+            let mut list = accesses(event.access);
+            if event.hook != hook::FILE_OPEN {
+                list.insert(0, "exec");
             }
             Target::Path { path: events::path(event), access: list }
         }
         hook::TASK_KILL | hook::PTRACE => Target::Process { process: event.access },
         hook::BPF => Target::Bpf { command: bpf_command(event.access) },
-        hook::CLONE | hook::INODE_UNLINK | hook::INODE_RMDIR | hook::INODE_RENAME => {
+        // Refused by an integrity rule before any file rule: an entry, no access.
+        hook::INODE_UNLINK | hook::INODE_RMDIR | hook::INODE_RENAME if event.access == 0 => {
             Target::Entry { name: events::path(event) }
         }
+        hook::CLONE | hook::MPROTECT_EXEC => Target::Entry { name: events::path(event) },
+        hook::INODE_UNLINK
+        | hook::INODE_RMDIR
+        | hook::INODE_RENAME
+        | hook::INODE_LINK
+        | hook::INODE_CREATE
+        | hook::INODE_MKDIR
+        | hook::INODE_MKNOD
+        | hook::INODE_SYMLINK
+        | hook::PATH_TRUNCATE
+        | hook::PATH_CHMOD
+        | hook::PATH_CHOWN
+        | hook::INODE_SETXATTR
+        | hook::INODE_REMOVEXATTR => {
+            Target::Change { name: events::path(event), access: accesses(event.access) }
+        }
+        hook::MOUNT | hook::MOVE_MOUNT | hook::PIVOT_ROOT | hook::CHROOT | hook::UMOUNT => {
+            Target::Mount { name: events::path(event), flags: event.access }
+        }
+        hook::SOCKET_CREATE => socket(event.access),
         _ => Target::Net {
             address: address(event.addr),
             port: event.port,
@@ -227,6 +309,7 @@ pub fn build(
             reason::GRANT => format!("grant[{}]", event.rule),
             reason::IDENTITY_ESCAPE | reason::CROSS_IDENTITY => "identity".to_owned(),
             reason::SELF_PROTECTION => "self-protection".to_owned(),
+            reason::RESTRICTED => "restricted".to_owned(),
             _ => rule_name(event.hook, event.rule),
         },
         generation: event.generation,

@@ -10,7 +10,7 @@ pub mod maps;
 pub mod verdict;
 
 /// Version of the kernel/user ABI; carried in every event and bumped on any layout change.
-pub const ABI_VERSION: u16 = 2;
+pub const ABI_VERSION: u16 = 3;
 
 /// Longest path (including the terminating NUL) the kernel programs can judge.
 /// A path that does not fit is denied and reported with reason `path-too-long`.
@@ -18,6 +18,10 @@ pub const MAX_PATH: usize = 4096;
 
 /// How many cgroup levels below the root the kernel walks to find a bound ancestor.
 pub const MAX_CGROUP_DEPTH: u32 = 32;
+
+/// How many directory levels above a file the kernel checks for rules by identity
+/// (device and inode); deeper ancestors are matched by path only.
+pub const MAX_DIR_DEPTH: u32 = 64;
 
 /// Network rules one identity can have that apply to a single destination prefix
 /// (the rules of the prefix itself plus those of every shorter prefix covering it).
@@ -33,6 +37,7 @@ pub mod capacity {
     pub const CGROUP_BINDINGS: u32 = 2 * 8192;
     pub const CGROUP_CACHE: u32 = 65_536;
     pub const PATH_RULES: u32 = 2 * 32_768;
+    pub const INODE_RULES: u32 = 2 * 32_768;
     pub const NET_PREFIXES: u32 = 2 * 8192;
     pub const EVENTS_BYTES: u32 = 16 * 1024 * 1024;
     pub const QUARANTINE: u32 = 1024;

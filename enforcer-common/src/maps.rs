@@ -44,9 +44,12 @@ pub const PROTECTED_PIDS: &str = "PROTECTED_PIDS";
 /// `PerCpuArray<u64>`, one entry per slot: sleepable programs currently reading that
 /// slot. The agent rewrites a slot only once its count is zero.
 pub const READERS: &str = "READERS";
+/// `HashMap<InodeRuleKey, PathRule>`: exec and file rules by the identity (device and
+/// inode) of the files and directories they name, as found when the set was installed.
+pub const INODE_RULES: &str = "INODE_RULES";
 
 /// Every map the kernel object must define.
-pub const ALL: [&str; 18] = [
+pub const ALL: [&str; 19] = [
     ACTIVE,
     SLOT_GENERATION,
     CGROUP_BINDINGS,
@@ -65,6 +68,7 @@ pub const ALL: [&str; 18] = [
     PROTECTED_INODES,
     PROTECTED_PIDS,
     READERS,
+    INODE_RULES,
 ];
 
 /// Names of the global constants the agent sets at load time: field offsets read from
@@ -90,6 +94,8 @@ pub mod globals {
     pub const OFF_TASK_CGROUPS: &str = "OFF_TASK_CGROUPS";
     pub const OFF_CSS_SET_DFL_CGRP: &str = "OFF_CSS_SET_DFL_CGRP";
     pub const OFF_CGROUP_KN: &str = "OFF_CGROUP_KN";
+    pub const OFF_VMA_VM_FILE: &str = "OFF_VMA_VM_FILE";
+    pub const OFF_PATH_DENTRY: &str = "OFF_PATH_DENTRY";
 }
 
 /// Key of [`CGROUP_BINDINGS`] and [`CGROUP_CACHE`].
@@ -177,6 +183,19 @@ pub struct PathKey {
     /// [`path_kind`].
     pub kind: u8,
     pub slot: u8,
+}
+
+/// Key of [`INODE_RULES`]: a file or directory named by a rule, by device (kernel
+/// encoding) and inode number; `kind` is a [`path_kind`] like in [`PathKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct InodeRuleKey {
+    pub ino: u64,
+    pub dev: u32,
+    pub identity: u32,
+    pub kind: u8,
+    pub slot: u8,
+    pub pad: [u8; 6],
 }
 
 /// Value of [`PATH_RULES`]: what the rule says for each access, and which rule says it.
@@ -316,6 +335,7 @@ const _: () = assert!(size_of::<IdentityKey>() == 8);
 const _: () = assert!(size_of::<IdentityConfig>() == 8);
 const _: () = assert!(size_of::<PathKey>() == 16);
 const _: () = assert!(size_of::<PathRule>() == 12);
+const _: () = assert!(size_of::<InodeRuleKey>() == 24);
 const _: () = assert!(size_of::<NetKey>() == 24);
 const _: () = assert!(size_of::<NetRule>() == 12);
 const _: () = assert!(size_of::<NetEntry>() == 8 + 12 * crate::MAX_NET_RULES_PER_PREFIX);
@@ -347,4 +367,5 @@ mod pod {
     unsafe impl aya::Pod for super::NetGrant {}
     unsafe impl aya::Pod for super::CacheEntry {}
     unsafe impl aya::Pod for super::InodeKey {}
+    unsafe impl aya::Pod for super::InodeRuleKey {}
 }

@@ -19,6 +19,29 @@ pub mod hook {
     pub const INODE_UNLINK: u32 = 11;
     pub const INODE_RMDIR: u32 = 12;
     pub const INODE_RENAME: u32 = 13;
+    /// `mount(2)`, including bind mounts and remounts (LSM `sb_mount`).
+    pub const MOUNT: u32 = 14;
+    /// `move_mount(2)`: attaching a detached or moving an existing mount.
+    pub const MOVE_MOUNT: u32 = 15;
+    pub const PIVOT_ROOT: u32 = 16;
+    pub const CHROOT: u32 = 17;
+    pub const UMOUNT: u32 = 18;
+    /// Creating a raw, packet or ICMP socket (LSM `socket_create`).
+    pub const SOCKET_CREATE: u32 = 19;
+    /// Mapping a file executable (`mmap` with `PROT_EXEC`).
+    pub const MMAP_EXEC: u32 = 20;
+    /// Making a file mapping executable (`mprotect` adding `PROT_EXEC`).
+    pub const MPROTECT_EXEC: u32 = 21;
+    pub const INODE_LINK: u32 = 22;
+    pub const INODE_CREATE: u32 = 23;
+    pub const INODE_MKDIR: u32 = 24;
+    pub const INODE_MKNOD: u32 = 25;
+    pub const INODE_SYMLINK: u32 = 26;
+    pub const PATH_TRUNCATE: u32 = 27;
+    pub const PATH_CHMOD: u32 = 28;
+    pub const PATH_CHOWN: u32 = 29;
+    pub const INODE_SETXATTR: u32 = 30;
+    pub const INODE_REMOVEXATTR: u32 = 31;
 }
 
 /// What happened to the syscall.
@@ -77,6 +100,9 @@ pub mod reason {
     /// The per-CPU path buffer was reused by another task while the program was
     /// preempted; denied (fail-closed) rather than judged on a foreign path.
     pub const BUSY: u32 = 10;
+    /// An operation managed tasks may not do unless their policy allows it: mounting or
+    /// changing the root, raw/packet/ICMP sockets, executing a file with no path.
+    pub const RESTRICTED: u32 = 11;
 
     /// Denials that hold even in audit mode: live state, and the integrity of identities
     /// and of the enforcer.
@@ -118,6 +144,13 @@ pub const IDENTITY_LOG_ALLOW: u32 = 1;
 /// Identity flag: its tasks may move tasks between cgroups, start children in other
 /// cgroups and rename cgroups (supervisors such as container runtimes).
 pub const IDENTITY_ALLOW_MOVES: u32 = 2;
+/// Identity flag: its tasks may mount, unmount, move mounts, `pivot_root` and `chroot`.
+pub const IDENTITY_ALLOW_MOUNTS: u32 = 4;
+/// Identity flag: its tasks may create raw, packet and ICMP sockets.
+pub const IDENTITY_ALLOW_RAW_SOCKETS: u32 = 8;
+/// Identity flag: its tasks may execute files that have no path (memfd, deleted,
+/// `O_TMPFILE`).
+pub const IDENTITY_ALLOW_FILELESS_EXEC: u32 = 16;
 
 /// Index into the per-CPU statistics map.
 pub mod stat {
@@ -142,7 +175,9 @@ pub mod stat {
     pub const IDENTITY_ESCAPE: u32 = 11;
     /// Refusals with reason `self-protection`.
     pub const SELF_PROTECTION: u32 = 12;
-    pub const COUNT: u32 = 13;
+    /// Refusals with reason `restricted`.
+    pub const RESTRICTED: u32 = 13;
+    pub const COUNT: u32 = 14;
     pub const NAMES: [&str; COUNT as usize] = [
         "allow",
         "deny",
@@ -157,5 +192,6 @@ pub mod stat {
         "granted",
         "identity_escape",
         "self_protection",
+        "restricted",
     ];
 }

@@ -12,8 +12,8 @@ use enforcer_common::{
 };
 
 use crate::{
-    guard::{self, OFF_CGROUP_KN, OFF_KERNFS_ID},
     maps::{EVENTS, count},
+    offsets::{OFF_CGROUP_KN, OFF_KERNFS_ID, read},
 };
 
 /// `cgroup:cgroup_mkdir(cgrp, path)`. Observes only: a lost event is counted as dropped
@@ -22,8 +22,7 @@ use crate::{
 pub fn cgroup_mkdir(ctx: BtfTracePointContext) -> i32 {
     let cgrp: *const u8 = ctx.arg(0);
     let path: *const u8 = ctx.arg(1);
-    let Some(id) =
-        guard::read::<*const u8>(cgrp, &OFF_CGROUP_KN).and_then(|kn| guard::read::<u64>(kn, &OFF_KERNFS_ID))
+    let Some(id) = read::<*const u8>(cgrp, &OFF_CGROUP_KN).and_then(|kn| read::<u64>(kn, &OFF_KERNFS_ID))
     else {
         // Observing only: the next rescan finds a cgroup whose id could not be read.
         return 0;

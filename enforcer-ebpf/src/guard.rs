@@ -4,8 +4,8 @@
 //! - `task_alloc`: `clone3(CLONE_INTO_CGROUP)` would start a child in another cgroup.
 //! - `file_open` (from `lsm.rs`): writing `cgroup.procs`/`cgroup.threads` moves tasks;
 //!   writing the enforcer's protected files changes its state.
-//! - `inode_unlink`/`inode_rmdir`/`inode_rename`: pins, state, socket and log; renaming
-//!   cgroups (path selectors would lose them).
+//! - removing and renaming entries (the hooks live in `writes.rs`): pins, state, socket
+//!   and log; renaming cgroups (path selectors would lose them).
 //! - `bpf`: reaching existing BPF objects by id or pin, detaching programs.
 //! - `task_kill`/`ptrace_access_check`: signalling the agent; attaching to (or stealing fds
 //!   and memory from) a task of another identity or the agent.
@@ -14,11 +14,7 @@
 //! the running kernel's BTF. Every refusal is a verdict with reason `identity-escape`,
 //! `cross-identity` or `self-protection`, and holds in audit mode too.
 
-use aya_ebpf::{
-    helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
-    macros::lsm,
-    programs::LsmContext,
-};
+use aya_ebpf::{helpers::bpf_probe_read_kernel_str_bytes, macros::lsm, programs::LsmContext};
 use enforcer_common::{
     MAX_CGROUP_DEPTH,
     maps::{BINDING_SUBTREE, CgroupKey, InodeKey},
@@ -27,48 +23,16 @@ use enforcer_common::{
 
 use crate::{
     emit::{self, Target},
-    lsm::{offset, pass_on},
+    lsm::pass_on,
     maps::{CGROUP_BINDINGS, PROTECTED_INODES, PROTECTED_PIDS, count},
+    offsets::{
+        OFF_CGROUP_KN, OFF_CSS_SET_DFL_CGRP, OFF_DENTRY_D_INODE, OFF_DENTRY_D_PARENT, OFF_DENTRY_NAME,
+        OFF_FILE_DENTRY, OFF_FILE_F_INODE, OFF_INODE_I_INO, OFF_INODE_I_PRIVATE, OFF_INODE_I_SB,
+        OFF_KERNFS_ID, OFF_KERNFS_NAME, OFF_KERNFS_PARENT, OFF_SB_S_DEV, OFF_SB_S_MAGIC, OFF_TASK_CGROUPS,
+        OFF_TASK_TGID, read,
+    },
     policy::{self, Caller, Judgement, Subject},
 };
-
-/// Offsets of the members read below (set by the agent from BTF).
-#[unsafe(no_mangle)]
-static OFF_FILE_F_INODE: u64 = 0;
-#[unsafe(no_mangle)]
-static OFF_INODE_I_SB: u64 = 0;
-#[unsafe(no_mangle)]
-static OFF_INODE_I_INO: u64 = 0;
-#[unsafe(no_mangle)]
-static OFF_INODE_I_PRIVATE: u64 = 0;
-#[unsafe(no_mangle)]
-static OFF_SB_S_MAGIC: u64 = 0;
-#[unsafe(no_mangle)]
-static OFF_SB_S_DEV: u64 = 0;
-#[unsafe(no_mangle)]
-static OFF_KERNFS_PARENT: u64 = 0;
-#[unsafe(no_mangle)]
-pub static OFF_KERNFS_ID: u64 = 0;
-#[unsafe(no_mangle)]
-static OFF_KERNFS_NAME: u64 = 0;
-#[unsafe(no_mangle)]
-static OFF_DENTRY_D_INODE: u64 = 0;
-#[unsafe(no_mangle)]
-static OFF_DENTRY_D_PARENT: u64 = 0;
-/// `file.f_path` plus `path.dentry`: the opened file's dentry.
-#[unsafe(no_mangle)]
-static OFF_FILE_DENTRY: u64 = 0;
-/// `dentry.d_name` plus `qstr.name`: the pointer to the entry's name.
-#[unsafe(no_mangle)]
-static OFF_DENTRY_NAME: u64 = 0;
-#[unsafe(no_mangle)]
-static OFF_TASK_TGID: u64 = 0;
-#[unsafe(no_mangle)]
-static OFF_TASK_CGROUPS: u64 = 0;
-#[unsafe(no_mangle)]
-static OFF_CSS_SET_DFL_CGRP: u64 = 0;
-#[unsafe(no_mangle)]
-pub static OFF_CGROUP_KN: u64 = 0;
 
 const CGROUP2_SUPER_MAGIC: u64 = 0x6367_7270;
 const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
@@ -83,16 +47,6 @@ const BPF_MAP_GET_FD_BY_ID: u32 = 14;
 const BPF_BTF_GET_FD_BY_ID: u32 = 19;
 const BPF_LINK_GET_FD_BY_ID: u32 = 30;
 const BPF_LINK_DETACH: u32 = 34;
-
-/// Reads a `T` at `base + offset`; `None` if the kernel refuses the read.
-#[inline(always)]
-pub fn read<T>(base: *const u8, at: &'static u64) -> Option<T> {
-    if base.is_null() {
-        return None;
-    }
-    // SAFETY: a checked kernel read; a bad address returns an error, never faults.
-    unsafe { bpf_probe_read_kernel(base.add(offset(at)).cast::<T>()).ok() }
-}
 
 /// The identity the cgroup of kernfs node `kn` resolves to in `slot` (0 = none): the
 /// deepest binding among it and its ancestors, as [`crate::identity::current`] decides
@@ -155,12 +109,12 @@ pub fn judgement(why: u32) -> Judgement {
 /// A refusal for a managed caller: counted, reported, and the errno to return.
 #[inline(always)]
 fn refuse(hook: u32, subject: &Subject, why: u32, target: &Target) -> i32 {
-    if emit::conclude(hook, subject, judgement(why), target) == 0 { 0 } else { -policy::EPERM }
+    policy::lsm_return(emit::conclude(hook, subject, judgement(why), target))
 }
 
 /// The managed caller, or the value the hook returns for everyone else.
 #[inline(always)]
-fn managed(hook: u32) -> Result<Subject, i32> {
+pub fn managed(hook: u32) -> Result<Subject, i32> {
     match policy::caller() {
         Caller::Unmanaged => Err(0),
         Caller::Managed(subject) => Ok(subject),
@@ -173,7 +127,7 @@ fn managed(hook: u32) -> Result<Subject, i32> {
                 &emit::Verdict { hook, slot, identity, cgroup_id, judgement, decision, errno },
                 &Target::Object { what: 0, name: core::ptr::null() },
             );
-            Err(if errno == 0 { 0 } else { -policy::EPERM })
+            Err(policy::lsm_return(errno))
         }
     }
 }
@@ -384,7 +338,7 @@ pub fn ptrace_access_check(ctx: LsmContext) -> i32 {
 /// Removing or renaming an entry of `dir`: pins (bpffs), protected files and
 /// directories, and renames of cgroups.
 #[inline(always)]
-fn entry_change(hook: u32, dir: *const u8, dentry: *const u8) -> i32 {
+pub fn entry_change(hook: u32, dir: *const u8, dentry: *const u8) -> i32 {
     let why = match entry_reason(hook, dir, dentry) {
         Ok(Some(why)) => why,
         Ok(None) => return 0,
@@ -418,39 +372,4 @@ fn entry_reason(hook: u32, dir: *const u8, dentry: *const u8) -> Result<Option<u
         return Ok(Some(reason::IDENTITY_ESCAPE));
     }
     Ok(None)
-}
-
-#[lsm(hook = "inode_unlink")]
-pub fn inode_unlink(ctx: LsmContext) -> i32 {
-    // Arguments: (dir, dentry); the previous LSM's return value follows them.
-    let earlier: i32 = ctx.arg(2);
-    if earlier != 0 {
-        return pass_on(earlier);
-    }
-    entry_change(hook::INODE_UNLINK, ctx.arg(0), ctx.arg(1))
-}
-
-#[lsm(hook = "inode_rmdir")]
-pub fn inode_rmdir(ctx: LsmContext) -> i32 {
-    // Arguments: (dir, dentry); the previous LSM's return value follows them.
-    let earlier: i32 = ctx.arg(2);
-    if earlier != 0 {
-        return pass_on(earlier);
-    }
-    entry_change(hook::INODE_RMDIR, ctx.arg(0), ctx.arg(1))
-}
-
-#[lsm(hook = "inode_rename")]
-pub fn inode_rename(ctx: LsmContext) -> i32 {
-    // Arguments: (old_dir, old_dentry, new_dir, new_dentry); the previous LSM's return
-    // value follows them.
-    let earlier: i32 = ctx.arg(4);
-    if earlier != 0 {
-        return pass_on(earlier);
-    }
-    let ret = entry_change(hook::INODE_RENAME, ctx.arg(0), ctx.arg(1));
-    if ret != 0 {
-        return ret;
-    }
-    entry_change(hook::INODE_RENAME, ctx.arg(2), ctx.arg(3))
 }

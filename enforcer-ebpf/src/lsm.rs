@@ -1,8 +1,9 @@
-//! BPF LSM programs: exec (`bprm_check_security`) and file opens (`file_open`).
+//! BPF LSM programs: exec (`bprm_check_security`), file opens (`file_open`) and
+//! executable file mappings (`mmap_file`, `file_mprotect`).
 //!
-//! Both are sleepable, which `bpf_d_path` requires. Struct field offsets come from the
-//! running kernel's BTF through read-only globals the agent sets at load time; the
-//! verifier sees them as constants and keeps the pointers typed.
+//! The first three are sleepable, which `bpf_d_path` requires. Each access is judged by
+//! the path the kernel shows (`path.rs`) and by the file's identity (`inodes.rs`); where
+//! both find a rule the stricter decides.
 
 use core::ffi::c_void;
 
@@ -10,42 +11,35 @@ use aya_ebpf::{
     bindings::path as bpf_path, helpers::bpf_probe_read_kernel, macros::lsm, programs::LsmContext,
 };
 use enforcer_common::{
+    MAX_PATH,
     maps::{grant_kind, path_kind},
-    verdict::{access, hook, restrict},
+    verdict::{IDENTITY_ALLOW_FILELESS_EXEC, access, action, hook, reason, restrict},
 };
 
 use crate::{
     emit::{self, Target, Verdict},
-    guard,
+    guard, inodes,
+    offsets::{
+        OFF_BPRM_FILE, OFF_DENTRY_NAME, OFF_FILE_DENTRY, OFF_FILE_F_MODE, OFF_FILE_F_PATH, OFF_VMA_VM_FILE,
+        offset, read,
+    },
     path::{self, Resolved},
     policy::{self, Caller, Judgement, Subject},
-    readers,
+    readers, restricted,
 };
 
-#[unsafe(no_mangle)]
-static OFF_BPRM_FILE: u64 = 0;
-#[unsafe(no_mangle)]
-static OFF_FILE_F_PATH: u64 = 0;
-#[unsafe(no_mangle)]
-static OFF_FILE_F_MODE: u64 = 0;
+const PROT_EXEC: u64 = 0x4;
 
 const FMODE_READ: u32 = 0x1;
 const FMODE_WRITE: u32 = 0x2;
 const FMODE_EXEC: u32 = 0x20;
 
-/// Passes on an earlier LSM's denial; the verifier insists the value be a valid errno.
+/// Passes on an earlier program's denial; the verifier insists the value be a valid
+/// errno. A clamp compiles to compare-and-move on the returned register itself, so the
+/// verifier sees its bounds (a range check let LLVM test a copy and return the original).
 #[inline(always)]
 pub fn pass_on(earlier: i32) -> i32 {
-    if (-4095..0).contains(&earlier) { earlier } else { -policy::EPERM }
-}
-
-#[inline(always)]
-pub fn offset(global: &'static u64) -> usize {
-    // SAFETY: a read of our own global; volatile so the compiler does not fold the 0.
-    #[expect(clippy::cast_possible_truncation, reason = "struct offsets are small")]
-    unsafe {
-        core::ptr::read_volatile(global) as usize
-    }
+    earlier.clamp(-4095, -policy::EPERM)
 }
 
 /// Decides whether the current task may execute the binary in `bprm->file`.
@@ -94,6 +88,68 @@ pub fn file_open(ctx: LsmContext) -> i32 {
         wanted = access::READ;
     }
     judge_registered(hook::FILE_OPEN, file, wanted)
+}
+
+/// Mapping a file executable is running its code: judged by the exec rules that name the
+/// file or its directories. Where no rule does, allowed without a verdict: shared objects
+/// are not programs, and the exec default applies to `execve` only.
+#[lsm(hook = "mmap_file", sleepable)]
+pub fn mmap_file(ctx: LsmContext) -> i32 {
+    // Arguments: (file, reqprot, prot, flags); the previous program's return value follows.
+    let earlier: i32 = ctx.arg(4);
+    if earlier != 0 {
+        return pass_on(earlier);
+    }
+    let prot: u64 = ctx.arg(2);
+    let file: *const u8 = ctx.arg(0);
+    if prot & PROT_EXEC == 0 || file.is_null() {
+        return 0;
+    }
+    judge_registered(hook::MMAP_EXEC, file, 0)
+}
+
+/// `mprotect` adding `PROT_EXEC` to a file mapping: the same judgement as `mmap_file`,
+/// by the file's identity only (the hook cannot sleep, so `bpf_d_path` is unavailable).
+#[lsm(hook = "file_mprotect")]
+pub fn file_mprotect(ctx: LsmContext) -> i32 {
+    // Arguments: (vma, reqprot, prot); the previous program's return value follows.
+    let earlier: i32 = ctx.arg(3);
+    if earlier != 0 {
+        return pass_on(earlier);
+    }
+    let prot: u64 = ctx.arg(2);
+    if prot & PROT_EXEC == 0 {
+        return 0;
+    }
+    let vma: *const u8 = ctx.arg(0);
+    // Fail-open: a mapping whose file cannot be read is treated as anonymous memory,
+    // which no file rule names.
+    let Some(file) = read::<*const u8>(vma, &OFF_VMA_VM_FILE) else { return 0 };
+    if file.is_null() {
+        return 0;
+    }
+    let subject = match policy::caller() {
+        Caller::Unmanaged => return 0,
+        Caller::Managed(subject) => subject,
+        Caller::Broken { slot, identity, cgroup_id } => {
+            let judgement = Judgement::refuse(reason::INTERNAL_ERROR);
+            return refuse_unjudged(hook::MPROTECT_EXEC, slot, identity, cgroup_id, judgement, 0);
+        }
+    };
+    let dentry = read::<*const u8>(file, &OFF_FILE_DENTRY);
+    let found = dentry.ok_or(()).and_then(|dentry| {
+        inodes::lookup(dentry, subject.slot, subject.identity, path_kind::EXEC_EXACT, path_kind::EXEC_DIR)
+    });
+    let judgement = match found {
+        Ok(found) if found.read.0 == action::NONE => return 0,
+        Ok(found) => Judgement::from_rule(found.read, subject.config.exec_default),
+        // Fail-closed: the file's identity could not be read for a managed caller.
+        Err(()) => Judgement::refuse(reason::INTERNAL_ERROR),
+    };
+    // The file's name (its last component) identifies the mapping in the verdict.
+    let name = dentry.and_then(|d| read::<*const u8>(d, &OFF_DENTRY_NAME)).unwrap_or(core::ptr::null());
+    let target = Target::Object { what: 0, name };
+    policy::lsm_return(emit::conclude(hook::MPROTECT_EXEC, &subject, judgement, &target))
 }
 
 /// [`judge_path`] as a registered reader of the slot it judges with, so the agent never
@@ -150,22 +206,39 @@ fn judge_path(hook: u32, file: *const u8, wanted: u32, slot: u32) -> i32 {
     {
         return finish(hook, &subject, guard::judgement(why), wanted, &resolved);
     }
-    let (exact_kind, dir_kind) = if hook == hook::EXEC {
-        (path_kind::EXEC_EXACT, path_kind::EXEC_DIR)
-    } else {
+    // A file with no path on a filesystem (memfd, deleted, O_TMPFILE): the kernel shows
+    // its path with this suffix.
+    if hook == hook::EXEC && subject.config.flags & IDENTITY_ALLOW_FILELESS_EXEC == 0 && fileless(&resolved) {
+        return finish(hook, &subject, restricted::judgement(), wanted, &resolved);
+    }
+    let (exact_kind, dir_kind) = if hook == hook::FILE_OPEN {
         (path_kind::FILE_EXACT, path_kind::FILE_DIR)
+    } else {
+        (path_kind::EXEC_EXACT, path_kind::EXEC_DIR)
     };
-    let judgement = match path::lookup(&resolved, subject.slot, subject.identity, exact_kind, dir_kind) {
+    let by_path = path::lookup(&resolved, subject.slot, subject.identity, exact_kind, dir_kind);
+    let by_identity = read::<*const u8>(file, &OFF_FILE_DENTRY)
+        .ok_or(())
+        .and_then(|dentry| inodes::lookup(dentry, subject.slot, subject.identity, exact_kind, dir_kind));
+    let found = match (by_path, by_identity) {
+        (Ok(by_path), Ok(by_identity)) => Ok(inodes::combine(by_path, by_identity)),
+        (Err(why), _) => Err(why),
+        // Fail-closed: the file's identity could not be read, so an alias could not be seen.
+        (_, Err(())) => Err(reason::INTERNAL_ERROR),
+    };
+    let judgement = match found {
+        // Mappings are judged only where a rule names the file.
+        Ok(found) if hook == hook::MMAP_EXEC && found.read.0 == action::NONE => return 0,
         Ok(found) => match live_judgement(hook, subject.identity, found.hash, resolved.len, wanted) {
             Some(live) => live,
-            None if hook == hook::EXEC => policy::granted_path(
+            None if hook == hook::FILE_OPEN => file_judgement(&subject, found, wanted, resolved.len),
+            None => policy::granted_path(
                 Judgement::from_rule(found.read, subject.config.exec_default),
                 subject.identity,
                 found.hash,
                 resolved.len,
                 grant_kind::EXEC,
             ),
-            None => file_judgement(&subject, found, wanted, resolved.len),
         },
         // Fail-closed: the rules could not be consulted.
         Err(why) => Judgement::refuse(why),
@@ -173,11 +246,28 @@ fn judge_path(hook: u32, file: *const u8, wanted: u32, slot: u32) -> i32 {
     finish(hook, &subject, judgement, wanted, &resolved)
 }
 
+/// Whether the resolved path ends with ` (deleted)`, as the kernel shows files that have
+/// no name on a filesystem.
+#[inline(always)]
+fn fileless(resolved: &Resolved) -> bool {
+    const SUFFIX: &[u8; 10] = b" (deleted)";
+    if resolved.len < SUFFIX.len() {
+        return false;
+    }
+    let at = (resolved.len - SUFFIX.len()) & (MAX_PATH - 1);
+    // SAFETY: a checked read inside (or just past) the per-CPU buffer; a failed read is
+    // no suffix.
+    let tail = unsafe { bpf_probe_read_kernel(resolved.buf().add(at).cast::<[u8; 10]>()) };
+    tail.is_ok_and(|tail| tail == *SUFFIX)
+}
+
 /// Live state comes before the policy: a revoked credential, then a quarantine.
 #[inline(always)]
 fn live_judgement(hook: u32, identity: u32, hash: u64, len: usize, wanted: u32) -> Option<Judgement> {
-    if hook == hook::EXEC {
-        return policy::quarantined(identity, restrict::EXEC);
+    match hook {
+        hook::EXEC => return policy::quarantined(identity, restrict::EXEC),
+        hook::MMAP_EXEC => return None,
+        _ => {}
     }
     if let Some(revoked) = policy::revoked(hash, len) {
         return Some(revoked);
@@ -235,13 +325,7 @@ fn finish(hook: u32, subject: &Subject, judgement: Judgement, wanted: u32, resol
     // record shows, never the decision.
     #[expect(clippy::cast_possible_truncation, reason = "len < MAX_PATH")]
     let target = Target::Path { access: wanted, buf: resolved.buf(), len: resolved.len as u32 };
-    verdict_return(emit::conclude(hook, subject, judgement, &target))
-}
-
-/// The hook's return value; spelled as constants so the verifier sees a valid errno.
-#[inline(always)]
-fn verdict_return(errno: i32) -> i32 {
-    if errno == 0 { 0 } else { -policy::EPERM }
+    policy::lsm_return(emit::conclude(hook, subject, judgement, &target))
 }
 
 /// Denies (or audits) an access that could not be judged, and reports it without a path.
@@ -260,5 +344,5 @@ fn refuse_unjudged(
         &Verdict { hook, slot, identity, cgroup_id, judgement, decision, errno },
         &Target::Path { access: wanted, buf: core::ptr::null::<c_void>().cast(), len: 0 },
     );
-    verdict_return(errno)
+    policy::lsm_return(errno)
 }

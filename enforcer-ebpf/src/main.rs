@@ -17,12 +17,16 @@ mod cgroups;
 mod emit;
 mod guard;
 mod identity;
+mod inodes;
 mod lsm;
 mod maps;
+mod offsets;
 mod path;
 mod policy;
 mod readers;
+mod restricted;
 mod sock;
+mod writes;
 
 #[cfg(not(test))]
 #[panic_handler]

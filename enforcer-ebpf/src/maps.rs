@@ -7,8 +7,8 @@ use aya_ebpf::{
 use enforcer_common::{
     SLOTS, capacity,
     maps::{
-        Binding, CacheEntry, CgroupKey, Grant, GrantKey, IdentityConfig, IdentityKey, InodeKey, NetEntry,
-        NetGrant, NetGrantKey, NetKey, PathKey, PathRule, Quarantine, RevokedKey, Scratch,
+        Binding, CacheEntry, CgroupKey, Grant, GrantKey, IdentityConfig, IdentityKey, InodeKey, InodeRuleKey,
+        NetEntry, NetGrant, NetGrantKey, NetKey, PathKey, PathRule, Quarantine, RevokedKey, Scratch,
     },
     verdict::stat,
 };
@@ -61,6 +61,10 @@ pub static IDENTITIES: HashMap<IdentityKey, IdentityConfig> =
 /// Exec and file rules, keyed by the hash and length of a path or directory.
 #[map(name = "PATH_RULES")]
 pub static PATH_RULES: HashMap<PathKey, PathRule> = HashMap::with_max_entries(capacity::PATH_RULES, 0);
+
+/// Exec and file rules by the identity of the files and directories they name.
+#[map(name = "INODE_RULES")]
+pub static INODE_RULES: HashMap<InodeRuleKey, PathRule> = HashMap::with_max_entries(capacity::INODE_RULES, 0);
 
 /// Network rules, keyed by (slot, identity, destination prefix).
 #[map(name = "NET_RULES")]

@@ -13,6 +13,20 @@ use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, maps::lpm_trie::Key};
 
 pub const EPERM: i32 = 1;
 
+/// What an LSM program returns for `errno` (0 = allowed): 0 or `-EPERM`.
+///
+/// The verifier (6.12) must prove the value is in [-4095, 0]. LLVM turns a choice
+/// between the two constants into arithmetic (`-(errno & 1)`) whose bounds the verifier
+/// loses at the negation; the volatile round-trip hides the value's range from LLVM so
+/// the final clamp stays, and the clamp's compares give the verifier its bounds.
+#[inline(always)]
+pub fn lsm_return(errno: i32) -> i32 {
+    let chosen = if errno == 0 { 0 } else { -EPERM };
+    // SAFETY: a read of a local.
+    let opaque = unsafe { core::ptr::read_volatile(&raw const chosen) };
+    opaque.clamp(-4095, 0)
+}
+
 /// A managed task: its identity and the policy set that judges it.
 pub struct Subject {
     pub slot: u32,

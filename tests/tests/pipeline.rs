@@ -55,6 +55,7 @@ fn file_open_denied_in_selected_cgroup_only() {
             },
         )],
         net_rules: vec![],
+        ..CompiledSet::default()
     };
     kernel.install(&set).expect("installing the policy set");
 

@@ -14,7 +14,10 @@ use enforcer_common::{
     MAX_NET_RULES_PER_PREFIX, capacity,
     maps::{BINDING_SUBTREE, Binding, IdentityConfig, NetEntry, NetRule, PathRule, path_kind},
     path_hash,
-    verdict::{IDENTITY_ALLOW_MOVES, IDENTITY_LOG_ALLOW, action, mode, proto},
+    verdict::{
+        IDENTITY_ALLOW_FILELESS_EXEC, IDENTITY_ALLOW_MOUNTS, IDENTITY_ALLOW_MOVES,
+        IDENTITY_ALLOW_RAW_SOCKETS, IDENTITY_LOG_ALLOW, action, mode, proto,
+    },
 };
 
 use super::{
@@ -64,8 +67,7 @@ pub fn compile(
                 exec_default: action_code(policy.defaults.exec),
                 file_default: action_code(policy.defaults.file),
                 net_default: action_code(policy.defaults.network),
-                flags: if policy.log_allowed { IDENTITY_LOG_ALLOW } else { 0 }
-                    | if policy.allow_cgroup_moves { IDENTITY_ALLOW_MOVES } else { 0 },
+                flags: flags(policy),
             },
         ));
         let doc = format!("policy {:?}", policy.name);
@@ -88,6 +90,7 @@ pub fn compile(
         }
         compile_network(&mut set, &doc, id, &policy.network)?;
     }
+    set.path_names = paths.iter().map(|(k, (_, name))| (*k, name.clone())).collect();
     set.path_rules = paths.into_iter().map(|(k, (v, _))| (k, v)).collect();
     for binding in bindings {
         let Some(id) = ids.get(&binding.identity) else { continue };
@@ -101,6 +104,21 @@ pub fn compile(
     check_capacity("network prefixes", set.net_rules.len(), capacity::NET_PREFIXES)?;
     check_capacity("cgroup bindings", set.bindings.len(), capacity::CGROUP_BINDINGS)?;
     Ok(set)
+}
+
+/// The identity's `IDENTITY_*` flags.
+fn flags(policy: &Valid) -> u32 {
+    let spec = &policy.source.spec;
+    [
+        (policy.log_allowed, IDENTITY_LOG_ALLOW),
+        (policy.allow_cgroup_moves, IDENTITY_ALLOW_MOVES),
+        (spec.allow_mounts, IDENTITY_ALLOW_MOUNTS),
+        (spec.allow_raw_sockets, IDENTITY_ALLOW_RAW_SOCKETS),
+        (spec.allow_fileless_exec, IDENTITY_ALLOW_FILELESS_EXEC),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .fold(0, |bits, (_, bit)| bits | bit)
 }
 
 /// Each slot holds one set, so a set may use half of each map.

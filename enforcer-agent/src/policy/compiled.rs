@@ -11,6 +11,16 @@ pub struct PathRuleKey {
     pub len: u16,
 }
 
+/// Rule key by file identity without its slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InodeRuleKey {
+    pub identity: u32,
+    pub kind: u8,
+    /// Kernel encoding (`MAJOR << 20 | MINOR`).
+    pub dev: u32,
+    pub ino: u64,
+}
+
 /// Network prefix key without its slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NetPrefix {
@@ -27,5 +37,10 @@ pub struct CompiledSet {
     /// cgroup id → binding.
     pub bindings: Vec<(u64, Binding)>,
     pub path_rules: Vec<(PathRuleKey, PathRule)>,
+    /// The path each path rule key stands for (the kernel only sees hashes), from which
+    /// the rules by file identity are found when the set is installed.
+    pub path_names: Vec<(PathRuleKey, String)>,
+    /// The path rules again, by the identity of the files they name (filled on install).
+    pub inode_rules: Vec<(InodeRuleKey, PathRule)>,
     pub net_rules: Vec<(NetPrefix, NetEntry)>,
 }

@@ -24,6 +24,10 @@ pub struct Metadata {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "each is an independent switch users write in the document"
+)]
 pub struct Spec {
     /// Identity name; defaults to `metadata.name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -40,6 +44,20 @@ pub struct Spec {
     /// for supervisors (container runtimes, service managers) trusted to place others.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_cgroup_moves: bool,
+    /// The identity's tasks may mount (bind mounts and remounts included), unmount, move
+    /// mounts, `pivot_root` and `chroot`, any of which can show a denied file under a
+    /// path no rule names. Off by default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_mounts: bool,
+    /// The identity's tasks may create raw (`SOCK_RAW`), packet (`AF_PACKET`) and ICMP
+    /// datagram sockets, which reach addresses without passing the network rules. Off by
+    /// default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_raw_sockets: bool,
+    /// The identity's tasks may execute files that have no path on a filesystem (memfd,
+    /// deleted files, `O_TMPFILE`), which no exec rule can name. Off by default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_fileless_exec: bool,
     #[serde(default)]
     pub defaults: Defaults,
     #[serde(default)]

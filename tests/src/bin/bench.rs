@@ -1,6 +1,7 @@
 //! Real-time decisioning figures, measured inside a test VM by `cargo xtask bench`:
 //! signal-to-enforcement latency of a quarantine, API call time, grant expiry precision,
-//! and the cost of a managed `open()` next to an unmanaged one. Figures taken under
+//! and the cost of managed `open()`, `mkdir()`/`rmdir()` and executable `mmap()` next to
+//! unmanaged ones. Figures taken under
 //! emulation are only comparable with each other (ratios), not with a native kernel.
 
 use std::{
@@ -202,7 +203,68 @@ fn main() {
     // 4. Cgroup creation to binding.
     cgroup_binding_delay();
 
-    // 5. open() cost: managed (rules consulted) next to unmanaged, same run.
+    // 5. Hook costs, managed next to unmanaged in the same run.
+    hook_costs(&cgroup);
+    drop(agent);
+}
+
+/// The cost of hooked syscalls for a managed task next to an unmanaged one, same run:
+/// the write-class and mapping hooks (mkdir+rmdir: two inode hooks judged by file
+/// identity; an executable mapping: `mmap_file`), then `open()` (printed last: `cargo
+/// xtask bench` checks for that line).
+fn hook_costs(cgroup: &TestCgroup) {
+    let change_loop = |cg: Option<&TestCgroup>| {
+        let start = Instant::now();
+        run_in(cg, || {
+            let dir = c"/tmp/bench/made";
+            for _ in 0..5_000 {
+                // SAFETY: plain syscalls on a constant path.
+                unsafe {
+                    libc::mkdir(dir.as_ptr(), 0o755);
+                    libc::rmdir(dir.as_ptr());
+                }
+            }
+            0
+        });
+        start.elapsed()
+    };
+    let map_loop = |cg: Option<&TestCgroup>| {
+        let start = Instant::now();
+        run_in(cg, || {
+            let file = std::fs::File::open("/tmp/bench/plain").expect("bench file");
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+            for _ in 0..5_000 {
+                // SAFETY: a private one-page mapping of our own file, unmapped at once.
+                unsafe {
+                    let at = libc::mmap(
+                        std::ptr::null_mut(),
+                        4096,
+                        libc::PROT_READ | libc::PROT_EXEC,
+                        libc::MAP_PRIVATE,
+                        fd,
+                        0,
+                    );
+                    if at != libc::MAP_FAILED {
+                        libc::munmap(at, 4096);
+                    }
+                }
+            }
+            0
+        });
+        start.elapsed()
+    };
+    for (what, run) in
+        [("mkdir()+rmdir() x5000", &change_loop as &dyn Fn(_) -> _), ("mmap(PROT_EXEC) x5000", &map_loop)]
+    {
+        let (unmanaged, managed) = (run(None), run(Some(cgroup)));
+        println!(
+            "{what}: unmanaged {:.1} ms, managed {:.1} ms, ratio {:.2}",
+            unmanaged.as_secs_f64() * 1e3,
+            managed.as_secs_f64() * 1e3,
+            managed.as_secs_f64() / unmanaged.as_secs_f64()
+        );
+    }
+
     let open_loop = |cg: Option<&TestCgroup>| {
         let start = Instant::now();
         run_in(cg, || {
@@ -213,12 +275,11 @@ fn main() {
         });
         start.elapsed()
     };
-    let (unmanaged, managed) = (open_loop(None), open_loop(Some(&cgroup)));
+    let (unmanaged, managed) = (open_loop(None), open_loop(Some(cgroup)));
     println!(
         "open()+close() x20000: unmanaged {:.1} ms, managed {:.1} ms, ratio {:.2}",
         unmanaged.as_secs_f64() * 1e3,
         managed.as_secs_f64() * 1e3,
         managed.as_secs_f64() / unmanaged.as_secs_f64()
     );
-    drop(agent);
 }

@@ -1,0 +1,102 @@
+//! The identity (device and inode) of the files and directories path rules name, so the
+//! kernel can match a file however it was reached: through a hard link, a bind mount, a
+//! `chroot` or a detached mount tree.
+//!
+//! Looked up when a set is installed, in the agent's mount namespace, without following
+//! a final symlink (a rule naming a symlink names the link, as path matching does). A
+//! path that does not exist then is matched by path only until the next apply.
+
+use std::{collections::BTreeMap, os::unix::fs::MetadataExt as _};
+
+use enforcer_common::{maps::PathRule, verdict::action};
+
+use crate::{
+    policy::compiled::{CompiledSet, InodeRuleKey},
+    protect::kernel_dev,
+};
+
+/// How strict an action is, as the kernel ranks them: deny over approve over allow.
+fn rank(a: u8) -> u8 {
+    match a {
+        action::DENY => 3,
+        action::APPROVE => 2,
+        action::ALLOW => 1,
+        _ => 0,
+    }
+}
+
+/// `(action, rule)` of the stricter of two findings.
+fn stricter(a: (u8, u32), b: (u8, u32)) -> (u8, u32) {
+    if rank(b.0) > rank(a.0) { b } else { a }
+}
+
+/// Fills `set.inode_rules` from its path rules, with `identify` giving a path's
+/// (kernel device, inode). Two paths naming one file (hard links) merge, the stricter
+/// action deciding each access.
+pub fn fill(set: &mut CompiledSet, identify: impl Fn(&str) -> Option<(u32, u64)>) {
+    let names: BTreeMap<_, _> = set.path_names.iter().map(|(k, n)| (*k, n.as_str())).collect();
+    let mut found: BTreeMap<InodeRuleKey, PathRule> = BTreeMap::new();
+    for (key, rule) in &set.path_rules {
+        let Some((dev, ino)) = names.get(key).and_then(|path| identify(path)) else { continue };
+        let entry = found.entry(InodeRuleKey { identity: key.identity, kind: key.kind, dev, ino }).or_insert(
+            PathRule {
+                read_action: action::NONE,
+                write_action: action::NONE,
+                pad: 0,
+                read_rule: 0,
+                write_rule: 0,
+            },
+        );
+        let read = stricter((entry.read_action, entry.read_rule), (rule.read_action, rule.read_rule));
+        let write = stricter((entry.write_action, entry.write_rule), (rule.write_action, rule.write_rule));
+        (entry.read_action, entry.read_rule, entry.write_action, entry.write_rule) =
+            (read.0, read.1, write.0, write.1);
+    }
+    set.inode_rules = found.into_iter().collect();
+}
+
+/// (kernel device, inode) of `path` on this machine, not following a final symlink.
+pub fn on_disk(path: &str) -> Option<(u32, u64)> {
+    std::fs::symlink_metadata(path).ok().map(|m| (kernel_dev(m.dev()), m.ino()))
+}
+
+#[cfg(test)]
+mod tests {
+    use enforcer_common::maps::path_kind;
+
+    use super::*;
+    use crate::policy::compiled::PathRuleKey;
+
+    fn rule(read: u8, write: u8, index: u32) -> PathRule {
+        PathRule { read_action: read, write_action: write, pad: 0, read_rule: index, write_rule: index }
+    }
+
+    #[test]
+    fn links_to_one_file_merge_to_the_stricter_rule() {
+        let a = PathRuleKey { identity: 1, kind: path_kind::FILE_EXACT, hash: 1, len: 2 };
+        let b = PathRuleKey { identity: 1, kind: path_kind::FILE_EXACT, hash: 2, len: 2 };
+        let gone = PathRuleKey { identity: 1, kind: path_kind::FILE_DIR, hash: 3, len: 2 };
+        let mut set = CompiledSet {
+            path_rules: vec![
+                (a, rule(action::ALLOW, action::ALLOW, 0)),
+                (b, rule(action::DENY, action::NONE, 1)),
+                (gone, rule(action::DENY, action::DENY, 2)),
+            ],
+            path_names: vec![(a, "/a".into()), (b, "/b".into()), (gone, "/gone".into())],
+            ..CompiledSet::default()
+        };
+        fill(&mut set, |p| (p != "/gone").then_some((7, 42)));
+        let key = InodeRuleKey { identity: 1, kind: path_kind::FILE_EXACT, dev: 7, ino: 42 };
+        // Read: deny (rule 1) beats allow; write: only rule 0 says anything.
+        assert_eq!(
+            set.inode_rules,
+            vec![(key, rule(action::DENY, action::ALLOW, 0))]
+                .into_iter()
+                .map(|(k, mut r)| {
+                    r.read_rule = 1;
+                    (k, r)
+                })
+                .collect::<Vec<_>>()
+        );
+    }
+}

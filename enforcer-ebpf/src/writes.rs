@@ -1,0 +1,243 @@
+//! Write-class operations other than opens, judged like a write open by the file rules
+//! that name the file (or a directory above it) by identity: removing, renaming, linking,
+//! creating, truncating, changing mode, owner or extended attributes.
+//!
+//! These hooks cannot sleep or hand no `struct path` to `bpf_d_path`, so the judgement
+//! is by identity only (`inodes.rs`): the files and directories the rules named when the
+//! set was installed. Where no rule names the file or a directory above it, the operation
+//! is left to the open that reads or writes its contents; the resource default is not
+//! applied here. A quarantine that restricts writes refuses them all.
+
+use aya_ebpf::{macros::lsm, programs::LsmContext};
+use enforcer_common::{
+    maps::path_kind,
+    verdict::{access, action, hook, reason, restrict},
+};
+
+use crate::{
+    emit::{self, Target},
+    guard::{entry_change, managed},
+    inodes,
+    lsm::pass_on,
+    offsets::{OFF_DENTRY_NAME, OFF_PATH_DENTRY, read},
+    policy::{self, Judgement},
+};
+
+/// Judges `wanted` access (read and/or write) to the file of `dentry` for a managed
+/// caller; 0 or `-EPERM`.
+#[inline(always)]
+fn judge(hook: u32, dentry: *const u8, wanted: u32) -> i32 {
+    let subject = match managed(hook) {
+        Ok(subject) => subject,
+        Err(ret) => return ret,
+    };
+    let name = read::<*const u8>(dentry, &OFF_DENTRY_NAME).unwrap_or(core::ptr::null());
+    let target = Target::Object { what: wanted, name };
+    let mut bits = 0;
+    if wanted & access::READ != 0 {
+        bits |= restrict::FILE_READ;
+    }
+    if wanted & access::WRITE != 0 {
+        bits |= restrict::FILE_WRITE;
+    }
+    let judgement = if let Some(quarantined) = policy::quarantined(subject.identity, bits) {
+        quarantined
+    } else {
+        match inodes::lookup(
+            dentry,
+            subject.slot,
+            subject.identity,
+            path_kind::FILE_EXACT,
+            path_kind::FILE_DIR,
+        ) {
+            Ok(found) => {
+                let default = subject.config.file_default;
+                let read = if wanted & access::READ != 0 && found.read.0 != action::NONE {
+                    Some(Judgement::from_rule(found.read, default))
+                } else {
+                    None
+                };
+                let write = if wanted & access::WRITE != 0 && found.write.0 != action::NONE {
+                    Some(Judgement::from_rule(found.write, default))
+                } else {
+                    None
+                };
+                // The first access a rule does not allow decides; no rule: not judged here.
+                match (read, write) {
+                    (Some(read), _) if read.action != action::ALLOW => read,
+                    (_, Some(write)) => write,
+                    (Some(read), None) => read,
+                    (None, None) => return 0,
+                }
+            }
+            // Fail-closed: the file's identity could not be read for a managed caller.
+            Err(()) => Judgement::refuse(reason::INTERNAL_ERROR),
+        }
+    };
+    policy::lsm_return(emit::conclude(hook, &subject, judgement, &target))
+}
+
+/// The dentry of a `struct path` (null if unreadable, which `judge` refuses).
+#[inline(always)]
+fn dentry_of(path: *const u8) -> *const u8 {
+    read::<*const u8>(path, &OFF_PATH_DENTRY).unwrap_or(core::ptr::null())
+}
+
+#[lsm(hook = "inode_unlink")]
+pub fn inode_unlink(ctx: LsmContext) -> i32 {
+    // Arguments: (dir, dentry); the previous program's return value follows them.
+    let earlier: i32 = ctx.arg(2);
+    if earlier != 0 {
+        return pass_on(earlier);
+    }
+    let ret = entry_change(hook::INODE_UNLINK, ctx.arg(0), ctx.arg(1));
+    if ret != 0 {
+        return ret;
+    }
+    judge(hook::INODE_UNLINK, ctx.arg(1), access::WRITE)
+}
+
+#[lsm(hook = "inode_rmdir")]
+pub fn inode_rmdir(ctx: LsmContext) -> i32 {
+    // Arguments: (dir, dentry); the previous program's return value follows them.
+    let earlier: i32 = ctx.arg(2);
+    if earlier != 0 {
+        return pass_on(earlier);
+    }
+    let ret = entry_change(hook::INODE_RMDIR, ctx.arg(0), ctx.arg(1));
+    if ret != 0 {
+        return ret;
+    }
+    judge(hook::INODE_RMDIR, ctx.arg(1), access::WRITE)
+}
+
+/// Both ends: the source is removed from its place, the target (new or replaced) is
+/// written.
+#[lsm(hook = "inode_rename")]
+pub fn inode_rename(ctx: LsmContext) -> i32 {
+    // Arguments: (old_dir, old_dentry, new_dir, new_dentry); the previous program's
+    // return value follows them.
+    let earlier: i32 = ctx.arg(4);
+    if earlier != 0 {
+        return pass_on(earlier);
+    }
+    for (dir, dentry) in [(ctx.arg(0), ctx.arg(1)), (ctx.arg(2), ctx.arg(3))] {
+        let ret = entry_change(hook::INODE_RENAME, dir, dentry);
+        if ret != 0 {
+            return ret;
+        }
+        let ret = judge(hook::INODE_RENAME, dentry, access::WRITE);
+        if ret != 0 {
+            return ret;
+        }
+    }
+    0
+}
+
+/// A hard link gives the file another name: refused unless the caller may both read and
+/// write the source, and write the new name.
+#[lsm(hook = "inode_link")]
+pub fn inode_link(ctx: LsmContext) -> i32 {
+    // Arguments: (old_dentry, dir, new_dentry); the previous program's return value
+    // follows them.
+    let earlier: i32 = ctx.arg(3);
+    if earlier != 0 {
+        return pass_on(earlier);
+    }
+    let ret = judge(hook::INODE_LINK, ctx.arg(0), access::READ | access::WRITE);
+    if ret != 0 {
+        return ret;
+    }
+    judge(hook::INODE_LINK, ctx.arg(2), access::WRITE)
+}
+
+#[lsm(hook = "inode_create")]
+pub fn inode_create(ctx: LsmContext) -> i32 {
+    // Arguments: (dir, dentry, mode); the previous program's return value follows them.
+    let earlier: i32 = ctx.arg(3);
+    if earlier != 0 {
+        return pass_on(earlier);
+    }
+    judge(hook::INODE_CREATE, ctx.arg(1), access::WRITE)
+}
+
+#[lsm(hook = "inode_mkdir")]
+pub fn inode_mkdir(ctx: LsmContext) -> i32 {
+    // Arguments: (dir, dentry, mode); the previous program's return value follows them.
+    let earlier: i32 = ctx.arg(3);
+    if earlier != 0 {
+        return pass_on(earlier);
+    }
+    judge(hook::INODE_MKDIR, ctx.arg(1), access::WRITE)
+}
+
+#[lsm(hook = "inode_mknod")]
+pub fn inode_mknod(ctx: LsmContext) -> i32 {
+    // Arguments: (dir, dentry, mode, dev); the previous program's return value follows.
+    let earlier: i32 = ctx.arg(4);
+    if earlier != 0 {
+        return pass_on(earlier);
+    }
+    judge(hook::INODE_MKNOD, ctx.arg(1), access::WRITE)
+}
+
+#[lsm(hook = "inode_symlink")]
+pub fn inode_symlink(ctx: LsmContext) -> i32 {
+    // Arguments: (dir, dentry, old_name); the previous program's return value follows.
+    let earlier: i32 = ctx.arg(3);
+    if earlier != 0 {
+        return pass_on(earlier);
+    }
+    judge(hook::INODE_SYMLINK, ctx.arg(1), access::WRITE)
+}
+
+#[lsm(hook = "path_truncate")]
+pub fn path_truncate(ctx: LsmContext) -> i32 {
+    // Arguments: (path); the previous program's return value follows it.
+    let earlier: i32 = ctx.arg(1);
+    if earlier != 0 {
+        return pass_on(earlier);
+    }
+    judge(hook::PATH_TRUNCATE, dentry_of(ctx.arg(0)), access::WRITE)
+}
+
+#[lsm(hook = "path_chmod")]
+pub fn path_chmod(ctx: LsmContext) -> i32 {
+    // Arguments: (path, mode); the previous program's return value follows them.
+    let earlier: i32 = ctx.arg(2);
+    if earlier != 0 {
+        return pass_on(earlier);
+    }
+    judge(hook::PATH_CHMOD, dentry_of(ctx.arg(0)), access::WRITE)
+}
+
+#[lsm(hook = "path_chown")]
+pub fn path_chown(ctx: LsmContext) -> i32 {
+    // Arguments: (path, uid, gid); the previous program's return value follows them.
+    let earlier: i32 = ctx.arg(3);
+    if earlier != 0 {
+        return pass_on(earlier);
+    }
+    judge(hook::PATH_CHOWN, dentry_of(ctx.arg(0)), access::WRITE)
+}
+
+#[lsm(hook = "inode_setxattr")]
+pub fn inode_setxattr(ctx: LsmContext) -> i32 {
+    // Arguments: (idmap, dentry, name, value, size, flags); the previous program's return
+    // value follows them.
+    let earlier: i32 = ctx.arg(6);
+    if earlier != 0 {
+        return pass_on(earlier);
+    }
+    judge(hook::INODE_SETXATTR, ctx.arg(1), access::WRITE)
+}
+
+#[lsm(hook = "inode_removexattr")]
+pub fn inode_removexattr(ctx: LsmContext) -> i32 {
+    // Arguments: (idmap, dentry, name); the previous program's return value follows them.
+    let earlier: i32 = ctx.arg(3);
+    if earlier != 0 {
+        return pass_on(earlier);
+    }
+    judge(hook::INODE_REMOVEXATTR, ctx.arg(1), access::WRITE)
+}
