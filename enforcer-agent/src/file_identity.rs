@@ -15,21 +15,6 @@ use crate::{
     protect::kernel_dev,
 };
 
-/// How strict an action is, as the kernel ranks them: deny over approve over allow.
-fn rank(a: u8) -> u8 {
-    match a {
-        action::DENY => 3,
-        action::APPROVE => 2,
-        action::ALLOW => 1,
-        _ => 0,
-    }
-}
-
-/// `(action, rule)` of the stricter of two findings.
-fn stricter(a: (u8, u32), b: (u8, u32)) -> (u8, u32) {
-    if rank(b.0) > rank(a.0) { b } else { a }
-}
-
 /// Fills `set.inode_rules` from its path rules, with `identify` giving a path's
 /// (kernel device, inode). Two paths naming one file (hard links) merge, the stricter
 /// action deciding each access.
@@ -38,17 +23,12 @@ pub fn fill(set: &mut CompiledSet, identify: impl Fn(&str) -> Option<(u32, u64)>
     let mut found: BTreeMap<InodeRuleKey, PathRule> = BTreeMap::new();
     for (key, rule) in &set.path_rules {
         let Some((dev, ino)) = names.get(key).and_then(|path| identify(path)) else { continue };
-        let entry = found.entry(InodeRuleKey { identity: key.identity, kind: key.kind, dev, ino }).or_insert(
-            PathRule {
-                read_action: action::NONE,
-                write_action: action::NONE,
-                pad: 0,
-                read_rule: 0,
-                write_rule: 0,
-            },
-        );
-        let read = stricter((entry.read_action, entry.read_rule), (rule.read_action, rule.read_rule));
-        let write = stricter((entry.write_action, entry.write_rule), (rule.write_action, rule.write_rule));
+        let entry = found
+            .entry(InodeRuleKey { identity: key.identity, kind: key.kind, dev, ino })
+            .or_insert(PathRule::empty());
+        let read = action::stricter((entry.read_action, entry.read_rule), (rule.read_action, rule.read_rule));
+        let write =
+            action::stricter((entry.write_action, entry.write_rule), (rule.write_action, rule.write_rule));
         (entry.read_action, entry.read_rule, entry.write_action, entry.write_rule) =
             (read.0, read.1, write.0, write.1);
     }
@@ -68,7 +48,13 @@ mod tests {
     use crate::policy::compiled::PathRuleKey;
 
     fn rule(read: u8, write: u8, index: u32) -> PathRule {
-        PathRule { read_action: read, write_action: write, pad: 0, read_rule: index, write_rule: index }
+        PathRule {
+            read_action: read,
+            write_action: write,
+            read_rule: index,
+            write_rule: index,
+            ..PathRule::empty()
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod live_check;
 pub mod loader;
 pub mod maps;
 pub mod metrics;
+pub mod path_key;
 pub mod pins;
 pub mod policy;
 pub mod protect;

@@ -11,7 +11,7 @@ use crate::policy::{
     validate::{Valid, cidr, normalise},
 };
 use enforcer_common::{
-    maps::{Grant, GrantKey, NetGrant, NetGrantKey, grant_kind},
+    maps::{Grant, GrantKey, NetGrant, NetGrantKey, Revoked, grant_kind},
     path_hash,
     verdict::proto,
 };
@@ -266,11 +266,14 @@ impl LiveState {
     }
 
     /// (path hash, length) → revocation id.
-    pub fn revoked_table(&self) -> BTreeMap<(u64, u32), u32> {
+    pub fn revoked_table(&self) -> BTreeMap<(u64, u32), Revoked> {
         self.revoked
             .iter()
             .map(|(path, r)| {
-                ((path_hash(path.as_bytes()), u32::try_from(path.len()).expect("short path")), r.id)
+                (
+                    (path_hash(path.as_bytes()), u32::try_from(path.len()).expect("short path")),
+                    Revoked { id: r.id, pad: 0, check: crate::path_key::check(path) },
+                )
             })
             .collect()
     }
@@ -353,14 +356,17 @@ impl LiveState {
             } else {
                 boot_ns(g.expires_unix_ns)
             };
-            let grant = Grant { expires_ns, id: g.id, pad: 0 };
+            let grant =
+                |path: &str| Grant { expires_ns, id: g.id, pad: 0, check: crate::path_key::check(path) };
             match &g.target {
-                GrantTarget::Exec { path } => paths.push((path_key(path, identity, grant_kind::EXEC), grant)),
+                GrantTarget::Exec { path } => {
+                    paths.push((path_key(path, identity, grant_kind::EXEC), grant(path)));
+                }
                 GrantTarget::File { path, access } => {
                     for a in access {
                         let kind =
                             if *a == Access::Read { grant_kind::FILE_READ } else { grant_kind::FILE_WRITE };
-                        paths.push((path_key(path, identity, kind), grant));
+                        paths.push((path_key(path, identity, kind), grant(path)));
                     }
                 }
                 GrantTarget::Connect { cidr: text, port_lo, port_hi, protocol } => {
@@ -491,7 +497,8 @@ mod tests {
         let (path, id) = live.revoke("//etc/aws//credentials", "leaked", 0, "t".into()).unwrap();
         assert_eq!((path.as_str(), id), ("/etc/aws/credentials", 1));
         assert_eq!(live.revoke("/etc/aws/credentials", "still leaked", 0, "t".into()).unwrap().1, 1);
-        assert_eq!(live.revoked_table().get(&(path_hash(b"/etc/aws/credentials"), 20)), Some(&1));
+        let entry = live.revoked_table()[&(path_hash(b"/etc/aws/credentials"), 20)];
+        assert_eq!((entry.id, entry.check), (1, crate::path_key::check("/etc/aws/credentials")));
         assert!(live.revoke("relative", "x", 0, "t".into()).is_err());
         assert!(live.revoke("/x", "  ", 0, "t".into()).is_err());
     }

@@ -17,7 +17,7 @@ use crate::btf::{Btf, BtfError};
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer"));
 
 /// LSM programs: (program name, hook).
-pub const LSM_PROGRAMS: [(&str, &str); 27] = [
+pub const LSM_PROGRAMS: [(&str, &str); 29] = [
     ("bprm_check_security", "bprm_check_security"),
     ("file_open", "file_open"),
     ("mmap_file", "mmap_file"),
@@ -45,9 +45,11 @@ pub const LSM_PROGRAMS: [(&str, &str); 27] = [
     ("sb_pivotroot", "sb_pivotroot"),
     ("path_chroot", "path_chroot"),
     ("socket_create", "socket_create"),
+    ("unix_stream_connect", "unix_stream_connect"),
+    ("unix_may_send", "unix_may_send"),
 ];
 /// cgroup socket-address programs, attached to the cgroup root.
-pub const CGROUP_PROGRAMS: [&str; 4] = ["connect4", "connect6", "sendmsg4", "sendmsg6"];
+pub const CGROUP_PROGRAMS: [&str; 6] = ["connect4", "connect6", "sendmsg4", "sendmsg6", "bind4", "bind6"];
 /// BTF tracepoints: (program name, tracepoint). Loaded in every mode.
 pub const TRACE_PROGRAMS: [(&str, &str); 1] = [("cgroup_mkdir", "cgroup_mkdir")];
 
@@ -144,6 +146,9 @@ pub fn load(options: &Options) -> Result<Ebpf, LoadError> {
     for (global, value) in &offsets {
         loader.override_global(global, value, true);
     }
+    let [key0, key1] = crate::path_key::key();
+    loader.override_global(globals::PATH_KEY0, &key0, true);
+    loader.override_global(globals::PATH_KEY1, &key1, true);
     let mut ebpf = loader.load(OBJECT)?;
     let kernel_btf = aya::Btf::from_sys_fs()?;
     if !options.network_only {
@@ -197,6 +202,8 @@ fn offsets(btf: &Btf) -> Result<Vec<(&'static str, u64)>, LoadError> {
         (globals::OFF_CGROUP_KN, member("cgroup", "kn")?),
         (globals::OFF_VMA_VM_FILE, member("vm_area_struct", "vm_file")?),
         (globals::OFF_PATH_DENTRY, member("path", "dentry")?),
+        (globals::OFF_UNIX_SOCK_DENTRY, member("unix_sock", "path")? + member("path", "dentry")?),
+        (globals::OFF_SOCKET_SK, member("socket", "sk")?),
     ])
 }
 
@@ -280,6 +287,8 @@ mod tests {
             globals::OFF_CGROUP_KN,
             globals::OFF_VMA_VM_FILE,
             globals::OFF_PATH_DENTRY,
+            globals::OFF_UNIX_SOCK_DENTRY,
+            globals::OFF_SOCKET_SK,
         ] {
             // Symbol names live in the ELF string table.
             assert!(OBJECT.windows(global.len()).any(|w| w == global.as_bytes()), "global {global} missing");

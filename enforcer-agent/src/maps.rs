@@ -12,7 +12,7 @@ use enforcer_common::{
     maps::{
         self as names, Binding, CgroupKey, Grant, GrantKey, IdentityConfig, IdentityKey, InodeKey,
         InodeRuleKey, NET_GRANT_FIXED_BITS, NET_KEY_FIXED_BITS, NetEntry, NetGrant, NetGrantKey, NetKey,
-        PathKey, PathRule, Quarantine, RevokedKey,
+        PathKey, PathRule, Quarantine, Revoked, RevokedKey,
     },
     verdict::stat,
 };
@@ -55,9 +55,10 @@ pub struct KernelMaps {
     path_rules: HashMap<MapData, PathKey, PathRule>,
     inode_rules: HashMap<MapData, InodeRuleKey, PathRule>,
     net_rules: LpmTrie<MapData, NetKey, NetEntry>,
+    listen_rules: HashMap<MapData, IdentityKey, NetEntry>,
     stats: PerCpuArray<MapData, u64>,
     quarantine: HashMap<MapData, u32, Quarantine>,
-    revoked: HashMap<MapData, RevokedKey, u32>,
+    revoked: HashMap<MapData, RevokedKey, Revoked>,
     grants: HashMap<MapData, GrantKey, Grant>,
     net_grants: LpmTrie<MapData, NetGrantKey, NetGrant>,
 }
@@ -86,6 +87,8 @@ impl KernelMaps {
             inode_rules: HashMap::try_from(take(ebpf, names::INODE_RULES)?)
                 .map_err(err(names::INODE_RULES))?,
             net_rules: LpmTrie::try_from(take(ebpf, names::NET_RULES)?).map_err(err(names::NET_RULES))?,
+            listen_rules: HashMap::try_from(take(ebpf, names::LISTEN_RULES)?)
+                .map_err(err(names::LISTEN_RULES))?,
             stats: PerCpuArray::try_from(take(ebpf, names::STATS)?).map_err(err(names::STATS))?,
             quarantine: HashMap::try_from(take(ebpf, names::QUARANTINE)?).map_err(err(names::QUARANTINE))?,
             revoked: HashMap::try_from(take(ebpf, names::REVOKED)?).map_err(err(names::REVOKED))?,
@@ -121,7 +124,10 @@ impl KernelMaps {
                 .insert(&IdentityKey { identity: *identity, slot }, config, 0)
                 .map_err(err(names::IDENTITIES))?;
         }
+        let names: std::collections::HashMap<_, _> = set.path_names.iter().map(|(k, n)| (*k, n)).collect();
         for (key, rule) in &set.path_rules {
+            let mut rule = *rule;
+            rule.check = names.get(key).map_or(0, |name| crate::path_key::check(name));
             let key = PathKey {
                 hash: key.hash,
                 identity: key.identity,
@@ -129,7 +135,7 @@ impl KernelMaps {
                 kind: key.kind,
                 slot: u8::try_from(slot).expect("slot < SLOTS"),
             };
-            self.path_rules.insert(&key, rule, 0).map_err(err(names::PATH_RULES))?;
+            self.path_rules.insert(&key, &rule, 0).map_err(err(names::PATH_RULES))?;
         }
         for (key, rule) in &set.inode_rules {
             let key = InodeRuleKey {
@@ -148,6 +154,11 @@ impl KernelMaps {
                 NetKey { slot, identity: prefix.identity, addr: prefix.addr },
             );
             self.net_rules.insert(&key, entry, 0).map_err(err(names::NET_RULES))?;
+        }
+        for (identity, entry) in &set.listen_rules {
+            self.listen_rules
+                .insert(&IdentityKey { identity: *identity, slot }, entry, 0)
+                .map_err(err(names::LISTEN_RULES))?;
         }
         // Bindings last: a binding is what makes a cgroup managed in this slot.
         for (cgroup_id, binding) in &set.bindings {
@@ -235,6 +246,7 @@ impl KernelMaps {
     fn clear_slot(&mut self, slot: u32) -> Result<(), MapsError> {
         remove_where(&mut self.bindings, names::CGROUP_BINDINGS, |k| k.slot == slot)?;
         remove_where(&mut self.identities, names::IDENTITIES, |k| k.slot == slot)?;
+        remove_where(&mut self.listen_rules, names::LISTEN_RULES, |k| k.slot == slot)?;
         remove_where(&mut self.path_rules, names::PATH_RULES, |k| u32::from(k.slot) == slot)?;
         remove_where(&mut self.inode_rules, names::INODE_RULES, |k| u32::from(k.slot) == slot)?;
         let stale: Vec<Key<NetKey>> =
@@ -259,14 +271,14 @@ impl KernelMaps {
         remove_where(&mut self.quarantine, names::QUARANTINE, |id| !wanted.contains_key(id))
     }
 
-    /// Makes the revoked-credential table exactly `wanted` ((path hash, length) → id).
+    /// Makes the revoked-credential table exactly `wanted` ((path hash, length) → entry).
     pub fn set_revoked(
         &mut self,
-        wanted: &std::collections::BTreeMap<(u64, u32), u32>,
+        wanted: &std::collections::BTreeMap<(u64, u32), Revoked>,
     ) -> Result<(), MapsError> {
-        for ((hash, len), id) in wanted {
+        for ((hash, len), entry) in wanted {
             self.revoked
-                .insert(&RevokedKey { hash: *hash, len: *len, pad: 0 }, id, 0)
+                .insert(&RevokedKey { hash: *hash, len: *len, pad: 0 }, entry, 0)
                 .map_err(err(names::REVOKED))?;
         }
         remove_where(&mut self.revoked, names::REVOKED, |k| !wanted.contains_key(&(k.hash, k.len)))

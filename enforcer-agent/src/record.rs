@@ -114,6 +114,10 @@ pub fn hook_name(code: u32) -> &'static str {
         hook::PATH_CHOWN => "chown",
         hook::INODE_SETXATTR => "setxattr",
         hook::INODE_REMOVEXATTR => "removexattr",
+        hook::UNIX_CONNECT => "unix_connect",
+        hook::UNIX_SEND => "unix_send",
+        hook::BIND4 => "bind4",
+        hook::BIND6 => "bind6",
         _ => "unknown",
     }
 }
@@ -156,6 +160,7 @@ fn reason_name(code: u32) -> &'static str {
         reason::CROSS_IDENTITY => "cross-identity",
         reason::BUSY => "busy",
         reason::RESTRICTED => "restricted",
+        reason::FORGED_PATH => "forged-path",
         _ => "unknown",
     }
 }
@@ -167,6 +172,7 @@ fn rule_name(hook_code: u32, rule: u32) -> String {
     let resource = match hook_code {
         hook::EXEC | hook::MMAP_EXEC | hook::MPROTECT_EXEC => "exec",
         hook::CONNECT4 | hook::CONNECT6 | hook::SENDMSG4 | hook::SENDMSG6 => "network",
+        hook::BIND4 | hook::BIND6 => "listen",
         _ => "file",
     };
     format!("{resource}[{rule}]")

@@ -7,6 +7,7 @@
 
 pub mod event;
 pub mod maps;
+pub mod sip;
 pub mod verdict;
 
 /// Version of the kernel/user ABI; carried in every event and bumped on any layout change.
@@ -34,6 +35,7 @@ pub const SLOTS: u32 = 2;
 /// Capacities of the maps (entries over both slots).
 pub mod capacity {
     pub const IDENTITIES: u32 = 2 * 1024;
+    pub const LISTEN_RULES: u32 = IDENTITIES;
     pub const CGROUP_BINDINGS: u32 = 2 * 8192;
     pub const CGROUP_CACHE: u32 = 65_536;
     pub const PATH_RULES: u32 = 2 * 32_768;

@@ -27,7 +27,7 @@ pub const STATS: &str = "STATS";
 pub const SCRATCH: &str = "SCRATCH";
 /// `HashMap<u32, Quarantine>`: quarantined identities (live state, not per slot).
 pub const QUARANTINE: &str = "QUARANTINE";
-/// `HashMap<RevokedKey, u32>`: revoked credential files, by path (live state).
+/// `HashMap<RevokedKey, Revoked>`: revoked credential files, by path (live state).
 pub const REVOKED: &str = "REVOKED";
 
 /// `HashMap<GrantKey, Grant>`: time-bound exec and file grants (live state).
@@ -48,8 +48,12 @@ pub const READERS: &str = "READERS";
 /// inode) of the files and directories they name, as found when the set was installed.
 pub const INODE_RULES: &str = "INODE_RULES";
 
+/// `HashMap<IdentityKey, NetEntry>`: each identity's `listen` rules (ports it may bind),
+/// in document order; the first match decides.
+pub const LISTEN_RULES: &str = "LISTEN_RULES";
+
 /// Every map the kernel object must define.
-pub const ALL: [&str; 19] = [
+pub const ALL: [&str; 20] = [
     ACTIVE,
     SLOT_GENERATION,
     CGROUP_BINDINGS,
@@ -69,6 +73,7 @@ pub const ALL: [&str; 19] = [
     PROTECTED_PIDS,
     READERS,
     INODE_RULES,
+    LISTEN_RULES,
 ];
 
 /// Names of the global constants the agent sets at load time: field offsets read from
@@ -96,6 +101,11 @@ pub mod globals {
     pub const OFF_CGROUP_KN: &str = "OFF_CGROUP_KN";
     pub const OFF_VMA_VM_FILE: &str = "OFF_VMA_VM_FILE";
     pub const OFF_PATH_DENTRY: &str = "OFF_PATH_DENTRY";
+    pub const OFF_UNIX_SOCK_DENTRY: &str = "OFF_UNIX_SOCK_DENTRY";
+    pub const OFF_SOCKET_SK: &str = "OFF_SOCKET_SK";
+    /// The agent's secret key of [`crate::sip::keyed`] path proofs (two words).
+    pub const PATH_KEY0: &str = "PATH_KEY0";
+    pub const PATH_KEY1: &str = "PATH_KEY1";
 }
 
 /// Key of [`CGROUP_BINDINGS`] and [`CGROUP_CACHE`].
@@ -159,6 +169,9 @@ pub struct IdentityConfig {
     pub exec_default: u8,
     pub file_default: u8,
     pub net_default: u8,
+    /// Default action for binding a port (`listen` rules).
+    pub listen_default: u8,
+    pub pad: [u8; 3],
     /// `IDENTITY_*` flags.
     pub flags: u32,
 }
@@ -203,11 +216,23 @@ pub struct InodeRuleKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PathRule {
+    /// [`crate::sip::keyed`] of the path (0 in [`INODE_RULES`]): the index (hash and
+    /// length) can be forged, this proof cannot without the agent's key.
+    pub check: u64,
     pub read_action: u8,
     pub write_action: u8,
     pub pad: u16,
     pub read_rule: u32,
     pub write_rule: u32,
+    pub pad2: u32,
+}
+
+impl PathRule {
+    /// A rule that decides nothing yet.
+    #[must_use]
+    pub const fn empty() -> Self {
+        Self { check: 0, read_action: 0, write_action: 0, pad: 0, read_rule: 0, write_rule: 0, pad2: 0 }
+    }
 }
 
 /// Data part of the [`NET_RULES`] LPM key. The first 64 bits (slot, identity) are always
@@ -292,6 +317,18 @@ pub struct Grant {
     pub expires_ns: u64,
     pub id: u32,
     pub pad: u32,
+    /// [`crate::sip::keyed`] of the path.
+    pub check: u64,
+}
+
+/// Value of [`REVOKED`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Revoked {
+    pub id: u32,
+    pub pad: u32,
+    /// [`crate::sip::keyed`] of the path.
+    pub check: u64,
 }
 
 /// Data of the [`NET_GRANTS`] LPM key: the identity (always matched) and the address.
@@ -332,9 +369,9 @@ const _: () = assert!(size_of::<Binding>() == 8);
 const _: () = assert!(size_of::<CacheEntry>() == 16);
 const _: () = assert!(size_of::<InodeKey>() == 16);
 const _: () = assert!(size_of::<IdentityKey>() == 8);
-const _: () = assert!(size_of::<IdentityConfig>() == 8);
+const _: () = assert!(size_of::<IdentityConfig>() == 12);
 const _: () = assert!(size_of::<PathKey>() == 16);
-const _: () = assert!(size_of::<PathRule>() == 12);
+const _: () = assert!(size_of::<PathRule>() == 24);
 const _: () = assert!(size_of::<InodeRuleKey>() == 24);
 const _: () = assert!(size_of::<NetKey>() == 24);
 const _: () = assert!(size_of::<NetRule>() == 12);
@@ -343,7 +380,8 @@ const _: () = assert!(size_of::<Scratch>() == 8 + crate::MAX_PATH);
 const _: () = assert!(size_of::<Quarantine>() == 8);
 const _: () = assert!(size_of::<RevokedKey>() == 16);
 const _: () = assert!(size_of::<GrantKey>() == 16);
-const _: () = assert!(size_of::<Grant>() == 16);
+const _: () = assert!(size_of::<Grant>() == 24);
+const _: () = assert!(size_of::<Revoked>() == 16);
 const _: () = assert!(size_of::<NetGrantKey>() == 20);
 const _: () = assert!(size_of::<NetGrant>() == 24);
 
@@ -363,6 +401,7 @@ mod pod {
     unsafe impl aya::Pod for super::RevokedKey {}
     unsafe impl aya::Pod for super::GrantKey {}
     unsafe impl aya::Pod for super::Grant {}
+    unsafe impl aya::Pod for super::Revoked {}
     unsafe impl aya::Pod for super::NetGrantKey {}
     unsafe impl aya::Pod for super::NetGrant {}
     unsafe impl aya::Pod for super::CacheEntry {}

@@ -42,6 +42,13 @@ pub mod hook {
     pub const PATH_CHOWN: u32 = 29;
     pub const INODE_SETXATTR: u32 = 30;
     pub const INODE_REMOVEXATTR: u32 = 31;
+    /// `connect` to a Unix stream or seqpacket socket bound at a path.
+    pub const UNIX_CONNECT: u32 = 32;
+    /// `connect` or `sendmsg` to a Unix datagram socket bound at a path.
+    pub const UNIX_SEND: u32 = 33;
+    /// `bind` of an IPv4 / IPv6 socket to a port (`listen` rules).
+    pub const BIND4: u32 = 34;
+    pub const BIND6: u32 = 35;
 }
 
 /// What happened to the syscall.
@@ -63,6 +70,27 @@ pub mod action {
     /// Step-up: denied (decision `pending`) unless a grant exists; the agent opens an
     /// approval request.
     pub const APPROVE: u8 = 3;
+
+    /// How strict an action is: deny over approve over allow (`NONE` lowest).
+    #[inline(always)]
+    #[must_use]
+    #[expect(clippy::inline_always, reason = "BPF-to-BPF calls cost verifier state; inlined on purpose")]
+    pub const fn rank(a: u8) -> u8 {
+        match a {
+            DENY => 3,
+            APPROVE => 2,
+            ALLOW => 1,
+            _ => 0,
+        }
+    }
+
+    /// The stricter of two `(action, rule)` findings; `NONE` yields to the other.
+    #[inline(always)]
+    #[must_use]
+    #[expect(clippy::inline_always, reason = "BPF-to-BPF calls cost verifier state; inlined on purpose")]
+    pub const fn stricter(a: (u8, u32), b: (u8, u32)) -> (u8, u32) {
+        if rank(b.0) > rank(a.0) { b } else { a }
+    }
 }
 
 /// Policy mode.
@@ -103,6 +131,9 @@ pub mod reason {
     /// An operation managed tasks may not do unless their policy allows it: mounting or
     /// changing the root, raw/packet/ICMP sockets, executing a file with no path.
     pub const RESTRICTED: u32 = 11;
+    /// The path's index matched a rule, grant or revoked credential but its keyed proof
+    /// did not: a forged path. Denied (fail-closed).
+    pub const FORGED_PATH: u32 = 12;
 
     /// Denials that hold even in audit mode: live state, and the integrity of identities
     /// and of the enforcer.

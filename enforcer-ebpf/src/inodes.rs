@@ -127,30 +127,13 @@ fn apply(found: &mut Found, key: &InodeRuleKey) {
     }
 }
 
-/// How strict an action is: deny over approve over allow.
-#[inline(always)]
-fn rank(a: u8) -> u8 {
-    match a {
-        action::DENY => 3,
-        action::APPROVE => 2,
-        action::ALLOW => 1,
-        _ => 0,
-    }
-}
-
-/// The stricter of two findings for one access; a finding of `NONE` yields to the other.
-#[inline(always)]
-pub fn stricter(a: (u8, u32), b: (u8, u32)) -> (u8, u32) {
-    if rank(b.0) > rank(a.0) { b } else { a }
-}
-
 /// The path's findings combined with the identity's: where both name the access, the
 /// stricter decides, so an alias can never loosen what the file's own rules say.
 #[inline(always)]
 pub fn combine(by_path: Found, by_identity: Found) -> Found {
     Found {
-        read: stricter(by_path.read, by_identity.read),
-        write: stricter(by_path.write, by_identity.write),
+        read: action::stricter(by_path.read, by_identity.read),
+        write: action::stricter(by_path.write, by_identity.write),
         hash: by_path.hash,
     }
 }

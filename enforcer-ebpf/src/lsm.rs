@@ -229,17 +229,19 @@ fn judge_path(hook: u32, file: *const u8, wanted: u32, slot: u32) -> i32 {
     let judgement = match found {
         // Mappings are judged only where a rule names the file.
         Ok(found) if hook == hook::MMAP_EXEC && found.read.0 == action::NONE => return 0,
-        Ok(found) => match live_judgement(hook, subject.identity, found.hash, resolved.len, wanted) {
-            Some(live) => live,
-            None if hook == hook::FILE_OPEN => file_judgement(&subject, found, wanted, resolved.len),
-            None => policy::granted_path(
-                Judgement::from_rule(found.read, subject.config.exec_default),
-                subject.identity,
-                found.hash,
-                resolved.len,
-                grant_kind::EXEC,
-            ),
-        },
+        Ok(found) => {
+            let path = (found.hash, resolved.len, resolved.buf());
+            match live_judgement(hook, subject.identity, path, wanted) {
+                Some(live) => live,
+                None if hook == hook::FILE_OPEN => file_judgement(&subject, found, wanted, path),
+                None => policy::granted_path(
+                    Judgement::from_rule(found.read, subject.config.exec_default),
+                    subject.identity,
+                    path,
+                    grant_kind::EXEC,
+                ),
+            }
+        }
         // Fail-closed: the rules could not be consulted.
         Err(why) => Judgement::refuse(why),
     };
@@ -263,13 +265,13 @@ fn fileless(resolved: &Resolved) -> bool {
 
 /// Live state comes before the policy: a revoked credential, then a quarantine.
 #[inline(always)]
-fn live_judgement(hook: u32, identity: u32, hash: u64, len: usize, wanted: u32) -> Option<Judgement> {
+fn live_judgement(hook: u32, identity: u32, path: (u64, usize, *const u8), wanted: u32) -> Option<Judgement> {
     match hook {
         hook::EXEC => return policy::quarantined(identity, restrict::EXEC),
         hook::MMAP_EXEC => return None,
         _ => {}
     }
-    if let Some(revoked) = policy::revoked(hash, len) {
+    if let Some(revoked) = policy::revoked(path.0, path.1, path.2) {
         return Some(revoked);
     }
     let mut bits = 0;
@@ -285,26 +287,21 @@ fn live_judgement(hook: u32, identity: u32, hash: u64, len: usize, wanted: u32) 
 /// Read and write are judged separately (each may be granted); an open that asks for
 /// both needs both.
 #[inline(always)]
-fn file_judgement(subject: &Subject, found: path::Found, wanted: u32, len: usize) -> Judgement {
+fn file_judgement(
+    subject: &Subject,
+    found: path::Found,
+    wanted: u32,
+    path: (u64, usize, *const u8),
+) -> Judgement {
     let default = subject.config.file_default;
     let id = subject.identity;
-    let read = policy::granted_path(
-        Judgement::from_rule(found.read, default),
-        id,
-        found.hash,
-        len,
-        grant_kind::FILE_READ,
-    );
+    let read =
+        policy::granted_path(Judgement::from_rule(found.read, default), id, path, grant_kind::FILE_READ);
     if wanted & access::WRITE == 0 {
         return read;
     }
-    let write = policy::granted_path(
-        Judgement::from_rule(found.write, default),
-        id,
-        found.hash,
-        len,
-        grant_kind::FILE_WRITE,
-    );
+    let write =
+        policy::granted_path(Judgement::from_rule(found.write, default), id, path, grant_kind::FILE_WRITE);
     // The first access that is not allowed decides; otherwise the write judgement.
     if wanted & access::READ == 0 || read.action == enforcer_common::verdict::action::ALLOW {
         return write;

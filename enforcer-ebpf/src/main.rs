@@ -23,9 +23,11 @@ mod maps;
 mod offsets;
 mod path;
 mod policy;
+mod proof;
 mod readers;
 mod restricted;
 mod sock;
+mod unix;
 mod writes;
 
 #[cfg(not(test))]

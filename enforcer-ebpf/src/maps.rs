@@ -8,7 +8,7 @@ use enforcer_common::{
     SLOTS, capacity,
     maps::{
         Binding, CacheEntry, CgroupKey, Grant, GrantKey, IdentityConfig, IdentityKey, InodeKey, InodeRuleKey,
-        NetEntry, NetGrant, NetGrantKey, NetKey, PathKey, PathRule, Quarantine, RevokedKey, Scratch,
+        NetEntry, NetGrant, NetGrantKey, NetKey, PathKey, PathRule, Quarantine, Revoked, RevokedKey, Scratch,
     },
     verdict::stat,
 };
@@ -66,6 +66,11 @@ pub static PATH_RULES: HashMap<PathKey, PathRule> = HashMap::with_max_entries(ca
 #[map(name = "INODE_RULES")]
 pub static INODE_RULES: HashMap<InodeRuleKey, PathRule> = HashMap::with_max_entries(capacity::INODE_RULES, 0);
 
+/// `listen` rules of each identity (the ports it may bind), by (identity, slot).
+#[map(name = "LISTEN_RULES")]
+pub static LISTEN_RULES: HashMap<IdentityKey, NetEntry> =
+    HashMap::with_max_entries(capacity::LISTEN_RULES, 0);
+
 /// Network rules, keyed by (slot, identity, destination prefix).
 #[map(name = "NET_RULES")]
 pub static NET_RULES: LpmTrie<NetKey, NetEntry> = LpmTrie::with_max_entries(capacity::NET_PREFIXES, 0);
@@ -89,7 +94,7 @@ pub static QUARANTINE: HashMap<u32, Quarantine> = HashMap::with_max_entries(capa
 
 /// Revoked credential files: opening one is denied to every identity, whatever its policy.
 #[map(name = "REVOKED")]
-pub static REVOKED: HashMap<RevokedKey, u32> = HashMap::with_max_entries(capacity::REVOKED, 0);
+pub static REVOKED: HashMap<RevokedKey, Revoked> = HashMap::with_max_entries(capacity::REVOKED, 0);
 
 /// Time-bound exec and file grants. The expiry is compared with the kernel clock on each
 /// call, so a grant stops working at its instant with or without the agent.

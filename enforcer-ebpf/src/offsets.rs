@@ -51,6 +51,12 @@ pub static OFF_FILE_F_MODE: u64 = 0;
 /// `vm_area_struct.vm_file`.
 #[unsafe(no_mangle)]
 pub static OFF_VMA_VM_FILE: u64 = 0;
+/// `unix_sock.path` plus `path.dentry`: the socket file a bound Unix socket lives at.
+#[unsafe(no_mangle)]
+pub static OFF_UNIX_SOCK_DENTRY: u64 = 0;
+/// `socket.sk`.
+#[unsafe(no_mangle)]
+pub static OFF_SOCKET_SK: u64 = 0;
 /// `path.dentry`.
 #[unsafe(no_mangle)]
 pub static OFF_PATH_DENTRY: u64 = 0;

@@ -16,7 +16,10 @@ use enforcer_common::{
     verdict::{action, reason},
 };
 
-use crate::maps::{PATH_RULES, SCRATCH};
+use crate::{
+    maps::{PATH_RULES, SCRATCH},
+    proof,
+};
 
 const ENAMETOOLONG: i64 = 36;
 
@@ -76,6 +79,15 @@ pub struct Found {
     pub hash: u64,
 }
 
+/// What proves the rule found for one access: its keyed check and the length of the
+/// path prefix it names.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Proof {
+    check: u64,
+    len: u64,
+}
+
 /// State of one scan over a path, shared with the `bpf_loop` callback.
 #[repr(C)]
 struct Scan {
@@ -86,6 +98,8 @@ struct Scan {
     identity: u32,
     dir_kind: u8,
     found: Found,
+    read_proof: Proof,
+    write_proof: Proof,
 }
 
 /// Looks up every directory prefix (shortest first, so longer ones override), then the
@@ -109,6 +123,8 @@ pub fn lookup(
         identity,
         dir_kind,
         found: Found { read: (action::NONE, 0), write: (action::NONE, 0), hash: 0 },
+        read_proof: Proof { check: 0, len: 0 },
+        write_proof: Proof { check: 0, len: 0 },
     };
     // SAFETY: the callback only touches `scan` and the scratch buffer it points to.
     #[expect(clippy::cast_possible_truncation, reason = "MAX_PATH fits in u32")]
@@ -117,10 +133,22 @@ pub fn lookup(
     if done < 0 {
         return Err(reason::INTERNAL_ERROR);
     }
+    let whole = resolved.len as u64;
+    let (as_dir, as_exact) = (
+        key(scan.hash, resolved.len, identity, dir_kind, slot),
+        key(scan.hash, resolved.len, identity, exact_kind, slot),
+    );
+    apply(&mut scan, &as_dir, whole);
+    apply(&mut scan, &as_exact, whole);
+    // The rules found by index must be the ones the path names (fail-closed otherwise).
+    for (found, proof) in [(scan.found.read, scan.read_proof), (scan.found.write, scan.write_proof)] {
+        #[expect(clippy::cast_possible_truncation, reason = "a prefix length < MAX_PATH")]
+        if found.0 != action::NONE && !proof::holds(scan.buf, proof.len as usize, proof.check) {
+            return Err(reason::FORGED_PATH);
+        }
+    }
     let mut found = scan.found;
     found.hash = scan.hash;
-    apply(&mut found, &key(scan.hash, resolved.len, identity, dir_kind, slot));
-    apply(&mut found, &key(scan.hash, resolved.len, identity, exact_kind, slot));
     Ok(found)
 }
 
@@ -139,7 +167,7 @@ unsafe extern "C" fn scan_byte(index: u64, ctx: *mut c_void) -> i64 {
     let byte = unsafe { *scan.buf.add(at) };
     if byte == b'/' && at > 0 {
         let key = key(scan.hash, at, scan.identity, scan.dir_kind, scan.slot);
-        apply(&mut scan.found, &key);
+        apply(scan, &key, at as u64);
     }
     scan.hash ^= u64::from(byte);
     scan.hash = scan.hash.wrapping_mul(FNV_PRIME);
@@ -153,15 +181,17 @@ fn key(hash: u64, len: usize, identity: u32, kind: u8, slot: u32) -> PathKey {
 }
 
 #[inline(always)]
-fn apply(found: &mut Found, key: &PathKey) {
+fn apply(scan: &mut Scan, key: &PathKey, len: u64) {
     // SAFETY: plain value read once.
     if let Some(rule) = unsafe { PATH_RULES.get(key) } {
         let rule: PathRule = *rule;
         if rule.read_action != action::NONE {
-            found.read = (rule.read_action, rule.read_rule);
+            scan.found.read = (rule.read_action, rule.read_rule);
+            scan.read_proof = Proof { check: rule.check, len };
         }
         if rule.write_action != action::NONE {
-            found.write = (rule.write_action, rule.write_rule);
+            scan.found.write = (rule.write_action, rule.write_rule);
+            scan.write_proof = Proof { check: rule.check, len };
         }
     }
 }

@@ -8,6 +8,7 @@ use enforcer_common::{
 use crate::{
     identity,
     maps::{ACTIVE, GRANTS, IDENTITIES, NET_GRANTS, QUARANTINE, REVOKED, SLOT_GENERATION, count},
+    proof,
 };
 use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, maps::lpm_trie::Key};
 
@@ -118,30 +119,45 @@ pub fn quarantined(identity: u32, bits: u32) -> Option<Judgement> {
     Some(Judgement { action: action::DENY, rule: RULE_DEFAULT, reason: reason::QUARANTINED })
 }
 
-/// A denial if the file at this path (full-path hash and length) is a revoked credential.
+/// A denial if the file at this path (full-path hash and length, the path itself in
+/// `buf`) is a revoked credential. An entry whose proof fails is still a denial: a path
+/// forged to collide with a revoked one gains nothing.
 #[inline(always)]
-pub fn revoked(hash: u64, len: usize) -> Option<Judgement> {
+pub fn revoked(hash: u64, len: usize, buf: *const u8) -> Option<Judgement> {
     #[expect(clippy::cast_possible_truncation, reason = "len < MAX_PATH")]
     let key = RevokedKey { hash, len: len as u32, pad: 0 };
     // SAFETY: plain value read once.
-    let id = unsafe { REVOKED.get(&key) }?;
+    let entry = unsafe { REVOKED.get(&key) }?;
+    let id = entry.id;
+    if !proof::holds(buf, len, entry.check) {
+        return Some(Judgement::refuse(reason::FORGED_PATH));
+    }
     count(stat::CREDENTIAL_REVOKED);
-    Some(Judgement { action: action::DENY, rule: *id, reason: reason::CREDENTIAL_REVOKED })
+    Some(Judgement { action: action::DENY, rule: id, reason: reason::CREDENTIAL_REVOKED })
 }
 
 /// If `judgement` denies and an unexpired grant for this exact path and access exists,
 /// the grant's allow instead.
 #[inline(always)]
-pub fn granted_path(judgement: Judgement, identity: u32, hash: u64, len: usize, kind: u8) -> Judgement {
+/// A grant whose proof fails is ignored (the path only collides with the granted one).
+pub fn granted_path(
+    judgement: Judgement,
+    identity: u32,
+    path: (u64, usize, *const u8),
+    kind: u8,
+) -> Judgement {
     if judgement.action == action::ALLOW || reason::is_live(judgement.reason) {
         return judgement;
     }
+    let (hash, len, buf) = path;
     #[expect(clippy::cast_possible_truncation, reason = "len < MAX_PATH")]
     let key = GrantKey { hash, identity, len: len as u16, kind, pad: 0 };
     // SAFETY: plain value read once.
     match unsafe { GRANTS.get(&key) } {
-        Some(grant) => unexpired(judgement, grant.expires_ns, grant.id),
-        None => judgement,
+        Some(grant) if proof::holds(buf, len, grant.check) => {
+            unexpired(judgement, grant.expires_ns, grant.id)
+        }
+        _ => judgement,
     }
 }
 
@@ -218,6 +234,8 @@ pub fn config_or_enforce(slot: u32, identity: u32) -> IdentityConfig {
             exec_default: action::DENY,
             file_default: action::DENY,
             net_default: action::DENY,
+            listen_default: action::DENY,
+            pad: [0; 3],
             flags: 0,
         },
     }

@@ -1,17 +1,17 @@
-//! cgroup socket programs: outbound `connect` (TCP and UDP) and UDP datagrams sent to an
-//! explicit address without `connect`, for IPv4 and IPv6. Return 1 to allow, 0 to deny
-//! (the caller gets EPERM).
+//! cgroup socket programs: outbound `connect` (TCP and UDP), UDP datagrams sent to an
+//! explicit address without `connect`, and inbound: `bind` to a port (`listen` rules),
+//! for IPv4 and IPv6. Return 1 to allow, 0 to deny (the caller gets EPERM).
 
 use aya_ebpf::{macros::cgroup_sock_addr, maps::lpm_trie::Key, programs::SockAddrContext};
 use enforcer_common::{
     MAX_NET_RULES_PER_PREFIX,
-    maps::{NET_KEY_FIXED_BITS, NetKey},
+    maps::{IdentityKey, NET_KEY_FIXED_BITS, NetKey},
     verdict::{action, hook, proto, reason, restrict},
 };
 
 use crate::{
     emit::{self, Target, Verdict},
-    maps::NET_RULES,
+    maps::{LISTEN_RULES, NET_RULES},
     policy::{self, Caller, Judgement},
 };
 
@@ -38,6 +38,22 @@ pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(sendmsg6)]
 pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
     judge(&ctx, hook::SENDMSG6, AF_INET6)
+}
+
+#[cgroup_sock_addr(bind4)]
+pub fn bind4(ctx: SockAddrContext) -> i32 {
+    judge(&ctx, hook::BIND4, AF_INET)
+}
+
+#[cgroup_sock_addr(bind6)]
+pub fn bind6(ctx: SockAddrContext) -> i32 {
+    judge(&ctx, hook::BIND6, AF_INET6)
+}
+
+/// Whether `hook` is a bind (judged by `listen` rules, on the address as given).
+#[inline(always)]
+fn binds(hook: u32) -> bool {
+    hook == hook::BIND4 || hook == hook::BIND6
 }
 
 /// Destination address as 16 bytes; IPv4 (and IPv4-mapped IPv6) as `::ffff:a.b.c.d`, so
@@ -104,6 +120,15 @@ fn judge(ctx: &SockAddrContext, hook: u32, family: u16) -> i32 {
     let port = u16::from_be(port as u16);
     #[expect(clippy::cast_possible_truncation, reason = "IPPROTO values fit in u8")]
     let protocol = protocol as u8;
+    if binds(hook) {
+        // The address bound (`0.0.0.0` is every local address, not loopback).
+        let addr = raw_destination(ctx, family);
+        let found = listen_rule_for(subject.slot, subject.identity, port, protocol);
+        let judgement = Judgement::from_rule(found, subject.config.listen_default);
+        let errno =
+            emit::conclude(hook, &subject, judgement, &Target::Net { family, addr, port, proto: protocol });
+        return if errno == 0 { ALLOW } else { DENY };
+    }
     let addr = destination(ctx, family);
     let judgement = policy::quarantined(subject.identity, restrict::NETWORK).unwrap_or_else(|| {
         let found = rule_for(subject.slot, subject.identity, addr, port, protocol);
@@ -122,6 +147,22 @@ fn rule_for(slot: u32, identity: u32, addr: [u8; 16], port: u16, protocol: u8) -
     let Some(entry) = NET_RULES.get(&key) else {
         return (action::NONE, 0);
     };
+    first_match(entry, port, protocol)
+}
+
+/// First `listen` rule of the identity that matches port and protocol.
+#[inline(always)]
+fn listen_rule_for(slot: u32, identity: u32, port: u16, protocol: u8) -> (u8, u32) {
+    // SAFETY: plain value read once.
+    let Some(entry) = (unsafe { LISTEN_RULES.get(&IdentityKey { identity, slot }) }) else {
+        return (action::NONE, 0);
+    };
+    first_match(entry, port, protocol)
+}
+
+/// The first of `entry`'s rules that matches port and protocol.
+#[inline(always)]
+fn first_match(entry: &enforcer_common::maps::NetEntry, port: u16, protocol: u8) -> (u8, u32) {
     let count = entry.count as usize;
     for i in 0..MAX_NET_RULES_PER_PREFIX {
         if i >= count {
@@ -158,6 +199,11 @@ fn report(
     let (port, protocol) = (u16::from_be(port as u16), protocol as u8);
     emit::verdict(
         &Verdict { hook, slot, identity, cgroup_id, judgement, decision, errno },
-        &Target::Net { family, addr: destination(ctx, family), port, proto: protocol },
+        &Target::Net {
+            family,
+            addr: if binds(hook) { raw_destination(ctx, family) } else { destination(ctx, family) },
+            port,
+            proto: protocol,
+        },
     );
 }

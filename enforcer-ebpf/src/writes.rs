@@ -26,7 +26,7 @@ use crate::{
 /// Judges `wanted` access (read and/or write) to the file of `dentry` for a managed
 /// caller; 0 or `-EPERM`.
 #[inline(always)]
-fn judge(hook: u32, dentry: *const u8, wanted: u32) -> i32 {
+pub fn judge(hook: u32, dentry: *const u8, wanted: u32) -> i32 {
     let subject = match managed(hook) {
         Ok(subject) => subject,
         Err(ret) => return ret,

@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use enforcer_agent::loader;
 use enforcer_tests::{
     Agent, AgentDirs, TestCgroup, cli_as, connect_errno, field, open_errno, policy, run_in, run_in_dir,
     write_file,
@@ -154,8 +155,9 @@ fn every_verb_against_a_live_agent() {
     assert_eq!(status["bpf_lsm"], true);
     assert_eq!(status["generation"], generation);
     assert!(status["programs"].as_array().unwrap().iter().all(|p| p["attached"] == true), "{out}");
-    // 9 LSM programs, 4 cgroup socket programs, the cgroup creation tracepoint.
-    assert_eq!(status["programs"].as_array().unwrap().len(), 14, "{out}");
+    // Every LSM program, the cgroup socket programs, the cgroup creation tracepoint.
+    let programs = loader::LSM_PROGRAMS.len() + loader::CGROUP_PROGRAMS.len() + loader::TRACE_PROGRAMS.len();
+    assert_eq!(status["programs"].as_array().unwrap().len(), programs, "{out}");
     assert!(status["maps"].as_array().unwrap().iter().any(|m| m["map"] == "PATH_RULES" && m["used"] == 1));
     assert!(status["counters"]["deny"].as_u64().unwrap() >= 2);
     let (_, out, _) = agent.cli(&["status"]);

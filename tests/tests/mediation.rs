@@ -418,3 +418,89 @@ fn rules_by_identity_follow_the_file_not_the_name() {
     let r = verdict(&agent, "file_open", "rule", |t| field(t, "path").ends_with("renamed-key"));
     assert_eq!(field(&r, "rule"), "file[1]");
 }
+
+#[test]
+fn connecting_to_a_unix_socket_is_judged_as_a_write_to_its_path() {
+    use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+    let base = "/tmp/mediation/sockets";
+    let _ = fs::remove_dir_all(base);
+    for dir in ["denied", "open"] {
+        fs::create_dir_all(format!("{base}/{dir}")).unwrap();
+    }
+    let _denied = UnixListener::bind(format!("{base}/denied/s")).unwrap();
+    let _open = UnixListener::bind(format!("{base}/open/s")).unwrap();
+    let _datagrams = UnixDatagram::bind(format!("{base}/denied/d")).unwrap();
+    let workload = TestCgroup::new("mediation-unix");
+    let body = format!("  file:\n    - dir: {base}/denied\n      access: [write]\n      action: deny\n");
+    let dirs = AgentDirs::new("mediation-unix", &policy("unix-policy", &workload, &body));
+    let agent = Agent::start(&dirs, "detach");
+    let outcome = run_in(Some(&workload), || {
+        let os_errno = |r: std::io::Result<()>| r.err().map_or(0, |e| e.raw_os_error().unwrap_or(255));
+        let got = [
+            os_errno(UnixStream::connect(format!("{base}/denied/s")).map(drop)),
+            os_errno(
+                UnixDatagram::unbound().and_then(|u| u.send_to(b"x", format!("{base}/denied/d"))).map(drop),
+            ),
+            os_errno(UnixStream::connect(format!("{base}/open/s")).map(drop)),
+        ];
+        first_mismatch(&got, &[EPERM, EPERM, 0])
+    });
+    assert_eq!(outcome, 0, "step {outcome} (10 stream connect, 11 datagram send, 12 allowed socket)");
+    let r = verdict(&agent, "unix_connect", "rule", named("s"));
+    assert_eq!(field(&r, "rule"), "file[0]", "{r}");
+    assert_eq!(r["target"]["access"][0], "write", "{r}");
+    verdict(&agent, "unix_send", "rule", named("d"));
+}
+
+/// `bind(addr)` of a TCP (`stream`) or UDP socket: 0 or the errno.
+fn bind_errno(addr: &str, stream: bool) -> i32 {
+    let addr: std::net::SocketAddr = addr.parse().expect("socket address");
+    let result = if stream {
+        std::net::TcpListener::bind(addr).map(drop)
+    } else {
+        std::net::UdpSocket::bind(addr).map(drop)
+    };
+    result.err().map_or(0, |e| e.raw_os_error().unwrap_or(255))
+}
+
+#[test]
+fn binding_a_port_is_judged_by_listen_rules() {
+    let workload = TestCgroup::new("mediation-listen");
+    let body = "  listen:\n    - ports: 18000-18100\n      protocol: tcp\n      action: deny\n    - ports: 18200\n      action: allow\n  defaults:\n    listen: allow\n";
+    let dirs = AgentDirs::new("mediation-listen", &policy("listen-policy", &workload, body));
+    let agent = Agent::start(&dirs, "detach");
+    let outcome = run_in(Some(&workload), || {
+        let got = [
+            bind_errno("127.0.0.1:18080", true),
+            bind_errno("0.0.0.0:18081", true),
+            bind_errno("[::1]:18082", true),
+            // UDP is not named by the TCP rule; other ports fall to the default.
+            bind_errno("127.0.0.1:18080", false),
+            bind_errno("127.0.0.1:18200", true),
+            bind_errno("127.0.0.1:18300", true),
+        ];
+        first_mismatch(&got, &[EPERM, EPERM, EPERM, 0, 0, 0])
+    });
+    assert_eq!(outcome, 0, "step {outcome} (10 tcp v4, 11 any address, 12 tcp v6; 13.. allowed)");
+    let r = verdict(&agent, "bind4", "rule", |t| t["port"] == 18080);
+    assert_eq!(field(&r, "rule"), "listen[0]", "{r}");
+    assert_eq!(field(&r["target"], "protocol"), "tcp", "{r}");
+    let r = verdict(&agent, "bind4", "rule", |t| t["port"] == 18081);
+    assert_eq!(field(&r["target"], "address"), "0.0.0.0", "the address as bound: {r}");
+    verdict(&agent, "bind6", "rule", |t| t["port"] == 18082);
+    // The same binds are not judged outside the identity.
+    assert_eq!(bind_errno("127.0.0.1:18090", true), 0);
+
+    // Deny by default, with one port allowed.
+    let body = "  listen:\n    - ports: 18200\n      protocol: tcp\n      action: allow\n  defaults:\n    listen: deny\n";
+    reapply(&agent, &dirs, &policy("listen-policy", &workload, body));
+    let outcome = run_in(Some(&workload), || {
+        first_mismatch(
+            &[bind_errno("127.0.0.1:18200", true), bind_errno("127.0.0.1:18201", true)],
+            &[0, EPERM],
+        )
+    });
+    assert_eq!(outcome, 0, "step {outcome} (10 the allowed port, 11 another)");
+    let r = verdict(&agent, "bind4", "default", |t| t["port"] == 18201);
+    assert_eq!(field(&r, "rule"), "default", "{r}");
+}

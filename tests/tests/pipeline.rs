@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use aya::maps::{MapData, RingBuf};
+
 use enforcer_agent::{
     events, loader,
     maps::{self, KernelMaps},
@@ -15,45 +17,54 @@ use enforcer_common::{
 };
 use enforcer_tests::{TestCgroup, cgroup2_root, open_errno, run_in, wait_for_event, write_file};
 
+type Loaded = (aya::Ebpf, Vec<(&'static str, aya::programs::links::FdLink)>, KernelMaps, RingBuf<MapData>);
+
+/// The programs loaded and attached, their maps and event ring.
+fn loaded() -> Loaded {
+    let options = loader::Options { cgroup_root: cgroup2_root(), network_only: false };
+    let mut ebpf = loader::load(&options).expect("loading the enforcer programs");
+    let links = loader::attach(&mut ebpf, &options).expect("attaching the enforcer programs");
+    let kernel = KernelMaps::take(&mut ebpf).expect("taking maps");
+    let ring = maps::take_events(&mut ebpf).expect("taking the event ring");
+    (ebpf, links, kernel, ring)
+}
+
+/// An enforcing identity that allows by default except files (`file_default`).
+fn enforcing(file_default: u8) -> IdentityConfig {
+    IdentityConfig {
+        mode: mode::ENFORCE,
+        exec_default: action::ALLOW,
+        file_default,
+        net_default: action::ALLOW,
+        listen_default: action::ALLOW,
+        pad: [0; 3],
+        flags: 0,
+    }
+}
+
 #[test]
 fn file_open_denied_in_selected_cgroup_only() {
     let secret = "/tmp/pipeline/secret.key";
     write_file(secret, "s3cr3t");
-    let options = loader::Options { cgroup_root: cgroup2_root(), network_only: false };
-    let mut ebpf = loader::load(&options).expect("loading the enforcer programs");
-    let _links = loader::attach(&mut ebpf, &options).expect("attaching the enforcer programs");
-    let mut kernel = KernelMaps::take(&mut ebpf).expect("taking maps");
-    let mut ring = maps::take_events(&mut ebpf).expect("taking the event ring");
+    let (_ebpf, _links, mut kernel, mut ring) = loaded();
 
     let cgroup = TestCgroup::new("pipeline");
+    let key = PathRuleKey {
+        identity: 1,
+        kind: path_kind::FILE_EXACT,
+        hash: path_hash(secret.as_bytes()),
+        len: u16::try_from(secret.len()).unwrap(),
+    };
     let set = CompiledSet {
         generation: 7,
-        identities: vec![(
-            1,
-            IdentityConfig {
-                mode: mode::ENFORCE,
-                exec_default: action::ALLOW,
-                file_default: action::ALLOW,
-                net_default: action::ALLOW,
-                flags: 0,
-            },
-        )],
+        identities: vec![(1, enforcing(action::ALLOW))],
         bindings: vec![(cgroup.id(), Binding { identity: 1, flags: BINDING_SUBTREE })],
         path_rules: vec![(
-            PathRuleKey {
-                identity: 1,
-                kind: path_kind::FILE_EXACT,
-                hash: path_hash(secret.as_bytes()),
-                len: u16::try_from(secret.len()).unwrap(),
-            },
-            PathRule {
-                read_action: action::DENY,
-                write_action: action::DENY,
-                pad: 0,
-                read_rule: 0,
-                write_rule: 0,
-            },
+            key,
+            PathRule { read_action: action::DENY, write_action: action::DENY, ..PathRule::empty() },
         )],
+        // The path of each rule: the kernel checks its keyed proof on a hit.
+        path_names: vec![(key, secret.to_owned())],
         net_rules: vec![],
         ..CompiledSet::default()
     };
@@ -74,4 +85,40 @@ fn file_open_denied_in_selected_cgroup_only() {
     assert_eq!(event.cgroup_id, cgroup.id());
     assert_eq!(event.access, access::READ);
     assert_eq!(events::path(&event), secret);
+}
+
+/// A path whose FNV-1a index hits a rule it does not name (what a path forged offline to
+/// collide would do): the keyed proof fails and the open is refused as `forged-path`,
+/// even where the rule would allow. Simulated by installing an allow rule whose proof is
+/// that of another path, at the index of the opened one.
+#[test]
+fn a_path_that_only_collides_with_a_rule_is_refused_as_forged() {
+    let opened = "/tmp/pipeline/collides";
+    write_file(opened, "x");
+    let (_ebpf, _links, mut kernel, mut ring) = loaded();
+    let cgroup = TestCgroup::new("pipeline-forged");
+    let key = PathRuleKey {
+        identity: 1,
+        kind: path_kind::FILE_EXACT,
+        hash: path_hash(opened.as_bytes()),
+        len: u16::try_from(opened.len()).unwrap(),
+    };
+    let set = CompiledSet {
+        generation: 3,
+        identities: vec![(1, enforcing(action::DENY))],
+        bindings: vec![(cgroup.id(), Binding { identity: 1, flags: BINDING_SUBTREE })],
+        path_rules: vec![(
+            key,
+            PathRule { read_action: action::ALLOW, write_action: action::ALLOW, ..PathRule::empty() },
+        )],
+        path_names: vec![(key, "/tmp/pipeline/another".to_owned())],
+        ..CompiledSet::default()
+    };
+    kernel.install(&set).expect("installing the policy set");
+    let inside = run_in(Some(&cgroup), || open_errno(opened, libc::O_RDONLY));
+    assert_eq!(inside, libc::EPERM, "an index hit without the proof must not allow");
+    let event = wait_for_event(&mut ring, Duration::from_secs(5), |e| e.hook == hook::FILE_OPEN)
+        .expect("a verdict for the refused open");
+    assert_eq!(event.reason, reason::FORGED_PATH);
+    assert_eq!(event.decision, decision::DENY);
 }

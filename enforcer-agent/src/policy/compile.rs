@@ -67,6 +67,8 @@ pub fn compile(
                 exec_default: action_code(policy.defaults.exec),
                 file_default: action_code(policy.defaults.file),
                 net_default: action_code(policy.defaults.network),
+                listen_default: action_code(policy.defaults.listen),
+                pad: [0; 3],
                 flags: flags(policy),
             },
         ));
@@ -89,6 +91,10 @@ pub fn compile(
             )?;
         }
         compile_network(&mut set, &doc, id, &policy.network)?;
+        if !policy.listen.is_empty() {
+            let rules = policy.listen.iter().map(|r| (r.port_lo, r.port_hi, r.protocol, r.action, r.index));
+            set.listen_rules.push((id, net_entry(rules)));
+        }
     }
     set.path_names = paths.iter().map(|(k, (_, name))| (*k, name.clone())).collect();
     set.path_rules = paths.into_iter().map(|(k, (v, _))| (k, v)).collect();
@@ -150,16 +156,7 @@ fn add_path(
         len: u16::try_from(path.len()).expect("validated path length"),
     };
     let entry = match paths.entry(key) {
-        Entry::Vacant(v) => v.insert((
-            PathRule {
-                read_action: action::NONE,
-                write_action: action::NONE,
-                pad: 0,
-                read_rule: 0,
-                write_rule: 0,
-            },
-            path.to_owned(),
-        )),
+        Entry::Vacant(v) => v.insert((PathRule::empty(), path.to_owned())),
         Entry::Occupied(o) => {
             let existing = o.into_mut();
             if existing.1 != path {
@@ -181,6 +178,24 @@ fn add_path(
         entry.0.write_rule = index;
     }
     Ok(())
+}
+
+/// A kernel rule list from (port range, protocol, action, rule index), in order; callers
+/// check there are at most [`MAX_NET_RULES_PER_PREFIX`].
+fn net_entry(rules: impl Iterator<Item = (u16, u16, Protocol, Action, u32)>) -> NetEntry {
+    let mut entry = NetEntry { count: 0, pad: 0, rules: [NetRule::default(); MAX_NET_RULES_PER_PREFIX] };
+    for (slot, (port_lo, port_hi, protocol, action, rule)) in entry.rules.iter_mut().zip(rules) {
+        *slot = NetRule {
+            port_lo,
+            port_hi,
+            proto: proto_code(protocol),
+            action: action_code(action),
+            pad: 0,
+            rule,
+        };
+        entry.count += 1;
+    }
+    entry
 }
 
 /// Whether `outer`'s CIDR covers the prefix `addr`/`prefix_len`.
@@ -211,19 +226,8 @@ fn compile_network(
                 ),
             ));
         }
-        let mut entry = NetEntry { count: 0, pad: 0, rules: [NetRule::default(); MAX_NET_RULES_PER_PREFIX] };
-        for (slot, rule) in entry.rules.iter_mut().zip(&applicable) {
-            *slot = NetRule {
-                port_lo: rule.port_lo,
-                port_hi: rule.port_hi,
-                proto: proto_code(rule.protocol),
-                action: action_code(rule.action),
-                pad: 0,
-                rule: rule.index,
-            };
-        }
-        entry.count = u32::try_from(applicable.len()).expect("bounded");
-        set.net_rules.push((NetPrefix { identity, addr: *addr, prefix_len: *prefix_len }, entry));
+        let rules = applicable.iter().map(|r| (r.port_lo, r.port_hi, r.protocol, r.action, r.index));
+        set.net_rules.push((NetPrefix { identity, addr: *addr, prefix_len: *prefix_len }, net_entry(rules)));
     }
     Ok(())
 }

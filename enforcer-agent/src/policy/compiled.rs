@@ -43,4 +43,6 @@ pub struct CompiledSet {
     /// The path rules again, by the identity of the files they name (filled on install).
     pub inode_rules: Vec<(InodeRuleKey, PathRule)>,
     pub net_rules: Vec<(NetPrefix, NetEntry)>,
+    /// identity → its `listen` rules.
+    pub listen_rules: Vec<(u32, NetEntry)>,
 }

@@ -66,6 +66,10 @@ pub struct Spec {
     pub file: Vec<FileRule>,
     #[serde(default)]
     pub network: Vec<NetworkRule>,
+    /// Inbound: the ports the identity may `bind` (TCP or UDP, IPv4 or IPv6), first match
+    /// in document order; no match: `defaults.listen`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listen: Vec<ListenRule>,
     /// What the identity may no longer do while quarantined.
     #[serde(default, skip_serializing_if = "QuarantineSpec::is_default")]
     pub quarantine: QuarantineSpec,
@@ -178,6 +182,8 @@ pub struct Defaults {
     pub file: Action,
     #[serde(default)]
     pub network: Action,
+    #[serde(default)]
+    pub listen: Action,
 }
 
 /// Exactly one of `path` (the file itself) and `dir` (the directory and all below it).
@@ -226,6 +232,18 @@ pub struct NetworkRule {
     /// IPv4 or IPv6 CIDR (`10.0.0.0/8`, `2001:db8::/32`); a bare address means /32 or /128.
     pub cidr: String,
     /// `443`, `8000-8100`; all ports when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Ports>,
+    #[serde(default)]
+    pub protocol: Protocol,
+    pub action: Action,
+}
+
+/// A port (range) the identity may or may not `bind`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListenRule {
+    /// `8080`, `8000-8100`; all ports when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ports: Option<Ports>,
     #[serde(default)]

@@ -242,3 +242,35 @@ fn validate_rejects_empty_access_list() {
     assert_eq!(e.field, "spec.file[0].access");
     let _ = validate::MAX_POLICIES;
 }
+
+#[test]
+fn listen_rules_compile_in_order_with_their_default() {
+    let spec = "  selector:\n    cgroupPath: /a\n  defaults:\n    listen: deny\n  listen:\n    - ports: 8080\n      protocol: tcp\n      action: allow\n    - ports: 8000-9000\n      action: deny\n";
+    let valid = validate_set(&parse("t.yaml", &with_spec(spec)).unwrap()).unwrap();
+    let ids: BTreeMap<String, u32> = [("p".to_owned(), 1)].into();
+    let set = compile(&valid, &ids, &[], 1).unwrap();
+    assert_eq!(set.identities[0].1.listen_default, action::DENY);
+    let (identity, entry) = &set.listen_rules[0];
+    assert_eq!((*identity, entry.count), (1, 2));
+    let r = entry.rules[0];
+    assert_eq!((r.port_lo, r.port_hi, r.proto, r.action, r.rule), (8080, 8080, proto::TCP, action::ALLOW, 0));
+    let r = entry.rules[1];
+    assert_eq!((r.port_lo, r.port_hi, r.proto, r.action, r.rule), (8000, 9000, proto::ANY, action::DENY, 1));
+}
+
+#[test]
+fn listen_rules_reject_approve_and_more_than_the_kernel_holds() {
+    let e = error_of(&with_spec(
+        "  selector:\n    cgroupPath: /a\n  listen:\n    - ports: 80\n      action: approve\n",
+    ));
+    assert_eq!(e.field, "spec.listen[0].action");
+    let mut spec = String::from("  selector:\n    cgroupPath: /a\n  listen:\n");
+    for port in 1..=17 {
+        writeln!(spec, "    - ports: {port}\n      action: deny").unwrap();
+    }
+    let e = error_of(&with_spec(&spec));
+    assert_eq!(e.field, "spec.listen");
+    assert!(e.problem.contains("17 rules exceed the limit of 16"), "{e}");
+    let e = error_of(&with_spec("  selector:\n    cgroupPath: /a\n  defaults:\n    listen: approve\n"));
+    assert_eq!(e.field, "spec.defaults.listen");
+}

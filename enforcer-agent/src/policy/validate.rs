@@ -44,6 +44,7 @@ pub struct Valid {
     pub exec: Vec<PathRuleSpec>,
     pub file: Vec<PathRuleSpec>,
     pub network: Vec<NetRuleSpec>,
+    pub listen: Vec<ListenRuleSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +75,16 @@ pub struct NetRuleSpec {
     pub prefix_len: u8,
     /// The CIDR as written, for display.
     pub cidr: String,
+    pub port_lo: u16,
+    pub port_hi: u16,
+    pub protocol: Protocol,
+    pub action: Action,
+}
+
+/// A `listen` rule with its ports parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenRuleSpec {
+    pub index: u32,
     pub port_lo: u16,
     pub port_hi: u16,
     pub protocol: Protocol,
@@ -162,9 +173,12 @@ pub fn validate(policy: &Policy) -> Result<Valid, PolicyError> {
     check_name(&name).map_err(|p| err("metadata.name", p))?;
     let identity = policy.spec.identity_name(&policy.metadata).to_owned();
     let d = &policy.spec.defaults;
-    for (field, action) in
-        [("spec.defaults.exec", d.exec), ("spec.defaults.file", d.file), ("spec.defaults.network", d.network)]
-    {
+    for (field, action) in [
+        ("spec.defaults.exec", d.exec),
+        ("spec.defaults.file", d.file),
+        ("spec.defaults.network", d.network),
+        ("spec.defaults.listen", d.listen),
+    ] {
         if action == Action::Approve {
             return Err(err(field, "approve is for rules; a default is allow or deny".into()));
         }
@@ -228,6 +242,7 @@ pub fn validate(policy: &Policy) -> Result<Valid, PolicyError> {
             action: rule.action,
         });
     }
+    let listen = listen_rules(&policy.spec.listen).map_err(|(f, p)| err(&f, p))?;
     check_duplicates(&exec, "spec.exec").map_err(|(f, p)| err(&f, p))?;
     check_duplicates(&file, "spec.file").map_err(|(f, p)| err(&f, p))?;
     Ok(Valid {
@@ -242,7 +257,35 @@ pub fn validate(policy: &Policy) -> Result<Valid, PolicyError> {
         exec,
         file,
         network,
+        listen,
     })
+}
+
+/// `listen` rules: at most as many as the kernel holds per identity; decided at once
+/// (no approvals for binding).
+fn listen_rules(rules: &[model::ListenRule]) -> Result<Vec<ListenRuleSpec>, (String, String)> {
+    let limit = enforcer_common::MAX_NET_RULES_PER_PREFIX;
+    if rules.len() > limit {
+        return Err(("spec.listen".into(), format!("{} rules exceed the limit of {limit}", rules.len())));
+    }
+    rules
+        .iter()
+        .enumerate()
+        .map(|(i, rule)| {
+            let field = format!("spec.listen[{i}]");
+            if rule.action == Action::Approve {
+                return Err((format!("{field}.action"), "approve is not available for listen rules".into()));
+            }
+            let (port_lo, port_hi) = ports(rule.ports.as_ref()).map_err(|p| (format!("{field}.ports"), p))?;
+            Ok(ListenRuleSpec {
+                index: index(i),
+                port_lo,
+                port_hi,
+                protocol: rule.protocol,
+                action: rule.action,
+            })
+        })
+        .collect()
 }
 
 fn index(i: usize) -> u32 {
