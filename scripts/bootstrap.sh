@@ -10,7 +10,7 @@ BPF_LINKER_VERSION=0.13.0
 APT_PACKAGES=(
   "llvm-${LLVM_VERSION}-dev" "libpolly-${LLVM_VERSION}-dev" "clang-${LLVM_VERSION}"
   libzstd-dev zlib1g-dev
-  qemu-system-x86 busybox-static cpio gzip
+  qemu-system-x86 busybox-static cpio gzip runc
 )
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
@@ -30,7 +30,7 @@ missing_packages() {
 
 install_packages() {
   command -v dpkg-query >/dev/null && command -v apt-get >/dev/null ||
-    die "this is not a Debian-like system (no apt-get/dpkg). Install by hand: LLVM ${LLVM_VERSION} (dev libraries, polly, clang), zstd and zlib dev headers, qemu-system-x86_64, a static busybox, cpio, gzip."
+    die "this is not a Debian-like system (no apt-get/dpkg). Install by hand: LLVM ${LLVM_VERSION} (dev libraries, polly, clang), zstd and zlib dev headers, qemu-system-x86_64, a static busybox, cpio, gzip, runc."
   local missing
   mapfile -t missing < <(missing_packages)
   if [ "${#missing[@]}" -eq 0 ]; then

@@ -141,6 +141,8 @@ struct Running {
     features: loader::Features,
     /// (program, hook) attached by this instance.
     attached: Vec<(&'static str, &'static str)>,
+    /// Instructions the verifier processed per program (kernel ≥ 5.16).
+    verified: Vec<(String, u32)>,
     started: std::time::Instant,
     commands: mpsc::Receiver<Command>,
     metrics: Metrics,
@@ -214,6 +216,7 @@ async fn start(config: &Config) -> anyhow::Result<Running> {
         })
         .collect();
     instance.pin_links(links)?;
+    let verified = loader::verified_insns(&ebpf);
     for old in pins::previous(&config.bpffs, &instance.dir) {
         let detached = pins::retire(&old);
         tracing::info!(instance = %old.display(), detached, "took over from a previous agent");
@@ -240,6 +243,7 @@ async fn start(config: &Config) -> anyhow::Result<Running> {
         ebpf,
         features,
         attached,
+        verified,
         started: std::time::Instant::now(),
         commands,
         metrics: Metrics::default(),
@@ -262,6 +266,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         log: running.log,
         features: running.features,
         attached: running.attached,
+        verified: running.verified,
         started: running.started,
         metrics: running.metrics,
         config: &config,

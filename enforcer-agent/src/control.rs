@@ -31,6 +31,7 @@ pub struct Control<'a> {
     pub log: VerdictLog,
     pub features: loader::Features,
     pub attached: Vec<(&'static str, &'static str)>,
+    pub verified: Vec<(String, u32)>,
     pub started: std::time::Instant,
     pub metrics: Metrics,
     pub config: &'a Config,
@@ -438,10 +439,13 @@ impl Control<'_> {
                 hook: match hook {
                     "cgroup" => format!("cgroup/{name}"),
                     "tp_btf" => format!("tp_btf/{name}"),
-                    sleepable @ ("bprm_check_security" | "file_open") => format!("lsm.s/{sleepable}"),
+                    sleepable @ ("bprm_check_security" | "file_open" | "mmap_file") => {
+                        format!("lsm.s/{sleepable}")
+                    }
                     other => format!("lsm/{other}"),
                 },
                 attached: attached.contains(&name),
+                verified_insns: self.verified.iter().find(|(p, _)| p == name).map(|(_, n)| *n),
             })
             .collect();
         let maps = self

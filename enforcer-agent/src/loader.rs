@@ -207,6 +207,16 @@ fn offsets(btf: &Btf) -> Result<Vec<(&'static str, u64)>, LoadError> {
     ])
 }
 
+/// Instructions the verifier processed for each loaded program, by name (kernel ≥ 5.16;
+/// programs whose count the kernel does not report are left out).
+pub fn verified_insns(ebpf: &Ebpf) -> Vec<(String, u32)> {
+    ebpf.programs()
+        .filter_map(|(name, program)| {
+            Some((name.to_owned(), program.info().ok()?.verified_instruction_count()?))
+        })
+        .collect()
+}
+
 fn lsm<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Lsm, LoadError> {
     ebpf.program_mut(name)
         .ok_or(LoadError::MissingProgram(name))?

@@ -14,7 +14,13 @@
 //! the running kernel's BTF. Every refusal is a verdict with reason `identity-escape`,
 //! `cross-identity` or `self-protection`, and holds in audit mode too.
 
-use aya_ebpf::{helpers::bpf_probe_read_kernel_str_bytes, macros::lsm, programs::LsmContext};
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::{bpf_loop, bpf_probe_read_kernel_str_bytes},
+    macros::lsm,
+    programs::LsmContext,
+};
 use enforcer_common::{
     MAX_CGROUP_DEPTH,
     maps::{BINDING_SUBTREE, CgroupKey, InodeKey},
@@ -52,22 +58,47 @@ const BPF_LINK_DETACH: u32 = 34;
 /// deepest binding among it and its ancestors, as [`crate::identity::current`] decides
 /// for a task in that cgroup.
 #[inline(always)]
-fn cgroup_identity(mut kn: *const u8, slot: u32) -> u32 {
-    for level in 0..=MAX_CGROUP_DEPTH {
-        let Some(id) = read::<u64>(kn, &OFF_KERNFS_ID) else { return 0 };
-        let key = CgroupKey { cgroup_id: id, slot, pad: 0 };
-        // SAFETY: plain value read once.
-        if let Some(binding) = unsafe { CGROUP_BINDINGS.get(&key) }
-            && (level == 0 || binding.flags & BINDING_SUBTREE != 0)
-        {
-            return binding.identity;
-        }
-        match read::<*const u8>(kn, &OFF_KERNFS_PARENT) {
-            Some(parent) if !parent.is_null() => kn = parent,
-            _ => return 0,
-        }
+fn cgroup_identity(kn: *const u8, slot: u32) -> u32 {
+    let mut walk = KernfsWalk { kn, slot, identity: 0 };
+    // Under `bpf_loop`: unrolled, the walk multiplied the verifier's work by its depth.
+    // SAFETY: the callback only touches `walk` and reads kernel memory through helpers.
+    let done =
+        unsafe { bpf_loop(MAX_CGROUP_DEPTH + 1, kernfs_level as *mut c_void, (&raw mut walk).cast(), 0) };
+    // No identity if the loop could not run: callers treat that as another identity
+    // (fail-closed).
+    if done < 0 { 0 } else { walk.identity }
+}
+
+/// State of a walk up kernfs parents, shared with the `bpf_loop` callback.
+#[repr(C)]
+struct KernfsWalk {
+    kn: *const u8,
+    slot: u32,
+    identity: u32,
+}
+
+/// One level: the binding of this cgroup (at level 0) or a subtree binding of an
+/// ancestor decides; otherwise up to the parent. Returns 1 when decided or at the root.
+#[inline(never)]
+unsafe extern "C" fn kernfs_level(level: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `KernfsWalk` passed to bpf_loop.
+    let walk = unsafe { &mut *ctx.cast::<KernfsWalk>() };
+    let Some(id) = read::<u64>(walk.kn, &OFF_KERNFS_ID) else { return 1 };
+    let key = CgroupKey { cgroup_id: id, slot: walk.slot, pad: 0 };
+    // SAFETY: plain value read once.
+    if let Some(binding) = unsafe { CGROUP_BINDINGS.get(&key) }
+        && (level == 0 || binding.flags & BINDING_SUBTREE != 0)
+    {
+        walk.identity = binding.identity;
+        return 1;
     }
-    0
+    match read::<*const u8>(walk.kn, &OFF_KERNFS_PARENT) {
+        Some(parent) if !parent.is_null() => {
+            walk.kn = parent;
+            0
+        }
+        _ => 1,
+    }
 }
 
 /// The identity of `task` (through its cgroup v2 cgroup) in `slot`.

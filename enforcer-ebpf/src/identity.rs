@@ -1,6 +1,8 @@
 //! Which identity the current task belongs to, from its cgroup.
 
-use aya_ebpf::helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id};
+use core::ffi::c_void;
+
+use aya_ebpf::helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_loop};
 use enforcer_common::{
     MAX_CGROUP_DEPTH,
     maps::{BINDING_SUBTREE, CacheEntry, CgroupKey},
@@ -28,27 +30,48 @@ pub fn current(slot: u32) -> (u32, u64) {
     {
         return (entry.identity, cgroup_id);
     }
-    let mut identity = 0;
-    // Bounded for the verifier; deeper cgroups take the deepest binding among these levels.
-    for level in 0..MAX_CGROUP_DEPTH {
-        // SAFETY: helper with a scalar argument; returns 0 past the task's own level.
-        #[expect(clippy::cast_possible_wrap, reason = "level < MAX_CGROUP_DEPTH")]
-        let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
-        if ancestor == 0 {
-            break;
-        }
-        let akey = CgroupKey { cgroup_id: ancestor, slot, pad: 0 };
-        // SAFETY: plain value read once.
-        if let Some(binding) = unsafe { CGROUP_BINDINGS.get(&akey) }
-            && (binding.flags & BINDING_SUBTREE != 0 || ancestor == cgroup_id)
-        {
-            identity = binding.identity;
-        }
-        if ancestor == cgroup_id {
-            break;
-        }
+    let mut walk = Walk { cgroup_id, slot, identity: 0 };
+    // Under `bpf_loop`: unrolled, this walk made every program verify 32 copies of it.
+    // SAFETY: the callback only touches `walk` and calls helpers.
+    let done = unsafe { bpf_loop(MAX_CGROUP_DEPTH, ancestor as *mut c_void, (&raw mut walk).cast(), 0) };
+    // Fail-open: bpf_loop fails only for bad arguments, which are constants here; an
+    // unresolved task is then treated as unmanaged and not cached.
+    if done < 0 {
+        return (0, cgroup_id);
     }
+    let identity = walk.identity;
     // Fail-open on cache insert failure: it only means the next call walks again.
     let _ = CGROUP_CACHE.insert(&key, &CacheEntry { epoch, identity, pad: 0 }, 0);
     (identity, cgroup_id)
+}
+
+/// State of the ancestor walk, shared with the `bpf_loop` callback.
+#[repr(C)]
+struct Walk {
+    cgroup_id: u64,
+    slot: u32,
+    /// The deepest binding found so far (0 = none).
+    identity: u32,
+}
+
+/// One level of the walk from the root down: the deepest binding wins. Returns 1 past
+/// the task's own cgroup.
+#[inline(never)]
+unsafe extern "C" fn ancestor(level: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `Walk` passed to bpf_loop.
+    let walk = unsafe { &mut *ctx.cast::<Walk>() };
+    // SAFETY: helper with a scalar argument; returns 0 past the task's own level.
+    #[expect(clippy::cast_possible_truncation, reason = "level < MAX_CGROUP_DEPTH")]
+    let id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+    if id == 0 {
+        return 1;
+    }
+    let key = CgroupKey { cgroup_id: id, slot: walk.slot, pad: 0 };
+    // SAFETY: plain value read once.
+    if let Some(binding) = unsafe { CGROUP_BINDINGS.get(&key) }
+        && (binding.flags & BINDING_SUBTREE != 0 || id == walk.cgroup_id)
+    {
+        walk.identity = binding.identity;
+    }
+    i64::from(id == walk.cgroup_id)
 }

@@ -44,15 +44,8 @@ pub fn lookup(
     exact_kind: u8,
     dir_kind: u8,
 ) -> Result<Found, ()> {
-    let mut walk = Walk {
-        dentry,
-        slot,
-        identity,
-        exact_kind,
-        dir_kind,
-        unreadable: 0,
-        found: Found { read: (action::NONE, 0), write: (action::NONE, 0), hash: 0 },
-    };
+    let mut walk =
+        Walk { dentry, slot, identity, exact_kind, dir_kind, unreadable: 0, found: Found::NOTHING };
     // SAFETY: the callback only touches `walk` and reads kernel memory through helpers.
     let done = unsafe { bpf_loop(MAX_DIR_DEPTH, step as *mut c_void, (&raw mut walk).cast(), 0) };
     if done < 0 || walk.unreadable != 0 {
@@ -135,5 +128,6 @@ pub fn combine(by_path: Found, by_identity: Found) -> Found {
         read: action::stricter(by_path.read, by_identity.read),
         write: action::stricter(by_path.write, by_identity.write),
         hash: by_path.hash,
+        proof: by_path.proof,
     }
 }

@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 use enforcer_common::{
     MAX_PATH,
-    maps::{grant_kind, path_kind},
+    maps::{IdentityConfig, grant_kind, path_kind},
     verdict::{IDENTITY_ALLOW_FILELESS_EXEC, access, action, hook, reason, restrict},
 };
 
@@ -156,96 +156,165 @@ pub fn file_mprotect(ctx: LsmContext) -> i32 {
 /// rewrites that slot under it.
 #[inline(always)]
 fn judge_registered(hook: u32, file: *const u8, wanted: u32) -> i32 {
-    let Some(slot) = readers::enter() else {
+    let (slot, registered) = match readers::enter() {
+        Some(slot) => (slot, true),
         // Only if ACTIVE flipped three times within a few instructions (or is unreadable):
         // judged with the slot in force now, without the reader registration.
         // Fail-open as in `policy::caller`: index 0 of an array always exists; without it
         // there would be no policy set to apply.
-        let Some(slot) = crate::maps::ACTIVE.get(0).copied() else { return 0 };
-        return judge_path(hook, file, wanted, slot);
+        None => match crate::maps::ACTIVE.get(0).copied() {
+            Some(slot) => (slot, false),
+            None => return 0,
+        },
     };
+    // One call site: the whole judgement is verified once, not once per way in.
     let ret = judge_path(hook, file, wanted, slot);
-    readers::leave(slot);
+    if registered {
+        readers::leave(slot);
+    }
     ret
 }
 
-/// Shared body: identity, path, rules, verdict. `wanted` is 0 for exec.
+/// A judged access, before it is reported: who, what the rules say, and the path shown
+/// in the verdict (null when it could not be judged).
+struct Assessed {
+    slot: u32,
+    identity: u32,
+    cgroup_id: u64,
+    config: IdentityConfig,
+    judgement: Judgement,
+    buf: *const u8,
+    len: usize,
+}
+
+/// Shared body: identity, path, rules, then one verdict. `wanted` is 0 for exec.
 #[inline(always)]
 fn judge_path(hook: u32, file: *const u8, wanted: u32, slot: u32) -> i32 {
+    let Some(a) = assess(hook, file, wanted, slot) else { return 0 };
+    // The only place these programs report: one copy of the event code to verify.
+    let (decision, errno) = policy::decide(&a.config, &a.judgement);
+    if policy::reported(&a.config, decision, a.judgement.reason) {
+        #[expect(clippy::cast_possible_truncation, reason = "len < MAX_PATH")]
+        emit::verdict(
+            &Verdict {
+                hook,
+                slot: a.slot,
+                identity: a.identity,
+                cgroup_id: a.cgroup_id,
+                judgement: a.judgement,
+                decision,
+                errno,
+            },
+            &Target::Path { access: wanted, buf: a.buf, len: a.len as u32 },
+        );
+    }
+    policy::lsm_return(errno)
+}
+
+/// The judgement of an access, or `None` if the caller is unmanaged (or a mapping no
+/// rule names): nothing to report.
+#[inline(always)]
+fn assess(hook: u32, file: *const u8, wanted: u32, slot: u32) -> Option<Assessed> {
     let subject = match policy::caller_in(slot) {
-        Caller::Unmanaged => return 0,
+        Caller::Unmanaged => return None,
         Caller::Managed(subject) => subject,
         // Fail-closed: the task is managed but its policy cannot be read.
         Caller::Broken { slot, identity, cgroup_id } => {
-            let judgement = Judgement::refuse(enforcer_common::verdict::reason::INTERNAL_ERROR);
-            return refuse_unjudged(hook, slot, identity, cgroup_id, judgement, wanted);
+            let config = policy::config_or_enforce(slot, identity);
+            let judgement = Judgement::refuse(reason::INTERNAL_ERROR);
+            return Some(Assessed {
+                slot,
+                identity,
+                cgroup_id,
+                config,
+                judgement,
+                buf: core::ptr::null(),
+                len: 0,
+            });
         }
+    };
+    let unjudged = |judgement| Assessed {
+        slot: subject.slot,
+        identity: subject.identity,
+        cgroup_id: subject.cgroup_id,
+        config: subject.config,
+        judgement,
+        buf: core::ptr::null(),
+        len: 0,
     };
     // SAFETY: `file` is a typed `struct file *` and the offset that of its `f_path`.
     let f_path = unsafe { file.add(offset(&OFF_FILE_F_PATH)) }.cast::<bpf_path>().cast_mut();
     let resolved = match path::resolve(f_path) {
         Ok(resolved) => resolved,
         // Fail-closed: a path we cannot read (or too long to judge) is denied and reported.
-        Err(why) => {
-            let judgement = Judgement::refuse(why);
-            return refuse_unjudged(
-                hook,
-                subject.slot,
-                subject.identity,
-                subject.cgroup_id,
-                judgement,
-                wanted,
-            );
-        }
+        Err(why) => return Some(unjudged(Judgement::refuse(why))),
     };
+    let judgement = judge_resolved(hook, file, wanted, &subject, &resolved)?;
+    if !resolved.still_ours() {
+        // Fail-closed: another task overwrote the path buffer while this one was
+        // preempted, so the judgement may be about another path. Denied and reported as
+        // `busy`, without the (foreign) path.
+        return Some(unjudged(Judgement::refuse(reason::BUSY)));
+    }
+    // Judged on this task's own path: a reuse from here on can only garble the path the
+    // record shows, never the decision.
+    Some(Assessed { buf: resolved.buf(), len: resolved.len, ..unjudged(judgement) })
+}
+
+/// What the rules and live state say about the resolved path (`None`: a mapping no rule
+/// names, not judged).
+#[inline(always)]
+fn judge_resolved(
+    hook: u32,
+    file: *const u8,
+    wanted: u32,
+    subject: &Subject,
+    resolved: &Resolved,
+) -> Option<Judgement> {
     // Moving tasks between cgroups and writing the enforcer's own files are judged before
     // any rule: no policy can allow them.
     if hook == hook::FILE_OPEN
         && wanted & access::WRITE != 0
-        && let Some(why) = guard::write_open(&subject, file)
+        && let Some(why) = guard::write_open(subject, file)
     {
-        return finish(hook, &subject, guard::judgement(why), wanted, &resolved);
+        return Some(guard::judgement(why));
     }
     // A file with no path on a filesystem (memfd, deleted, O_TMPFILE): the kernel shows
     // its path with this suffix.
-    if hook == hook::EXEC && subject.config.flags & IDENTITY_ALLOW_FILELESS_EXEC == 0 && fileless(&resolved) {
-        return finish(hook, &subject, restricted::judgement(), wanted, &resolved);
+    if hook == hook::EXEC && subject.config.flags & IDENTITY_ALLOW_FILELESS_EXEC == 0 && fileless(resolved) {
+        return Some(restricted::judgement());
     }
     let (exact_kind, dir_kind) = if hook == hook::FILE_OPEN {
         (path_kind::FILE_EXACT, path_kind::FILE_DIR)
     } else {
         (path_kind::EXEC_EXACT, path_kind::EXEC_DIR)
     };
-    let by_path = path::lookup(&resolved, subject.slot, subject.identity, exact_kind, dir_kind);
+    let by_path = path::lookup(resolved, subject.slot, subject.identity, exact_kind, dir_kind);
     let by_identity = read::<*const u8>(file, &OFF_FILE_DENTRY)
         .ok_or(())
         .and_then(|dentry| inodes::lookup(dentry, subject.slot, subject.identity, exact_kind, dir_kind));
     let found = match (by_path, by_identity) {
-        (Ok(by_path), Ok(by_identity)) => Ok(inodes::combine(by_path, by_identity)),
-        (Err(why), _) => Err(why),
-        // Fail-closed: the file's identity could not be read, so an alias could not be seen.
-        (_, Err(())) => Err(reason::INTERNAL_ERROR),
-    };
-    let judgement = match found {
-        // Mappings are judged only where a rule names the file.
-        Ok(found) if hook == hook::MMAP_EXEC && found.read.0 == action::NONE => return 0,
-        Ok(found) => {
-            let path = (found.hash, resolved.len, resolved.buf());
-            match live_judgement(hook, subject.identity, path, wanted) {
-                Some(live) => live,
-                None if hook == hook::FILE_OPEN => file_judgement(&subject, found, wanted, path),
-                None => policy::granted_path(
-                    Judgement::from_rule(found.read, subject.config.exec_default),
-                    subject.identity,
-                    path,
-                    grant_kind::EXEC,
-                ),
-            }
-        }
+        (Ok(by_path), Ok(by_identity)) => inodes::combine(by_path, by_identity),
         // Fail-closed: the rules could not be consulted.
-        Err(why) => Judgement::refuse(why),
+        (Err(why), _) => return Some(Judgement::refuse(why)),
+        // Fail-closed: the file's identity could not be read, so an alias could not be seen.
+        (_, Err(())) => return Some(Judgement::refuse(reason::INTERNAL_ERROR)),
     };
-    finish(hook, &subject, judgement, wanted, &resolved)
+    // Mappings are judged only where a rule names the file.
+    if hook == hook::MMAP_EXEC && found.read.0 == action::NONE {
+        return None;
+    }
+    let path = (found.hash, resolved.len, found.proof);
+    Some(match live_judgement(hook, subject.identity, path, wanted) {
+        Some(live) => live,
+        None if hook == hook::FILE_OPEN => file_judgement(subject, found, wanted, path),
+        None => policy::granted_path(
+            Judgement::from_rule(found.read, subject.config.exec_default),
+            subject.identity,
+            path,
+            grant_kind::EXEC,
+        ),
+    })
 }
 
 /// Whether the resolved path ends with ` (deleted)`, as the kernel shows files that have
@@ -265,7 +334,7 @@ fn fileless(resolved: &Resolved) -> bool {
 
 /// Live state comes before the policy: a revoked credential, then a quarantine.
 #[inline(always)]
-fn live_judgement(hook: u32, identity: u32, path: (u64, usize, *const u8), wanted: u32) -> Option<Judgement> {
+fn live_judgement(hook: u32, identity: u32, path: (u64, usize, u64), wanted: u32) -> Option<Judgement> {
     match hook {
         hook::EXEC => return policy::quarantined(identity, restrict::EXEC),
         hook::MMAP_EXEC => return None,
@@ -287,12 +356,7 @@ fn live_judgement(hook: u32, identity: u32, path: (u64, usize, *const u8), wante
 /// Read and write are judged separately (each may be granted); an open that asks for
 /// both needs both.
 #[inline(always)]
-fn file_judgement(
-    subject: &Subject,
-    found: path::Found,
-    wanted: u32,
-    path: (u64, usize, *const u8),
-) -> Judgement {
+fn file_judgement(subject: &Subject, found: path::Found, wanted: u32, path: (u64, usize, u64)) -> Judgement {
     let default = subject.config.file_default;
     let id = subject.identity;
     let read =
@@ -307,22 +371,6 @@ fn file_judgement(
         return write;
     }
     read
-}
-
-#[inline(always)]
-fn finish(hook: u32, subject: &Subject, judgement: Judgement, wanted: u32, resolved: &Resolved) -> i32 {
-    if !resolved.still_ours() {
-        // Fail-closed: another task overwrote the path buffer while this one was
-        // preempted, so the judgement may be about another path. Denied and reported as
-        // `busy`, without the (foreign) path.
-        let judgement = Judgement::refuse(enforcer_common::verdict::reason::BUSY);
-        return refuse_unjudged(hook, subject.slot, subject.identity, subject.cgroup_id, judgement, wanted);
-    }
-    // Judged on this task's own path: a reuse from here on can only garble the path the
-    // record shows, never the decision.
-    #[expect(clippy::cast_possible_truncation, reason = "len < MAX_PATH")]
-    let target = Target::Path { access: wanted, buf: resolved.buf(), len: resolved.len as u32 };
-    policy::lsm_return(emit::conclude(hook, subject, judgement, &target))
 }
 
 /// Denies (or audits) an access that could not be judged, and reports it without a path.

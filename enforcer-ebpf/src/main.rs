@@ -23,7 +23,6 @@ mod maps;
 mod offsets;
 mod path;
 mod policy;
-mod proof;
 mod readers;
 mod restricted;
 mod sock;

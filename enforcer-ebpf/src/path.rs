@@ -13,13 +13,11 @@ use aya_ebpf::{
 use enforcer_common::{
     FNV_OFFSET, FNV_PRIME, MAX_PATH,
     maps::{PathKey, PathRule, Scratch},
+    sip::Sip,
     verdict::{action, reason},
 };
 
-use crate::{
-    maps::{PATH_RULES, SCRATCH},
-    proof,
-};
+use crate::maps::{PATH_RULES, SCRATCH};
 
 const ENAMETOOLONG: i64 = 36;
 
@@ -70,23 +68,26 @@ pub fn resolve(path: *mut bpf_path) -> Result<Resolved, u32> {
     Ok(Resolved { scratch, len, owner })
 }
 
-/// The most specific rule found for each access: `(action, rule index)`, and the hash of
-/// the whole path (for exact-path live state).
+/// The most specific rule found for each access: `(action, rule index)`, the hash of the
+/// whole path (the index of exact-path live state) and its keyed proof.
 #[derive(Clone, Copy)]
 pub struct Found {
     pub read: (u8, u32),
     pub write: (u8, u32),
     pub hash: u64,
+    pub proof: u64,
 }
 
-/// What proves the rule found for one access: its keyed check and the length of the
-/// path prefix it names.
-#[derive(Clone, Copy)]
-#[repr(C)]
-struct Proof {
-    check: u64,
-    len: u64,
+impl Found {
+    pub const NOTHING: Self = Self { read: (action::NONE, 0), write: (action::NONE, 0), hash: 0, proof: 0 };
 }
+
+/// The agent's secret key of path proofs (`enforcer_common::sip`), set at load. Managed
+/// tasks cannot read it: the `bpf` hook refuses them every way to an existing object.
+#[unsafe(no_mangle)]
+static PATH_KEY0: u64 = 0;
+#[unsafe(no_mangle)]
+static PATH_KEY1: u64 = 0;
 
 /// State of one scan over a path, shared with the `bpf_loop` callback.
 #[repr(C)]
@@ -94,16 +95,24 @@ struct Scan {
     buf: *const u8,
     len: u64,
     hash: u64,
+    /// Keyed hash of the bytes before the current 8-byte word, and that word so far.
+    sip: Sip,
+    tail: u64,
     slot: u32,
     identity: u32,
     dir_kind: u8,
+    /// Set when an entry was found by index whose proof is not this path's.
+    forged: u8,
     found: Found,
-    read_proof: Proof,
-    write_proof: Proof,
 }
 
 /// Looks up every directory prefix (shortest first, so longer ones override), then the
 /// whole path as a directory, then the whole path as an exact rule.
+///
+/// The FNV-1a index can be forged offline; every entry found by it also carries the
+/// keyed hash (SipHash-1-3) of its path, computed here in the same pass (one 8-byte word at a time,
+/// finished only where an entry is found), so a colliding path is refused as
+/// `forged-path` instead of being judged by the entry it collides with.
 ///
 /// The byte loop runs under `bpf_loop`: as a plain bounded loop the verifier walked every
 /// iteration and gave up ("BPF program is too large. Processed 1000001 insn").
@@ -115,16 +124,21 @@ pub fn lookup(
     exact_kind: u8,
     dir_kind: u8,
 ) -> Result<Found, u32> {
+    // SAFETY: reads of our own globals; volatile so the compiler does not fold the 0s.
+    let key = unsafe {
+        [core::ptr::read_volatile(&raw const PATH_KEY0), core::ptr::read_volatile(&raw const PATH_KEY1)]
+    };
     let mut scan = Scan {
         buf: resolved.buf(),
         len: resolved.len as u64,
         hash: FNV_OFFSET,
+        sip: Sip::new(key),
+        tail: 0,
         slot,
         identity,
         dir_kind,
-        found: Found { read: (action::NONE, 0), write: (action::NONE, 0), hash: 0 },
-        read_proof: Proof { check: 0, len: 0 },
-        write_proof: Proof { check: 0, len: 0 },
+        forged: 0,
+        found: Found::NOTHING,
     };
     // SAFETY: the callback only touches `scan` and the scratch buffer it points to.
     #[expect(clippy::cast_possible_truncation, reason = "MAX_PATH fits in u32")]
@@ -133,22 +147,20 @@ pub fn lookup(
     if done < 0 {
         return Err(reason::INTERNAL_ERROR);
     }
-    let whole = resolved.len as u64;
+    let proof = scan.sip.finish(scan.tail, resolved.len);
     let (as_dir, as_exact) = (
-        key(scan.hash, resolved.len, identity, dir_kind, slot),
-        key(scan.hash, resolved.len, identity, exact_kind, slot),
+        key_of(scan.hash, resolved.len, identity, dir_kind, slot),
+        key_of(scan.hash, resolved.len, identity, exact_kind, slot),
     );
-    apply(&mut scan, &as_dir, whole);
-    apply(&mut scan, &as_exact, whole);
-    // The rules found by index must be the ones the path names (fail-closed otherwise).
-    for (found, proof) in [(scan.found.read, scan.read_proof), (scan.found.write, scan.write_proof)] {
-        #[expect(clippy::cast_possible_truncation, reason = "a prefix length < MAX_PATH")]
-        if found.0 != action::NONE && !proof::holds(scan.buf, proof.len as usize, proof.check) {
-            return Err(reason::FORGED_PATH);
-        }
+    apply(&mut scan, &as_dir, proof);
+    apply(&mut scan, &as_exact, proof);
+    // Fail-closed: an entry matched the index but not the path.
+    if scan.forged != 0 {
+        return Err(reason::FORGED_PATH);
     }
     let mut found = scan.found;
     found.hash = scan.hash;
+    found.proof = proof;
     Ok(found)
 }
 
@@ -166,32 +178,52 @@ unsafe extern "C" fn scan_byte(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `buf` is the scratch buffer of MAX_PATH bytes; `at` is masked into it.
     let byte = unsafe { *scan.buf.add(at) };
     if byte == b'/' && at > 0 {
-        let key = key(scan.hash, at, scan.identity, scan.dir_kind, scan.slot);
-        apply(scan, &key, at as u64);
+        let key = key_of(scan.hash, at, scan.identity, scan.dir_kind, scan.slot);
+        // SAFETY: plain value read once.
+        if let Some(rule) = unsafe { PATH_RULES.get(&key) } {
+            let rule: PathRule = *rule;
+            // The proof of the prefix is finished only here, where an entry was found.
+            let proof = scan.sip.finish(scan.tail, at);
+            apply_rule(scan, &rule, proof);
+        }
     }
     scan.hash ^= u64::from(byte);
     scan.hash = scan.hash.wrapping_mul(FNV_PRIME);
+    scan.tail |= u64::from(byte) << (8 * (index & 7));
+    if index & 7 == 7 {
+        scan.sip.word(scan.tail);
+        scan.tail = 0;
+    }
     0
 }
 
 #[inline(always)]
-fn key(hash: u64, len: usize, identity: u32, kind: u8, slot: u32) -> PathKey {
+fn key_of(hash: u64, len: usize, identity: u32, kind: u8, slot: u32) -> PathKey {
     #[expect(clippy::cast_possible_truncation, reason = "len < MAX_PATH, slot < SLOTS")]
     PathKey { hash, identity, len: len as u16, kind, slot: slot as u8 }
 }
 
 #[inline(always)]
-fn apply(scan: &mut Scan, key: &PathKey, len: u64) {
+fn apply(scan: &mut Scan, key: &PathKey, proof: u64) {
     // SAFETY: plain value read once.
     if let Some(rule) = unsafe { PATH_RULES.get(key) } {
         let rule: PathRule = *rule;
-        if rule.read_action != action::NONE {
-            scan.found.read = (rule.read_action, rule.read_rule);
-            scan.read_proof = Proof { check: rule.check, len };
-        }
-        if rule.write_action != action::NONE {
-            scan.found.write = (rule.write_action, rule.write_rule);
-            scan.write_proof = Proof { check: rule.check, len };
-        }
+        apply_rule(scan, &rule, proof);
+    }
+}
+
+/// Takes `rule` (found at a prefix whose keyed hash is `proof`) as the most specific so
+/// far, unless its proof differs.
+#[inline(always)]
+fn apply_rule(scan: &mut Scan, rule: &PathRule, proof: u64) {
+    if rule.check != proof {
+        scan.forged = 1;
+        return;
+    }
+    if rule.read_action != action::NONE {
+        scan.found.read = (rule.read_action, rule.read_rule);
+    }
+    if rule.write_action != action::NONE {
+        scan.found.write = (rule.write_action, rule.write_rule);
     }
 }

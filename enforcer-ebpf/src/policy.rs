@@ -8,7 +8,6 @@ use enforcer_common::{
 use crate::{
     identity,
     maps::{ACTIVE, GRANTS, IDENTITIES, NET_GRANTS, QUARANTINE, REVOKED, SLOT_GENERATION, count},
-    proof,
 };
 use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, maps::lpm_trie::Key};
 
@@ -119,17 +118,17 @@ pub fn quarantined(identity: u32, bits: u32) -> Option<Judgement> {
     Some(Judgement { action: action::DENY, rule: RULE_DEFAULT, reason: reason::QUARANTINED })
 }
 
-/// A denial if the file at this path (full-path hash and length, the path itself in
-/// `buf`) is a revoked credential. An entry whose proof fails is still a denial: a path
-/// forged to collide with a revoked one gains nothing.
+/// A denial if the file at this path (full-path hash, length and keyed proof) is a
+/// revoked credential. An entry whose proof differs is still a denial (`forged-path`): a
+/// path made to collide with a revoked one gains nothing.
 #[inline(always)]
-pub fn revoked(hash: u64, len: usize, buf: *const u8) -> Option<Judgement> {
+pub fn revoked(hash: u64, len: usize, proof: u64) -> Option<Judgement> {
     #[expect(clippy::cast_possible_truncation, reason = "len < MAX_PATH")]
     let key = RevokedKey { hash, len: len as u32, pad: 0 };
     // SAFETY: plain value read once.
     let entry = unsafe { REVOKED.get(&key) }?;
     let id = entry.id;
-    if !proof::holds(buf, len, entry.check) {
+    if entry.check != proof {
         return Some(Judgement::refuse(reason::FORGED_PATH));
     }
     count(stat::CREDENTIAL_REVOKED);
@@ -137,26 +136,19 @@ pub fn revoked(hash: u64, len: usize, buf: *const u8) -> Option<Judgement> {
 }
 
 /// If `judgement` denies and an unexpired grant for this exact path and access exists,
-/// the grant's allow instead.
+/// the grant's allow instead. `path` is (index hash, length, keyed proof); a grant whose
+/// proof differs is ignored (the path only collides with the granted one).
 #[inline(always)]
-/// A grant whose proof fails is ignored (the path only collides with the granted one).
-pub fn granted_path(
-    judgement: Judgement,
-    identity: u32,
-    path: (u64, usize, *const u8),
-    kind: u8,
-) -> Judgement {
+pub fn granted_path(judgement: Judgement, identity: u32, path: (u64, usize, u64), kind: u8) -> Judgement {
     if judgement.action == action::ALLOW || reason::is_live(judgement.reason) {
         return judgement;
     }
-    let (hash, len, buf) = path;
+    let (hash, len, proof) = path;
     #[expect(clippy::cast_possible_truncation, reason = "len < MAX_PATH")]
     let key = GrantKey { hash, identity, len: len as u16, kind, pad: 0 };
     // SAFETY: plain value read once.
     match unsafe { GRANTS.get(&key) } {
-        Some(grant) if proof::holds(buf, len, grant.check) => {
-            unexpired(judgement, grant.expires_ns, grant.id)
-        }
+        Some(grant) if grant.check == proof => unexpired(judgement, grant.expires_ns, grant.id),
         _ => judgement,
     }
 }

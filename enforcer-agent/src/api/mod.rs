@@ -81,6 +81,9 @@ pub struct ProgramStatus {
     pub name: String,
     pub hook: String,
     pub attached: bool,
+    /// Instructions the verifier processed when loading it (kernel ≥ 5.16).
+    #[serde(default)]
+    pub verified_insns: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -37,7 +37,13 @@ pub fn status(socket: &Path, output: Output) -> ExitCode {
     );
     println!("programs");
     for p in &s.programs {
-        println!("  {:<22} {:<34} {}", p.name, p.hook, if p.attached { "attached" } else { "not attached" });
+        let verified = p.verified_insns.map(|n| format!("  {n} insns verified")).unwrap_or_default();
+        println!(
+            "  {:<22} {:<34} {}{verified}",
+            p.name,
+            p.hook,
+            if p.attached { "attached" } else { "not attached" }
+        );
     }
     println!("maps");
     for m in &s.maps {

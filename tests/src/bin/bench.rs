@@ -205,6 +205,23 @@ fn main() {
 
     // 5. Hook costs, managed next to unmanaged in the same run.
     hook_costs(&cgroup);
+
+    // 6. Verifier cost of the programs (load time grows with it, on emulated CPUs most).
+    let (_, out, _) = agent.cli(&["--output", "json", "status"]);
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    let programs = status["programs"].as_array().cloned().unwrap_or_default();
+    let insns = |name: &str| {
+        programs.iter().find(|p| p["name"] == name).and_then(|p| p["verified_insns"].as_u64()).unwrap_or(0)
+    };
+    let total: u64 = programs.iter().filter_map(|p| p["verified_insns"].as_u64()).sum();
+    println!(
+        "verifier: file_open {} insns, bprm_check_security {}, mmap_file {}, {} programs {} in all",
+        insns("file_open"),
+        insns("bprm_check_security"),
+        insns("mmap_file"),
+        programs.len(),
+        total
+    );
     drop(agent);
 }
 
