@@ -284,9 +284,9 @@ pub fn build(
         | hook::PATH_CHMOD
         | hook::PATH_CHOWN
         | hook::INODE_SETXATTR
-        | hook::INODE_REMOVEXATTR => {
-            Target::Change { name: events::path(event), access: accesses(event.access) }
-        }
+        | hook::INODE_REMOVEXATTR
+        | hook::UNIX_CONNECT
+        | hook::UNIX_SEND => Target::Change { name: events::path(event), access: accesses(event.access) },
         hook::MOUNT | hook::MOVE_MOUNT | hook::PIVOT_ROOT | hook::CHROOT | hook::UMOUNT => {
             Target::Mount { name: events::path(event), flags: event.access }
         }
@@ -457,5 +457,42 @@ mod tests {
         assert_eq!(json["target"]["access"], serde_json::json!(["read", "write"]));
         assert!(json["ppid"].as_u64().is_some());
         assert!(json["executable"].as_str().is_some());
+    }
+
+    /// Every hook the kernel programs report has a name and the target shape its
+    /// verdicts carry.
+    #[test]
+    fn every_hook_has_a_name_and_its_target() {
+        let target_of = |code: u32, access: u32| {
+            // SAFETY: all-zero is a valid VerdictEvent.
+            let mut event: VerdictEvent = unsafe { std::mem::zeroed() };
+            event.hook = code;
+            event.access = access;
+            event.path[..1].copy_from_slice(b"s");
+            event.path_len = 1;
+            let record = build(&event, &Directory::default(), &Clock::now(), &mut Processes::default());
+            serde_json::to_value(&record.target).unwrap()
+        };
+        for code in 1..=35 {
+            assert_ne!(hook_name(code), "unknown", "hook {code} has no name");
+        }
+        for code in [hook::INODE_LINK, hook::PATH_CHMOD, hook::UNIX_CONNECT, hook::UNIX_SEND] {
+            assert_eq!(target_of(code, access::WRITE), serde_json::json!({"name": "s", "access": ["write"]}));
+        }
+        assert_eq!(
+            target_of(hook::INODE_UNLINK, 0),
+            serde_json::json!({"name": "s"}),
+            "an integrity refusal"
+        );
+        assert_eq!(target_of(hook::MOUNT, 4096), serde_json::json!({"name": "s", "flags": 4096}));
+        assert_eq!(
+            target_of(hook::SOCKET_CREATE, (17 << 16) | (3 << 8)),
+            serde_json::json!({"family": "packet", "type": "raw", "protocol": 0})
+        );
+        assert_eq!(target_of(hook::MMAP_EXEC, 0)["access"], serde_json::json!(["exec"]));
+        assert_eq!(target_of(hook::BIND4, 0)["port"], 0);
+        assert_eq!(rule_name(hook::BIND6, 1), "listen[1]");
+        assert_eq!(rule_name(hook::MMAP_EXEC, 0), "exec[0]");
+        assert_eq!(rule_name(hook::UNIX_CONNECT, 0), "file[0]");
     }
 }

@@ -1,5 +1,5 @@
 //! A real container runtime (Debian's `runc`) running inside a managed identity: with the
-//! hardened defaults its set-up (a memfd re-exec, mounts, `pivot_root`) is refused with
+//! hardened defaults its set-up (a memfd re-exec, mounts, changing root) is refused with
 //! `restricted` verdicts; with `allowMounts` and `allowFilelessExec` the container starts,
 //! runs its entrypoint, and the identity's file rules still apply inside it (a subtree
 //! binding covers the container's cgroup, created by runc below the bound one).
@@ -50,7 +50,9 @@ fn run_container(cgroup: &Path, name: &str) -> (i32, String) {
         let Ok(file) = fs::File::create(&log) else { return 250 };
         let Ok(err) = file.try_clone() else { return 251 };
         Command::new(runc())
-            .args(["--root", "/run/runc-test", "run", "--bundle", BUNDLE, name])
+            // The test VM's root is the initial ramfs, where `pivot_root` cannot work: runc
+            // moves the root with a mount and `chroot`s instead (both restricted the same).
+            .args(["--root", "/run/runc-test", "run", "--no-pivot", "--bundle", BUNDLE, name])
             .stdout(file)
             .stderr(err)
             .status()
