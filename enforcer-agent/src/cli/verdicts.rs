@@ -137,19 +137,35 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// A verdict's target in a few words, whatever its shape (see `record::Target`).
+fn target_text(target: &Value) -> String {
+    let access = || target["access"].as_array().into_iter().flatten().map(s).collect::<Vec<_>>().join("+");
+    if target["path"].is_string() {
+        format!("{} ({})", s(&target["path"]), access())
+    } else if target["address"].is_string() {
+        format!("{}:{}/{}", s(&target["address"]), s(&target["port"]), s(&target["protocol"]))
+    } else if target["family"].is_string() {
+        format!("socket {}/{} protocol {}", s(&target["family"]), s(&target["type"]), s(&target["protocol"]))
+    } else if !target["process"].is_null() {
+        format!("process {}", s(&target["process"]))
+    } else if target["command"].is_string() {
+        s(&target["command"])
+    } else if !target["flags"].is_null() {
+        format!("{} (flags {:#x})", s(&target["name"]), target["flags"].as_u64().unwrap_or(0))
+    } else if target["access"].is_array() {
+        format!("{} ({})", s(&target["name"]), access())
+    } else {
+        s(&target["name"])
+    }
+}
+
 /// One readable line per record.
 pub fn text(r: &Value) -> String {
     let time = s(&r["time"]);
     let time = time.get(..19).map_or(time.clone(), |t| format!("{t}Z"));
     match r["type"].as_str() {
         Some("verdict") => {
-            let target = &r["target"];
-            let what = if target["path"].is_string() {
-                let access: Vec<String> = target["access"].as_array().into_iter().flatten().map(s).collect();
-                format!("{} ({})", s(&target["path"]), access.join("+"))
-            } else {
-                format!("{}:{}/{}", s(&target["address"]), s(&target["port"]), s(&target["protocol"]))
-            };
+            let what = target_text(&r["target"]);
             format!(
                 "{time}  {:<5}  {:<9}  {:<14} {:<11} pid {:<6} {:<15} {what}",
                 s(&r["decision"]).to_uppercase(),
@@ -195,5 +211,19 @@ mod tests {
         assert!(line.ends_with("/srv/secrets/billing/db.key (read)"), "{line}");
         let n = serde_json::json!({"type": "verdict", "time": "t", "target": {"address": "10.0.0.1", "port": 443, "protocol": "tcp"}});
         assert!(text(&n).ends_with("10.0.0.1:443/tcp"));
+        for (target, shown) in [
+            (serde_json::json!({"name": "ci-output", "access": ["write"]}), "ci-output (write)"),
+            (serde_json::json!({"name": "/srv", "flags": 4096}), "/srv (flags 0x1000)"),
+            (
+                serde_json::json!({"family": "packet", "type": "raw", "protocol": 0}),
+                "socket packet/raw protocol 0",
+            ),
+            (serde_json::json!({"process": 7}), "process 7"),
+            (serde_json::json!({"command": "BPF_OBJ_GET"}), "BPF_OBJ_GET"),
+            (serde_json::json!({"name": "pin"}), "pin"),
+        ] {
+            let line = text(&serde_json::json!({"type": "verdict", "time": "t", "target": target}));
+            assert!(line.ends_with(shown), "{line}");
+        }
     }
 }
