@@ -60,6 +60,8 @@ pub struct Config {
     /// Address of the Prometheus endpoint (none: off).
     pub metrics_addr: Option<std::net::SocketAddr>,
     pub log_rotation: Rotation,
+    /// Run as a Kubernetes node agent: pod selectors, cluster policies.
+    pub kubernetes: Option<crate::kubernetes::Options>,
 }
 
 #[derive(Serialize)]
@@ -187,7 +189,14 @@ async fn start(config: &Config) -> anyhow::Result<Running> {
     let (commands_tx, commands) = mpsc::channel(64);
     let listener = server::bind(&config.socket, config.socket_group)
         .with_context(|| format!("creating the API socket {}", config.socket.display()))?;
-    let api = api_server(config, &engine, commands_tx.clone(), followers);
+    let pods = match &config.kubernetes {
+        Some(k) => {
+            let client = crate::kubernetes::client(k.kubeconfig.as_deref()).await?;
+            Some(crate::kubernetes::spawn(&client, &k.node_name, commands_tx.clone()))
+        }
+        None => None,
+    };
+    let api = api_server(config, &engine, commands_tx.clone(), followers, pods);
     tokio::spawn(api.run(listener));
     // From here on, managed tasks can neither write these files nor signal this process.
     let protected = Protected::new(
@@ -271,6 +280,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics: running.metrics,
         config: &config,
         live: running.live,
+        kube_synced: (false, false),
     };
     let mut commands = running.commands;
     let _programs = running.ebpf;
@@ -333,6 +343,7 @@ fn api_server(
     engine: &Engine,
     commands: mpsc::Sender<Command>,
     followers: broadcast::Sender<Arc<server::Line>>,
+    pods: Option<mpsc::Sender<crate::kubernetes::PodRequest>>,
 ) -> Arc<Server> {
     let (log_path, keep) = (config.log_file.clone(), config.log_rotation.keep);
     let directory = engine.directory();
@@ -345,6 +356,7 @@ fn api_server(
         managed: Arc::new(move |pid| {
             crate::identity::pid_is_managed(pid, &directory.read().expect("directory lock").bindings)
         }),
+        pods,
     })
 }
 

@@ -25,6 +25,9 @@ use crate::{
 };
 use enforcer_common::verdict::stat;
 
+const CLUSTER_OWNS_POLICIES: &str = "this agent enforces the cluster's Policy resources (--kubernetes); \
+change them with `enforcer policy apply --kubernetes` or kubectl";
+
 pub struct Control<'a> {
     pub state: State,
     pub engine: Engine,
@@ -36,6 +39,8 @@ pub struct Control<'a> {
     pub metrics: Metrics,
     pub config: &'a Config,
     pub live: LiveState,
+    /// Kubernetes: whether the pod and the policy watches have delivered a listing.
+    pub kube_synced: (bool, bool),
 }
 
 /// What a live-state request comes to.
@@ -72,6 +77,18 @@ impl Control<'_> {
             Command::GetPolicy(name, reply) => {
                 let found = self.engine.policies().iter().find(|p| p.name == name).map(|p| p.source.clone());
                 drop(reply.send(found));
+            }
+            Command::Pods(change) => self.pods_changed(change),
+            Command::ClusterPolicies { resources, reply } => drop(reply.send(self.apply_cluster(&resources))),
+            Command::Container { start, reply } => drop(reply.send(self.container_start(&start))),
+            Command::Ready(reply) => drop(reply.send(self.ready())),
+            // With `--kubernetes` the cluster's Policy resources are the set: a change made
+            // on one node would be undone by the next cluster change and differ between nodes.
+            Command::Apply { dry_run: false, reply, .. } if self.config.kubernetes.is_some() => {
+                drop(reply.send(Err(CLUSTER_OWNS_POLICIES.to_owned())));
+            }
+            Command::Delete { dry_run: false, reply, .. } if self.config.kubernetes.is_some() => {
+                drop(reply.send(Err(Failure { status: 409, message: CLUSTER_OWNS_POLICIES.to_owned() })));
             }
             Command::Apply { docs, dry_run, uid, reply } => {
                 let current = self.engine.sources();
@@ -392,6 +409,7 @@ impl Control<'_> {
                     SelectorSpec::CgroupPath { path, .. } => format!("cgroupPath {path}"),
                     SelectorSpec::SystemdUnit { unit, .. } => format!("systemdUnit {unit}"),
                     SelectorSpec::ContainerId { id, .. } => format!("containerId {id}"),
+                    SelectorSpec::Pod { pod, .. } => format!("pod {pod}"),
                 },
                 rules: RuleCounts { exec: p.exec.len(), file: p.file.len(), network: p.network.len() },
             })

@@ -9,6 +9,7 @@ use std::{
 
 use crate::{
     identity,
+    kubepods::Pods,
     maps::{KernelMaps, MapsError},
     policy::{
         compile::{ResolvedBinding, compile},
@@ -40,6 +41,8 @@ pub struct Directory {
     pub cgroups: BTreeMap<u64, String>,
     /// Bound cgroup id → whether the binding covers its subtree (what the kernel holds).
     pub bindings: BTreeMap<u64, bool>,
+    /// The pods on this node (Kubernetes mode), for naming pods in verdicts.
+    pub pods: Pods,
 }
 
 impl Directory {
@@ -68,6 +71,8 @@ pub struct Engine {
     failed: Vec<FailedBinding>,
     /// Protected (device, inode) pairs and pids last written to the kernel.
     protected: (Vec<(u32, u64)>, Vec<u32>),
+    /// Pods on this node, for pod selectors (empty unless run with `--kubernetes`).
+    pods: Pods,
     directory: Arc<RwLock<Directory>>,
 }
 
@@ -100,6 +105,7 @@ impl Engine {
             bound: BTreeSet::new(),
             failed: Vec::new(),
             protected: (Vec::new(), Vec::new()),
+            pods: Pods::default(),
             directory: Arc::default(),
         }
     }
@@ -125,7 +131,7 @@ impl Engine {
     pub fn plan(&self, policies: &[Policy]) -> Result<(), EngineError> {
         let valid = validate_set(policies)?;
         let ids = self.numbered(&valid);
-        let bindings = identity::resolve(&valid, &identity::scan(&self.cgroup_root));
+        let bindings = identity::resolve(&valid, &identity::scan(&self.cgroup_root), &self.pods);
         compile(&valid, &ids, &bindings, self.generation + 1)?;
         Ok(())
     }
@@ -177,7 +183,7 @@ impl Engine {
         let valid = validate_set(policies)?;
         let ids = self.numbered(&valid);
         let cgroups = identity::scan(&self.cgroup_root);
-        let bindings = identity::resolve(&valid, &cgroups);
+        let bindings = identity::resolve(&valid, &cgroups, &self.pods);
         let generation = self.generation + 1;
         let mut set = compile(&valid, &ids, &bindings, generation)?;
         crate::file_identity::fill(&mut set, crate::file_identity::on_disk);
@@ -235,7 +241,7 @@ impl Engine {
         let limit = (enforcer_common::capacity::CGROUP_BINDINGS / enforcer_common::SLOTS) as usize;
         let paths = identity::paths_by_id(&cgroups);
         let mut failed = Vec::new();
-        for binding in identity::resolve(&self.policies, &cgroups) {
+        for binding in identity::resolve(&self.policies, &cgroups, &self.pods) {
             let id = self.ids[&binding.identity];
             if self.bound.contains(&(binding.cgroup_id, id)) {
                 continue;
@@ -285,9 +291,14 @@ impl Engine {
         if identity::id_of(&self.cgroup_root, &relative) != Some(cgroup_id) {
             return Ok(Vec::new());
         }
-        let cgroup = identity::Cgroup { path: relative, id: cgroup_id };
+        self.bind_cgroup(identity::Cgroup { path: relative, id: cgroup_id })
+    }
+
+    /// Binds one cgroup (relative to `--cgroup-root`) to every identity whose selector
+    /// picks it now.
+    pub fn bind_cgroup(&mut self, cgroup: identity::Cgroup) -> Result<Vec<ResolvedBinding>, MapsError> {
         let mut added = Vec::new();
-        for binding in identity::resolve(&self.policies, std::slice::from_ref(&cgroup)) {
+        for binding in identity::resolve(&self.policies, std::slice::from_ref(&cgroup), &self.pods) {
             let id = self.ids[&binding.identity];
             if self.bound.contains(&(binding.cgroup_id, id)) {
                 continue;
@@ -303,6 +314,27 @@ impl Engine {
             directory.bindings.insert(binding.cgroup_id, binding.subtree);
         }
         Ok(added)
+    }
+
+    /// The identities bound to a cgroup.
+    pub fn identities_of(&self, cgroup_id: u64) -> Vec<String> {
+        let by_id: BTreeMap<u32, &String> = self.ids.iter().map(|(name, id)| (*id, name)).collect();
+        self.bound
+            .iter()
+            .filter(|(cgroup, _)| *cgroup == cgroup_id)
+            .filter_map(|(_, id)| by_id.get(id).map(|n| (*n).clone()))
+            .collect()
+    }
+
+    /// Changes what is known of the pods on this node; the next rescan (or
+    /// [`Self::bind_cgroup`]) binds what pod selectors now pick.
+    pub fn update_pods(&mut self, change: impl FnOnce(&mut Pods)) {
+        change(&mut self.pods);
+        self.directory.write().expect("directory lock").pods = self.pods.clone();
+    }
+
+    pub fn pods(&self) -> &Pods {
+        &self.pods
     }
 
     /// Cgroups that should be bound and are not (retried on every rescan).

@@ -7,9 +7,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::policy::{
-    compile::ResolvedBinding,
-    validate::{SelectorSpec, Valid},
+use crate::{
+    kubepods::Pods,
+    policy::{
+        compile::ResolvedBinding,
+        validate::{SelectorSpec, Valid},
+    },
 };
 
 /// Deepest level walked below the cgroup root.
@@ -125,7 +128,9 @@ pub fn container_id_of(name: &str) -> Option<&str> {
 ///   `cri-containerd-ID.scope`, `crio-ID.scope`, `libpod-ID.scope`, or a bare ID under
 ///   the cgroupfs driver), never under `/user.slice` (rootless runtimes live in trees
 ///   their users control).
-pub fn selects(selector: &SelectorSpec, path: &str) -> bool {
+/// - `pod` matches the cgroup of a container of a pod on this node that `pods` knows
+///   (from the pod watch or the OCI hook), by the kubelet's naming (see `kubepods`).
+pub fn selects(selector: &SelectorSpec, path: &str, pods: &Pods) -> bool {
     let name = path.rsplit('/').next().unwrap_or_default();
     match selector {
         SelectorSpec::CgroupPath { path: wanted, .. } => path == wanted,
@@ -133,6 +138,7 @@ pub fn selects(selector: &SelectorSpec, path: &str) -> bool {
         SelectorSpec::ContainerId { id, .. } => {
             !path.starts_with("/user.slice/") && container_id_of(name).is_some_and(|found| found == id)
         }
+        SelectorSpec::Pod { pod, .. } => pods.selectable(path).is_some_and(|c| pod.matches(&c)),
     }
 }
 
@@ -150,15 +156,16 @@ fn subtree(selector: &SelectorSpec) -> bool {
     match selector {
         SelectorSpec::CgroupPath { subtree, .. }
         | SelectorSpec::SystemdUnit { subtree, .. }
-        | SelectorSpec::ContainerId { subtree, .. } => *subtree,
+        | SelectorSpec::ContainerId { subtree, .. }
+        | SelectorSpec::Pod { subtree, .. } => *subtree,
     }
 }
 
 /// The bindings the policies' selectors give over `cgroups`.
-pub fn resolve(policies: &[Valid], cgroups: &[Cgroup]) -> Vec<ResolvedBinding> {
+pub fn resolve(policies: &[Valid], cgroups: &[Cgroup], pods: &Pods) -> Vec<ResolvedBinding> {
     let mut out = Vec::new();
     for policy in policies {
-        for cgroup in cgroups.iter().filter(|c| selects(&policy.selector, &c.path)) {
+        for cgroup in cgroups.iter().filter(|c| selects(&policy.selector, &c.path, pods)) {
             out.push(ResolvedBinding {
                 identity: policy.identity.clone(),
                 cgroup_id: cgroup.id,
@@ -197,25 +204,34 @@ mod tests {
 
     #[test]
     fn selectors_pick_the_right_cgroups() {
+        let none = Pods::default();
         let by_path = SelectorSpec::CgroupPath { path: "/demo/payments".into(), subtree: true };
-        assert!(selects(&by_path, "/demo/payments"));
-        assert!(!selects(&by_path, "/demo/payments/worker"));
+        assert!(selects(&by_path, "/demo/payments", &none));
+        assert!(!selects(&by_path, "/demo/payments/worker", &none));
         let by_unit = SelectorSpec::SystemdUnit { unit: "ci.service".into(), subtree: true };
-        assert!(selects(&by_unit, "/system.slice/ci.service"));
-        assert!(selects(&by_unit, "/system.slice/system-ci.slice/ci.service"));
-        assert!(!selects(&by_unit, "/system.slice/ci.service.d"));
+        assert!(selects(&by_unit, "/system.slice/ci.service", &none));
+        assert!(selects(&by_unit, "/system.slice/system-ci.slice/ci.service", &none));
+        assert!(!selects(&by_unit, "/system.slice/ci.service.d", &none));
         // Look-alikes where others can create cgroups are never the unit.
-        assert!(!selects(&by_unit, "/user.slice/user-1000.slice/user@1000.service/app.slice/ci.service"));
-        assert!(!selects(&by_unit, "/ci.service"));
-        assert!(!selects(&by_unit, "/system.slice/other.service/ci.service"));
+        assert!(!selects(
+            &by_unit,
+            "/user.slice/user-1000.slice/user@1000.service/app.slice/ci.service",
+            &none
+        ));
+        assert!(!selects(&by_unit, "/ci.service", &none));
+        assert!(!selects(&by_unit, "/system.slice/other.service/ci.service", &none));
         let by_id = SelectorSpec::ContainerId { id: ID.into(), subtree: true };
-        assert!(selects(&by_id, &format!("/kubepods.slice/kubepods-pod1.slice/cri-containerd-{ID}.scope")));
-        assert!(selects(&by_id, &format!("/docker/{ID}")));
-        assert!(!selects(&by_id, "/docker/other"));
+        assert!(selects(
+            &by_id,
+            &format!("/kubepods.slice/kubepods-pod1.slice/cri-containerd-{ID}.scope"),
+            &none
+        ));
+        assert!(selects(&by_id, &format!("/docker/{ID}"), &none));
+        assert!(!selects(&by_id, "/docker/other", &none));
         // A prefix of the id is another container; a user's tree is not the runtime's.
         let other = format!("{}0000", &ID[..60]);
-        assert!(!selects(&by_id, &format!("/system.slice/docker-{other}.scope")));
-        assert!(!selects(&by_id, &format!("/user.slice/user-1000.slice/docker-{ID}.scope")));
+        assert!(!selects(&by_id, &format!("/system.slice/docker-{other}.scope"), &none));
+        assert!(!selects(&by_id, &format!("/user.slice/user-1000.slice/docker-{ID}.scope"), &none));
     }
 
     #[test]

@@ -41,6 +41,16 @@ enum Command {
     Verdicts(VerdictsCommand),
     /// Kernel features, programs, policy generation, map usage, counters.
     Status,
+    /// Print the Kubernetes `CustomResourceDefinition` of `enforcer.dev/v1` `Policy`.
+    Crd,
+    /// OCI runtime hook (`createRuntime`): reads the container state on stdin and has the
+    /// agent bind a pod container's cgroup before its first instruction. Fails closed.
+    OciHook {
+        /// Namespaces whose containers start anyway while the agent is unreachable (the
+        /// agent's own namespace at least). Repeatable.
+        #[arg(long = "fail-open-namespace", default_value = "enforcer-system")]
+        fail_open: Vec<String>,
+    },
     /// Each identity with its cgroups and live process count.
     Identities,
     /// Explain what the policy in force says about an action, without performing it.
@@ -146,9 +156,21 @@ struct AgentArgs {
     /// Group (name or number) whose members may use the API besides root.
     #[arg(long)]
     socket_group: Option<String>,
-    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464); off by default.
+    /// Serve Prometheus metrics (`/metrics`) and health (`/healthz`, `/readyz`) on this
+    /// address (e.g. 127.0.0.1:9464); off by default.
     #[arg(long)]
     metrics_addr: Option<SocketAddr>,
+    /// Run as a Kubernetes node agent: enforce the cluster's Policy resources and bind
+    /// the containers of this node's pods that pod selectors pick.
+    #[arg(long, conflicts_with = "policy_dir", requires = "node_name")]
+    kubernetes: bool,
+    /// kubeconfig file (default: the in-cluster service account, else `$KUBECONFIG` or
+    /// `~/.kube/config`).
+    #[arg(long, requires = "kubernetes")]
+    kubeconfig: Option<PathBuf>,
+    /// This node's name, as in its pods' `spec.nodeName` (downward API).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -292,6 +314,11 @@ fn main() -> ExitCode {
         Command::Verdicts(VerdictsCommand::Tail(args)) => cli::verdicts::tail(socket, &args, output),
         Command::Verdicts(VerdictsCommand::Show(args)) => cli::verdicts::show(&args, output),
         Command::Status => cli::status::status(socket, output),
+        Command::OciHook { fail_open } => cli::oci_hook::run(socket, &fail_open),
+        Command::Crd => {
+            print!("{}", enforcer_agent::policy::resource::crd_yaml());
+            ExitCode::SUCCESS
+        }
         Command::Identities => cli::status::identities(socket, output),
         Command::Quarantine { list: true, .. } => cli::live::list_quarantines(socket, output),
         Command::Quarantine { identity, reason, .. } => cli::live::quarantine(
@@ -366,6 +393,10 @@ fn run_agent(args: AgentArgs, socket: PathBuf) -> ExitCode {
         socket_group,
         metrics_addr: args.metrics_addr,
         log_rotation: Rotation { max_bytes: args.log_max_bytes, keep: args.log_keep },
+        kubernetes: args.kubernetes.then(|| enforcer_agent::kubernetes::Options {
+            kubeconfig: args.kubeconfig,
+            node_name: args.node_name.unwrap_or_default(),
+        }),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,

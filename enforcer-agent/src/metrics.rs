@@ -83,7 +83,36 @@ pub fn render(s: &Snapshot<'_>) -> String {
     out
 }
 
-/// Serves `GET /metrics` on `addr`, asking the main loop for each scrape.
+async fn scrape(commands: &mpsc::Sender<Command>) -> Response<Full<Bytes>> {
+    let (reply, answer) = oneshot::channel();
+    if commands.send(Command::Metrics(reply)).await.is_err() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".to_owned());
+    }
+    match answer.await {
+        Ok(body) => text(StatusCode::OK, body),
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "no answer\n".to_owned()),
+    }
+}
+
+/// How long the main loop may take to answer a probe before the agent counts as hung.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Liveness: the main loop answers. Readiness: it also says it is ready (enforcing, and
+/// with `--kubernetes` both watches listed).
+async fn health(commands: &mpsc::Sender<Command>, readiness: bool) -> Response<Full<Bytes>> {
+    let (reply, answer) = oneshot::channel();
+    if commands.send(Command::Ready(reply)).await.is_err() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".to_owned());
+    }
+    match tokio::time::timeout(PROBE_TIMEOUT, answer).await {
+        Ok(Ok(Err(why))) if readiness => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+        Ok(Ok(_)) => text(StatusCode::OK, "ok\n".to_owned()),
+        Ok(Err(_)) => text(StatusCode::INTERNAL_SERVER_ERROR, "no answer\n".to_owned()),
+        Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "the main loop did not answer in time\n".to_owned()),
+    }
+}
+
+/// Serves `GET /metrics`, `/healthz` and `/readyz` on `addr`, asking the main loop.
 pub async fn serve(addr: SocketAddr, commands: mpsc::Sender<Command>) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let commands = Arc::new(commands);
@@ -95,19 +124,13 @@ pub async fn serve(addr: SocketAddr, commands: mpsc::Sender<Command>) -> std::io
                 let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                     let commands = Arc::clone(&commands);
                     async move {
-                        if request.uri().path() != "/metrics" {
-                            return Ok::<_, Infallible>(text(
-                                StatusCode::NOT_FOUND,
-                                "try /metrics\n".to_owned(),
-                            ));
-                        }
-                        let (reply, answer) = oneshot::channel();
-                        if commands.send(Command::Metrics(reply)).await.is_err() {
-                            return Ok(text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".to_owned()));
-                        }
-                        Ok(match answer.await {
-                            Ok(body) => text(StatusCode::OK, body),
-                            Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "no answer\n".to_owned()),
+                        Ok::<_, Infallible>(match request.uri().path() {
+                            "/metrics" => scrape(&commands).await,
+                            "/healthz" => health(&commands, false).await,
+                            "/readyz" => health(&commands, true).await,
+                            _ => {
+                                text(StatusCode::NOT_FOUND, "try /metrics, /healthz or /readyz\n".to_owned())
+                            }
                         })
                     }
                 });

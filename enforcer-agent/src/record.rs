@@ -77,6 +77,9 @@ pub struct VerdictRecord {
     pub executable: Option<String>,
     pub cgroup_id: u64,
     pub cgroup: Option<String>,
+    /// Kubernetes: the pod, container and service account of the process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<crate::kubepods::PodRef>,
     pub target: Target,
     pub errno: i32,
 }
@@ -327,6 +330,7 @@ pub fn build(
         executable,
         cgroup_id: event.cgroup_id,
         cgroup: directory.cgroups.get(&event.cgroup_id).cloned(),
+        pod: directory.cgroups.get(&event.cgroup_id).and_then(|path| directory.pods.reference(path)),
         target,
         errno: event.errno,
     }

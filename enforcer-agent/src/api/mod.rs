@@ -10,6 +10,7 @@
 //! | GET | `/v1/identities` | | `[`[`IdentityInfo`]`]` |
 //! | POST | `/v1/check` | [`CheckRequest`] | [`crate::policy::evaluate::Explanation`] |
 //! | GET | `/v1/verdicts?follow=true&since=…&identity=…&policy=…&decision=…&hook=…` | | JSON lines |
+//! | POST | `/v1/containers` | [`ContainerStart`] (from `enforcer oci-hook`) | [`ContainerBound`] |
 //!
 //! Errors answer `{"error": "..."}` with 400 (bad request), 403 (caller not allowed),
 //! 404 (no such policy or path), 405, 413 (body over [`MAX_BODY`]) or 500.
@@ -37,6 +38,33 @@ pub struct ApplyResult {
     pub generation: u64,
     pub dry_run: bool,
     pub changes: Vec<Change>,
+}
+
+/// A pod's container about to start, as the OCI hook reads it from the runtime's state
+/// and the CRI annotations: the agent binds its cgroup before its first instruction.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerStart {
+    /// The container's init process (host pid namespace); its cgroup is the container's.
+    pub pid: u32,
+    pub container_id: String,
+    pub namespace: String,
+    pub pod: String,
+    pub pod_uid: String,
+    pub container: String,
+    /// The pod's sandbox (pause) container: nothing to bind.
+    #[serde(default)]
+    pub sandbox: bool,
+}
+
+/// What the agent did for a starting container.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerBound {
+    /// The container's cgroup, relative to the agent's cgroup root (none for a sandbox).
+    pub cgroup: Option<String>,
+    /// The identities its cgroup is bound to (none: no pod selector picks it).
+    pub identities: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

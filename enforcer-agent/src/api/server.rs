@@ -26,8 +26,15 @@ use tokio::{
     sync::{broadcast, mpsc, oneshot},
 };
 
-use super::{ApiError, ApplyResult, CheckRequest, IdentityInfo, MAX_BODY, PolicyList, Status, VerdictFilter};
-use crate::policy::{evaluate::Explanation, model::Policy, validate};
+use super::{
+    ApiError, ApplyResult, CheckRequest, ContainerBound, ContainerStart, IdentityInfo, MAX_BODY, PolicyList,
+    Status, VerdictFilter,
+};
+use crate::{
+    kubepods::PodsChange,
+    kubernetes::{PodRequest, policy_status::Verdict, policy_watch::ClusterPolicy},
+    policy::{evaluate::Explanation, model::Policy, validate},
+};
 
 /// A request for the agent's main loop, which owns the engine.
 pub enum Command {
@@ -56,6 +63,29 @@ pub enum Command {
         uid: u32,
         reply: oneshot::Sender<Result<serde_json::Value, Failure>>,
     },
+    /// Kubernetes: the pods of this node changed.
+    Pods(PodsChange),
+    /// Kubernetes: the cluster's whole set of `Policy` resources, to apply atomically;
+    /// answered with each resource's verdict for its status.
+    ClusterPolicies {
+        resources: Vec<ClusterPolicy>,
+        reply: oneshot::Sender<Vec<(String, Verdict)>>,
+    },
+    /// A container is about to start (OCI hook): bind its cgroup now.
+    Container {
+        start: ContainerStart,
+        reply: oneshot::Sender<Result<ContainerAnswer, Failure>>,
+    },
+    /// Readiness: attached and, with `--kubernetes`, both watches listed.
+    Ready(oneshot::Sender<Result<(), String>>),
+}
+
+/// The main loop's answer for a starting container.
+#[derive(Debug)]
+pub enum ContainerAnswer {
+    Bound(ContainerBound),
+    /// The pod is not known yet: ask the API server for it, then ask again.
+    UnknownPod,
 }
 
 /// Live-state operations.
@@ -173,6 +203,8 @@ pub struct Server {
     /// Whether a process (by pid) belongs to a managed identity: such callers may not use
     /// the API, or a workload could lift its own quarantine.
     pub managed: Arc<dyn Fn(i32) -> bool + Send + Sync>,
+    /// Kubernetes: where to read a pod the watch has not delivered yet.
+    pub pods: Option<mpsc::Sender<PodRequest>>,
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -349,6 +381,10 @@ impl Server {
                 }
             }
             (&Method::GET, ["v1", "identities"]) => self.ask(Command::Identities).await,
+            (&Method::POST, ["v1", "containers"]) => match read_json::<ContainerStart>(request).await {
+                Ok(start) => self.container(start).await,
+                Err(response) => response,
+            },
             (&Method::POST, ["v1", "check"]) => {
                 let body = match read_body(request).await {
                     Ok(body) => body,
@@ -415,7 +451,7 @@ impl Server {
                 [
                     "v1",
                     "status" | "policies" | "identities" | "check" | "verdicts" | "quarantine"
-                    | "credentials",
+                    | "credentials" | "containers",
                     ..,
                 ],
             ) => error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not supported on {path}")),
@@ -437,6 +473,46 @@ impl Server {
             Ok(value) => json_response(StatusCode::OK, &value),
             Err(response) => response,
         }
+    }
+
+    /// Binds a starting container's cgroup. A pod the watch has not delivered yet is read
+    /// from the API server first, so its labels are known before the container runs.
+    async fn container(&self, start: ContainerStart) -> Response<Body> {
+        for attempt in 0..2 {
+            let request = start.clone();
+            match self.call(|reply| Command::Container { start: request, reply }).await {
+                Ok(Ok(ContainerAnswer::Bound(bound))) => return json_response(StatusCode::OK, &bound),
+                Ok(Ok(ContainerAnswer::UnknownPod)) if attempt == 0 => {}
+                Ok(Ok(ContainerAnswer::UnknownPod)) => break,
+                Ok(Err(f)) => return failure(&f),
+                Err(response) => return response,
+            }
+            let Some(pods) = &self.pods else { break };
+            let (reply, answer) = oneshot::channel();
+            let _ = pods.send((start.namespace.clone(), start.pod.clone(), reply)).await;
+            match answer.await {
+                Ok(Ok(pod)) if pod.uid == start.pod_uid => {
+                    if self.commands.send(Command::Pods(PodsChange::Upsert(pod))).await.is_err() {
+                        return error(StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping");
+                    }
+                }
+                Ok(Ok(pod)) => {
+                    return error(
+                        StatusCode::CONFLICT,
+                        format!(
+                            "pod {}/{} has uid {}, the container's annotations say {}",
+                            start.namespace, start.pod, pod.uid, start.pod_uid
+                        ),
+                    );
+                }
+                Ok(Err(message)) => return error(StatusCode::SERVICE_UNAVAILABLE, message),
+                Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "the Kubernetes client is gone"),
+            }
+        }
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("pod {}/{} is not known to the agent", start.namespace, start.pod),
+        )
     }
 
     async fn live(&self, request: LiveRequest, uid: u32) -> Response<Body> {

@@ -5,6 +5,7 @@
 //! caller may not use the API.
 
 pub mod live;
+pub mod oci_hook;
 pub mod policy;
 pub mod status;
 pub mod verdicts;

@@ -7,6 +7,8 @@ pub mod diff;
 pub mod evaluate;
 pub mod model;
 pub mod net;
+pub mod pods;
+pub mod resource;
 pub mod validate;
 
 #[cfg(test)]

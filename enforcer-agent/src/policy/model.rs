@@ -1,11 +1,14 @@
 //! The policy document as users write it (YAML shaped like a Kubernetes object).
 
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub const API_VERSION: &str = "enforcer.dev/v1";
 pub const KIND: &str = "Policy";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Policy {
     pub api_version: String,
@@ -14,15 +17,27 @@ pub struct Policy {
     pub spec: Spec,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Metadata {
     pub name: String,
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub labels: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, kube::CustomResource)]
+#[kube(
+    group = "enforcer.dev",
+    version = "v1",
+    kind = "Policy",
+    plural = "policies",
+    root = "PolicyResource",
+    status = "super::resource::PolicyStatus",
+    shortname = "epol",
+    printcolumn = r#"{"name":"Identity","type":"string","jsonPath":".spec.identity"}"#,
+    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
+    printcolumn = r#"{"name":"Valid","type":"string","jsonPath":".status.conditions[?(@.type=='Valid')].status"}"#
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[expect(
     clippy::struct_excessive_bools,
@@ -78,7 +93,7 @@ pub struct Spec {
 /// Restrictions of a quarantined identity. The default keeps a workload able to read
 /// what it needs to shut down cleanly and stops it spreading or exfiltrating: no exec of
 /// new programs, no network, no file writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct QuarantineSpec {
     #[serde(default = "deny")]
@@ -132,7 +147,7 @@ impl Spec {
 }
 
 /// Which cgroups belong to the identity. Exactly one of the fields is set.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Selector {
     /// A cgroup v2 path relative to the cgroup root, e.g. `/system.slice/payments.service`.
@@ -145,16 +160,37 @@ pub struct Selector {
     /// containerd, CRI-O, Docker and podman (never matched under `/user.slice`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
+    /// Kubernetes pods on the agent's node (agent run with `--kubernetes`): the cgroups of
+    /// their containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodSelector>,
     /// Whether descendants of the selected cgroups belong to the identity (default true).
     #[serde(default = "yes")]
     pub subtree: bool,
+}
+
+/// Which pods' containers belong to the identity: all of namespace, labels, service
+/// account and container name must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodSelector {
+    pub namespace: String,
+    /// Every label listed must be on the pod with this value (none listed: every pod of
+    /// the namespace).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    /// A container name of the pod; every container when omitted (never the sandbox).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
 }
 
 fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     #[default]
@@ -162,7 +198,7 @@ pub enum Mode {
     Audit,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     #[default]
@@ -173,7 +209,7 @@ pub enum Action {
     Approve,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Defaults {
     #[serde(default)]
@@ -187,7 +223,7 @@ pub struct Defaults {
 }
 
 /// Exactly one of `path` (the file itself) and `dir` (the directory and all below it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExecRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -197,14 +233,14 @@ pub struct ExecRule {
     pub action: Action,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Access {
     Read,
     Write,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FileRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -217,7 +253,7 @@ pub struct FileRule {
     pub action: Action,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     #[default]
@@ -226,7 +262,7 @@ pub enum Protocol {
     Udp,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NetworkRule {
     /// IPv4 or IPv6 CIDR (`10.0.0.0/8`, `2001:db8::/32`); a bare address means /32 or /128.
@@ -240,7 +276,7 @@ pub struct NetworkRule {
 }
 
 /// A port (range) the identity may or may not `bind`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ListenRule {
     /// `8080`, `8000-8100`; all ports when omitted.
@@ -252,8 +288,9 @@ pub struct ListenRule {
 }
 
 /// A port or port range, written as a number or a `"lo-hi"` string.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
+#[schemars(schema_with = "super::resource::int_or_string")]
 pub enum Ports {
     One(u32),
     Range(String),

@@ -52,6 +52,7 @@ pub enum SelectorSpec {
     CgroupPath { path: String, subtree: bool },
     SystemdUnit { unit: String, subtree: bool },
     ContainerId { id: String, subtree: bool },
+    Pod { pod: super::pods::PodMatch, subtree: bool },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,7 +189,7 @@ pub fn validate(policy: &Policy) -> Result<Valid, PolicyError> {
         return Err(err("spec.quarantine", "a quarantine restriction is allow or deny".into()));
     }
     check_name(&identity).map_err(|p| err("spec.identity", p))?;
-    let selector = selector(&policy.spec.selector).map_err(|(f, p)| err(f, p))?;
+    let selector = selector(&policy.spec.selector).map_err(|(f, p)| err(&f, p))?;
 
     for (resource, len) in [
         ("exec", policy.spec.exec.len()),
@@ -307,29 +308,32 @@ fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn selector(s: &model::Selector) -> Result<SelectorSpec, (&'static str, String)> {
-    let set = [s.cgroup_path.is_some(), s.systemd_unit.is_some(), s.container_id.is_some()];
+fn selector(s: &model::Selector) -> Result<SelectorSpec, (String, String)> {
+    let set = [s.cgroup_path.is_some(), s.systemd_unit.is_some(), s.container_id.is_some(), s.pod.is_some()];
     match set.iter().filter(|x| **x).count() {
         0 => {
             return Err((
-                "spec.selector",
-                "is empty; set one of cgroupPath, systemdUnit, containerId".into(),
+                "spec.selector".into(),
+                "is empty; set one of cgroupPath, systemdUnit, containerId, pod".into(),
             ));
         }
         1 => {}
         _ => {
             return Err((
-                "spec.selector",
-                "sets more than one of cgroupPath, systemdUnit, containerId".into(),
+                "spec.selector".into(),
+                "sets more than one of cgroupPath, systemdUnit, containerId, pod".into(),
             ));
         }
     }
     let subtree = s.subtree;
+    if let Some(pod) = &s.pod {
+        return Ok(SelectorSpec::Pod { pod: super::pods::validate(pod)?, subtree });
+    }
     if let Some(path) = &s.cgroup_path {
-        let path = normalise(path).map_err(|p| ("spec.selector.cgroupPath", p))?;
+        let path = normalise(path).map_err(|p| ("spec.selector.cgroupPath".to_owned(), p))?;
         if path == "/" {
             return Err((
-                "spec.selector.cgroupPath",
+                "spec.selector.cgroupPath".into(),
                 "selects the whole machine; name a cgroup below the root".into(),
             ));
         }
@@ -339,7 +343,7 @@ fn selector(s: &model::Selector) -> Result<SelectorSpec, (&'static str, String)>
         let known = [".service", ".scope", ".slice"];
         if unit.contains('/') || !known.iter().any(|k| unit.ends_with(k)) || unit.len() <= 8 {
             return Err((
-                "spec.selector.systemdUnit",
+                "spec.selector.systemdUnit".into(),
                 format!("{unit:?} is not a unit name like payments.service"),
             ));
         }
@@ -350,7 +354,7 @@ fn selector(s: &model::Selector) -> Result<SelectorSpec, (&'static str, String)>
     // named to look like one) that shares it.
     if id.len() != 64 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err((
-            "spec.selector.containerId",
+            "spec.selector.containerId".into(),
             format!("{id:?} is not a full container id (64 hex digits)"),
         ));
     }

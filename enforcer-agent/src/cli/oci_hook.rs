@@ -1,0 +1,168 @@
+//! `enforcer oci-hook`: run by the container runtime as a `createRuntime` (or
+//! `createContainer`) hook, after the container's cgroup exists and before its process
+//! runs its first instruction. It reads the runtime's state on stdin, finds the pod in
+//! the CRI annotations and asks the agent to bind the container's cgroup.
+//!
+//! Fails closed: when the agent cannot be reached or refuses, the hook fails, and the
+//! runtime does not start the container. The namespaces given with
+//! `--fail-open-namespace` (the agent's own, and what must run before it) start anyway
+//! when the agent is unreachable.
+
+use std::{collections::BTreeMap, io::Read as _, path::Path, process::ExitCode};
+
+use hyper::Method;
+use serde::Deserialize;
+
+use crate::api::{
+    ContainerBound, ContainerStart,
+    client::{Client, ClientError},
+};
+
+/// The runtime's state, as the OCI runtime specification gives it to hooks.
+#[derive(Debug, Deserialize)]
+struct State {
+    id: String,
+    #[serde(default)]
+    pid: u32,
+    #[serde(default)]
+    bundle: String,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+/// Annotation keys: containerd's CRI plugin, then CRI-O's.
+const TYPE: [&str; 2] = ["io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType"];
+const NAMESPACE: [&str; 2] = ["io.kubernetes.cri.sandbox-namespace", "io.kubernetes.pod.namespace"];
+const POD: [&str; 2] = ["io.kubernetes.cri.sandbox-name", "io.kubernetes.pod.name"];
+const POD_UID: [&str; 2] = ["io.kubernetes.cri.sandbox-uid", "io.kubernetes.pod.uid"];
+const CONTAINER: [&str; 2] = ["io.kubernetes.cri.container-name", "io.kubernetes.container.name"];
+
+/// What to ask the agent for a container, from its id, init pid and annotations; `None`
+/// for a container no CRI runtime made (nothing to do).
+pub fn describe(
+    id: &str,
+    pid: u32,
+    annotations: &BTreeMap<String, String>,
+) -> Result<Option<ContainerStart>, String> {
+    let get = |keys: [&str; 2]| keys.iter().find_map(|k| annotations.get(*k)).cloned();
+    let (Some(namespace), Some(pod)) = (get(NAMESPACE), get(POD)) else { return Ok(None) };
+    let sandbox = get(TYPE).as_deref() == Some("sandbox");
+    let pod_uid = get(POD_UID).ok_or_else(|| format!("pod {namespace}/{pod}: no pod uid annotation"))?;
+    let container = match get(CONTAINER) {
+        Some(name) => name,
+        None if sandbox => String::new(),
+        None => return Err(format!("pod {namespace}/{pod}: no container name annotation")),
+    };
+    if pid == 0 && !sandbox {
+        return Err(format!("pod {namespace}/{pod} container {container}: the runtime gave no pid"));
+    }
+    Ok(Some(ContainerStart { pid, container_id: id.to_owned(), namespace, pod, pod_uid, container, sandbox }))
+}
+
+pub fn run(socket: &Path, fail_open: &[String]) -> ExitCode {
+    match hook(socket, fail_open) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("enforcer oci-hook: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn hook(socket: &Path, fail_open: &[String]) -> Result<(), String> {
+    let mut input = String::new();
+    std::io::stdin().read_to_string(&mut input).map_err(|e| format!("reading the state on stdin: {e}"))?;
+    let mut state: State = serde_json::from_str(&input).map_err(|e| format!("the state on stdin: {e}"))?;
+    // Runtimes before OCI 1.0.2 leave the annotations out of the state: read the bundle's.
+    if state.annotations.is_empty() && !state.bundle.is_empty() {
+        let config = Path::new(&state.bundle).join("config.json");
+        if let Ok(text) = std::fs::read_to_string(&config) {
+            #[derive(Deserialize)]
+            struct Config {
+                #[serde(default)]
+                annotations: BTreeMap<String, String>,
+            }
+            let parsed: Config =
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", config.display()))?;
+            state.annotations = parsed.annotations;
+        }
+    }
+    let Some(start) = describe(&state.id, state.pid, &state.annotations)? else { return Ok(()) };
+    if start.sandbox {
+        return Ok(());
+    }
+    let body = serde_json::to_string(&start).expect("serialises");
+    let answer: Result<ContainerBound, ClientError> =
+        super::runtime().block_on(Client::new(socket).call(Method::POST, "/v1/containers", Some(body)));
+    match answer {
+        Ok(_) => Ok(()),
+        Err(ClientError::Connect { .. }) if fail_open.contains(&start.namespace) => {
+            eprintln!(
+                "enforcer oci-hook: the agent is unreachable; pod {}/{} starts unmanaged (namespace {} fails open)",
+                start.namespace, start.pod, start.namespace
+            );
+            Ok(())
+        }
+        Err(e) => Err(format!("pod {}/{} container {}: {e}", start.namespace, start.pod, start.container)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn reads_containerd_and_crio_annotations() {
+        let containerd = annotations(&[
+            ("io.kubernetes.cri.container-type", "container"),
+            ("io.kubernetes.cri.sandbox-namespace", "shop"),
+            ("io.kubernetes.cri.sandbox-name", "cart-0"),
+            ("io.kubernetes.cri.sandbox-uid", "u-1"),
+            ("io.kubernetes.cri.container-name", "app"),
+        ]);
+        let crio = annotations(&[
+            ("io.kubernetes.cri-o.ContainerType", "container"),
+            ("io.kubernetes.pod.namespace", "shop"),
+            ("io.kubernetes.pod.name", "cart-0"),
+            ("io.kubernetes.pod.uid", "u-1"),
+            ("io.kubernetes.container.name", "app"),
+        ]);
+        for a in [containerd, crio] {
+            let start = describe("abc", 42, &a).unwrap().unwrap();
+            assert_eq!(
+                start,
+                ContainerStart {
+                    pid: 42,
+                    container_id: "abc".into(),
+                    namespace: "shop".into(),
+                    pod: "cart-0".into(),
+                    pod_uid: "u-1".into(),
+                    container: "app".into(),
+                    sandbox: false,
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn sandboxes_and_other_containers() {
+        let sandbox = annotations(&[
+            ("io.kubernetes.cri.container-type", "sandbox"),
+            ("io.kubernetes.cri.sandbox-namespace", "shop"),
+            ("io.kubernetes.cri.sandbox-name", "cart-0"),
+            ("io.kubernetes.cri.sandbox-uid", "u-1"),
+        ]);
+        assert!(describe("abc", 42, &sandbox).unwrap().unwrap().sandbox);
+        assert_eq!(describe("abc", 42, &BTreeMap::new()).unwrap(), None);
+        let no_name = annotations(&[
+            ("io.kubernetes.cri.sandbox-namespace", "shop"),
+            ("io.kubernetes.cri.sandbox-name", "cart-0"),
+            ("io.kubernetes.cri.sandbox-uid", "u-1"),
+        ]);
+        assert!(describe("abc", 42, &no_name).unwrap_err().contains("container name"));
+    }
+}
