@@ -376,6 +376,9 @@ fn housekeeping(engine: &mut Engine, log: &mut VerdictLog, dropped_seen: &mut u6
     for failed in engine.failed_bindings() {
         tracing::warn!(identity = %failed.identity, cgroup = %failed.cgroup, error = %failed.error, "cgroup not bound; retrying");
     }
+    if let Err(e) = engine.prune_setup() {
+        tracing::warn!(error = %e, "forgetting finished container set-ups");
+    }
     // A rotated log or a re-created socket has a new inode.
     if let Err(e) = engine.protect(protected.inodes(), &[std::process::id()]) {
         tracing::warn!(error = %e, "updating the agent's protected files");

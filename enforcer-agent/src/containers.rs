@@ -72,5 +72,14 @@ pub fn start(
     engine
         .bind_cgroup(identity::Cgroup { path: path.clone(), id })
         .map_err(|e| Failure { status: 500, message: format!("binding cgroup {path}: {e}") })?;
-    Ok(ContainerAnswer::Bound(ContainerBound { cgroup: Some(path), identities: engine.identities_of(id) }))
+    let identities = engine.identities_of(id);
+    if !identities.is_empty() {
+        // The runtime still has to finish the root (mounts, `pivot_root`) from inside the
+        // now-managed cgroup: allowed for this process until it executes the entrypoint.
+        engine.begin_setup(start.pid, id).map_err(|e| Failure {
+            status: 500,
+            message: format!("exempting the container's set-up: {e}"),
+        })?;
+    }
+    Ok(ContainerAnswer::Bound(ContainerBound { cgroup: Some(path), identities }))
 }

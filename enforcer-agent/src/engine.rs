@@ -316,6 +316,17 @@ impl Engine {
         Ok(added)
     }
 
+    /// Lets a container's init process finish the container's root (see
+    /// `enforcer_common::maps::SETUP_TASKS`).
+    pub fn begin_setup(&mut self, pid: u32, cgroup_id: u64) -> Result<(), MapsError> {
+        self.maps.begin_setup(pid, cgroup_id)
+    }
+
+    /// Forgets set-up entries of processes that are gone.
+    pub fn prune_setup(&mut self) -> Result<(), MapsError> {
+        self.maps.prune_setup(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+    }
+
     /// The identities bound to a cgroup.
     pub fn identities_of(&self, cgroup_id: u64) -> Vec<String> {
         let by_id: BTreeMap<u32, &String> = self.ids.iter().map(|(name, id)| (*id, name)).collect();

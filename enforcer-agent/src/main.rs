@@ -182,19 +182,27 @@ enum PolicyCommand {
         /// Show what would change without changing anything.
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Show what applying FILE would change, with a line diff.
     Diff {
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Check policy files offline (no agent needed); exit 0 if valid, 2 if not.
     Validate {
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
     },
-    /// The policies in force.
-    List,
+    /// The policies in force (with `--kubernetes`: the cluster's resources and their
+    /// status).
+    List {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
     /// One policy document, as YAML (or JSON with --output json).
     Get { name: String },
     /// Remove a policy; its identity is no longer enforced.
@@ -202,7 +210,20 @@ enum PolicyCommand {
         name: String,
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
+}
+
+/// Target the cluster's `Policy` resources instead of this node's agent.
+#[derive(clap::Args)]
+struct ClusterArgs {
+    /// Act on the cluster's Policy resources (every node's agent enforces them).
+    #[arg(long)]
+    kubernetes: bool,
+    /// kubeconfig file (default: `$KUBECONFIG`, `~/.kube/config` or in-cluster).
+    #[arg(long, requires = "kubernetes")]
+    kubeconfig: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -299,16 +320,28 @@ fn main() -> ExitCode {
     let (socket, output) = (cli.socket.as_path(), cli.output);
     match cli.command {
         Command::Agent(args) => run_agent(*args, cli.socket.clone()),
-        Command::Policy(PolicyCommand::Apply { file, dry_run }) => {
+        Command::Policy(PolicyCommand::Apply { file, dry_run, cluster }) if cluster.kubernetes => {
+            cli::cluster::apply(cluster.kubeconfig.as_deref(), &file, dry_run, false, output)
+        }
+        Command::Policy(PolicyCommand::Apply { file, dry_run, .. }) => {
             cli::policy::apply(socket, &file, dry_run, false, output)
         }
-        Command::Policy(PolicyCommand::Diff { file }) => {
+        Command::Policy(PolicyCommand::Diff { file, cluster }) if cluster.kubernetes => {
+            cli::cluster::apply(cluster.kubeconfig.as_deref(), &file, true, true, output)
+        }
+        Command::Policy(PolicyCommand::Diff { file, .. }) => {
             cli::policy::apply(socket, &file, true, true, output)
         }
         Command::Policy(PolicyCommand::Validate { file }) => cli::policy::validate(&file, output),
-        Command::Policy(PolicyCommand::List) => cli::policy::list(socket, output),
+        Command::Policy(PolicyCommand::List { cluster }) if cluster.kubernetes => {
+            cli::cluster::list(cluster.kubeconfig.as_deref(), output)
+        }
+        Command::Policy(PolicyCommand::List { .. }) => cli::policy::list(socket, output),
         Command::Policy(PolicyCommand::Get { name }) => cli::policy::get(socket, &name, output),
-        Command::Policy(PolicyCommand::Delete { name, dry_run }) => {
+        Command::Policy(PolicyCommand::Delete { name, dry_run, cluster }) if cluster.kubernetes => {
+            cli::cluster::delete(cluster.kubeconfig.as_deref(), &name, dry_run)
+        }
+        Command::Policy(PolicyCommand::Delete { name, dry_run, .. }) => {
             cli::policy::delete(socket, &name, dry_run, output)
         }
         Command::Verdicts(VerdictsCommand::Tail(args)) => cli::verdicts::tail(socket, &args, output),

@@ -61,6 +61,7 @@ pub struct KernelMaps {
     revoked: HashMap<MapData, RevokedKey, Revoked>,
     grants: HashMap<MapData, GrantKey, Grant>,
     net_grants: LpmTrie<MapData, NetGrantKey, NetGrant>,
+    setup_tasks: HashMap<MapData, u32, u64>,
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, MapsError> {
@@ -94,6 +95,8 @@ impl KernelMaps {
             revoked: HashMap::try_from(take(ebpf, names::REVOKED)?).map_err(err(names::REVOKED))?,
             grants: HashMap::try_from(take(ebpf, names::GRANTS)?).map_err(err(names::GRANTS))?,
             net_grants: LpmTrie::try_from(take(ebpf, names::NET_GRANTS)?).map_err(err(names::NET_GRANTS))?,
+            setup_tasks: HashMap::try_from(take(ebpf, names::SETUP_TASKS)?)
+                .map_err(err(names::SETUP_TASKS))?,
         })
     }
 
@@ -233,6 +236,17 @@ impl KernelMaps {
         remove_where(&mut self.protected_inodes, names::PROTECTED_INODES, |k| {
             !wanted.contains(&(k.dev, k.ino))
         })
+    }
+
+    /// Exempts container init process `pid` in cgroup `cgroup_id` from the mount
+    /// restrictions until it executes its entrypoint (the kernel removes the entry then).
+    pub fn begin_setup(&mut self, pid: u32, cgroup_id: u64) -> Result<(), MapsError> {
+        self.setup_tasks.insert(&pid, &cgroup_id, 0).map_err(err(names::SETUP_TASKS))
+    }
+
+    /// Removes the set-up entries `keep` refuses (processes that died before their exec).
+    pub fn prune_setup(&mut self, keep: impl Fn(u32) -> bool) -> Result<(), MapsError> {
+        remove_where(&mut self.setup_tasks, names::SETUP_TASKS, |pid| !keep(*pid))
     }
 
     /// Makes the protected-process table exactly `pids`.

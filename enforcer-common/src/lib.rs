@@ -48,6 +48,7 @@ pub mod capacity {
     pub const NET_GRANTS: u32 = 4096;
     pub const PROTECTED_INODES: u32 = 64;
     pub const PROTECTED_PIDS: u32 = 16;
+    pub const SETUP_TASKS: u32 = 1024;
 }
 
 /// FNV-1a 64-bit offset basis; path rules are keyed by this hash of the path bytes.

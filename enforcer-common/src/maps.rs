@@ -52,8 +52,14 @@ pub const INODE_RULES: &str = "INODE_RULES";
 /// in document order; the first match decides.
 pub const LISTEN_RULES: &str = "LISTEN_RULES";
 
+/// `HashMap<u32, u64>`: container init processes (thread-group id → their container's
+/// cgroup id) between the runtime's `createRuntime` hook and their exec of the
+/// entrypoint. Their mounts, `pivot_root` and `chroot` (the runtime finishing the
+/// container's root) are allowed; the exec ends the exemption.
+pub const SETUP_TASKS: &str = "SETUP_TASKS";
+
 /// Every map the kernel object must define.
-pub const ALL: [&str; 20] = [
+pub const ALL: [&str; 21] = [
     ACTIVE,
     SLOT_GENERATION,
     CGROUP_BINDINGS,
@@ -74,6 +80,7 @@ pub const ALL: [&str; 20] = [
     READERS,
     INODE_RULES,
     LISTEN_RULES,
+    SETUP_TASKS,
 ];
 
 /// Names of the global constants the agent sets at load time: field offsets read from

@@ -51,6 +51,7 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
     if earlier != 0 {
         return pass_on(earlier);
     }
+    crate::restricted::end_setup();
     let bprm: *const u8 = ctx.arg(0);
     // SAFETY: `bprm` is the hook's typed argument and the offset is that of its `file`
     // member, so the verifier treats this load as a (trusted) `struct file *`.

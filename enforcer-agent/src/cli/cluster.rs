@@ -1,0 +1,178 @@
+//! `enforcer policy apply|diff|list|delete --kubernetes`: the same verbs against the
+//! cluster's `Policy` resources instead of one node's agent. The whole resulting set is
+//! validated before anything is written, so a bad file changes nothing.
+
+use std::{path::Path, process::ExitCode};
+
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+
+use super::{Output, print_json, runtime};
+use crate::{
+    agent,
+    api::ApplyResult,
+    kubernetes,
+    policy::{
+        diff, resource,
+        validate::{self, Valid},
+    },
+};
+
+/// The field manager named in server-side applies.
+const MANAGER: &str = "enforcer-cli";
+
+async fn api(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Api<DynamicObject>> {
+    let client = kubernetes::client(kubeconfig).await?;
+    Ok(kube::Api::all_with(client, &resource::api_resource()))
+}
+
+fn error(e: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {e:#}");
+    ExitCode::FAILURE
+}
+
+/// `apply` and `diff` (a dry run showing the line diff).
+pub fn apply(
+    kubeconfig: Option<&Path>,
+    file: &Path,
+    dry_run: bool,
+    show_diff: bool,
+    output: Output,
+) -> ExitCode {
+    let docs = match agent::read_policies(file).and_then(|d| Ok((validate::validate_set(&d)?, d))) {
+        Ok((_, docs)) => docs,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime().block_on(async {
+        let api = match api(kubeconfig).await {
+            Ok(api) => api,
+            Err(e) => return error(&e),
+        };
+        let objects = match api.list(&ListParams::default()).await {
+            Ok(list) => list.items,
+            Err(e) => return error(&anyhow::anyhow!("listing Policy resources: {e}")),
+        };
+        // Resources the validator refuses stay out of the comparison; a document of the
+        // same name replaces them.
+        let current: Vec<_> = objects.iter().filter_map(|o| resource::to_policy(o).ok()).collect();
+        let merged = diff::merge(&current, &docs);
+        if let Err(e) = validate::validate_set(&merged) {
+            eprintln!("error: with the cluster's other policies: {e}");
+            return ExitCode::from(2);
+        }
+        let names: Vec<&str> = docs.iter().map(|d| d.metadata.name.as_str()).collect();
+        let changes: Vec<_> = diff::changes(&current, &merged)
+            .into_iter()
+            .filter(|c| names.contains(&c.name.as_str()))
+            .collect();
+        if !dry_run {
+            let params = PatchParams::apply(MANAGER).force();
+            for doc in &docs {
+                let body = resource::from_policy(doc);
+                if let Err(e) = api.patch(&doc.metadata.name, &params, &Patch::Apply(&body)).await {
+                    return error(&anyhow::anyhow!("applying Policy {}: {e}", doc.metadata.name));
+                }
+            }
+        }
+        let result = ApplyResult { generation: 0, dry_run, changes };
+        print(&result, show_diff || dry_run, output);
+        ExitCode::SUCCESS
+    })
+}
+
+fn print(result: &ApplyResult, show_diff: bool, output: Output) {
+    if let Output::Json = output {
+        print_json(&serde_json::json!({"dryRun": result.dry_run, "changes": result.changes}));
+        return;
+    }
+    for change in &result.changes {
+        let verb = match (change.change.as_str(), result.dry_run) {
+            ("unchanged", _) => "unchanged".to_owned(),
+            (c, true) => format!("would be {c}"),
+            (c, false) => c.to_owned(),
+        };
+        println!("policy.enforcer.dev/{}: {verb}", change.name);
+        if show_diff {
+            for line in &change.diff {
+                println!("    {line}");
+            }
+        }
+    }
+    if result.dry_run {
+        println!("dry run: nothing changed in the cluster");
+    }
+}
+
+/// The cluster's resources with what the agents say of them.
+pub fn list(kubeconfig: Option<&Path>, output: Output) -> ExitCode {
+    runtime().block_on(async {
+        let api = match api(kubeconfig).await {
+            Ok(api) => api,
+            Err(e) => return error(&e),
+        };
+        let objects = match api.list(&ListParams::default()).await {
+            Ok(list) => list.items,
+            Err(e) => return error(&anyhow::anyhow!("listing Policy resources: {e}")),
+        };
+        let rows: Vec<serde_json::Value> = objects.iter().map(row).collect();
+        if let Output::Json = output {
+            print_json(&rows);
+            return ExitCode::SUCCESS;
+        }
+        println!("{:<24} {:<24} {:<8} {:<7} MESSAGE", "NAME", "IDENTITY", "MODE", "VALID");
+        for r in &rows {
+            println!(
+                "{:<24} {:<24} {:<8} {:<7} {}",
+                r["name"].as_str().unwrap_or_default(),
+                r["identity"].as_str().unwrap_or("-"),
+                r["mode"].as_str().unwrap_or("-"),
+                r["valid"].as_str().unwrap_or("Unknown"),
+                r["message"].as_str().unwrap_or_default()
+            );
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+fn row(object: &DynamicObject) -> serde_json::Value {
+    let name = object.metadata.name.clone().unwrap_or_default();
+    let valid: Option<Valid> = resource::to_policy(object).ok().and_then(|p| validate::validate(&p).ok());
+    let condition = object.data["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Valid"))
+        .cloned()
+        .unwrap_or_default();
+    serde_json::json!({
+        "name": name,
+        "identity": valid.as_ref().map(|v| v.identity.clone()),
+        "mode": valid.as_ref().map(|v| v.mode_name()),
+        "valid": condition["status"],
+        "message": condition["message"],
+    })
+}
+
+pub fn delete(kubeconfig: Option<&Path>, name: &str, dry_run: bool) -> ExitCode {
+    runtime().block_on(async {
+        let api = match api(kubeconfig).await {
+            Ok(api) => api,
+            Err(e) => return error(&e),
+        };
+        let params = if dry_run {
+            DeleteParams { dry_run: true, ..DeleteParams::default() }
+        } else {
+            DeleteParams::default()
+        };
+        match api.delete(name, &params).await {
+            Ok(_) if dry_run => println!("policy.enforcer.dev/{name}: would be deleted"),
+            Ok(_) => println!("policy.enforcer.dev/{name}: deleted"),
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                eprintln!("error: no Policy named {name:?} in the cluster");
+                return ExitCode::from(3);
+            }
+            Err(e) => return error(&anyhow::anyhow!("deleting Policy {name}: {e}")),
+        }
+        ExitCode::SUCCESS
+    })
+}
