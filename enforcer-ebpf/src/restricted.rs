@@ -64,7 +64,6 @@ fn restrict(hook: u32, allowed_by: u32, what: u32, name: *const u8) -> i32 {
 /// runtime in the cgroup `cgroup_id`.
 #[inline(always)]
 fn in_setup(cgroup_id: u64) -> bool {
-    #[expect(clippy::cast_possible_truncation, reason = "the upper half is the thread-group id")]
     let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: a plain value read from a hash map entry.
     unsafe { SETUP_TASKS.get(&tgid) }.is_some_and(|cgroup| *cgroup == cgroup_id)
@@ -73,7 +72,6 @@ fn in_setup(cgroup_id: u64) -> bool {
 /// Ends the set-up exemption of the current process (it executes its entrypoint).
 #[inline(always)]
 pub fn end_setup() {
-    #[expect(clippy::cast_possible_truncation, reason = "the upper half is the thread-group id")]
     let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
     // Nothing to do when absent: the usual case for every other exec.
     let _ = SETUP_TASKS.remove(&tgid);

@@ -101,7 +101,7 @@ fn bundle(dir: &Path, pod_uid: &str, id: &str, container: &str, args: &[&str], h
     fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
 }
 
-/// `runc run` (no pivot_root: the VM's root is the initial ramfs), output to `out`.
+/// `runc run` (no `pivot_root`: the VM's root is the initial ramfs), output to `out`.
 fn runc_run(bundle: &Path, id: &str, out: &Path) -> std::process::Child {
     let file = fs::File::create(out).unwrap();
     Command::new(runc())

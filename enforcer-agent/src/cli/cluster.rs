@@ -147,7 +147,7 @@ fn row(object: &DynamicObject) -> serde_json::Value {
     serde_json::json!({
         "name": name,
         "identity": valid.as_ref().map(|v| v.identity.clone()),
-        "mode": valid.as_ref().map(|v| v.mode_name()),
+        "mode": valid.as_ref().map(Valid::mode_name),
         "valid": condition["status"],
         "message": condition["message"],
     })
