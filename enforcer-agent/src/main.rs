@@ -229,6 +229,12 @@ struct ClusterArgs {
 #[derive(Subcommand)]
 enum VerdictsCommand {
     /// Follow the live verdict stream of the agent.
+    ///
+    /// On Kubernetes, follow one node with `kubectl -n enforcer-system exec POD --
+    /// enforcer verdicts tail` (the node's socket), or read the agents' stdout:
+    /// `kubectl -n enforcer-system logs -f POD` for one node and
+    /// `kubectl -n enforcer-system logs -f -l app.kubernetes.io/name=enforcer --prefix`
+    /// for the whole cluster (JSON lines, one per verdict).
     Tail(cli::verdicts::TailArgs),
     /// Print a verdict log file, readably or as JSON lines, optionally filtered.
     Show(cli::verdicts::ShowArgs),
