@@ -166,6 +166,28 @@ impl Control<'_> {
         Ok(answer)
     }
 
+    /// Installs a whole set: applies it, saves it, mirrors live state into it and records
+    /// the change (`source`: api, kubernetes; `uid` of the API caller). A refused set
+    /// changes nothing and is counted.
+    pub(crate) fn install(
+        &mut self,
+        policies: &[Policy],
+        source: &'static str,
+        uid: Option<u32>,
+    ) -> Result<crate::engine::Applied, crate::engine::EngineError> {
+        let applied = self.engine.apply(policies).inspect_err(|_| self.metrics.apply_errors += 1)?;
+        if let Err(e) = self.state.save(policies, applied.generation) {
+            tracing::error!(error = %e, "saving the applied policy set");
+        }
+        if let Err(e) = self.engine.sync_live(&self.live) {
+            tracing::error!(error = %e, "mirroring live state after an apply");
+        }
+        tracing::info!(generation = applied.generation, source, uid, "policy set changed");
+        write_policy_record(&mut self.log, &self.engine, source, uid);
+        let _ = self.log.flush();
+        Ok(applied)
+    }
+
     /// Installs `policies` as the whole set (or only checks it on a dry run), saves it and
     /// records who changed it.
     fn replace(
@@ -183,22 +205,7 @@ impl Control<'_> {
         if changes.iter().all(|c| c.change == "unchanged") {
             return Ok(ApplyResult { generation: self.engine.generation(), dry_run, changes });
         }
-        let applied = match self.engine.apply(policies) {
-            Ok(applied) => applied,
-            Err(e) => {
-                self.metrics.apply_errors += 1;
-                return Err(refused(&e));
-            }
-        };
-        if let Err(e) = self.state.save(policies, applied.generation) {
-            tracing::error!(error = %e, "saving the applied policy set");
-        }
-        if let Err(e) = self.engine.sync_live(&self.live) {
-            tracing::error!(error = %e, "mirroring live state after an apply");
-        }
-        tracing::info!(generation = applied.generation, uid, "policy set changed through the API");
-        write_policy_record(&mut self.log, &self.engine, "api", Some(uid));
-        let _ = self.log.flush();
+        let applied = self.install(policies, "api", Some(uid)).map_err(|e| refused(&e))?;
         Ok(ApplyResult { generation: applied.generation, dry_run, changes })
     }
 

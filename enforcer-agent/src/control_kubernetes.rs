@@ -4,7 +4,6 @@
 use serde::Serialize;
 
 use crate::{
-    agent::write_policy_record,
     api::{
         ContainerStart,
         server::{ContainerAnswer, Failure},
@@ -61,26 +60,12 @@ impl Control<'_> {
         if set == self.engine.sources() {
             return verdicts;
         }
-        match self.engine.apply(&set) {
-            Ok(applied) => {
-                if let Err(e) = self.state.save(&set, applied.generation) {
-                    tracing::error!(error = %e, "saving the applied policy set");
-                }
-                if let Err(e) = self.engine.sync_live(&self.live) {
-                    tracing::error!(error = %e, "mirroring live state after an apply");
-                }
-                tracing::info!(generation = applied.generation, "applied the cluster's policies");
-                write_policy_record(&mut self.log, &self.engine, "kubernetes", None);
-            }
-            Err(e) => {
-                // Valid documents that do not fit this node (map capacity): the node keeps
-                // its set, and says so here; the resources' status stays what the
-                // validator said, which every node agrees on.
-                self.metrics.apply_errors += 1;
-                tracing::error!(error = %e, "the cluster's policies do not install on this node");
-            }
+        if let Err(e) = self.install(&set, "kubernetes", None) {
+            // Valid documents that do not fit this node (map capacity): the node keeps its
+            // set and says so here; the resources' status stays what the validator said,
+            // which every node agrees on.
+            tracing::error!(error = %e, "the cluster's policies do not install on this node");
         }
-        let _ = self.log.flush();
         verdicts
     }
 

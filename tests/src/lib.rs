@@ -411,3 +411,11 @@ pub fn cli_as(socket: &Path, uid: Option<u32>, args: &[&str]) -> (i32, String, S
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// Debian's `runc`, which the test VMs carry.
+pub fn runc() -> &'static str {
+    ["/bin/runc", "/usr/sbin/runc", "/usr/bin/runc"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("runc (the test VM carries the host's)")
+}

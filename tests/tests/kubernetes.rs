@@ -11,19 +11,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use enforcer_tests::{Agent, AgentDirs, field};
+use enforcer_tests::{Agent, AgentDirs, field, runc};
 use kube_testserver::{TestApiServer, pods, policies};
 use serde_json::{Value, json};
 
 const NODE: &str = "node-a";
 const RUNC_ROOT: &str = "/run/runc-kube-test";
-
-fn runc() -> &'static str {
-    ["/bin/runc", "/usr/sbin/runc", "/usr/bin/runc"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("runc (the test VM carries the host's)")
-}
 
 fn agent_binary() -> String {
     std::env::var("ENFORCER_BIN").unwrap_or_else(|_| "/bin/enforcer".to_owned())

@@ -6,17 +6,10 @@
 
 use std::{fs, os::unix::fs::symlink, path::Path, process::Command, time::Duration};
 
-use enforcer_tests::{Agent, AgentDirs, TestCgroup, field, policy, relative, run_in_dir};
+use enforcer_tests::{Agent, AgentDirs, TestCgroup, field, policy, relative, run_in_dir, runc};
 use serde_json::Value;
 
 const BUNDLE: &str = "/tmp/runtime/bundle";
-
-fn runc() -> &'static str {
-    ["/bin/runc", "/usr/sbin/runc", "/usr/bin/runc"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("runc (the test VM carries the host's)")
-}
 
 /// A bundle whose rootfs holds busybox (as `sh` and `cat`) and `/secret`, and whose
 /// container lives in the cgroup `cgroups_path` (relative to the cgroup root).

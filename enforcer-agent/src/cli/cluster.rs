@@ -25,6 +25,16 @@ async fn api(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Api<DynamicObjec
     Ok(kube::Api::all_with(client, &resource::api_resource()))
 }
 
+/// The client and every `Policy` resource of the cluster.
+async fn listed(kubeconfig: Option<&Path>) -> anyhow::Result<(kube::Api<DynamicObject>, Vec<DynamicObject>)> {
+    let api = api(kubeconfig).await?;
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("listing Policy resources: {e}"))?;
+    Ok((api, list.items))
+}
+
 fn error(e: &anyhow::Error) -> ExitCode {
     eprintln!("error: {e:#}");
     ExitCode::FAILURE
@@ -46,13 +56,9 @@ pub fn apply(
         }
     };
     runtime().block_on(async {
-        let api = match api(kubeconfig).await {
-            Ok(api) => api,
+        let (api, objects) = match listed(kubeconfig).await {
+            Ok(found) => found,
             Err(e) => return error(&e),
-        };
-        let objects = match api.list(&ListParams::default()).await {
-            Ok(list) => list.items,
-            Err(e) => return error(&anyhow::anyhow!("listing Policy resources: {e}")),
         };
         // Resources the validator refuses stay out of the comparison; a document of the
         // same name replaces them.
@@ -108,13 +114,9 @@ fn print(result: &ApplyResult, show_diff: bool, output: Output) {
 /// The cluster's resources with what the agents say of them.
 pub fn list(kubeconfig: Option<&Path>, output: Output) -> ExitCode {
     runtime().block_on(async {
-        let api = match api(kubeconfig).await {
-            Ok(api) => api,
+        let (_, objects) = match listed(kubeconfig).await {
+            Ok(found) => found,
             Err(e) => return error(&e),
-        };
-        let objects = match api.list(&ListParams::default()).await {
-            Ok(list) => list.items,
-            Err(e) => return error(&anyhow::anyhow!("listing Policy resources: {e}")),
         };
         let rows: Vec<serde_json::Value> = objects.iter().map(row).collect();
         if let Output::Json = output {
