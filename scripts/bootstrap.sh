@@ -7,11 +7,22 @@ cd "$(dirname "$0")/.."
 
 LLVM_VERSION=22
 BPF_LINKER_VERSION=0.13.0
+# Offline schema checks of deploy/ (it ships the Kubernetes schemas); installed with pip
+# into its own directory, which xtask/src/ci.rs puts on PYTHONPATH.
+KUBERNETES_VALIDATE_VERSION=1.37.0
+KUBERNETES_VALIDATE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/enforcer/kubernetes-validate"
 APT_PACKAGES=(
   "llvm-${LLVM_VERSION}-dev" "libpolly-${LLVM_VERSION}-dev" "clang-${LLVM_VERSION}"
   libzstd-dev zlib1g-dev
   qemu-system-x86 busybox-static cpio gzip runc
+  # The CI reads the container image back with both.
+  skopeo umoci
 )
+# `kubectl kustomize deploy` renders the manifests. Any kubectl will do (Debian's
+# kubernetes-client renders deploy/ the same as current releases); a kubectl already on
+# the PATH, from whatever package, is left alone.
+command -v kubectl >/dev/null || APT_PACKAGES+=(kubernetes-client)
+command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1 || APT_PACKAGES+=(python3 python3-pip)
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 die() {
@@ -30,7 +41,7 @@ missing_packages() {
 
 install_packages() {
   command -v dpkg-query >/dev/null && command -v apt-get >/dev/null ||
-    die "this is not a Debian-like system (no apt-get/dpkg). Install by hand: LLVM ${LLVM_VERSION} (dev libraries, polly, clang), zstd and zlib dev headers, qemu-system-x86_64, a static busybox, cpio, gzip, runc."
+    die "this is not a Debian-like system (no apt-get/dpkg). Install by hand: LLVM ${LLVM_VERSION} (dev libraries, polly, clang), zstd and zlib dev headers, qemu-system-x86_64, a static busybox, cpio, gzip, runc, skopeo, umoci, kubectl, python3 with pip."
   local missing
   mapfile -t missing < <(missing_packages)
   if [ "${#missing[@]}" -eq 0 ]; then
@@ -76,7 +87,22 @@ install_bpf_linker() {
     die "cargo install bpf-linker failed"
 }
 
+install_kubernetes_validate() {
+  if [ "$(PYTHONPATH="$KUBERNETES_VALIDATE_DIR" python3 -m kubernetes_validate --version 2>/dev/null)" = "$KUBERNETES_VALIDATE_VERSION" ]; then
+    say "kubernetes-validate $KUBERNETES_VALIDATE_VERSION present"
+    return
+  fi
+  say "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION into $KUBERNETES_VALIDATE_DIR"
+  rm -rf "$KUBERNETES_VALIDATE_DIR"
+  # --target keeps it out of the interpreter's own packages (and works where the system
+  # Python refuses pip installs).
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    --target "$KUBERNETES_VALIDATE_DIR" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" ||
+    die "pip could not install kubernetes-validate $KUBERNETES_VALIDATE_VERSION (no network?)"
+}
+
 install_packages
 install_toolchain
 install_bpf_linker
+install_kubernetes_validate
 say "ready"

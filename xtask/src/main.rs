@@ -4,6 +4,7 @@ mod bench;
 mod build;
 mod ci;
 mod demo;
+mod image;
 mod kernels;
 mod vm;
 
@@ -32,6 +33,9 @@ enum Command {
     },
     /// Download (or find in the cache) the test kernels and print their paths.
     Kernels,
+    /// Write the agent's container image as an OCI image layout and a tar archive of it
+    /// (target/image/enforcer-oci and enforcer-oci.tar), offline.
+    Image(image::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,6 +44,7 @@ fn main() -> anyhow::Result<()> {
         Command::Demo => demo::run(),
         Command::Bench { kernel } => bench::run(&kernel),
         Command::VmTest(options) => vm::run(&options),
+        Command::Image(options) => image::run(&options),
         Command::Kernels => {
             for kernel in kernels::all()? {
                 println!("{} {}", kernel.series, kernel.vmlinuz.display());

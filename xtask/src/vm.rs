@@ -16,6 +16,7 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     build::{self, exec, workspace_root},
+    image,
     kernels::{self, Kernel},
 };
 
@@ -55,7 +56,8 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     };
     let agent = build::agent()?;
     let tests = build::integration_tests()?;
-    let initrd = initramfs(&agent, &tests)?;
+    let image = image::build(&agent, &workspace_root().join("target/vm/image"), image::DEFAULT_TAG)?;
+    let initrd = initramfs(&agent, &tests, &image)?;
 
     let mut summaries = Vec::new();
     for kernel in &kernels {
@@ -443,8 +445,9 @@ poweroff -f
 "#;
 
 /// Builds the test initramfs (gzip'd newc cpio) and returns its path. It carries the
-/// host's `runc` (Debian's package) for the container runtime tests.
-fn initramfs(agent: &Path, tests: &[PathBuf]) -> anyhow::Result<PathBuf> {
+/// host's `runc` (Debian's package) for the container runtime tests, and the agent's
+/// image as an OCI layout at /image/enforcer-oci for the test that runs it.
+fn initramfs(agent: &Path, tests: &[PathBuf], image: &image::Image) -> anyhow::Result<PathBuf> {
     let mut extra: Vec<(PathBuf, String)> = tests
         .iter()
         .map(|t| (t.clone(), format!("tests/{}", t.file_name().unwrap_or_default().to_string_lossy())))
@@ -455,6 +458,7 @@ fn initramfs(agent: &Path, tests: &[PathBuf]) -> anyhow::Result<PathBuf> {
         .find(|p| p.is_file())
         .context("runc not found (apt-get install runc; scripts/bootstrap.sh does)")?;
     extra.push((runc, "bin/runc".to_owned()));
+    extra.extend(image.files.iter().map(|f| (image.layout.join(f), format!("image/enforcer-oci/{f}"))));
     build_initramfs("tests", agent, &format!("{INIT_PREAMBLE}{INIT_TESTS}"), &extra)
 }
 
@@ -512,14 +516,14 @@ pub fn build_initramfs(
     Ok(out)
 }
 
-fn is_elf(path: &Path) -> bool {
+pub fn is_elf(path: &Path) -> bool {
     let mut magic = [0u8; 4];
     fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok()
         && magic == *b"\x7fELF"
 }
 
 /// Absolute paths of the shared libraries a binary needs, as `ldd` lists them.
-fn shared_libraries(binary: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub fn shared_libraries(binary: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let output = Command::new("ldd").arg(binary).output().context("running ldd")?;
     let text = String::from_utf8_lossy(&output.stdout);
     let mut libs = Vec::new();
