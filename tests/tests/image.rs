@@ -75,15 +75,13 @@ const CAPABILITIES: &[&str] = &[
     "CAP_CHECKPOINT_RESTORE",
 ];
 
-fn runc_path() -> &'static str {
-    ["/bin/runc", "/usr/sbin/runc", "/usr/bin/runc"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("runc (the test VM carries the host's)")
-}
-
 fn runc(args: &[&str]) -> Output {
-    Command::new(runc_path()).arg("--root").arg(RUNC_ROOT).args(args).output().expect("running runc")
+    Command::new(enforcer_tests::runc())
+        .arg("--root")
+        .arg(RUNC_ROOT)
+        .args(args)
+        .output()
+        .expect("running runc")
 }
 
 /// `runc state`: the container's status and host PID, or `None` once it is deleted.
@@ -152,7 +150,8 @@ fn unpack(rootfs: &Path) -> Value {
 /// A runc bundle for the image's entrypoint with `args`, set up as a privileged pod with
 /// `hostPID`, `hostNetwork` and the host paths of `deploy/daemonset.yaml` (`binds`: host, container).
 fn bundle(dir: &Path, image: &Value, args: &[&str], binds: &[(&Path, &str)], cgroup: &str) {
-    let status = Command::new(runc_path()).arg("spec").current_dir(dir).status().expect("runc spec");
+    let status =
+        Command::new(enforcer_tests::runc()).arg("spec").current_dir(dir).status().expect("runc spec");
     assert!(status.success(), "runc spec failed");
     let path = dir.join("config.json");
     let mut config: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
@@ -290,7 +289,7 @@ impl Pod {
             cgroup,
         };
         // Detached, its output goes straight to these files (no console, no shim).
-        let started = Command::new(runc_path())
+        let started = Command::new(enforcer_tests::runc())
             .args(["--root", RUNC_ROOT, "run", "--detach", "--no-pivot", "--bundle"])
             .arg(&bundle_dir)
             .arg(CONTAINER)
