@@ -179,6 +179,12 @@ async fn start(config: &Config) -> anyhow::Result<Running> {
     let mut log = VerdictLog::open(&config.log_file, rotation, config.stdout, followers.clone())
         .with_context(|| format!("opening verdict log {}", config.log_file.display()))?;
 
+    if config.kubernetes.is_some() {
+        // The pods last seen: pod containers stay bound across a restart, before the new
+        // watch has listed.
+        let pods = state.pods();
+        engine.update_pods(|known| known.replace_all(pods));
+    }
     let applied = engine.apply(&policies)?;
     state.save(&policies, applied.generation)?;
     let live = state.live()?;
@@ -189,13 +195,7 @@ async fn start(config: &Config) -> anyhow::Result<Running> {
     let (commands_tx, commands) = mpsc::channel(64);
     let listener = server::bind(&config.socket, config.socket_group)
         .with_context(|| format!("creating the API socket {}", config.socket.display()))?;
-    let pods = match &config.kubernetes {
-        Some(k) => {
-            let client = crate::kubernetes::client(k.kubeconfig.as_deref()).await?;
-            Some(crate::kubernetes::spawn(&client, &k.node_name, commands_tx.clone()))
-        }
-        None => None,
-    };
+    let pods = watch_cluster(config, &commands_tx).await?;
     let api = api_server(config, &engine, commands_tx.clone(), followers, pods);
     tokio::spawn(api.run(listener));
     // From here on, managed tasks can neither write these files nor signal this process.
@@ -334,6 +334,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         instance.release();
     }
     Ok(())
+}
+
+/// With `--kubernetes`: connects to the API server and starts the watches; returns where
+/// to ask for single pods.
+async fn watch_cluster(
+    config: &Config,
+    commands: &mpsc::Sender<Command>,
+) -> anyhow::Result<Option<mpsc::Sender<crate::kubernetes::PodRequest>>> {
+    let Some(k) = &config.kubernetes else { return Ok(None) };
+    let client = crate::kubernetes::client(k.kubeconfig.as_deref()).await?;
+    Ok(Some(crate::kubernetes::spawn(&client, &k.node_name, commands.clone())))
 }
 
 /// The API server: it sends commands to the main loop, feeds followers, reads history,

@@ -34,6 +34,7 @@ impl Control<'_> {
             self.kube_synced.0 = true;
         }
         self.engine.update_pods(|pods| pods.change(change));
+        self.save_pods();
         match self.engine.rescan() {
             Ok(rescan) => {
                 for b in rescan.added {
@@ -69,8 +70,15 @@ impl Control<'_> {
         verdicts
     }
 
+    fn save_pods(&self) {
+        if let Err(e) = self.state.save_pods(&self.engine.pods().all()) {
+            tracing::warn!(error = %e, "saving the pods of this node");
+        }
+    }
+
     pub fn container_start(&mut self, start: &ContainerStart) -> Result<ContainerAnswer, Failure> {
         let answer = containers::start(&mut self.engine, start, self.config.kubernetes.is_some())?;
+        self.save_pods();
         if let ContainerAnswer::Bound(bound) = &answer
             && !start.sandbox
         {

@@ -131,7 +131,11 @@ impl Engine {
     pub fn plan(&self, policies: &[Policy]) -> Result<(), EngineError> {
         let valid = validate_set(policies)?;
         let ids = self.numbered(&valid);
-        let bindings = identity::resolve(&valid, &identity::scan(&self.cgroup_root), &self.pods);
+        let bindings = self.settle(
+            identity::resolve(&valid, &identity::scan(&self.cgroup_root), &self.pods),
+            &self.numbered(&valid),
+            false,
+        );
         compile(&valid, &ids, &bindings, self.generation + 1)?;
         Ok(())
     }
@@ -147,6 +151,45 @@ impl Engine {
             });
         }
         ids
+    }
+
+    /// One binding per cgroup where several policies select it: the identity it is bound
+    /// to now if that one still selects it (sticky), else the first policy of the set.
+    /// With `report`, each cgroup selected more than once is logged.
+    fn settle(
+        &self,
+        candidates: Vec<ResolvedBinding>,
+        ids: &BTreeMap<String, u32>,
+        report: bool,
+    ) -> Vec<ResolvedBinding> {
+        let mut chosen: BTreeMap<u64, ResolvedBinding> = BTreeMap::new();
+        let mut order = Vec::new();
+        for binding in candidates {
+            let sticky =
+                ids.get(&binding.identity).is_some_and(|id| self.bound.contains(&(binding.cgroup_id, *id)));
+            match chosen.get(&binding.cgroup_id) {
+                None => {
+                    order.push(binding.cgroup_id);
+                    chosen.insert(binding.cgroup_id, binding);
+                }
+                Some(first) if report => {
+                    tracing::warn!(
+                        cgroup_id = binding.cgroup_id,
+                        kept = %if sticky { &binding.identity } else { &first.identity },
+                        also = %if sticky { &first.identity } else { &binding.identity },
+                        "a cgroup is selected by more than one policy; it has one identity"
+                    );
+                    if sticky {
+                        chosen.insert(binding.cgroup_id, binding);
+                    }
+                }
+                Some(_) if sticky => {
+                    chosen.insert(binding.cgroup_id, binding);
+                }
+                Some(_) => {}
+            }
+        }
+        order.into_iter().filter_map(|cgroup| chosen.remove(&cgroup)).collect()
     }
 
     /// The kernel number of an identity (if any policy ever governed it).
@@ -183,7 +226,7 @@ impl Engine {
         let valid = validate_set(policies)?;
         let ids = self.numbered(&valid);
         let cgroups = identity::scan(&self.cgroup_root);
-        let bindings = identity::resolve(&valid, &cgroups, &self.pods);
+        let bindings = self.settle(identity::resolve(&valid, &cgroups, &self.pods), &ids, true);
         let generation = self.generation + 1;
         let mut set = compile(&valid, &ids, &bindings, generation)?;
         crate::file_identity::fill(&mut set, crate::file_identity::on_disk);
@@ -241,11 +284,15 @@ impl Engine {
         let limit = (enforcer_common::capacity::CGROUP_BINDINGS / enforcer_common::SLOTS) as usize;
         let paths = identity::paths_by_id(&cgroups);
         let mut failed = Vec::new();
-        for binding in identity::resolve(&self.policies, &cgroups, &self.pods) {
-            let id = self.ids[&binding.identity];
-            if self.bound.contains(&(binding.cgroup_id, id)) {
+        let bound_cgroups: BTreeSet<u64> = self.bound.iter().map(|(cgroup, _)| *cgroup).collect();
+        let candidates = identity::resolve(&self.policies, &cgroups, &self.pods);
+        for binding in self.settle(candidates, &self.ids, false) {
+            // A cgroup keeps the identity it has: a label change cannot move a running
+            // workload to another identity.
+            if bound_cgroups.contains(&binding.cgroup_id) {
                 continue;
             }
+            let id = self.ids[&binding.identity];
             let cgroup = paths.get(&binding.cgroup_id).cloned().unwrap_or_default();
             if self.bound.len() >= limit {
                 let error = format!("the limit of {limit} bound cgroups is reached");
@@ -298,11 +345,13 @@ impl Engine {
     /// picks it now.
     pub fn bind_cgroup(&mut self, cgroup: identity::Cgroup) -> Result<Vec<ResolvedBinding>, MapsError> {
         let mut added = Vec::new();
-        for binding in identity::resolve(&self.policies, std::slice::from_ref(&cgroup), &self.pods) {
-            let id = self.ids[&binding.identity];
-            if self.bound.contains(&(binding.cgroup_id, id)) {
+        let candidates = identity::resolve(&self.policies, std::slice::from_ref(&cgroup), &self.pods);
+        for binding in self.settle(candidates, &self.ids, false) {
+            // A cgroup keeps the identity it has (see `rescan`).
+            if self.bound.iter().any(|(bound, _)| *bound == binding.cgroup_id) {
                 continue;
             }
+            let id = self.ids[&binding.identity];
             let flags = if binding.subtree { BINDING_SUBTREE } else { 0 };
             self.maps.bind_live(binding.cgroup_id, Binding { identity: id, flags })?;
             self.bound.insert((binding.cgroup_id, id));

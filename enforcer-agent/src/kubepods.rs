@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{identity::container_id_of, policy::pods::PodContainer};
 
@@ -67,7 +67,7 @@ pub fn bare_container_id(reported: &str) -> &str {
 }
 
 /// One pod on this node.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodInfo {
     pub uid: String,
@@ -90,6 +90,20 @@ pub struct PodRef {
     pub service_account: String,
 }
 
+/// Containers a pod may carry that its status does not (yet) name: announced by the hook.
+/// Bounded, so a pod whose containers restart forever does not grow without end.
+const ANNOUNCED_KEPT: usize = 64;
+
+/// Keeps the containers `old` knew that `pod`'s status does not name yet.
+fn keep_announced(pod: &mut PodInfo, old: PodInfo) {
+    for (id, name) in old.containers {
+        if pod.containers.len() >= ANNOUNCED_KEPT {
+            break;
+        }
+        pod.containers.entry(id).or_insert(name);
+    }
+}
+
 /// A change the pod watch reports.
 #[derive(Debug, Clone)]
 pub enum PodsChange {
@@ -110,9 +124,7 @@ impl Pods {
     /// the pod's status listed them are kept.
     pub fn upsert(&mut self, mut pod: PodInfo) {
         if let Some(old) = self.by_uid.remove(&pod.uid) {
-            for (id, name) in old.containers {
-                pod.containers.entry(id).or_insert(name);
-            }
+            keep_announced(&mut pod, old);
         }
         self.by_uid.insert(pod.uid.clone(), pod);
     }
@@ -135,9 +147,7 @@ impl Pods {
         let mut old = std::mem::take(&mut self.by_uid);
         for mut pod in pods {
             if let Some(previous) = old.remove(&pod.uid) {
-                for (id, name) in previous.containers {
-                    pod.containers.entry(id).or_insert(name);
-                }
+                keep_announced(&mut pod, previous);
             }
             self.by_uid.insert(pod.uid.clone(), pod);
         }
@@ -152,6 +162,11 @@ impl Pods {
             }
             None => false,
         }
+    }
+
+    /// Every pod, for saving.
+    pub fn all(&self) -> Vec<PodInfo> {
+        self.by_uid.values().cloned().collect()
     }
 
     pub fn get(&self, uid: &str) -> Option<&PodInfo> {

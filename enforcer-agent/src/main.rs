@@ -46,9 +46,9 @@ enum Command {
     /// OCI runtime hook (`createRuntime`): reads the container state on stdin and has the
     /// agent bind a pod container's cgroup before its first instruction. Fails closed.
     OciHook {
-        /// Namespaces whose containers start anyway while the agent is unreachable (the
-        /// agent's own namespace at least). Repeatable.
-        #[arg(long = "fail-open-namespace", default_value = "enforcer-system")]
+        /// Namespaces whose containers start anyway while the agent or the API server is
+        /// unavailable, besides `enforcer-system` (the agent's own). Repeatable.
+        #[arg(long = "fail-open-namespace")]
         fail_open: Vec<String>,
     },
     /// Each identity with its cgroups and live process count.

@@ -101,13 +101,14 @@ const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// with `--kubernetes` both watches listed).
 async fn health(commands: &mpsc::Sender<Command>, readiness: bool) -> Response<Full<Bytes>> {
     let (reply, answer) = oneshot::channel();
-    if commands.send(Command::Ready(reply)).await.is_err() {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".to_owned());
-    }
-    match tokio::time::timeout(PROBE_TIMEOUT, answer).await {
+    let asked = async {
+        commands.send(Command::Ready(reply)).await.map_err(|_| ())?;
+        answer.await.map_err(|_| ())
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT, asked).await {
         Ok(Ok(Err(why))) if readiness => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
         Ok(Ok(_)) => text(StatusCode::OK, "ok\n".to_owned()),
-        Ok(Err(_)) => text(StatusCode::INTERNAL_SERVER_ERROR, "no answer\n".to_owned()),
+        Ok(Err(())) => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".to_owned()),
         Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "the main loop did not answer in time\n".to_owned()),
     }
 }

@@ -33,6 +33,7 @@ pub struct State {
 
 const POLICIES: &str = "policies.yaml";
 const LIVE: &str = "live.json";
+const PODS: &str = "pods.json";
 const GENERATION: &str = "generation";
 
 impl State {
@@ -97,6 +98,21 @@ impl State {
     pub fn save_live(&self, live: &crate::live::LiveState) -> Result<(), StateError> {
         let text = serde_json::to_vec_pretty(live).expect("live state serialises");
         write_atomic(&self.dir.join(LIVE), &text)
+    }
+}
+
+impl State {
+    /// The pods of this node as last seen (Kubernetes mode), so a restarted agent binds
+    /// pod containers before its watch has listed again.
+    pub fn pods(&self) -> Vec<crate::kubepods::PodInfo> {
+        fs::read_to_string(self.dir.join(PODS))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn save_pods(&self, pods: &[crate::kubepods::PodInfo]) -> Result<(), StateError> {
+        write_atomic(&self.dir.join(PODS), &serde_json::to_vec(pods).expect("pods serialise"))
     }
 }
 

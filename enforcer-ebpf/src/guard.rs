@@ -148,6 +148,9 @@ fn refuse(hook: u32, subject: &Subject, why: u32, target: &Target) -> i32 {
 pub fn managed(hook: u32) -> Result<Subject, i32> {
     match policy::caller() {
         Caller::Unmanaged => Err(0),
+        // A container's init process finishing its set-up (mounts, `pivot_root`,
+        // sysctls) runs the runtime's code: unmanaged until it executes the entrypoint.
+        Caller::Managed(subject) if crate::restricted::in_setup(subject.cgroup_id) => Err(0),
         Caller::Managed(subject) => Ok(subject),
         // Fail-closed: the task is managed but its policy cannot be read.
         Caller::Broken { slot, identity, cgroup_id } => {

@@ -131,6 +131,8 @@ pub fn file_mprotect(ctx: LsmContext) -> i32 {
     }
     let subject = match policy::caller() {
         Caller::Unmanaged => return 0,
+        // A container's init process finishing its set-up runs the runtime's code.
+        Caller::Managed(subject) if crate::restricted::in_setup(subject.cgroup_id) => return 0,
         Caller::Managed(subject) => subject,
         Caller::Broken { slot, identity, cgroup_id } => {
             let judgement = Judgement::refuse(reason::INTERNAL_ERROR);
@@ -218,6 +220,9 @@ fn judge_path(hook: u32, file: *const u8, wanted: u32, slot: u32) -> i32 {
 fn assess(hook: u32, file: *const u8, wanted: u32, slot: u32) -> Option<Assessed> {
     let subject = match policy::caller_in(slot) {
         Caller::Unmanaged => return None,
+        // A container's init process finishing its set-up runs the runtime's code (its
+        // exec of the entrypoint ends that before this is asked).
+        Caller::Managed(subject) if crate::restricted::in_setup(subject.cgroup_id) => return None,
         Caller::Managed(subject) => subject,
         // Fail-closed: the task is managed but its policy cannot be read.
         Caller::Broken { slot, identity, cgroup_id } => {

@@ -87,12 +87,12 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 
 #[map(name = "SCRATCH")]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
-/// Quarantined identities and what their quarantine restricts. Checked before the
-/// policy, on every call, so a quarantine takes effect on the identity's next syscall.
 /// Container init processes finishing their set-up (see `enforcer_common::maps::SETUP_TASKS`).
 #[map(name = "SETUP_TASKS")]
 pub static SETUP_TASKS: HashMap<u32, u64> = HashMap::with_max_entries(capacity::SETUP_TASKS, 0);
 
+/// Quarantined identities and what their quarantine restricts. Checked before the
+/// policy, on every call, so a quarantine takes effect on the identity's next syscall.
 #[map(name = "QUARANTINE")]
 pub static QUARANTINE: HashMap<u32, Quarantine> = HashMap::with_max_entries(capacity::QUARANTINE, 0);
 

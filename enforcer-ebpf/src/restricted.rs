@@ -52,18 +52,14 @@ fn restrict(hook: u32, allowed_by: u32, what: u32, name: *const u8) -> i32 {
     if subject.config.flags & allowed_by != 0 {
         return 0;
     }
-    // A container runtime finishing a container's root after the OCI hook bound it: its
-    // init process, in that container's cgroup, until it executes the entrypoint.
-    if allowed_by == IDENTITY_ALLOW_MOUNTS && in_setup(subject.cgroup_id) {
-        return 0;
-    }
     lsm_return(emit::conclude(hook, &subject, judgement(), &Target::Object { what, name }))
 }
 
 /// Whether the current process is a container's init process still being set up by its
-/// runtime in the cgroup `cgroup_id`.
+/// runtime in the cgroup `cgroup_id` (announced by the OCI hook; see
+/// `enforcer_common::maps::SETUP_TASKS`).
 #[inline(always)]
-fn in_setup(cgroup_id: u64) -> bool {
+pub fn in_setup(cgroup_id: u64) -> bool {
     let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: a plain value read from a hash map entry.
     unsafe { SETUP_TASKS.get(&tgid) }.is_some_and(|cgroup| *cgroup == cgroup_id)

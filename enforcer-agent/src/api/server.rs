@@ -80,6 +80,9 @@ pub enum Command {
     Ready(oneshot::Sender<Result<(), String>>),
 }
 
+/// How long a starting container waits for its pod to be read from the API server.
+const POD_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The main loop's answer for a starting container.
 #[derive(Debug)]
 pub enum ContainerAnswer {
@@ -381,6 +384,11 @@ impl Server {
                 }
             }
             (&Method::GET, ["v1", "identities"]) => self.ask(Command::Identities).await,
+            // Only root: the answer can exempt a process from the mount restrictions.
+            (&Method::POST, ["v1", "containers"]) if uid != 0 => error(
+                StatusCode::FORBIDDEN,
+                "only root (the container runtime's hook) may announce containers",
+            ),
             (&Method::POST, ["v1", "containers"]) => match read_json::<ContainerStart>(request).await {
                 Ok(start) => self.container(start).await,
                 Err(response) => response,
@@ -490,7 +498,12 @@ impl Server {
             let Some(pods) = &self.pods else { break };
             let (reply, answer) = oneshot::channel();
             let _ = pods.send((start.namespace.clone(), start.pod.clone(), reply)).await;
-            match answer.await {
+            match tokio::time::timeout(POD_READ_TIMEOUT, answer).await.unwrap_or(Ok(Err(format!(
+                "the API server did not answer for pod {}/{} within {} s",
+                start.namespace,
+                start.pod,
+                POD_READ_TIMEOUT.as_secs()
+            )))) {
                 Ok(Ok(pod)) if pod.uid == start.pod_uid => {
                     if self.commands.send(Command::Pods(PodsChange::Upsert(pod))).await.is_err() {
                         return error(StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping");

@@ -4,7 +4,7 @@
 
 use std::{path::Path, process::ExitCode};
 
-use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, DynamicObject, ListParams, PostParams};
 
 use super::{Output, print_json, runtime};
 use crate::{
@@ -12,13 +12,37 @@ use crate::{
     api::ApplyResult,
     kubernetes,
     policy::{
-        diff, resource,
+        diff,
+        model::Policy,
+        resource,
         validate::{self, Valid},
     },
 };
 
-/// The field manager named in server-side applies.
+/// The field manager named in writes.
 const MANAGER: &str = "enforcer-cli";
+
+/// Creates the resource, or replaces the whole of it (with the resourceVersion it was
+/// read at, so a concurrent change is refused rather than lost). A replace, not a
+/// server-side apply: fields removed from the document must leave the resource even
+/// where another manager set them.
+async fn write(
+    api: &kube::Api<DynamicObject>,
+    existing: &[DynamicObject],
+    doc: &Policy,
+) -> Result<(), kube::Error> {
+    let mut object: DynamicObject =
+        serde_json::from_value(serde_json::to_value(resource::from_policy(doc)).expect("serialises"))
+            .expect("a resource");
+    let params = PostParams { field_manager: Some(MANAGER.to_owned()), ..PostParams::default() };
+    match existing.iter().find(|o| o.metadata.name.as_deref() == Some(doc.metadata.name.as_str())) {
+        Some(current) => {
+            object.metadata.resource_version.clone_from(&current.metadata.resource_version);
+            api.replace(&doc.metadata.name, &params, &object).await.map(drop)
+        }
+        None => api.create(&params, &object).await.map(drop),
+    }
+}
 
 async fn api(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Api<DynamicObject>> {
     let client = kubernetes::client(kubeconfig).await?;
@@ -74,11 +98,9 @@ pub fn apply(
             .filter(|c| names.contains(&c.name.as_str()))
             .collect();
         if !dry_run {
-            let params = PatchParams::apply(MANAGER).force();
             for doc in &docs {
-                let body = resource::from_policy(doc);
-                if let Err(e) = api.patch(&doc.metadata.name, &params, &Patch::Apply(&body)).await {
-                    return error(&anyhow::anyhow!("applying Policy {}: {e}", doc.metadata.name));
+                if let Err(e) = write(&api, &objects, doc).await {
+                    return error(&anyhow::anyhow!("writing Policy {}: {e}", doc.metadata.name));
                 }
             }
         }

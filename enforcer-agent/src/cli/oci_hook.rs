@@ -1,12 +1,12 @@
-//! `enforcer oci-hook`: run by the container runtime as a `createRuntime` (or
-//! `createContainer`) hook, after the container's cgroup exists and before its process
+//! `enforcer oci-hook`: run by the container runtime as a `createRuntime` hook, after the container's cgroup exists and before its process
 //! runs its first instruction. It reads the runtime's state on stdin, finds the pod in
 //! the CRI annotations and asks the agent to bind the container's cgroup.
 //!
 //! Fails closed: when the agent cannot be reached or refuses, the hook fails, and the
-//! runtime does not start the container. The namespaces given with
-//! `--fail-open-namespace` (the agent's own, and what must run before it) start anyway
-//! when the agent is unreachable.
+//! runtime does not start the container. Containers of `enforcer-system` (the agent's
+//! own) and of the namespaces given with `--fail-open-namespace` (what must run before
+//! the agent or the API server, e.g. `kube-system`) start anyway when the agent or the
+//! API server is unavailable, never when the agent refuses.
 
 use std::{collections::BTreeMap, io::Read as _, path::Path, process::ExitCode};
 
@@ -28,7 +28,16 @@ struct State {
     bundle: String,
     #[serde(default)]
     annotations: BTreeMap<String, String>,
+    /// `creating` in `createRuntime` hooks.
+    #[serde(default)]
+    status: String,
 }
+
+/// The agent's own namespace always fails open, or it could never start again.
+const AGENT_NAMESPACE: &str = "enforcer-system";
+
+/// How long the hook waits for the agent (the runtime's own hook timeout may be longer).
+const AGENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Annotation keys: containerd's CRI plugin, then CRI-O's.
 const TYPE: [&str; 2] = ["io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType"];
@@ -75,36 +84,51 @@ fn hook(socket: &Path, fail_open: &[String]) -> Result<(), String> {
     let mut state: State = serde_json::from_str(&input).map_err(|e| format!("the state on stdin: {e}"))?;
     // Runtimes before OCI 1.0.2 leave the annotations out of the state: read the bundle's.
     if state.annotations.is_empty() && !state.bundle.is_empty() {
-        let config = Path::new(&state.bundle).join("config.json");
-        if let Ok(text) = std::fs::read_to_string(&config) {
-            #[derive(Deserialize)]
-            struct Config {
-                #[serde(default)]
-                annotations: BTreeMap<String, String>,
-            }
-            let parsed: Config =
-                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", config.display()))?;
-            state.annotations = parsed.annotations;
+        #[derive(Deserialize)]
+        struct Config {
+            #[serde(default)]
+            annotations: BTreeMap<String, String>,
         }
+        let config = Path::new(&state.bundle).join("config.json");
+        // Fail-closed: a bundle that cannot be read might be a pod's.
+        let text = std::fs::read_to_string(&config).map_err(|e| format!("{}: {e}", config.display()))?;
+        let parsed: Config = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", config.display()))?;
+        state.annotations = parsed.annotations;
     }
     let Some(start) = describe(&state.id, state.pid, &state.annotations)? else { return Ok(()) };
     if start.sandbox {
         return Ok(());
     }
-    let body = serde_json::to_string(&start).expect("serialises");
-    let answer: Result<ContainerBound, ClientError> =
-        super::runtime().block_on(Client::new(socket).call(Method::POST, "/v1/containers", Some(body)));
-    match answer {
-        Ok(_) => Ok(()),
-        Err(ClientError::Connect { .. }) if fail_open.contains(&start.namespace) => {
-            eprintln!(
-                "enforcer oci-hook: the agent is unreachable; pod {}/{} starts unmanaged (namespace {} fails open)",
-                start.namespace, start.pod, start.namespace
-            );
-            Ok(())
-        }
-        Err(e) => Err(format!("pod {}/{} container {}: {e}", start.namespace, start.pod, start.container)),
+    // Only before the container's process runs is there anything to bind in time (and a
+    // set-up to exempt); `createRuntime` hooks see `creating`.
+    if !state.status.is_empty() && state.status != "creating" {
+        return Err(format!(
+            "run as a createRuntime hook: the container is {:?}, not \"creating\"",
+            state.status
+        ));
     }
+    let body = serde_json::to_string(&start).expect("serialises");
+    let answer: Result<ContainerBound, ClientError> = super::runtime().block_on(async {
+        tokio::time::timeout(
+            AGENT_TIMEOUT,
+            Client::new(socket).call(Method::POST, "/v1/containers", Some(body)),
+        )
+        .await
+        .unwrap_or_else(|_| Err(ClientError::Http(format!("no answer within {} s", AGENT_TIMEOUT.as_secs()))))
+    });
+    let Err(e) = answer else { return Ok(()) };
+    let unavailable = match &e {
+        ClientError::Connect { .. } | ClientError::Http(_) => true,
+        ClientError::Api { status, .. } => *status == 503,
+    };
+    if unavailable && (fail_open.contains(&start.namespace) || start.namespace == AGENT_NAMESPACE) {
+        eprintln!(
+            "enforcer oci-hook: {e}; pod {}/{} starts unmanaged (namespace {} fails open)",
+            start.namespace, start.pod, start.namespace
+        );
+        return Ok(());
+    }
+    Err(format!("pod {}/{} container {}: {e}", start.namespace, start.pod, start.container))
 }
 
 #[cfg(test)]

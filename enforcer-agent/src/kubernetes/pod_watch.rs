@@ -10,6 +10,8 @@ use crate::{
     kubepods::{PodInfo, PodsChange, bare_container_id},
 };
 
+const MIRROR: &str = "kubernetes.io/config.mirror";
+
 /// What the agent keeps of a pod: its names, labels, service account and the ids of its
 /// containers (app, init and ephemeral) by name.
 pub fn pod_info(pod: &Pod) -> Option<PodInfo> {
@@ -24,8 +26,12 @@ pub fn pod_info(pod: &Pod) -> Option<PodInfo> {
                 .flatten()
         })
         .filter_map(|c| Some((bare_container_id(c.container_id.as_deref()?).to_owned(), c.name.clone())));
+    // A static pod runs under the kubelet's own UID (its config hash), which names its
+    // cgroup and its CRI annotations; the API server's mirror pod has another and says
+    // the kubelet's in this annotation.
+    let uid = meta.annotations.as_ref().and_then(|a| a.get(MIRROR)).cloned().or_else(|| meta.uid.clone())?;
     Some(PodInfo {
-        uid: meta.uid.clone()?,
+        uid,
         namespace: meta.namespace.clone().unwrap_or_default(),
         name: meta.name.clone().unwrap_or_default(),
         labels: meta.labels.clone().unwrap_or_default(),
@@ -106,5 +112,15 @@ mod tests {
         let containers: Vec<(&str, &str)> =
             info.containers.iter().map(|(id, name)| (id.as_str(), name.as_str())).collect();
         assert_eq!(containers, [("abc", "app"), ("def", "init")]);
+    }
+
+    #[test]
+    fn a_static_pod_goes_by_the_kubelets_uid() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "etcd-node-a", "namespace": "kube-system", "uid": "mirror-uid",
+                         "annotations": {"kubernetes.io/config.mirror": "0123456789abcdef0123456789abcdef"}},
+        }))
+        .unwrap();
+        assert_eq!(pod_info(&pod).unwrap().uid, "0123456789abcdef0123456789abcdef");
     }
 }

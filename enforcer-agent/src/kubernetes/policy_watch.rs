@@ -94,7 +94,12 @@ async fn report(
         else {
             continue;
         };
-        let patch = serde_json::json!({ "status": next });
+        // The resourceVersion it was read at: a status computed from an older read (this
+        // node lagging behind another) is refused instead of written over a newer one.
+        let patch = serde_json::json!({
+            "metadata": { "resourceVersion": object.metadata.resource_version },
+            "status": next,
+        });
         if let Err(e) = api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
             tracing::warn!(policy = %name, error = %e, "writing the policy's status");
         }
