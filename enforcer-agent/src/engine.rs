@@ -133,7 +133,7 @@ impl Engine {
         let ids = self.numbered(&valid);
         let bindings = self.settle(
             identity::resolve(&valid, &identity::scan(&self.cgroup_root), &self.pods),
-            &self.numbered(&valid),
+            &ids,
             false,
         );
         compile(&valid, &ids, &bindings, self.generation + 1)?;

@@ -59,6 +59,17 @@ fn policy_verbs_act_on_the_clusters_resources() {
     let after = server.get("enforcer.dev/v1", "Policy", None, "payments-api").unwrap();
     assert_eq!(after["metadata"]["resourceVersion"], payments["metadata"]["resourceVersion"]);
 
+    // A write replaces the whole resource: a field dropped from the document leaves it,
+    // whoever set it.
+    let mut widened = server.get("enforcer.dev/v1", "Policy", None, "payments-api").unwrap();
+    widened["spec"]["allowMounts"] = json!(true);
+    server.put(widened);
+    std::fs::write(&changed, &text).unwrap();
+    let (code, stdout, stderr) = enforcer(&kubeconfig, &["policy", "apply", "-f", changed.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let payments = server.get("enforcer.dev/v1", "Policy", None, "payments-api").unwrap();
+    assert!(payments["spec"].get("allowMounts").is_none(), "{payments}");
+
     // A document the validator refuses, or one that governs an identity another resource
     // already governs, writes nothing.
     let bad = dir.join("bad.yaml");

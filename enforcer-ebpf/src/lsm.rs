@@ -51,7 +51,6 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
     if earlier != 0 {
         return pass_on(earlier);
     }
-    crate::restricted::end_setup();
     let bprm: *const u8 = ctx.arg(0);
     // SAFETY: `bprm` is the hook's typed argument and the offset is that of its `file`
     // member, so the verifier treats this load as a (trusted) `struct file *`.
@@ -220,8 +219,13 @@ fn judge_path(hook: u32, file: *const u8, wanted: u32, slot: u32) -> i32 {
 fn assess(hook: u32, file: *const u8, wanted: u32, slot: u32) -> Option<Assessed> {
     let subject = match policy::caller_in(slot) {
         Caller::Unmanaged => return None,
-        // A container's init process finishing its set-up runs the runtime's code (its
-        // exec of the entrypoint ends that before this is asked).
+        // A container's init process executing its entrypoint: its set-up ends here, and
+        // this exec is judged like any other (only managed execs pay for the delete).
+        Caller::Managed(subject) if hook == hook::EXEC => {
+            crate::restricted::end_setup();
+            subject
+        }
+        // A container's init process finishing its set-up runs the runtime's code.
         Caller::Managed(subject) if crate::restricted::in_setup(subject.cgroup_id) => return None,
         Caller::Managed(subject) => subject,
         // Fail-closed: the task is managed but its policy cannot be read.

@@ -68,6 +68,17 @@ pub fn describe(
     Ok(Some(ContainerStart { pid, container_id: id.to_owned(), namespace, pod, pod_uid, container, sandbox }))
 }
 
+/// Whether a container starts unmanaged after `error`: only when the agent or the API
+/// server is unavailable (never when the agent refused), and only in the agent's own
+/// namespace or one the operator listed.
+fn fails_open(error: &ClientError, namespace: &str, fail_open: &[String]) -> bool {
+    let unavailable = match error {
+        ClientError::Connect { .. } | ClientError::Http(_) => true,
+        ClientError::Api { status, .. } => *status == 503,
+    };
+    unavailable && (namespace == AGENT_NAMESPACE || fail_open.iter().any(|n| n == namespace))
+}
+
 pub fn run(socket: &Path, fail_open: &[String]) -> ExitCode {
     match hook(socket, fail_open) {
         Ok(()) => ExitCode::SUCCESS,
@@ -117,11 +128,7 @@ fn hook(socket: &Path, fail_open: &[String]) -> Result<(), String> {
         .unwrap_or_else(|_| Err(ClientError::Http(format!("no answer within {} s", AGENT_TIMEOUT.as_secs()))))
     });
     let Err(e) = answer else { return Ok(()) };
-    let unavailable = match &e {
-        ClientError::Connect { .. } | ClientError::Http(_) => true,
-        ClientError::Api { status, .. } => *status == 503,
-    };
-    if unavailable && (fail_open.contains(&start.namespace) || start.namespace == AGENT_NAMESPACE) {
+    if fails_open(&e, &start.namespace, fail_open) {
         eprintln!(
             "enforcer oci-hook: {e}; pod {}/{} starts unmanaged (namespace {} fails open)",
             start.namespace, start.pod, start.namespace
@@ -170,6 +177,27 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn only_unavailability_fails_open_and_only_where_listed() {
+        let gone = || ClientError::Connect {
+            path: "/run/enforcer/enforcer.sock".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        let listed = vec!["kube-system".to_owned()];
+        assert!(fails_open(&gone(), "enforcer-system", &[]), "the agent's own namespace");
+        assert!(fails_open(&gone(), "kube-system", &listed));
+        assert!(!fails_open(&gone(), "shop", &listed));
+        let api_down = ClientError::Api { status: 503, message: "pod unreadable".into() };
+        assert!(fails_open(&api_down, "kube-system", &listed));
+        let refused = ClientError::Api { status: 400, message: "not that pod's cgroup".into() };
+        assert!(!fails_open(&refused, "kube-system", &listed), "a refusal never fails open");
+        assert!(!fails_open(
+            &ClientError::Api { status: 403, message: String::new() },
+            "enforcer-system",
+            &[]
+        ));
     }
 
     #[test]
