@@ -4,11 +4,14 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use enforcer_agent::{
-    agent,
-    api::DEFAULT_SOCKET,
+    api::{DEFAULT_SOCKET, server},
     cli::{self, Output},
+    daemon::{
+        agent,
+        config::{Config, OnExit},
+        verdict_log::Rotation,
+    },
     policy::model::Access,
-    verdict_log::Rotation,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -149,7 +152,7 @@ struct AgentArgs {
     network_only: bool,
     /// What happens to enforcement when the agent stops.
     #[arg(long, value_enum, default_value = "keep")]
-    on_exit: agent::OnExit,
+    on_exit: OnExit,
     /// How often to look for new cgroups selected by a policy (milliseconds).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     rescan_ms: u64,
@@ -290,7 +293,7 @@ fn accesses(list: &[AccessArg]) -> Vec<Access> {
 }
 
 fn grant(socket: &std::path::Path, args: GrantArgs, output: Output) -> ExitCode {
-    use enforcer_agent::live::GrantTarget;
+    use enforcer_agent::daemon::live::GrantTarget;
     let t = args.target;
     let target = match (t.exec, t.file, t.connect) {
         (Some(path), None, None) => GrantTarget::Exec { path },
@@ -418,7 +421,7 @@ fn run_agent(args: AgentArgs, socket: PathBuf) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = agent::Config {
+    let config = Config {
         policy_dir: args.policy_dir,
         state_dir: args.state_dir,
         bpffs: args.bpffs,
@@ -428,11 +431,11 @@ fn run_agent(args: AgentArgs, socket: PathBuf) -> ExitCode {
         network_only: args.network_only,
         on_exit: args.on_exit,
         rescan_interval: Duration::from_millis(args.rescan_ms),
-        socket,
+        socket: socket.clone(),
         socket_group,
         metrics_addr: args.metrics_addr,
         log_rotation: Rotation { max_bytes: args.log_max_bytes, keep: args.log_keep },
-        kubernetes: args.kubernetes.then(|| enforcer_agent::kubernetes::Options {
+        kubernetes: args.kubernetes.then(|| enforcer_agent::daemon::kubernetes::Options {
             kubeconfig: args.kubeconfig,
             node_name: args.node_name.unwrap_or_default(),
         }),
@@ -444,7 +447,7 @@ fn run_agent(args: AgentArgs, socket: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(agent::run(config)) {
+    match runtime.block_on(agent::run(config, server::start(socket, socket_group))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

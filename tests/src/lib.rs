@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use enforcer_agent::events;
+use enforcer_agent::kernel::events;
 use enforcer_common::event::VerdictEvent;
 
 /// Where cgroup v2 is mounted (`/sys/fs/cgroup` in the VM, `/sys/fs/cgroup/unified` on

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use enforcer_agent::loader;
+use enforcer_agent::kernel::loader;
 use enforcer_tests::{
     Agent, AgentDirs, TestCgroup, cli_as, connect_errno, field, open_errno, policy, run_in, run_in_dir,
     write_file,

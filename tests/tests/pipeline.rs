@@ -6,8 +6,10 @@ use std::time::Duration;
 use aya::maps::{MapData, RingBuf};
 
 use enforcer_agent::{
-    events, loader,
-    maps::{self, KernelMaps},
+    kernel::{
+        events, loader,
+        maps::{self, KernelMaps},
+    },
     policy::compiled::{CompiledSet, PathRuleKey},
 };
 use enforcer_common::{

@@ -8,9 +8,9 @@ use kube::api::{DeleteParams, DynamicObject, ListParams, PostParams};
 
 use super::{Output, print_json, runtime};
 use crate::{
-    agent,
     api::ApplyResult,
-    kubernetes,
+    daemon::kubernetes,
+    policy::files,
     policy::{
         diff,
         model::Policy,
@@ -72,7 +72,7 @@ pub fn apply(
     show_diff: bool,
     output: Output,
 ) -> ExitCode {
-    let docs = match agent::read_policies(file).and_then(|d| Ok((validate::validate_set(&d)?, d))) {
+    let docs = match files::read_policies(file).and_then(|d| Ok((validate::validate_set(&d)?, d))) {
         Ok((_, docs)) => docs,
         Err(e) => {
             eprintln!("error: {e:#}");

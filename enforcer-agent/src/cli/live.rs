@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::{Output, fail, print_json, runtime};
 use crate::{
     api::client::{Client, encode},
-    live::GrantTarget,
+    daemon::live::GrantTarget,
 };
 
 fn send(socket: &Path, method: Method, path: &str, body: Option<Value>) -> Result<Value, ExitCode> {

@@ -7,8 +7,8 @@ use hyper::Method;
 
 use super::{Output, fail, print_json, runtime};
 use crate::{
-    agent,
     api::{ApplyResult, PolicyList, client::Client},
+    policy::files,
     policy::{model::Policy, validate},
 };
 
@@ -20,7 +20,7 @@ fn read_source(path: &Path) -> anyhow::Result<String> {
         return Ok(text);
     }
     // Parse locally first so errors name the file; send the documents as YAML.
-    let policies = agent::read_policies(path)?;
+    let policies = files::read_policies(path)?;
     let mut text = String::new();
     for policy in &policies {
         text.push_str("---\n");
@@ -30,7 +30,7 @@ fn read_source(path: &Path) -> anyhow::Result<String> {
 }
 
 pub fn validate(file: &Path, output: Output) -> ExitCode {
-    let result = agent::read_policies(file).and_then(|p| Ok(validate::validate_set(&p)?));
+    let result = files::read_policies(file).and_then(|p| Ok(validate::validate_set(&p)?));
     match (result, output) {
         (Ok(valid), Output::Text) => {
             for v in &valid {

@@ -5,6 +5,7 @@ pub mod compile;
 pub mod compiled;
 pub mod diff;
 pub mod evaluate;
+pub mod files;
 pub mod model;
 pub mod net;
 pub mod pods;

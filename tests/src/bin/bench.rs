@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use enforcer_agent::{api::client::Client, record::Clock};
+use enforcer_agent::{api::client::Client, daemon::record::clock::Clock};
 use enforcer_tests::{
     Agent, AgentDirs, TestCgroup, connect_errno, open_errno, policy, run_in, run_in_dir, write_file,
 };

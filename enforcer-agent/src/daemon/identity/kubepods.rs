@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{identity::container_id_of, policy::pods::PodContainer};
+use crate::{daemon::identity::cgroup_names::container_id_of, policy::pods::PodContainer};
 
 /// A container cgroup of a pod, as its path names it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,14 @@ use enforcer_common::{
 };
 use serde::Serialize;
 
-use crate::{engine::Directory, events};
+pub mod clock;
+pub mod directory;
+pub mod processes;
+
+use crate::{daemon::identity::kubepods::PodRef, kernel::events};
+use clock::Clock;
+use directory::Directory;
+use processes::Processes;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(untagged)]
@@ -79,9 +86,21 @@ pub struct VerdictRecord {
     pub cgroup: Option<String>,
     /// Kubernetes: the pod, container and service account of the process.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod: Option<crate::kubepods::PodRef>,
+    pub pod: Option<PodRef>,
     pub target: Target,
     pub errno: i32,
+}
+
+impl crate::daemon::verdict_log::LogRecord for VerdictRecord {
+    fn kind(&self) -> &str {
+        self.kind
+    }
+    fn time(&self) -> &str {
+        &self.time
+    }
+    fn verdict(&self) -> Option<crate::daemon::verdict_log::VerdictFields<'_>> {
+        Some((self.identity.as_deref(), self.policy.as_deref(), Some(self.decision), Some(self.hook)))
+    }
 }
 
 pub fn hook_name(code: u32) -> &'static str {
@@ -218,39 +237,6 @@ fn socket(packed: u32) -> Target {
     Target::Socket { family, socket_type, protocol: packed & 0xff }
 }
 
-/// Parent pid and executable of recent callers: a burst of verdicts from one process
-/// reads /proc once, not once per event.
-#[derive(Default)]
-pub struct Processes {
-    seen: std::collections::HashMap<u32, (std::time::Instant, Option<u32>, Option<String>)>,
-}
-
-impl Processes {
-    /// How long a process's details are reused (a pid can be recycled after it exits).
-    const FRESH: std::time::Duration = std::time::Duration::from_secs(1);
-    const MAX: usize = 4096;
-
-    fn get(&mut self, pid: u32) -> (Option<u32>, Option<String>) {
-        let now = std::time::Instant::now();
-        if let Some((at, cached_ppid, cached_exe)) = self.seen.get(&pid)
-            && now.duration_since(*at) < Self::FRESH
-        {
-            return (*cached_ppid, cached_exe.clone());
-        }
-        if self.seen.len() >= Self::MAX {
-            self.seen.retain(|_, (at, _, _)| now.duration_since(*at) < Self::FRESH);
-            if self.seen.len() >= Self::MAX {
-                self.seen.clear();
-            }
-        }
-        let process = i32::try_from(pid).ok().and_then(|pid| procfs::process::Process::new(pid).ok());
-        let parent = process.as_ref().and_then(parent_of);
-        let exe = process.and_then(|p| p.exe().ok()).map(|p| p.to_string_lossy().into_owned());
-        self.seen.insert(pid, (now, parent, exe.clone()));
-        (parent, exe)
-    }
-}
-
 /// Builds the record. `clock` converts the event's boot-time stamp to wall-clock time.
 pub fn build(
     event: &VerdictEvent,
@@ -337,87 +323,9 @@ pub fn build(
 }
 
 /// Parent pid from /proc (None once the process is gone).
-fn parent_of(process: &procfs::process::Process) -> Option<u32> {
-    u32::try_from(process.stat().ok()?.ppid).ok()
-}
-
-/// This boot's id (`/proc/sys/kernel/random/boot_id`; empty if unreadable, which makes
-/// every boot-clock instant saved with it count as from another boot).
-pub fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
-}
-
-/// Converts `CLOCK_BOOTTIME` nanoseconds to RFC 3339 UTC.
-pub struct Clock {
-    /// Wall-clock nanoseconds at boot.
-    boot_epoch_ns: i128,
-}
-
-impl Clock {
-    pub fn now() -> Self {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: valid timespec out-pointer.
-        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) };
-        let boot_ns = i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec);
-        let wall_ns = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(0));
-        Self { boot_epoch_ns: wall_ns - boot_ns }
-    }
-
-    /// The boot-clock instant of a Unix time in nanoseconds (0 if before boot).
-    pub fn boot_ns_at(&self, unix_ns: i64) -> u64 {
-        u64::try_from(i128::from(unix_ns) - self.boot_epoch_ns).unwrap_or(0)
-    }
-
-    /// Now, in Unix nanoseconds.
-    pub fn unix_now_ns() -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-    }
-
-    pub fn wall(&self, boot_ns: u64) -> String {
-        rfc3339(self.boot_epoch_ns + i128::from(boot_ns))
-    }
-}
-
-/// RFC 3339 with nanoseconds, UTC.
-pub fn rfc3339(epoch_ns: i128) -> String {
-    let secs = epoch_ns.div_euclid(1_000_000_000);
-    let nanos = epoch_ns.rem_euclid(1_000_000_000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i128::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn formats_rfc3339() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(rfc3339(1_795_310_000_123_456_789), "2026-11-22T01:13:20.123456789Z");
-        assert_eq!(rfc3339(951_782_400_000_000_000), "2000-02-29T00:00:00.000000000Z");
-    }
 
     #[test]
     fn names_rules_and_addresses() {

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use enforcer_common::verdict::restrict;
 
 use crate::{
-    live::{GrantTarget, LiveState},
+    daemon::live::{GrantTarget, LiveState},
     policy::{
         evaluate::{Explanation, Request, evaluate},
         model::{Access, Protocol},
@@ -109,7 +109,7 @@ fn granted(judged: Explanation, grant: Option<u32>) -> Explanation {
 /// The kernel keeps network grants in an LPM trie: the grant with the longest CIDR that
 /// covers the address decides, and only if its ports and protocol match.
 fn net_grant<'a>(
-    grants: impl Iterator<Item = &'a crate::live::GrantEntry>,
+    grants: impl Iterator<Item = &'a crate::daemon::live::GrantEntry>,
     address: IpAddr,
     port: u16,
     protocol: Protocol,
@@ -184,7 +184,7 @@ mod tests {
         assert_eq!(answer(&live, &read), s("deny", "credential[1]"));
         live.quarantines.insert(
             "p".into(),
-            crate::live::QuarantineEntry { reason: "r".into(), uid: 0, since: "t".into() },
+            crate::daemon::live::QuarantineEntry { reason: "r".into(), uid: 0, since: "t".into() },
         );
         assert_eq!(answer(&live, &exec), s("deny", "quarantine"));
         assert_eq!(answer(&live, &connect), s("deny", "quarantine"));

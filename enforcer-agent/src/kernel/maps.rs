@@ -130,7 +130,7 @@ impl KernelMaps {
         let names: std::collections::HashMap<_, _> = set.path_names.iter().map(|(k, n)| (*k, n)).collect();
         for (key, rule) in &set.path_rules {
             let mut rule = *rule;
-            rule.check = names.get(key).map_or(0, |name| crate::path_key::check(name));
+            rule.check = names.get(key).map_or(0, |name| crate::kernel::path_key::check(name));
             let key = PathKey {
                 hash: key.hash,
                 identity: key.identity,
@@ -301,8 +301,8 @@ impl KernelMaps {
     /// Makes the grant tables exactly these entries (added first, stale ones removed).
     pub fn set_grants(
         &mut self,
-        paths: &[crate::live::PathGrant],
-        nets: &[crate::live::NetGrantEntry],
+        paths: &[crate::daemon::live::PathGrant],
+        nets: &[crate::daemon::live::NetGrantEntry],
     ) -> Result<(), MapsError> {
         for (key, grant) in paths {
             self.grants.insert(key, grant, 0).map_err(err(names::GRANTS))?;

@@ -1,5 +1,11 @@
 //! Cgroup discovery: which cgroups each identity's selector picks.
 
+pub mod cgroup_names;
+pub mod containers;
+pub mod kubepods;
+
+use cgroup_names::container_id_of;
+
 use std::{
     collections::BTreeMap,
     fs,
@@ -8,7 +14,7 @@ use std::{
 };
 
 use crate::{
-    kubepods::Pods,
+    daemon::identity::kubepods::Pods,
     policy::{
         compile::ResolvedBinding,
         validate::{SelectorSpec, Valid},
@@ -104,18 +110,6 @@ fn cgroup2_mount() -> Option<PathBuf> {
 /// The id of the cgroup at `path` (relative to `root`), if it exists.
 pub fn id_of(root: &Path, path: &str) -> Option<u64> {
     fs::metadata(root.join(path.trim_start_matches('/'))).ok().map(|m| m.ino())
-}
-
-/// Prefixes and suffix container runtimes give a container's cgroup directory.
-const RUNTIME_PREFIXES: [&str; 4] = ["docker-", "cri-containerd-", "crio-", "libpod-"];
-
-/// The container id a cgroup directory name carries, if any: `docker-<id>.scope`,
-/// `cri-containerd-<id>.scope`, `crio-<id>.scope`, `libpod-<id>.scope`, or a bare
-/// 64-digit id (cgroupfs drivers: `/docker/<id>`, `/kubepods/.../<id>`).
-pub fn container_id_of(name: &str) -> Option<&str> {
-    let stem = name.strip_suffix(".scope").unwrap_or(name);
-    let id = RUNTIME_PREFIXES.iter().find_map(|p| stem.strip_prefix(p)).unwrap_or(stem);
-    (id.len() == 64 && id.chars().all(|c| c.is_ascii_hexdigit())).then_some(id)
 }
 
 /// Whether a selector picks the cgroup at `path` (relative to the root).

@@ -3,13 +3,11 @@
 //! every identity whose pod selector picks it.
 
 use crate::{
-    api::{
-        ContainerBound, ContainerStart,
-        server::{ContainerAnswer, Failure},
-    },
-    engine::Engine,
-    identity,
-    kubepods::{self, PodInfo},
+    daemon::command::{ContainerAnswer, Failure},
+    daemon::engine::Engine,
+    daemon::identity,
+    daemon::identity::kubepods::{self, PodInfo},
+    daemon::reports::{ContainerBound, ContainerStart},
     policy::validate::SelectorSpec,
 };
 

@@ -8,9 +8,10 @@ use std::{
 };
 
 use crate::{
-    identity,
-    kubepods::Pods,
-    maps::{KernelMaps, MapsError},
+    daemon::identity,
+    daemon::identity::kubepods::Pods,
+    daemon::record::directory::Directory,
+    kernel::maps::{KernelMaps, MapsError},
     policy::{
         compile::{ResolvedBinding, compile},
         model::Policy,
@@ -31,25 +32,6 @@ pub enum EngineError {
 
 /// How many past generations stay decodable (events may lag an apply).
 const GENERATIONS_KEPT: usize = 8;
-
-/// Names behind the numbers in kernel events.
-#[derive(Debug, Default)]
-pub struct Directory {
-    /// generation → identity number → (identity, policy).
-    pub generations: BTreeMap<u64, BTreeMap<u32, (String, String)>>,
-    /// cgroup id → path relative to the cgroup root.
-    pub cgroups: BTreeMap<u64, String>,
-    /// Bound cgroup id → whether the binding covers its subtree (what the kernel holds).
-    pub bindings: BTreeMap<u64, bool>,
-    /// The pods on this node (Kubernetes mode), for naming pods in verdicts.
-    pub pods: Pods,
-}
-
-impl Directory {
-    pub fn names(&self, generation: u64, identity: u32) -> Option<&(String, String)> {
-        self.generations.get(&generation).and_then(|g| g.get(&identity))
-    }
-}
 
 /// Outcome of an apply.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -198,14 +180,14 @@ impl Engine {
     }
 
     /// Mirrors live state into the kernel maps; takes effect on the next syscall.
-    pub fn sync_live(&mut self, live: &crate::live::LiveState) -> Result<(), MapsError> {
+    pub fn sync_live(&mut self, live: &crate::daemon::live::LiveState) -> Result<(), MapsError> {
         let quarantines = live.quarantine_table(&self.policies, |name| self.ids.get(name).copied());
         self.maps.set_quarantines(&quarantines)?;
         self.maps.set_revoked(&live.revoked_table())?;
-        let clock = crate::record::Clock::now();
+        let clock = crate::daemon::record::clock::Clock::now();
         let (paths, nets) = live.grant_tables(
             |name| self.ids.get(name).copied(),
-            &crate::record::boot_id(),
+            &crate::daemon::record::clock::boot_id(),
             |unix| clock.boot_ns_at(unix),
         );
         self.maps.set_grants(&paths, &nets)
@@ -229,7 +211,7 @@ impl Engine {
         let bindings = self.settle(identity::resolve(&valid, &cgroups, &self.pods), &ids, true);
         let generation = self.generation + 1;
         let mut set = compile(&valid, &ids, &bindings, generation)?;
-        crate::file_identity::fill(&mut set, crate::file_identity::on_disk);
+        crate::daemon::file_identity::fill(&mut set, crate::daemon::file_identity::on_disk);
         self.maps.install(&set).map_err(EngineError::Install)?;
 
         self.bound = set.bindings.iter().map(|(cgroup, b)| (*cgroup, b.identity)).collect();

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::policy_status::{self, Verdict};
 use crate::{
-    api::server::Command,
+    daemon::command::Command,
     policy::resource::{self, PolicyStatus},
 };
 

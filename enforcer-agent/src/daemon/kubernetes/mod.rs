@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{api::server::Command, kubepods::PodInfo};
+use crate::{daemon::command::Command, daemon::identity::kubepods::PodInfo};
 
 /// How to reach the API server.
 #[derive(Debug, Clone)]

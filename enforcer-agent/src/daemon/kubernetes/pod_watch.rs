@@ -6,8 +6,8 @@ use kube::runtime::{WatchStreamExt as _, watcher};
 use tokio::sync::mpsc;
 
 use crate::{
-    api::server::Command,
-    kubepods::{PodInfo, PodsChange, bare_container_id},
+    daemon::command::Command,
+    daemon::identity::kubepods::{PodInfo, PodsChange, bare_container_id},
 };
 
 const MIRROR: &str = "kubernetes.io/config.mirror";

@@ -9,7 +9,7 @@ use hyper::{Response, StatusCode, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::api::server::Command;
+use crate::daemon::command::Command;
 
 /// Counters the agent updates as it works.
 #[derive(Default)]

@@ -84,18 +84,18 @@ impl State {
 
 impl State {
     /// Quarantines and revocations in force (empty when none were saved).
-    pub fn live(&self) -> Result<crate::live::LiveState, StateError> {
+    pub fn live(&self) -> Result<crate::daemon::live::LiveState, StateError> {
         let path = self.dir.join(LIVE);
         match fs::read_to_string(&path) {
             Ok(text) => {
                 serde_json::from_str(&text).map_err(|e| StateError::Corrupt { path, message: e.to_string() })
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(crate::live::LiveState::default()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(crate::daemon::live::LiveState::default()),
             Err(source) => Err(StateError::Io { path, source }),
         }
     }
 
-    pub fn save_live(&self, live: &crate::live::LiveState) -> Result<(), StateError> {
+    pub fn save_live(&self, live: &crate::daemon::live::LiveState) -> Result<(), StateError> {
         let text = serde_json::to_vec_pretty(live).expect("live state serialises");
         write_atomic(&self.dir.join(LIVE), &text)
     }
@@ -104,14 +104,14 @@ impl State {
 impl State {
     /// The pods of this node as last seen (Kubernetes mode), so a restarted agent binds
     /// pod containers before its watch has listed again.
-    pub fn pods(&self) -> Vec<crate::kubepods::PodInfo> {
+    pub fn pods(&self) -> Vec<crate::daemon::identity::kubepods::PodInfo> {
         fs::read_to_string(self.dir.join(PODS))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default()
     }
 
-    pub fn save_pods(&self, pods: &[crate::kubepods::PodInfo]) -> Result<(), StateError> {
+    pub fn save_pods(&self, pods: &[crate::daemon::identity::kubepods::PodInfo]) -> Result<(), StateError> {
         write_atomic(&self.dir.join(PODS), &serde_json::to_vec(pods).expect("pods serialise"))
     }
 }

@@ -11,8 +11,8 @@ use std::{collections::BTreeMap, os::unix::fs::MetadataExt as _};
 use enforcer_common::{maps::PathRule, verdict::action};
 
 use crate::{
+    daemon::protect::kernel_dev,
     policy::compiled::{CompiledSet, InodeRuleKey},
-    protect::kernel_dev,
 };
 
 /// Fills `set.inode_rules` from its path rules, with `identify` giving a path's

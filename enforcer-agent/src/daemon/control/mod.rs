@@ -1,27 +1,30 @@
 //! What the agent does for API commands: runs on the main loop, which owns the engine,
 //! so commands are handled one at a time and every apply installs one whole set.
 
+mod kubernetes;
+
 use std::{collections::BTreeMap, path::Path};
 
 use crate::{
-    agent::{Config, write_policy_record},
-    api::{
+    daemon::command::{Command, Failure, LiveRequest},
+    daemon::config::Config,
+    daemon::engine::Engine,
+    daemon::live::{LiveState, QuarantineEntry, check_reason, parse_ttl},
+    daemon::log_records::write_policy_record,
+    daemon::metrics::{self, Metrics},
+    daemon::record::clock::Clock,
+    daemon::reports::{
         ApplyResult, CgroupInfo, IdentityInfo, MapUsage, PolicyList, PolicySummary, ProgramStatus,
         RuleCounts, Status,
-        server::{Command, Failure, LiveRequest},
     },
-    engine::Engine,
-    live::{LiveState, QuarantineEntry, check_reason, parse_ttl},
-    loader,
-    metrics::{self, Metrics},
+    daemon::state::State,
+    daemon::verdict_log::VerdictLog,
+    kernel::loader,
     policy::{
         diff::{self, Change},
         model::Policy,
         validate::SelectorSpec,
     },
-    record::Clock,
-    state::State,
-    verdict_log::VerdictLog,
 };
 use enforcer_common::verdict::stat;
 
@@ -51,6 +54,8 @@ enum Planned {
 }
 
 type LiveChange = (&'static str, Option<String>, Option<String>, Option<String>, serde_json::Value);
+
+crate::log_record!(LiveRecord<'_>);
 
 /// A change of live state, as recorded in the verdict log.
 #[derive(serde::Serialize)]
@@ -124,11 +129,11 @@ impl Control<'_> {
                         status: 404,
                         message: format!("no policy governs identity {:?}", check.identity),
                     }),
-                    Some(policy) => crate::live_check::explain(
+                    Some(policy) => crate::daemon::live_check::explain(
                         &self.live,
                         policy,
                         &check.request,
-                        crate::record::Clock::unix_now_ns(),
+                        crate::daemon::record::clock::Clock::unix_now_ns(),
                     )
                     .map_err(|message| Failure { status: 400, message }),
                 };
@@ -142,7 +147,7 @@ impl Control<'_> {
     /// Applies a live-state change: saved first, then mirrored into the kernel, then
     /// recorded. Bad input changes nothing.
     fn live_change(&mut self, request: LiveRequest, uid: u32) -> Result<serde_json::Value, Failure> {
-        let now = crate::record::Clock::now().wall(crate::agent::boot_ns());
+        let now = crate::daemon::record::clock::wall_now();
         let mut next = self.live.clone();
         let (action, identity, path, reason, answer) = match self.plan_live(&mut next, request, uid, now)? {
             Planned::Listing(value) => return Ok(value),
@@ -151,7 +156,7 @@ impl Control<'_> {
         self.commit_live(next).map_err(|message| Failure { status: 500, message })?;
         tracing::info!(action, identity = ?identity, path = ?path, uid, "live state changed");
         let record = LiveRecord {
-            time: crate::record::Clock::now().wall(crate::agent::boot_ns()),
+            time: crate::daemon::record::clock::wall_now(),
             kind: "live",
             action,
             identity: identity.as_deref(),
@@ -174,7 +179,7 @@ impl Control<'_> {
         policies: &[Policy],
         source: &'static str,
         uid: Option<u32>,
-    ) -> Result<crate::engine::Applied, crate::engine::EngineError> {
+    ) -> Result<crate::daemon::engine::Applied, crate::daemon::engine::EngineError> {
         let applied = self.engine.apply(policies).inspect_err(|_| self.metrics.apply_errors += 1)?;
         if let Err(e) = self.state.save(policies, applied.generation) {
             tracing::error!(error = %e, "saving the applied policy set");
@@ -334,7 +339,7 @@ impl Control<'_> {
     }
 
     /// Opens (or counts a repeat of) an approval request for a `pending` verdict.
-    pub fn note_pending(&mut self, record: &crate::record::VerdictRecord) {
+    pub fn note_pending(&mut self, record: &crate::daemon::record::VerdictRecord) {
         let now = record.time.clone();
         let Some((request, new)) = self.live.note_pending(record, Clock::unix_now_ns(), &now) else { return };
         if !new {
@@ -377,7 +382,7 @@ impl Control<'_> {
         }
         for request in lapsed {
             let record = serde_json::json!({
-                "time": Clock::now().wall(crate::agent::boot_ns()),
+                "time": crate::daemon::record::clock::wall_now(),
                 "type": "live",
                 "action": "approval-expired",
                 "identity": request.identity,
@@ -389,7 +394,7 @@ impl Control<'_> {
         }
         for grant in expired {
             let record = serde_json::json!({
-                "time": Clock::now().wall(crate::agent::boot_ns()),
+                "time": crate::daemon::record::clock::wall_now(),
                 "type": "live",
                 "action": "grant-expired",
                 "identity": grant.identity,

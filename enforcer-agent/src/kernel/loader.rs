@@ -11,7 +11,7 @@ use aya::{
 };
 use enforcer_common::maps::globals;
 
-use crate::btf::{Btf, BtfError};
+use crate::kernel::btf::{Btf, BtfError};
 
 /// The kernel object, built by `aya-build` and embedded at compile time.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer"));
@@ -146,7 +146,7 @@ pub fn load(options: &Options) -> Result<Ebpf, LoadError> {
     for (global, value) in &offsets {
         loader.override_global(global, value, true);
     }
-    let [key0, key1] = crate::path_key::key();
+    let [key0, key1] = crate::kernel::path_key::key();
     loader.override_global(globals::PATH_KEY0, &key0, true);
     loader.override_global(globals::PATH_KEY1, &key1, true);
     let mut ebpf = loader.load(OBJECT)?;

@@ -4,16 +4,15 @@
 use serde::Serialize;
 
 use crate::{
-    api::{
-        ContainerStart,
-        server::{ContainerAnswer, Failure},
-    },
-    containers,
-    control::Control,
-    kubepods::PodsChange,
-    kubernetes::{policy_set, policy_status::Verdict, policy_watch::ClusterPolicy},
-    record::Clock,
+    daemon::command::{ContainerAnswer, Failure},
+    daemon::control::Control,
+    daemon::identity::containers,
+    daemon::identity::kubepods::PodsChange,
+    daemon::kubernetes::{policy_set, policy_status::Verdict, policy_watch::ClusterPolicy},
+    daemon::reports::ContainerStart,
 };
+
+crate::log_record!(ContainerRecord<'_>);
 
 /// A container bound at its start, as recorded in the verdict log.
 #[derive(Serialize)]
@@ -83,7 +82,7 @@ impl Control<'_> {
             && !start.sandbox
         {
             let record = ContainerRecord {
-                time: Clock::now().wall(crate::agent::boot_ns()),
+                time: crate::daemon::record::clock::wall_now(),
                 kind: "container",
                 namespace: &start.namespace,
                 pod: &start.pod,

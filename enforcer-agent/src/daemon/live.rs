@@ -178,8 +178,8 @@ pub struct ApprovalRequest {
 }
 
 /// The exact target of a verdict record, as a grant would name it.
-pub fn target_of(record: &crate::record::VerdictRecord) -> Option<GrantTarget> {
-    use crate::record::Target;
+pub fn target_of(record: &crate::daemon::record::VerdictRecord) -> Option<GrantTarget> {
+    use crate::daemon::record::Target;
     match (&record.target, record.hook) {
         (Target::Path { path, .. }, "exec" | "mmap_exec") => Some(GrantTarget::Exec { path: path.clone() }),
         (Target::Path { path, access }, _) => {
@@ -272,7 +272,7 @@ impl LiveState {
             .map(|(path, r)| {
                 (
                     (path_hash(path.as_bytes()), u32::try_from(path.len()).expect("short path")),
-                    Revoked { id: r.id, pad: 0, check: crate::path_key::check(path) },
+                    Revoked { id: r.id, pad: 0, check: crate::kernel::path_key::check(path) },
                 )
             })
             .collect()
@@ -313,19 +313,19 @@ impl LiveState {
             now_unix_ns + i64::try_from(ttl_seconds).unwrap_or(i64::MAX / 2) * 1_000_000_000;
         // The same instant on the boot clock, converted once with both clocks read together,
         // so the kernel's expiry is exactly the one reported.
-        let expires_boot_ns = crate::record::Clock::now().boot_ns_at(expires_unix_ns);
+        let expires_boot_ns = crate::daemon::record::clock::Clock::now().boot_ns_at(expires_unix_ns);
         self.next_grant += 1;
         let entry = GrantEntry {
             id: self.next_grant,
             identity: identity.to_owned(),
             target,
-            expires: crate::record::rfc3339(i128::from(expires_unix_ns)),
+            expires: crate::daemon::record::clock::rfc3339(i128::from(expires_unix_ns)),
             expires_unix_ns,
             reason: reason.to_owned(),
             uid,
             created: now,
             expires_boot_ns,
-            boot_id: crate::record::boot_id(),
+            boot_id: crate::daemon::record::clock::boot_id(),
         };
         self.grants.insert(entry.id, entry.clone());
         Ok(entry)
@@ -356,8 +356,12 @@ impl LiveState {
             } else {
                 boot_ns(g.expires_unix_ns)
             };
-            let grant =
-                |path: &str| Grant { expires_ns, id: g.id, pad: 0, check: crate::path_key::check(path) };
+            let grant = |path: &str| Grant {
+                expires_ns,
+                id: g.id,
+                pad: 0,
+                check: crate::kernel::path_key::check(path),
+            };
             match &g.target {
                 GrantTarget::Exec { path } => {
                     paths.push((path_key(path, identity, grant_kind::EXEC), grant(path)));
@@ -395,7 +399,7 @@ impl LiveState {
     /// Returns the request and whether it is new.
     pub fn note_pending(
         &mut self,
-        record: &crate::record::VerdictRecord,
+        record: &crate::daemon::record::VerdictRecord,
         now_unix_ns: i64,
         now: &str,
     ) -> Option<(ApprovalRequest, bool)> {
@@ -424,7 +428,7 @@ impl LiveState {
             first_seen: now.to_owned(),
             last_seen: now.to_owned(),
             attempts: 1,
-            expires: crate::record::rfc3339(i128::from(expires_unix_ns)),
+            expires: crate::daemon::record::clock::rfc3339(i128::from(expires_unix_ns)),
             expires_unix_ns,
         };
         self.approvals.insert(request.id, request.clone());
@@ -498,7 +502,7 @@ mod tests {
         assert_eq!((path.as_str(), id), ("/etc/aws/credentials", 1));
         assert_eq!(live.revoke("/etc/aws/credentials", "still leaked", 0, "t".into()).unwrap().1, 1);
         let entry = live.revoked_table()[&(path_hash(b"/etc/aws/credentials"), 20)];
-        assert_eq!((entry.id, entry.check), (1, crate::path_key::check("/etc/aws/credentials")));
+        assert_eq!((entry.id, entry.check), (1, crate::kernel::path_key::check("/etc/aws/credentials")));
         assert!(live.revoke("relative", "x", 0, "t".into()).is_err());
         assert!(live.revoke("/x", "  ", 0, "t".into()).is_err());
     }
@@ -549,12 +553,12 @@ mod tests {
         assert!(live.add_grant("a", bad_cidr, 60, "x", 0, 0, "t".into()).is_err());
         // In the boot it was made in, the expiry fixed then is used, whatever the clocks say.
         let mut now = LiveState::default();
-        let unix = crate::record::Clock::unix_now_ns();
+        let unix = crate::daemon::record::clock::Clock::unix_now_ns();
         let made = now
             .add_grant("a", GrantTarget::Exec { path: "/x".into() }, 60, "r", 0, unix, "t".into())
             .unwrap();
         assert!(made.expires_boot_ns > 0);
-        let boot = crate::record::boot_id();
+        let boot = crate::daemon::record::clock::boot_id();
         let (paths, _) = now.grant_tables(|_| Some(3), &boot, |_| 7);
         assert_eq!(paths[0].1.expires_ns, made.expires_boot_ns);
         let (paths, _) = now.grant_tables(|_| Some(3), "another boot", |_| 7);

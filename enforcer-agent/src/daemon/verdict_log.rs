@@ -11,8 +11,6 @@ use std::{
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::api::server::Line;
-
 pub struct Rotation {
     /// Rotate when the file would grow past this many bytes.
     pub max_bytes: u64,
@@ -57,8 +55,10 @@ impl VerdictLog {
 
     /// Appends one record and hands it to followers. Errors are reported to the caller,
     /// which logs them; a full disk must not stop enforcement.
-    pub fn write(&mut self, record: &impl Serialize) -> io::Result<()> {
-        let line = serde_json::to_string(record).map_err(io::Error::other)?;
+    pub fn write(&mut self, record: &impl LogRecord) -> io::Result<()> {
+        // Serialised once; the fields followers filter on come from the record itself.
+        let parsed = Line::of(record, serde_json::to_string(record).map_err(io::Error::other)?);
+        let line = parsed.json.as_str();
         let len = line.len() as u64 + 1;
         if self.size > 0 && self.size + len > self.rotation.max_bytes {
             self.rotate()?;
@@ -68,10 +68,8 @@ impl VerdictLog {
         if self.stdout {
             println!("{line}");
         }
-        if let Some(parsed) = Line::from_json(line) {
-            // No follower is not an error.
-            let _ = self.followers.send(Arc::new(parsed));
-        }
+        // No follower is not an error.
+        let _ = self.followers.send(Arc::new(parsed));
         Ok(())
     }
 
@@ -113,6 +111,100 @@ pub fn history(path: &Path, keep: usize) -> Vec<String> {
         lines.extend(text.lines().map(str::to_owned));
     }
     lines
+}
+
+/// A record of the verdict log. It is serialised once; the fields followers filter on are
+/// read from the record, not from its text.
+pub trait LogRecord: Serialize {
+    /// The record's `type`.
+    fn kind(&self) -> &str;
+    /// The record's `time` (RFC 3339).
+    fn time(&self) -> &str;
+    /// Verdict records: identity, policy, decision and hook.
+    fn verdict(&self) -> Option<VerdictFields<'_>> {
+        None
+    }
+}
+
+/// identity, policy, decision, hook.
+pub type VerdictFields<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>, Option<&'a str>);
+
+/// Records built as JSON values carry their own `type` and `time`.
+impl LogRecord for serde_json::Value {
+    fn kind(&self) -> &str {
+        self["type"].as_str().unwrap_or_default()
+    }
+    fn time(&self) -> &str {
+        self["time"].as_str().unwrap_or_default()
+    }
+}
+
+/// Implements [`LogRecord`] for record structs with `kind` and `time` fields.
+#[macro_export]
+macro_rules! log_record {
+    ($($record:ty),+) => {$(
+        impl $crate::daemon::verdict_log::LogRecord for $record {
+            fn kind(&self) -> &str {
+                self.kind
+            }
+            fn time(&self) -> &str {
+                &self.time
+            }
+        }
+    )+};
+}
+
+/// One record of the verdict stream, with the fields followers filter on.
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub json: String,
+    pub kind: String,
+    pub time: String,
+    /// `time` as an instant: compared as times, never as strings ("…00Z" sorts after
+    /// "…00.1Z" as text).
+    pub at: Option<jiff::Timestamp>,
+    pub identity: Option<String>,
+    pub policy: Option<String>,
+    pub decision: Option<String>,
+    pub hook: Option<String>,
+}
+
+impl Line {
+    /// A line read back from the log (history).
+    pub fn from_json(json: String) -> Option<Self> {
+        let value: serde_json::Value = serde_json::from_str(&json).ok()?;
+        Some(Self { json, ..Self::fields(&value) })
+    }
+
+    /// A record being written, serialised as `json`.
+    fn of(record: &impl LogRecord, json: String) -> Self {
+        let (identity, policy, decision, hook) = record.verdict().unwrap_or_default();
+        let own = |s: Option<&str>| s.map(str::to_owned);
+        Self {
+            kind: record.kind().to_owned(),
+            time: record.time().to_owned(),
+            at: record.time().parse().ok(),
+            identity: own(identity),
+            policy: own(policy),
+            decision: own(decision),
+            hook: own(hook),
+            json,
+        }
+    }
+
+    fn fields(v: &serde_json::Value) -> Self {
+        let field = |name: &str| v[name].as_str().map(str::to_owned);
+        Self {
+            kind: field("type").unwrap_or_default(),
+            time: field("time").unwrap_or_default(),
+            at: field("time").and_then(|t| t.parse().ok()),
+            identity: field("identity"),
+            policy: field("policy"),
+            decision: field("decision"),
+            hook: field("hook"),
+            json: String::new(),
+        }
+    }
 }
 
 #[cfg(test)]

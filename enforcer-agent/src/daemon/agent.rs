@@ -1,13 +1,9 @@
 //! `enforcer agent`: the daemon. Loads and attaches the programs, applies the policy
 //! set, writes verdicts, binds new cgroups, and hands over to its successor on restart.
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::path::Path;
 
 use anyhow::Context as _;
-use serde::Serialize;
 use std::sync::Arc;
 
 use tokio::{
@@ -17,118 +13,28 @@ use tokio::{
 };
 
 use crate::{
-    api::server::{self, Command, Server},
-    control::Control,
-    engine::Engine,
-    events, loader,
-    maps::{self, KernelMaps},
-    metrics::{self, Metrics},
-    pins,
-    policy::{model::Policy, validate},
-    protect::Protected,
-    record::{self, Clock},
-    state::State,
-    verdict_log::{self, Rotation, VerdictLog},
+    daemon::{
+        command::{Command, Handles},
+        config::{Config, OnExit},
+        control::Control,
+        engine::Engine,
+        identity,
+        kubernetes::{self, PodRequest},
+        log_records::{self, write_agent_record, write_policy_record},
+        metrics::{self, Metrics},
+        protect::Protected,
+        record::{self, clock::Clock},
+        state::State,
+        verdict_log::{self, Rotation, VerdictLog},
+    },
+    kernel::{
+        events, loader,
+        maps::{self, KernelMaps},
+        pins,
+    },
+    policy::{files::read_policies, validate},
 };
 use enforcer_common::verdict::stat;
-
-/// What happens to enforcement when the agent stops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnExit {
-    /// Programs stay attached (pinned) and keep enforcing the last policy set; the next
-    /// agent takes them over without a gap. Verdicts are not logged while no agent runs.
-    Keep,
-    /// Programs are detached: nothing is enforced until an agent starts again.
-    Detach,
-}
-
-pub struct Config {
-    pub policy_dir: Option<PathBuf>,
-    pub state_dir: PathBuf,
-    pub bpffs: PathBuf,
-    pub log_file: PathBuf,
-    pub stdout: bool,
-    pub cgroup_root: PathBuf,
-    pub network_only: bool,
-    pub on_exit: OnExit,
-    pub rescan_interval: Duration,
-    /// The API's Unix socket.
-    pub socket: PathBuf,
-    /// Group allowed to use the API besides root.
-    pub socket_group: Option<u32>,
-    /// Address of the Prometheus endpoint (none: off).
-    pub metrics_addr: Option<std::net::SocketAddr>,
-    pub log_rotation: Rotation,
-    /// Run as a Kubernetes node agent: pod selectors, cluster policies.
-    pub kubernetes: Option<crate::kubernetes::Options>,
-}
-
-#[derive(Serialize)]
-struct PolicyRecord<'a> {
-    time: String,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    generation: u64,
-    policies: Vec<&'a str>,
-    source: &'a str,
-    /// Uid of the API caller that made the change (none for startup and SIGHUP).
-    uid: Option<u32>,
-}
-
-#[derive(Serialize)]
-struct DroppedRecord {
-    time: String,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    /// Events lost since the previous report.
-    count: u64,
-    /// Events lost since the programs were loaded.
-    total: u64,
-}
-
-#[derive(Serialize)]
-struct AgentRecord {
-    time: String,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    event: &'static str,
-    pid: u32,
-    detail: String,
-}
-
-fn now() -> String {
-    Clock::now().wall(boot_ns())
-}
-
-pub(crate) fn boot_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
-}
-
-/// Reads every `*.yaml`/`*.yml` file of a directory (sorted by name), or one file.
-pub fn read_policies(path: &Path) -> anyhow::Result<Vec<Policy>> {
-    let mut files = Vec::new();
-    if path.is_dir() {
-        for entry in std::fs::read_dir(path).with_context(|| format!("reading {}", path.display()))? {
-            let p = entry?.path();
-            if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-                files.push(p);
-            }
-        }
-        files.sort();
-    } else {
-        files.push(path.to_owned());
-    }
-    let mut policies = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-        policies.extend(validate::parse(&file.display().to_string(), &text)?);
-    }
-    Ok(policies)
-}
 
 /// Everything a started agent holds.
 struct Running {
@@ -148,12 +54,15 @@ struct Running {
     started: std::time::Instant,
     commands: mpsc::Receiver<Command>,
     metrics: Metrics,
-    live: crate::live::LiveState,
+    live: crate::daemon::live::LiveState,
     protected: Protected,
 }
 
 /// Loads, applies the policy set, attaches, pins, then retires earlier instances.
-async fn start(config: &Config) -> anyhow::Result<Running> {
+/// Brings the API up with the daemon's handles: bind its socket and spawn its server.
+pub type StartApi = Box<dyn FnOnce(Handles) -> anyhow::Result<()> + Send>;
+
+async fn start(config: &Config, start_api: StartApi) -> anyhow::Result<Running> {
     let features = loader::Features::probe();
     if !config.network_only && !features.bpf_lsm {
         return Err(features.no_bpf_lsm().into());
@@ -193,11 +102,8 @@ async fn start(config: &Config) -> anyhow::Result<Running> {
 
     // The API comes up before the programs attach, so the socket is ready once enforcing.
     let (commands_tx, commands) = mpsc::channel(64);
-    let listener = server::bind(&config.socket, config.socket_group)
-        .with_context(|| format!("creating the API socket {}", config.socket.display()))?;
     let pods = watch_cluster(config, &commands_tx).await?;
-    let api = api_server(config, &engine, commands_tx.clone(), followers, pods);
-    tokio::spawn(api.run(listener));
+    start_api(handles(config, &engine, commands_tx.clone(), followers, pods))?;
     // From here on, managed tasks can neither write these files nor signal this process.
     let protected = Protected::new(
         &config.state_dir,
@@ -261,13 +167,13 @@ async fn start(config: &Config) -> anyhow::Result<Running> {
     })
 }
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config, start_api: StartApi) -> anyhow::Result<()> {
     // Handlers first: a signal that arrives once the agent says it is ready must not find
     // the default action (SIGHUP would terminate the agent).
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
-    let running = start(&config).await?;
+    let running = start(&config, start_api).await?;
     let Running { ring, instance, protected, .. } = running;
     let mut ctx = Control {
         state: running.state,
@@ -289,7 +195,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut ring = unsafe { AsyncFd::register(ring) }
         .map_err(|e| anyhow::anyhow!("watching the event ring buffer: {}", e.into_parts().1))?;
     let mut tick = tokio::time::interval(config.rescan_interval);
-    let mut processes = record::Processes::default();
+    let mut processes = record::processes::Processes::default();
     let mut dropped_seen = ctx.engine.maps().stats().map_or(0, |s| s[stat::EVENTS_DROPPED as usize]);
     loop {
         // Biased: operator commands, signals and housekeeping before verdict events, so a
@@ -341,34 +247,34 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 async fn watch_cluster(
     config: &Config,
     commands: &mpsc::Sender<Command>,
-) -> anyhow::Result<Option<mpsc::Sender<crate::kubernetes::PodRequest>>> {
+) -> anyhow::Result<Option<mpsc::Sender<PodRequest>>> {
     let Some(k) = &config.kubernetes else { return Ok(None) };
-    let client = crate::kubernetes::client(k.kubeconfig.as_deref()).await?;
-    Ok(Some(crate::kubernetes::spawn(&client, &k.node_name, commands.clone())))
+    let client = kubernetes::client(k.kubeconfig.as_deref()).await?;
+    Ok(Some(kubernetes::spawn(&client, &k.node_name, commands.clone())))
 }
 
 /// The API server: it sends commands to the main loop, feeds followers, reads history,
 /// and refuses callers inside managed identities.
-fn api_server(
+/// What the API answers from outside the main loop: history from the log files, and
+/// whether a caller's process is managed (read from the bindings the engine keeps).
+fn handles(
     config: &Config,
     engine: &Engine,
     commands: mpsc::Sender<Command>,
-    followers: broadcast::Sender<Arc<server::Line>>,
-    pods: Option<mpsc::Sender<crate::kubernetes::PodRequest>>,
-) -> Arc<Server> {
+    verdicts: broadcast::Sender<Arc<verdict_log::Line>>,
+    pods: Option<mpsc::Sender<PodRequest>>,
+) -> Handles {
     let (log_path, keep) = (config.log_file.clone(), config.log_rotation.keep);
     let directory = engine.directory();
-    Arc::new(Server {
-        socket: config.socket.clone(),
-        group: config.socket_group,
+    Handles {
         commands,
-        verdicts: followers,
+        verdicts,
         history: Arc::new(move || verdict_log::history(&log_path, keep)),
         managed: Arc::new(move |pid| {
-            crate::identity::pid_is_managed(pid, &directory.read().expect("directory lock").bindings)
+            identity::pid_is_managed(pid, &directory.read().expect("directory lock").bindings)
         }),
         pods,
-    })
+    }
 }
 
 /// Binds new cgroups and reports events the kernel could not deliver.
@@ -397,10 +303,7 @@ fn housekeeping(engine: &mut Engine, log: &mut VerdictLog, dropped_seen: &mut u6
     if let Ok(stats) = engine.maps().stats() {
         let total = stats[stat::EVENTS_DROPPED as usize];
         if total > *dropped_seen {
-            let record = DroppedRecord { time: now(), kind: "dropped", count: total - *dropped_seen, total };
-            if let Err(e) = log.write(&record) {
-                tracing::warn!(error = %e, "writing verdict log");
-            }
+            log_records::write_dropped(log, total - *dropped_seen, total);
             *dropped_seen = total;
         }
     }
@@ -440,7 +343,7 @@ const DRAIN_BATCH: usize = 256;
 fn drain(
     ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
     ctx: &mut Control<'_>,
-    processes: &mut record::Processes,
+    processes: &mut record::processes::Processes,
 ) -> bool {
     let clock = Clock::now();
     let directory = ctx.engine.directory();
@@ -488,25 +391,4 @@ fn drain(
         }
     }
     handled == DRAIN_BATCH
-}
-
-pub(crate) fn write_policy_record(log: &mut VerdictLog, engine: &Engine, source: &str, uid: Option<u32>) {
-    let record = PolicyRecord {
-        time: now(),
-        kind: "policy",
-        generation: engine.generation(),
-        policies: engine.policies().iter().map(|p| p.name.as_str()).collect(),
-        source,
-        uid,
-    };
-    if let Err(e) = log.write(&record) {
-        tracing::warn!(error = %e, "writing verdict log");
-    }
-}
-
-fn write_agent_record(log: &mut VerdictLog, event: &'static str, detail: String) {
-    let record = AgentRecord { time: now(), kind: "agent", event, pid: std::process::id(), detail };
-    if let Err(e) = log.write(&record) {
-        tracing::warn!(error = %e, "writing verdict log");
-    }
 }

@@ -1,0 +1,9 @@
+//! Kernel-facing code: loading and attaching the programs, BTF offsets, the maps (the only
+//! user of `aya::maps`), pins, the ring buffer of events and the path keys.
+
+pub mod btf;
+pub mod events;
+pub mod loader;
+pub mod maps;
+pub mod path_key;
+pub mod pins;
