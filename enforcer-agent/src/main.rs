@@ -5,13 +5,15 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 use clap::{Parser, Subcommand};
 use enforcer_agent::{
     api::{DEFAULT_SOCKET, server},
-    cli::{self, Output},
+    cli::{
+        self, Output,
+        args::{ApprovalsCommand, CheckArgs, CredentialsCommand, GrantArgs, PolicyCommand, VerdictsCommand},
+    },
     daemon::{
         agent,
         config::{Config, OnExit},
         verdict_log::Rotation,
     },
-    policy::model::Access,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -87,39 +89,6 @@ enum Command {
     },
 }
 
-#[derive(Subcommand)]
-enum ApprovalsCommand {
-    /// Turn request ID into a time-bound grant: the next attempt succeeds.
-    Approve {
-        id: u32,
-        /// How long the grant lasts: `90s`, `15m`, `2h`, `1d`.
-        #[arg(long)]
-        ttl: String,
-        #[arg(long)]
-        reason: Option<String>,
-    },
-    /// Close request ID without granting anything.
-    Deny {
-        id: u32,
-        #[arg(long)]
-        reason: Option<String>,
-    },
-}
-
-#[derive(Subcommand)]
-enum CredentialsCommand {
-    /// Deny every identity opening PATH from its next open.
-    Revoke {
-        path: String,
-        #[arg(long)]
-        reason: String,
-    },
-    /// Lift a revocation.
-    Unrevoke { path: String },
-    /// The revoked credentials.
-    List,
-}
-
 #[derive(clap::Args)]
 struct AgentArgs {
     /// Directory (or file) of policy YAML to enforce at start and on SIGHUP. Without it
@@ -176,149 +145,6 @@ struct AgentArgs {
     node_name: Option<String>,
 }
 
-#[derive(Subcommand)]
-enum PolicyCommand {
-    /// Add or replace the policies in FILE, DIR or - (stdin), by name.
-    Apply {
-        #[arg(short = 'f', long = "file")]
-        file: PathBuf,
-        /// Show what would change without changing anything.
-        #[arg(long)]
-        dry_run: bool,
-        #[command(flatten)]
-        cluster: ClusterArgs,
-    },
-    /// Show what applying FILE would change, with a line diff.
-    Diff {
-        #[arg(short = 'f', long = "file")]
-        file: PathBuf,
-        #[command(flatten)]
-        cluster: ClusterArgs,
-    },
-    /// Check policy files offline (no agent needed); exit 0 if valid, 2 if not.
-    Validate {
-        #[arg(short = 'f', long = "file")]
-        file: PathBuf,
-    },
-    /// The policies in force (with `--kubernetes`: the cluster's resources and their
-    /// status).
-    List {
-        #[command(flatten)]
-        cluster: ClusterArgs,
-    },
-    /// One policy document, as YAML (or JSON with --output json).
-    Get { name: String },
-    /// Remove a policy; its identity is no longer enforced.
-    Delete {
-        name: String,
-        #[arg(long)]
-        dry_run: bool,
-        #[command(flatten)]
-        cluster: ClusterArgs,
-    },
-}
-
-/// Target the cluster's `Policy` resources instead of this node's agent.
-#[derive(clap::Args)]
-struct ClusterArgs {
-    /// Act on the cluster's Policy resources (every node's agent enforces them).
-    #[arg(long)]
-    kubernetes: bool,
-    /// kubeconfig file (default: `$KUBECONFIG`, `~/.kube/config` or in-cluster).
-    #[arg(long, requires = "kubernetes")]
-    kubeconfig: Option<PathBuf>,
-}
-
-#[derive(Subcommand)]
-enum VerdictsCommand {
-    /// Follow the live verdict stream of the agent.
-    ///
-    /// On Kubernetes, follow one node with `kubectl -n enforcer-system exec POD --
-    /// enforcer verdicts tail` (the node's socket), or read the agents' stdout:
-    /// `kubectl -n enforcer-system logs -f POD` for one node and
-    /// `kubectl -n enforcer-system logs -f -l app.kubernetes.io/name=enforcer --prefix`
-    /// for the whole cluster (JSON lines, one per verdict).
-    Tail(cli::verdicts::TailArgs),
-    /// Print a verdict log file, readably or as JSON lines, optionally filtered.
-    Show(cli::verdicts::ShowArgs),
-}
-
-#[derive(clap::Args)]
-struct CheckArgs {
-    /// Identity whose policy decides.
-    #[arg(long)]
-    identity: String,
-    #[command(flatten)]
-    target: TargetArgs,
-}
-
-/// The action a `check` explains or a `grant` allows: exactly one of the three.
-#[derive(clap::Args)]
-struct TargetArgs {
-    /// Executing this program.
-    #[arg(long)]
-    exec: Option<String>,
-    /// Opening this file (with --access).
-    #[arg(long)]
-    file: Option<String>,
-    /// Access for --file: read, write (repeat or comma-separate for both).
-    #[arg(long, value_enum, value_delimiter = ',')]
-    access: Vec<AccessArg>,
-    /// Connecting to `ADDR:PORT/PROTO` (`check`, e.g. `10.0.0.1:443/tcp`) or
-    /// `CIDR:PORT/PROTO` (`grant`, e.g. `10.0.0.0/8:443/tcp`); IPv6 in brackets.
-    #[arg(long)]
-    connect: Option<String>,
-}
-
-#[derive(clap::Args)]
-struct GrantArgs {
-    identity: String,
-    #[command(flatten)]
-    target: TargetArgs,
-    /// How long: `90s`, `15m`, `2h`, `1d` (at most 7 days).
-    #[arg(long)]
-    ttl: String,
-    /// Why (recorded in the verdict log).
-    #[arg(long)]
-    reason: String,
-}
-
-fn accesses(list: &[AccessArg]) -> Vec<Access> {
-    list.iter()
-        .map(|a| match a {
-            AccessArg::Read => Access::Read,
-            AccessArg::Write => Access::Write,
-        })
-        .collect()
-}
-
-fn grant(socket: &std::path::Path, args: GrantArgs, output: Output) -> ExitCode {
-    use enforcer_agent::daemon::live::GrantTarget;
-    let t = args.target;
-    let target = match (t.exec, t.file, t.connect) {
-        (Some(path), None, None) => GrantTarget::Exec { path },
-        (None, Some(path), None) => GrantTarget::File { path, access: accesses(&t.access) },
-        (None, None, Some(text)) => match cli::live::parse_grant_connect(&text) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("error: --connect {e}");
-                return ExitCode::from(2);
-            }
-        },
-        _ => {
-            eprintln!("error: give exactly one of --exec, --file, --connect");
-            return ExitCode::from(2);
-        }
-    };
-    cli::live::grant(socket, &args.identity, &target, &args.ttl, &args.reason, output)
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum AccessArg {
-    Read,
-    Write,
-}
-
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_env("ENFORCER_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
@@ -369,7 +195,7 @@ fn main() -> ExitCode {
             reason.as_deref().unwrap_or_default(),
             output,
         ),
-        Command::Grant(args) => grant(socket, args, output),
+        Command::Grant(args) => cli::args::grant(socket, args, output),
         Command::Approvals { answer: None } => cli::live::approvals(socket, output),
         Command::Approvals { answer: Some(ApprovalsCommand::Approve { id, ttl, reason }) } => {
             cli::live::answer(socket, id, true, Some(&ttl), reason.as_deref(), output)
@@ -392,7 +218,7 @@ fn main() -> ExitCode {
             let action = cli::status::Action {
                 exec: t.exec,
                 file: t.file,
-                access: accesses(&t.access),
+                access: cli::args::accesses(&t.access),
                 connect: t.connect,
             };
             cli::status::check(socket, &args.identity, action, output)

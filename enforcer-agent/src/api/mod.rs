@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::daemon::{
     command::{ApprovalAnswer, GrantBody, QuarantineBody, RevokeBody},
+    live::GrantTarget,
     reports::{
         ApplyResult, CgroupInfo, CheckRequest, ContainerBound, ContainerStart, IdentityInfo, MapUsage,
         PolicyList, PolicySummary, ProgramStatus, RuleCounts, Status,
@@ -38,6 +39,12 @@ pub const MAX_BODY: usize = 4 * 1024 * 1024;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiError {
     pub error: String,
+}
+
+/// `{"error": message}` with `status`.
+pub fn error(status: axum::http::StatusCode, message: impl Into<String>) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    (status, axum::Json(ApiError { error: message.into() })).into_response()
 }
 
 /// Which records a reader of verdicts wants: the same rules for the API's stream and for

@@ -15,7 +15,7 @@ use axum::{
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::oneshot;
 
-use super::{ApiError, MAX_BODY, stream};
+use super::{MAX_BODY, error, stream};
 use crate::{
     daemon::{
         command::{
@@ -59,11 +59,6 @@ impl From<Failure> for Reject {
 }
 
 type Answer<T> = Result<Json<T>, Reject>;
-
-/// `{"error": message}` with `status`.
-pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(ApiError { error: message.into() })).into_response()
-}
 
 pub fn router(handles: Handles) -> Router {
     Router::new()

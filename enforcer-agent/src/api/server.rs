@@ -19,7 +19,10 @@ use hyper_util::{
 };
 use tokio::net::{UnixListener, UnixStream};
 
-use super::routes::{self, Caller, error};
+use super::{
+    error,
+    routes::{self, Caller},
+};
 use crate::daemon::{agent::StartApi, command::Handles};
 
 /// How long a client may take to send a request's headers.

@@ -12,7 +12,7 @@ use axum::{
 };
 use tokio::sync::{broadcast, mpsc};
 
-use super::{VerdictFilter, routes::error};
+use super::{VerdictFilter, error};
 use crate::daemon::{command::Handles, verdict_log::Line};
 
 /// Records a follower may fall behind by before it is told it lost some.
@@ -30,7 +30,10 @@ impl VerdictFilter {
     }
 }
 
-pub(super) async fn verdicts(State(h): State<Handles>, Query(query): Query<HashMap<String, String>>) -> Response {
+pub(super) async fn verdicts(
+    State(h): State<Handles>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
     let get = |name: &str| query.get(name).cloned();
     let filter = VerdictFilter {
         identity: get("identity"),

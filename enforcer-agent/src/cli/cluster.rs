@@ -9,7 +9,7 @@ use kube::api::{DeleteParams, DynamicObject, ListParams, PostParams};
 use super::{Output, print_json, runtime};
 use crate::{
     api::ApplyResult,
-    daemon::kubernetes,
+    kube_client,
     policy::files,
     policy::{
         diff,
@@ -45,7 +45,7 @@ async fn write(
 }
 
 async fn api(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Api<DynamicObject>> {
-    let client = kubernetes::client(kubeconfig).await?;
+    let client = kube_client::client(kubeconfig).await?;
     Ok(kube::Api::all_with(client, &resource::api_resource()))
 }
 

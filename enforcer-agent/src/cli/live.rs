@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use super::{Output, fail, print_json, runtime};
 use crate::{
+    api::GrantTarget,
     api::client::{Client, encode},
-    daemon::live::GrantTarget,
 };
 
 fn send(socket: &Path, method: Method, path: &str, body: Option<Value>) -> Result<Value, ExitCode> {

@@ -4,6 +4,7 @@
 //! (bad arguments, invalid policy, request refused as malformed); 3 not found; 4 the
 //! caller may not use the API.
 
+pub mod args;
 pub mod cluster;
 pub mod live;
 pub mod oci_hook;

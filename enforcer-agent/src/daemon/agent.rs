@@ -14,12 +14,11 @@ use tokio::{
 
 use crate::{
     daemon::{
-        command::{Command, Handles},
+        command::{Command, Handles, PodRequest},
         config::{Config, OnExit},
         control::Control,
         engine::Engine,
-        identity,
-        kubernetes::{self, PodRequest},
+        identity, kubernetes,
         log_records::{self, write_agent_record, write_policy_record},
         metrics::{self, Metrics},
         protect::Protected,
@@ -249,7 +248,7 @@ async fn watch_cluster(
     commands: &mpsc::Sender<Command>,
 ) -> anyhow::Result<Option<mpsc::Sender<PodRequest>>> {
     let Some(k) = &config.kubernetes else { return Ok(None) };
-    let client = kubernetes::client(k.kubeconfig.as_deref()).await?;
+    let client = crate::kube_client::client(k.kubeconfig.as_deref()).await?;
     Ok(Some(kubernetes::spawn(&client, &k.node_name, commands.clone())))
 }
 

@@ -7,16 +7,27 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::{
     daemon::{
-        identity::kubepods::PodsChange,
-        kubernetes::{PodRequest, policy_status::Verdict, policy_watch::ClusterPolicy},
+        identity::kubepods::{PodInfo, PodsChange},
+        kubernetes::policy_status::Verdict,
         live::GrantTarget,
         reports::{
             ApplyResult, CheckRequest, ContainerBound, ContainerStart, IdentityInfo, PolicyList, Status,
         },
         verdict_log::Line,
     },
-    policy::{evaluate::Explanation, model::Policy},
+    policy::{evaluate::Explanation, model::Policy, validate::PolicyError},
 };
+
+/// One resource as the main loop receives it.
+#[derive(Debug)]
+pub struct ClusterPolicy {
+    pub name: String,
+    pub policy: Result<Policy, PolicyError>,
+}
+
+/// A request for one pod by namespace and name, answered from the API server (for the
+/// OCI hook, when a container starts before the pod watch has seen its pod).
+pub type PodRequest = (String, String, oneshot::Sender<Result<PodInfo, String>>);
 
 /// A request for the agent's main loop, which owns the engine.
 pub enum Command {

@@ -19,6 +19,11 @@ use enforcer_common::{
 
 use crate::policy::compiled::CompiledSet;
 
+/// A path grant as the kernel holds it.
+pub type PathGrant = (GrantKey, Grant);
+/// A network grant as the kernel holds it: prefix bits after the identity, key, value.
+pub type NetGrantEntry = (u32, NetGrantKey, NetGrant);
+
 #[derive(Debug, thiserror::Error)]
 pub enum MapsError {
     #[error("map {0} missing from the eBPF object")]
@@ -299,11 +304,7 @@ impl KernelMaps {
     }
 
     /// Makes the grant tables exactly these entries (added first, stale ones removed).
-    pub fn set_grants(
-        &mut self,
-        paths: &[crate::daemon::live::PathGrant],
-        nets: &[crate::daemon::live::NetGrantEntry],
-    ) -> Result<(), MapsError> {
+    pub fn set_grants(&mut self, paths: &[PathGrant], nets: &[NetGrantEntry]) -> Result<(), MapsError> {
         for (key, grant) in paths {
             self.grants.insert(key, grant, 0).map_err(err(names::GRANTS))?;
         }

@@ -4,11 +4,12 @@
 use serde::Serialize;
 
 use crate::{
+    daemon::command::ClusterPolicy,
     daemon::command::{ContainerAnswer, Failure},
     daemon::control::Control,
     daemon::identity::containers,
     daemon::identity::kubepods::PodsChange,
-    daemon::kubernetes::{policy_set, policy_status::Verdict, policy_watch::ClusterPolicy},
+    daemon::kubernetes::{policy_set, policy_status::Verdict},
     daemon::reports::ContainerStart,
 };
 

@@ -11,10 +11,9 @@ pub mod policy_watch;
 
 use std::path::PathBuf;
 
-use anyhow::Context as _;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use crate::{daemon::command::Command, daemon::identity::kubepods::PodInfo};
+use crate::daemon::command::{Command, PodRequest};
 
 /// How to reach the API server.
 #[derive(Debug, Clone)]
@@ -25,27 +24,6 @@ pub struct Options {
     /// This node's name (`spec.nodeName` of its pods).
     pub node_name: String,
 }
-
-/// A client for the API server `options` name.
-pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("using kubeconfig {}", path.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("finding the cluster (in-cluster service account or kubeconfig)")?,
-    };
-    kube::Client::try_from(config).context("creating the Kubernetes client")
-}
-
-/// A request for one pod by namespace and name, answered from the API server (for the
-/// OCI hook, when a container starts before the pod watch has seen its pod).
-pub type PodRequest = (String, String, oneshot::Sender<Result<PodInfo, String>>);
 
 /// Starts the watches; returns where to ask for single pods.
 pub fn spawn(

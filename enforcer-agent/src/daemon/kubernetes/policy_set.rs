@@ -1,11 +1,11 @@
 //! The cluster's resources as one policy set: applied whole when every resource is valid;
 //! otherwise nothing changes and each resource is told why.
 
-use super::{
-    policy_status::{Held, Verdict},
-    policy_watch::ClusterPolicy,
+use super::policy_status::{Held, Verdict};
+use crate::{
+    daemon::command::ClusterPolicy,
+    policy::{model::Policy, validate},
 };
-use crate::policy::{model::Policy, validate};
 
 /// Each resource's verdict, and the set to apply when all are valid.
 pub fn judge(resources: &[ClusterPolicy]) -> (Vec<(String, Verdict)>, Option<Vec<Policy>>) {

@@ -12,16 +12,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::policy_status::{self, Verdict};
 use crate::{
-    daemon::command::Command,
+    daemon::command::{ClusterPolicy, Command},
     policy::resource::{self, PolicyStatus},
 };
-
-/// One resource as the main loop receives it.
-#[derive(Debug)]
-pub struct ClusterPolicy {
-    pub name: String,
-    pub policy: Result<crate::policy::model::Policy, crate::policy::validate::PolicyError>,
-}
 
 /// Watches until the agent stops. After the first complete listing and after every
 /// change, the whole set goes to the main loop; statuses are then brought up to date.
