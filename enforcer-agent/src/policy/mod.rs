@@ -10,6 +10,7 @@ pub mod net;
 pub mod pods;
 pub mod resource;
 pub mod validate;
+pub mod yaml;
 
 #[cfg(test)]
 mod differential;
