@@ -34,7 +34,11 @@ impl PatchKind {
     /// apply, JSON for the others.
     pub(crate) fn parse_body(self, body: &[u8]) -> Result<Value, ApiError> {
         let parsed = match self {
-            Self::Apply => serde_yaml::from_slice::<Value>(body).map_err(|e| e.to_string()),
+            Self::Apply => serde_saphyr::from_slice_with_options::<Value>(
+                body,
+                serde_saphyr::options! { with_snippet: false },
+            )
+            .map_err(|e| e.to_string()),
             _ => serde_json::from_slice::<Value>(body).map_err(|e| e.to_string()),
         };
         let value = parsed.map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;

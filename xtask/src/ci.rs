@@ -7,7 +7,6 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use serde::Deserialize as _;
 use serde_json::Value;
 
 use crate::{
@@ -128,14 +127,8 @@ fn kubernetes_validate_dir() -> anyhow::Result<PathBuf> {
 
 /// The objects of a multi-document YAML stream.
 fn parse_objects(yaml: &str) -> anyhow::Result<Vec<Value>> {
-    let mut objects = Vec::new();
-    for document in serde_yaml::Deserializer::from_str(yaml) {
-        let object = Value::deserialize(document).context("parsing the rendered manifests")?;
-        if !object.is_null() {
-            objects.push(object);
-        }
-    }
-    Ok(objects)
+    // Empty documents are skipped.
+    serde_saphyr::from_multiple(yaml).context("parsing the rendered manifests")
 }
 
 /// References between objects that the API server resolves only at run time: a wrong one

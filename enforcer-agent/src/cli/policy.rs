@@ -24,7 +24,7 @@ fn read_source(path: &Path) -> anyhow::Result<String> {
     let mut text = String::new();
     for policy in &policies {
         text.push_str("---\n");
-        text.push_str(&serde_yaml::to_string(policy)?);
+        text.push_str(&crate::policy::yaml::to_string(policy)?);
     }
     Ok(text)
 }
@@ -130,7 +130,7 @@ pub fn get(socket: &Path, name: &str, output: Output) -> ExitCode {
     };
     match output {
         Output::Json => print_json(&policy),
-        Output::Text => print!("{}", serde_yaml::to_string(&policy).expect("policies serialise")),
+        Output::Text => print!("{}", crate::policy::yaml::to_string(&policy).expect("policies serialise")),
     }
     ExitCode::SUCCESS
 }

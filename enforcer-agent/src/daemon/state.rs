@@ -75,7 +75,7 @@ impl State {
         let mut text = String::new();
         for policy in policies {
             text.push_str("---\n");
-            text.push_str(&serde_yaml::to_string(policy).expect("policies serialise"));
+            text.push_str(&crate::policy::yaml::to_string(policy).expect("policies serialise"));
         }
         write_atomic(&self.dir.join(POLICIES), text.as_bytes())?;
         write_atomic(&self.dir.join(GENERATION), generation.to_string().as_bytes())

@@ -15,7 +15,7 @@ pub struct Change {
 }
 
 pub fn yaml(policy: &Policy) -> String {
-    serde_yaml::to_string(policy).expect("policies serialise")
+    super::yaml::to_string(policy).expect("policies serialise")
 }
 
 /// The set after applying `docs` to `current`: documents replace the policy of the same

@@ -11,6 +11,7 @@ pub mod net;
 pub mod pods;
 pub mod resource;
 pub mod validate;
+pub mod yaml;
 
 #[cfg(test)]
 mod differential;

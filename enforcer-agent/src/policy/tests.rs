@@ -82,6 +82,41 @@ fn unknown_fields_are_named() {
 }
 
 #[test]
+fn errors_in_a_later_document_give_its_number_name_field_and_line() {
+    let first = with_spec("  selector:\n    cgroupPath: /a\n");
+    // Lines 1-7, then the marker on line 8; the second document starts on line 9.
+    assert_eq!(first.lines().count(), 7);
+    let second = |rule: &str| {
+        with_spec(&format!("  selector:\n    cgroupPath: /b\n  file:\n    - path: /b\n{rule}"))
+            .replace("name: p", "name: q")
+    };
+    // `action` is on line 18, its value at column 15.
+    let e = error_of(&format!("{first}---\n{}", second("      action: maybe\n")));
+    assert_eq!(e.document, "t.yaml document 2 (q)", "{e}");
+    assert_eq!(e.field, "spec.file[0].action", "{e}");
+    assert!(e.problem.starts_with("unknown variant `maybe`"), "{e}");
+    assert!(e.problem.ends_with("at line 18, column 15"), "{e}");
+
+    let e = error_of(&format!("{first}---\n{}", second("      action: deny\n      colour: red\n")));
+    assert_eq!(
+        e.to_string(),
+        "t.yaml document 2 (q): spec.file[0]: unknown field `colour`, expected one of path, dir, access, \
+         action at line 19, column 7"
+    );
+
+    // A syntax error is reported as such, in a document without a readable name.
+    let e = error_of(&format!("{first}---\n{}", second("      action: [deny\n")));
+    assert_eq!(e.document, "t.yaml document 2", "{e}");
+    assert_eq!(e.field, "(document)", "{e}");
+    assert_eq!(e.problem, "unclosed bracket '[' at line 18, column 15", "{e}");
+
+    // Empty documents are counted too.
+    let e = error_of(&format!("---\n...\n# none\n---\n{first}---\n{}", second("      action: maybe\n")));
+    assert_eq!(e.document, "t.yaml document 3 (q)", "{e}");
+    assert!(e.problem.ends_with("at line 22, column 15"), "{e}");
+}
+
+#[test]
 fn bad_values_name_document_field_and_problem() {
     let cases = [
         ("  selector: {}\n", "spec.selector", "is empty"),

@@ -2,9 +2,10 @@
 
 use std::{collections::BTreeMap, fmt};
 
-use serde::Deserialize as _;
-
-use super::model::{self, API_VERSION, Action, Mode, Policy, Ports, Protocol};
+use super::{
+    model::{self, API_VERSION, Action, Mode, Policy, Ports, Protocol},
+    yaml,
+};
 use enforcer_common::MAX_PATH;
 
 /// Largest number of rules of one resource in one policy.
@@ -95,13 +96,12 @@ pub struct ListenRuleSpec {
 /// Parses every YAML document in `text`; `source` names the file in errors.
 pub fn parse(source: &str, text: &str) -> Result<Vec<Policy>, PolicyError> {
     let mut policies = Vec::new();
-    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        match Option::<Policy>::deserialize(document) {
+    for (index, document) in yaml::documents(text).iter().enumerate() {
+        match document.parse::<Option<Policy>>() {
             Ok(Some(policy)) => policies.push(policy),
             Ok(None) => {} // an empty document, e.g. after a trailing `---`
             Err(e) => {
-                let (field, problem) = split_field(&e.to_string());
-                return Err(PolicyError::new(document_name(source, text, index), field, problem));
+                return Err(PolicyError::new(document_name(source, document, index), e.field, e.problem));
             }
         }
     }
@@ -109,23 +109,14 @@ pub fn parse(source: &str, text: &str) -> Result<Vec<Policy>, PolicyError> {
 }
 
 /// `file document N (name)`, with the name when the document has a readable one.
-fn document_name(source: &str, text: &str, index: usize) -> String {
-    let name = serde_yaml::Deserializer::from_str(text)
-        .nth(index)
-        .and_then(|d| serde_yaml::Value::deserialize(d).ok())
+fn document_name(source: &str, document: &yaml::Document, index: usize) -> String {
+    let name = document
+        .parse::<serde_json::Value>()
+        .ok()
         .and_then(|v| v.get("metadata")?.get("name")?.as_str().map(str::to_owned));
     match name {
         Some(name) => format!("{source} document {} ({name})", index + 1),
         None => format!("{source} document {}", index + 1),
-    }
-}
-
-/// `serde_yaml` reports nested failures as `spec.file[0]: unknown field ...`: split that
-/// into the field and the problem.
-fn split_field(message: &str) -> (String, String) {
-    match message.split_once(": ") {
-        Some((field, problem)) if !field.contains(' ') => (field.to_owned(), problem.to_owned()),
-        _ => ("(document)".to_owned(), message.to_owned()),
     }
 }
 
