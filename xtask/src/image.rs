@@ -18,7 +18,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::{
     build::{self, exec, workspace_root},
-    vm,
+    elf,
 };
 
 /// The image's name; Kubernetes reads `enforcer:dev` as `docker.io/library/enforcer:dev`.
@@ -185,8 +185,8 @@ fn layer(agent: &Path) -> anyhow::Result<Vec<u8>> {
     };
     let read = |path: &Path| fs::read(path).with_context(|| format!("reading {}", path.display()));
     file("usr/bin/enforcer", 0o755, read(agent)?);
-    if vm::is_elf(agent) {
-        for lib in vm::shared_libraries(agent)? {
+    if elf::is_elf(agent) {
+        for lib in elf::shared_libraries(agent)? {
             let inside = lib.strip_prefix("/").unwrap_or(&lib).to_string_lossy().into_owned();
             // `fs::read` follows the symlinks (ld.so is one) to the library's bytes.
             file(&inside, 0o755, read(&lib)?);

@@ -4,6 +4,7 @@ mod bench;
 mod build;
 mod ci;
 mod demo;
+mod elf;
 mod image;
 mod kernels;
 mod vm;

@@ -497,8 +497,8 @@ pub fn build_initramfs(
             fs::create_dir_all(dir)?;
         }
         fs::copy(from, to).with_context(|| format!("copying {}", from.display()))?;
-        if is_elf(from) {
-            libraries.extend(shared_libraries(from)?);
+        if crate::elf::is_elf(from) {
+            libraries.extend(crate::elf::shared_libraries(from)?);
         }
     }
     for lib in &libraries {
@@ -514,31 +514,6 @@ pub fn build_initramfs(
             .arg(format!("find . -print0 | cpio --null -o -H newc --quiet | gzip -1 > '{}'", out.display())),
     )?;
     Ok(out)
-}
-
-pub fn is_elf(path: &Path) -> bool {
-    let mut magic = [0u8; 4];
-    fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok()
-        && magic == *b"\x7fELF"
-}
-
-/// Absolute paths of the shared libraries a binary needs, as `ldd` lists them.
-pub fn shared_libraries(binary: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let output = Command::new("ldd").arg(binary).output().context("running ldd")?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    let mut libs = Vec::new();
-    for line in text.lines() {
-        let path = match line.split_once("=>") {
-            Some((_, rest)) => rest.split_whitespace().next(),
-            None => line.split_whitespace().next(),
-        };
-        if let Some(path) = path
-            && path.starts_with('/')
-        {
-            libs.push(PathBuf::from(path));
-        }
-    }
-    Ok(libs)
 }
 
 #[cfg(test)]
