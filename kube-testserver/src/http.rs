@@ -22,7 +22,7 @@ use crate::patch::PatchKind;
 use crate::query::Query;
 use crate::resource::Target;
 use crate::rules::{Part, Write, Writer};
-use crate::server::{Shared, lock};
+use crate::shared::{Shared, lock};
 use crate::status::ApiError;
 use crate::store::Key;
 use crate::watch;

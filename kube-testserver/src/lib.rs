@@ -41,6 +41,7 @@ mod resource;
 mod rules;
 mod selectors;
 mod server;
+mod shared;
 mod status;
 mod store;
 mod watch;

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -13,22 +13,8 @@ use crate::http;
 use crate::meta;
 use crate::resource::{Registry, Resource};
 use crate::rules::{Part, Write, Writer};
-use crate::store::{Key, Store};
-
-/// State shared by the connections, the watches and the test's own handle.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) registry: Registry,
-    pub(crate) store: Mutex<Store>,
-    pub(crate) requests: Mutex<Vec<String>>,
-    pub(crate) bookmark_interval: Mutex<Duration>,
-}
-
-/// Locks `mutex`, going on after a panic elsewhere: the test that panicked reports
-/// itself, and the server should not add a second, misleading failure.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use crate::shared::{Shared, lock};
+use crate::store::Key;
 
 /// An in-memory Kubernetes API server on 127.0.0.1, stopped when dropped.
 #[derive(Debug)]

@@ -15,7 +15,7 @@ use tokio::time::{Instant, sleep_until};
 use crate::query::Query;
 use crate::resource::ResourceId;
 use crate::selectors::Selectors;
-use crate::server::{Shared, lock};
+use crate::shared::{Shared, lock};
 use crate::status::ApiError;
 use crate::store::{Event, EventType};
 
