@@ -49,6 +49,7 @@ pub mod capacity {
     pub const PROTECTED_INODES: u32 = 64;
     pub const PROTECTED_PIDS: u32 = 16;
     pub const SETUP_TASKS: u32 = 1024;
+    pub const RUNTIME_TASKS: u32 = 4096;
 }
 
 /// FNV-1a 64-bit offset basis; path rules are keyed by this hash of the path bytes.

@@ -58,8 +58,15 @@ pub const LISTEN_RULES: &str = "LISTEN_RULES";
 /// container's root) are allowed; the exec ends the exemption.
 pub const SETUP_TASKS: &str = "SETUP_TASKS";
 
+/// `HashMap<u32, u32>`: processes of a container runtime a policy names
+/// (`spec.runtimes`), thread-group id → identity number: from the runtime's exec, through
+/// its children, until each executes a program from a file. Their mounts, `pivot_root`,
+/// `chroot` and executions of memfd copies of themselves are allowed; every other rule
+/// still judges them.
+pub const RUNTIME_TASKS: &str = "RUNTIME_TASKS";
+
 /// Every map the kernel object must define.
-pub const ALL: [&str; 21] = [
+pub const ALL: [&str; 22] = [
     ACTIVE,
     SLOT_GENERATION,
     CGROUP_BINDINGS,
@@ -81,6 +88,7 @@ pub const ALL: [&str; 21] = [
     INODE_RULES,
     LISTEN_RULES,
     SETUP_TASKS,
+    RUNTIME_TASKS,
 ];
 
 /// Names of the global constants the agent sets at load time: field offsets read from
@@ -189,6 +197,8 @@ pub mod path_kind {
     pub const EXEC_DIR: u8 = 2;
     pub const FILE_EXACT: u8 = 3;
     pub const FILE_DIR: u8 = 4;
+    /// A container runtime's executable (`spec.runtimes`), by file identity only.
+    pub const RUNTIME: u8 = 5;
 }
 
 /// Key of [`PATH_RULES`]: a path (exact) or a directory (subtree), by hash and length.

@@ -134,6 +134,9 @@ pub mod reason {
     /// The path's index matched a rule, grant or revoked credential but its keyed proof
     /// did not: a forged path. Denied (fail-closed).
     pub const FORGED_PATH: u32 = 12;
+    /// A container runtime a policy names (`spec.runtimes`) executing a memfd copy of
+    /// itself during its set-up; allowed.
+    pub const RUNTIME: u32 = 13;
 
     /// Denials that hold even in audit mode: live state, and the integrity of identities
     /// and of the enforcer.
@@ -182,6 +185,9 @@ pub const IDENTITY_ALLOW_RAW_SOCKETS: u32 = 8;
 /// Identity flag: its tasks may execute files that have no path (memfd, deleted,
 /// `O_TMPFILE`).
 pub const IDENTITY_ALLOW_FILELESS_EXEC: u32 = 16;
+/// Identity flag: its policy names container runtimes (`spec.runtimes`), whose process
+/// trees may mount and execute themselves from a memfd until they execute a program.
+pub const IDENTITY_HAS_RUNTIMES: u32 = 32;
 
 /// Index into the per-CPU statistics map.
 pub mod stat {

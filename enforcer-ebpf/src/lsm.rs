@@ -13,7 +13,10 @@ use aya_ebpf::{
 use enforcer_common::{
     MAX_PATH,
     maps::{IdentityConfig, grant_kind, path_kind},
-    verdict::{IDENTITY_ALLOW_FILELESS_EXEC, access, action, hook, reason, restrict},
+    verdict::{
+        IDENTITY_ALLOW_FILELESS_EXEC, IDENTITY_HAS_RUNTIMES, RULE_DEFAULT, access, action, hook, reason,
+        restrict,
+    },
 };
 
 use crate::{
@@ -25,7 +28,7 @@ use crate::{
     },
     path::{self, Resolved},
     policy::{self, Caller, Judgement, Subject},
-    readers, restricted,
+    readers, restricted, runtime,
 };
 
 const PROT_EXEC: u64 = 0x4;
@@ -187,6 +190,8 @@ struct Assessed {
     judgement: Judgement,
     buf: *const u8,
     len: usize,
+    /// An exec of a file with no path on a filesystem.
+    fileless: bool,
 }
 
 /// Shared body: identity, path, rules, then one verdict. `wanted` is 0 for exec.
@@ -209,6 +214,11 @@ fn judge_path(hook: u32, file: *const u8, wanted: u32, slot: u32) -> i32 {
             },
             &Target::Path { access: wanted, buf: a.buf, len: a.len as u32 },
         );
+    }
+    // A named container runtime's processes are marked from its exec until they execute
+    // another program (see `runtime`); only identities that name runtimes pay for this.
+    if hook == hook::EXEC && errno == 0 && a.config.flags & IDENTITY_HAS_RUNTIMES != 0 {
+        runtime::exec_allowed(file, a.slot, a.identity, a.fileless);
     }
     policy::lsm_return(errno)
 }
@@ -240,6 +250,7 @@ fn assess(hook: u32, file: *const u8, wanted: u32, slot: u32) -> Option<Assessed
                 judgement,
                 buf: core::ptr::null(),
                 len: 0,
+                fileless: false,
             });
         }
     };
@@ -251,6 +262,7 @@ fn assess(hook: u32, file: *const u8, wanted: u32, slot: u32) -> Option<Assessed
         judgement,
         buf: core::ptr::null(),
         len: 0,
+        fileless: false,
     };
     // SAFETY: `file` is a typed `struct file *` and the offset that of its `f_path`.
     let f_path = unsafe { file.add(offset(&OFF_FILE_F_PATH)) }.cast::<bpf_path>().cast_mut();
@@ -268,7 +280,8 @@ fn assess(hook: u32, file: *const u8, wanted: u32, slot: u32) -> Option<Assessed
     }
     // Judged on this task's own path: a reuse from here on can only garble the path the
     // record shows, never the decision.
-    Some(Assessed { buf: resolved.buf(), len: resolved.len, ..unjudged(judgement) })
+    let fileless = hook == hook::EXEC && fileless(&resolved);
+    Some(Assessed { buf: resolved.buf(), len: resolved.len, fileless, ..unjudged(judgement) })
 }
 
 /// What the rules and live state say about the resolved path (`None`: a mapping no rule
@@ -292,6 +305,10 @@ fn judge_resolved(
     // A file with no path on a filesystem (memfd, deleted, O_TMPFILE): the kernel shows
     // its path with this suffix.
     if hook == hook::EXEC && subject.config.flags & IDENTITY_ALLOW_FILELESS_EXEC == 0 && fileless(resolved) {
+        // A named runtime executing a memfd copy of itself while it sets a container up.
+        if subject.config.flags & IDENTITY_HAS_RUNTIMES != 0 && runtime::in_runtime() {
+            return Some(Judgement { action: action::ALLOW, rule: RULE_DEFAULT, reason: reason::RUNTIME });
+        }
         return Some(restricted::judgement());
     }
     let (exact_kind, dir_kind) = if hook == hook::FILE_OPEN {

@@ -25,6 +25,7 @@ mod path;
 mod policy;
 mod readers;
 mod restricted;
+mod runtime;
 mod sock;
 mod unix;
 mod writes;

@@ -87,6 +87,12 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 
 #[map(name = "SCRATCH")]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
+/// Processes of a container runtime a policy names, from its exec until they execute a
+/// program (see `enforcer_common::maps::RUNTIME_TASKS`). A full map leaves a runtime's
+/// child unmarked: its mounts are then refused (fail-closed).
+#[map(name = "RUNTIME_TASKS")]
+pub static RUNTIME_TASKS: HashMap<u32, u32> = HashMap::with_max_entries(capacity::RUNTIME_TASKS, 0);
+
 /// Container init processes finishing their set-up (see `enforcer_common::maps::SETUP_TASKS`).
 #[map(name = "SETUP_TASKS")]
 pub static SETUP_TASKS: HashMap<u32, u64> = HashMap::with_max_entries(capacity::SETUP_TASKS, 0);

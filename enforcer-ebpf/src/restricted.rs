@@ -12,7 +12,8 @@
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use enforcer_common::verdict::{
-    IDENTITY_ALLOW_MOUNTS, IDENTITY_ALLOW_RAW_SOCKETS, RULE_DEFAULT, action, hook, reason, stat,
+    IDENTITY_ALLOW_MOUNTS, IDENTITY_ALLOW_RAW_SOCKETS, IDENTITY_HAS_RUNTIMES, RULE_DEFAULT, action, hook,
+    reason, stat,
 };
 
 use crate::{
@@ -50,6 +51,13 @@ fn restrict(hook: u32, allowed_by: u32, what: u32, name: *const u8) -> i32 {
         Err(ret) => return ret,
     };
     if subject.config.flags & allowed_by != 0 {
+        return 0;
+    }
+    // A named container runtime setting a container up (see `runtime`).
+    if allowed_by == IDENTITY_ALLOW_MOUNTS
+        && subject.config.flags & IDENTITY_HAS_RUNTIMES != 0
+        && crate::runtime::in_runtime()
+    {
         return 0;
     }
     lsm_return(emit::conclude(hook, &subject, judgement(), &Target::Object { what, name }))

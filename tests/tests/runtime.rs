@@ -2,7 +2,9 @@
 //! hardened defaults its set-up (a memfd re-exec, mounts, changing root) is refused with
 //! `restricted` verdicts; with `allowMounts` and `allowFilelessExec` the container starts,
 //! runs its entrypoint, and the identity's file rules still apply inside it (a subtree
-//! binding covers the container's cgroup, created by runc below the bound one).
+//! binding covers the container's cgroup, created by runc below the bound one). With the
+//! hardened defaults and runc named in `spec.runtimes`, the container starts too, and its
+//! entrypoint is restricted again: its own mount is refused.
 
 use std::{fs, os::unix::fs::symlink, path::Path, process::Command, time::Duration};
 
@@ -20,7 +22,7 @@ fn bundle(cgroups_path: &str) {
         fs::create_dir_all(format!("{rootfs}/{dir}")).unwrap();
     }
     enforcer_tests::tool(&format!("{rootfs}/bin"), "busybox");
-    for applet in ["sh", "cat"] {
+    for applet in ["sh", "cat", "mount"] {
         symlink("busybox", format!("{rootfs}/bin/{applet}")).unwrap();
     }
     fs::write(format!("{rootfs}/secret"), "s").unwrap();
@@ -29,7 +31,7 @@ fn bundle(cgroups_path: &str) {
     let path = format!("{BUNDLE}/config.json");
     let mut config: Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
     config["process"]["terminal"] = false.into();
-    config["process"]["args"] = serde_json::json!(["/bin/sh", "-c", "echo started; cat /secret; echo rc=$?"]);
+    config["process"]["args"] = serde_json::json!(["/bin/sh", "-c", "echo started; cat /secret; echo rc=$?; mount -t tmpfs none /tmp; echo mount=$?"]);
     config["root"]["readonly"] = false.into();
     config["linux"]["cgroupsPath"] = cgroups_path.into();
     fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
@@ -103,4 +105,34 @@ fn a_runc_container_runs_inside_a_managed_identity() {
             .unwrap_or_else(|| panic!("no verdict for /secret; runc said:\n{output}"));
     assert_eq!(field(&denied, "decision"), "deny", "{denied}");
     assert_eq!(field(&denied, "identity"), "runtime-policy", "{denied}");
+}
+
+#[test]
+fn a_named_runtime_sets_containers_up_under_the_hardened_defaults() {
+    let parent = TestCgroup::new("named-runtime");
+    let runner = parent.child("runner");
+    bundle(&format!("{}/ctr", relative(&parent)));
+    let rules = format!("  runtimes: [{}]\n  file:\n    - path: /secret\n      action: deny\n", runc());
+    let dirs = AgentDirs::new("named-runtime", &policy("runtime-policy", &parent, &rules));
+    let agent = Agent::start(&dirs, "detach");
+
+    // runc's memfd re-exec, mounts and change of root pass: the container starts.
+    let (code, output) = run_container(&runner.path, "named");
+    assert_eq!(code, 0, "runc run failed with the runtime named:\n{output}");
+    assert!(output.contains("started"), "the entrypoint did not run:\n{output}");
+    // File rules judged the runtime's tree throughout, and judge the entrypoint.
+    assert!(output.contains("rc=1"), "reading /secret inside the container must fail:\n{output}");
+    let denied =
+        records_with(&agent, |r| field(r, "hook") == "file_open" && field(&r["target"], "path") == "/secret")
+            .unwrap_or_else(|| panic!("no verdict for /secret; runc said:\n{output}"));
+    assert_eq!(field(&denied, "decision"), "deny", "{denied}");
+    // The entrypoint's exec ended the exemption: its own mount is refused and reported.
+    assert!(
+        output.contains("mount=") && !output.contains("mount=0"),
+        "the entrypoint's mount must fail:\n{output}"
+    );
+    let refused = records_with(&agent, |r| field(r, "reason") == "restricted" && field(r, "hook") == "mount")
+        .unwrap_or_else(|| panic!("no restricted verdict for the entrypoint's mount; runc said:\n{output}"));
+    assert_eq!(field(&refused, "identity"), "runtime-policy", "{refused}");
+    assert_eq!(field(&refused, "comm"), "mount", "the entrypoint's mount, not runc's: {refused}");
 }

@@ -8,7 +8,10 @@
 
 use std::{collections::BTreeMap, os::unix::fs::MetadataExt as _};
 
-use enforcer_common::{maps::PathRule, verdict::action};
+use enforcer_common::{
+    maps::{PathRule, path_kind},
+    verdict::action,
+};
 
 use crate::{
     daemon::protect::kernel_dev,
@@ -16,13 +19,23 @@ use crate::{
 };
 
 /// Fills `set.inode_rules` from its path rules, with `identify` giving a path's
-/// (kernel device, inode). Two paths naming one file (hard links) merge, the stricter
-/// action deciding each access.
+/// (kernel device, inode); runtimes (`path_kind::RUNTIME`) are identified through a final
+/// symlink, since the kernel sees the file executed. Two paths naming one file (hard
+/// links) merge, the stricter action deciding each access.
 pub fn fill(set: &mut CompiledSet, identify: impl Fn(&str) -> Option<(u32, u64)>) {
     let names: BTreeMap<_, _> = set.path_names.iter().map(|(k, n)| (*k, n.as_str())).collect();
     let mut found: BTreeMap<InodeRuleKey, PathRule> = BTreeMap::new();
     for (key, rule) in &set.path_rules {
-        let Some((dev, ino)) = names.get(key).and_then(|path| identify(path)) else { continue };
+        let target = |path: &&str| {
+            if key.kind == path_kind::RUNTIME {
+                std::fs::canonicalize(path).ok().map(|p| p.to_string_lossy().into_owned())
+            } else {
+                Some((*path).to_owned())
+            }
+        };
+        let Some((dev, ino)) = names.get(key).and_then(target).and_then(|path| identify(&path)) else {
+            continue;
+        };
         let entry = found
             .entry(InodeRuleKey { identity: key.identity, kind: key.kind, dev, ino })
             .or_insert(PathRule::empty());
@@ -42,8 +55,6 @@ pub fn on_disk(path: &str) -> Option<(u32, u64)> {
 
 #[cfg(test)]
 mod tests {
-    use enforcer_common::maps::path_kind;
-
     use super::*;
     use crate::policy::compiled::PathRuleKey;
 
@@ -83,6 +94,32 @@ mod tests {
                     (k, r)
                 })
                 .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn runtimes_are_identified_through_a_symlink() {
+        let dir = std::env::temp_dir().join(format!("enforcer-runtime-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (binary, link) = (dir.join("runc.real"), dir.join("runc"));
+        std::fs::write(&binary, "x").unwrap();
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&binary, &link).unwrap();
+        let name = link.to_string_lossy().into_owned();
+        let key = PathRuleKey { identity: 1, kind: path_kind::RUNTIME, hash: 9, len: 2 };
+        let mut set = CompiledSet {
+            path_rules: vec![(key, rule(action::ALLOW, action::NONE, 0))],
+            path_names: vec![(key, name)],
+            ..CompiledSet::default()
+        };
+        fill(&mut set, on_disk);
+        let expected = on_disk(&binary.to_string_lossy()).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(set.inode_rules.len(), 1);
+        assert_eq!(
+            (set.inode_rules[0].0.dev, set.inode_rules[0].0.ino),
+            expected,
+            "the executable, not the link"
         );
     }
 }

@@ -51,7 +51,11 @@ pub const LSM_PROGRAMS: [(&str, &str); 29] = [
 /// cgroup socket-address programs, attached to the cgroup root.
 pub const CGROUP_PROGRAMS: [&str; 6] = ["connect4", "connect6", "sendmsg4", "sendmsg6", "bind4", "bind6"];
 /// BTF tracepoints: (program name, tracepoint). Loaded in every mode.
-pub const TRACE_PROGRAMS: [(&str, &str); 1] = [("cgroup_mkdir", "cgroup_mkdir")];
+pub const TRACE_PROGRAMS: [(&str, &str); 3] = [
+    ("cgroup_mkdir", "cgroup_mkdir"),
+    ("sched_process_fork", "sched_process_fork"),
+    ("sched_process_exit", "sched_process_exit"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {

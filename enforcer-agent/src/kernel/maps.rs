@@ -67,6 +67,7 @@ pub struct KernelMaps {
     grants: HashMap<MapData, GrantKey, Grant>,
     net_grants: LpmTrie<MapData, NetGrantKey, NetGrant>,
     setup_tasks: HashMap<MapData, u32, u64>,
+    runtime_tasks: HashMap<MapData, u32, u32>,
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, MapsError> {
@@ -102,6 +103,8 @@ impl KernelMaps {
             net_grants: LpmTrie::try_from(take(ebpf, names::NET_GRANTS)?).map_err(err(names::NET_GRANTS))?,
             setup_tasks: HashMap::try_from(take(ebpf, names::SETUP_TASKS)?)
                 .map_err(err(names::SETUP_TASKS))?,
+            runtime_tasks: HashMap::try_from(take(ebpf, names::RUNTIME_TASKS)?)
+                .map_err(err(names::RUNTIME_TASKS))?,
         })
     }
 
@@ -249,9 +252,11 @@ impl KernelMaps {
         self.setup_tasks.insert(&pid, &cgroup_id, 0).map_err(err(names::SETUP_TASKS))
     }
 
-    /// Removes the set-up entries `keep` refuses (processes that died before their exec).
+    /// Removes the set-up and runtime entries `keep` refuses (processes that died before
+    /// their exec; the kernel removes a runtime's entry at its exit too).
     pub fn prune_setup(&mut self, keep: impl Fn(u32) -> bool) -> Result<(), MapsError> {
-        remove_where(&mut self.setup_tasks, names::SETUP_TASKS, |pid| !keep(*pid))
+        remove_where(&mut self.setup_tasks, names::SETUP_TASKS, |pid| !keep(*pid))?;
+        remove_where(&mut self.runtime_tasks, names::RUNTIME_TASKS, |pid| !keep(*pid))
     }
 
     /// Makes the protected-process table exactly `pids`.

@@ -16,7 +16,7 @@ use enforcer_common::{
     path_hash,
     verdict::{
         IDENTITY_ALLOW_FILELESS_EXEC, IDENTITY_ALLOW_MOUNTS, IDENTITY_ALLOW_MOVES,
-        IDENTITY_ALLOW_RAW_SOCKETS, IDENTITY_LOG_ALLOW, action, mode, proto,
+        IDENTITY_ALLOW_RAW_SOCKETS, IDENTITY_HAS_RUNTIMES, IDENTITY_LOG_ALLOW, action, mode, proto,
     },
 };
 
@@ -90,6 +90,11 @@ pub fn compile(
                 rule.write.then_some(decided),
             )?;
         }
+        // Runtimes are matched by file identity only: their entries exist to give the
+        // executables' device and inode when the set is installed.
+        for path in &policy.runtimes {
+            add_path(&mut paths, &doc, id, path_kind::RUNTIME, path, Some((Action::Allow, 0)), None)?;
+        }
         compile_network(&mut set, &doc, id, &policy.network)?;
         if !policy.listen.is_empty() {
             let rules = policy.listen.iter().map(|r| (r.port_lo, r.port_hi, r.protocol, r.action, r.index));
@@ -121,6 +126,7 @@ fn flags(policy: &Valid) -> u32 {
         (spec.allow_mounts, IDENTITY_ALLOW_MOUNTS),
         (spec.allow_raw_sockets, IDENTITY_ALLOW_RAW_SOCKETS),
         (spec.allow_fileless_exec, IDENTITY_ALLOW_FILELESS_EXEC),
+        (!policy.runtimes.is_empty(), IDENTITY_HAS_RUNTIMES),
     ]
     .iter()
     .filter(|(on, _)| *on)

@@ -309,3 +309,34 @@ fn listen_rules_reject_approve_and_more_than_the_kernel_holds() {
     let e = error_of(&with_spec("  selector:\n    cgroupPath: /a\n  defaults:\n    listen: approve\n"));
     assert_eq!(e.field, "spec.defaults.listen");
 }
+
+#[test]
+fn runtimes_compile_to_entries_by_file_identity_and_a_flag() {
+    let spec = "  selector:\n    cgroupPath: /a\n  runtimes: [/usr/sbin//runc]\n";
+    let valid = validate_set(&parse("t.yaml", &with_spec(spec)).unwrap()).unwrap();
+    assert_eq!(valid[0].runtimes, ["/usr/sbin/runc"]);
+    let ids: BTreeMap<String, u32> = [("p".to_owned(), 1)].into();
+    let set = compile(&valid, &ids, &[], 1).unwrap();
+    assert_ne!(set.identities[0].1.flags & enforcer_common::verdict::IDENTITY_HAS_RUNTIMES, 0);
+    let (key, _) =
+        set.path_rules.iter().find(|(k, _)| k.kind == path_kind::RUNTIME).expect("a runtime entry");
+    assert_eq!((key.identity, key.hash), (1, path_hash(b"/usr/sbin/runc")));
+    let none =
+        validate_set(&parse("t.yaml", &with_spec("  selector:\n    cgroupPath: /a\n")).unwrap()).unwrap();
+    let set = compile(&none, &ids, &[], 1).unwrap();
+    assert_eq!(set.identities[0].1.flags & enforcer_common::verdict::IDENTITY_HAS_RUNTIMES, 0);
+}
+
+#[test]
+fn runtimes_must_be_absolute_distinct_and_few() {
+    let e = error_of(&with_spec("  selector:\n    cgroupPath: /a\n  runtimes: [runc]\n"));
+    assert_eq!(e.field, "spec.runtimes[0]");
+    let e = error_of(&with_spec(
+        "  selector:\n    cgroupPath: /a\n  runtimes: [/usr/sbin/runc, /usr/sbin//runc]\n",
+    ));
+    assert_eq!(e.field, "spec.runtimes[1]");
+    assert!(e.problem.contains("named twice"), "{e}");
+    let e = error_of(&with_spec("  selector:\n    cgroupPath: /a\n  runtimes: [/a, /b, /c, /d, /e]\n"));
+    assert_eq!(e.field, "spec.runtimes");
+    assert!(e.problem.contains("5 runtimes exceed the limit of 4"), "{e}");
+}

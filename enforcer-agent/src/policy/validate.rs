@@ -46,7 +46,12 @@ pub struct Valid {
     pub file: Vec<PathRuleSpec>,
     pub network: Vec<NetRuleSpec>,
     pub listen: Vec<ListenRuleSpec>,
+    /// `spec.runtimes`, normalised.
+    pub runtimes: Vec<String>,
 }
+
+/// Most container runtimes one policy names.
+pub const MAX_RUNTIMES: usize = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SelectorSpec {
@@ -164,21 +169,7 @@ pub fn validate(policy: &Policy) -> Result<Valid, PolicyError> {
     }
     check_name(&name).map_err(|p| err("metadata.name", p))?;
     let identity = policy.spec.identity_name(&policy.metadata).to_owned();
-    let d = &policy.spec.defaults;
-    for (field, action) in [
-        ("spec.defaults.exec", d.exec),
-        ("spec.defaults.file", d.file),
-        ("spec.defaults.network", d.network),
-        ("spec.defaults.listen", d.listen),
-    ] {
-        if action == Action::Approve {
-            return Err(err(field, "approve is for rules; a default is allow or deny".into()));
-        }
-    }
-    let q = &policy.spec.quarantine;
-    if [q.exec, q.file_read, q.file_write, q.network].contains(&Action::Approve) {
-        return Err(err("spec.quarantine", "a quarantine restriction is allow or deny".into()));
-    }
+    check_actions(&policy.spec).map_err(|(f, p)| err(f, p))?;
     check_name(&identity).map_err(|p| err("spec.identity", p))?;
     let selector = selector(&policy.spec.selector).map_err(|(f, p)| err(&f, p))?;
 
@@ -235,6 +226,7 @@ pub fn validate(policy: &Policy) -> Result<Valid, PolicyError> {
         });
     }
     let listen = listen_rules(&policy.spec.listen).map_err(|(f, p)| err(&f, p))?;
+    let runtimes = runtimes(&policy.spec.runtimes).map_err(|(f, p)| err(&f, p))?;
     check_duplicates(&exec, "spec.exec").map_err(|(f, p)| err(&f, p))?;
     check_duplicates(&file, "spec.file").map_err(|(f, p)| err(&f, p))?;
     Ok(Valid {
@@ -250,7 +242,51 @@ pub fn validate(policy: &Policy) -> Result<Valid, PolicyError> {
         file,
         network,
         listen,
+        runtimes,
     })
+}
+
+/// Defaults and quarantine restrictions are allow or deny; approve is for rules.
+fn check_actions(spec: &model::Spec) -> Result<(), (&'static str, String)> {
+    let d = &spec.defaults;
+    for (field, action) in [
+        ("spec.defaults.exec", d.exec),
+        ("spec.defaults.file", d.file),
+        ("spec.defaults.network", d.network),
+        ("spec.defaults.listen", d.listen),
+    ] {
+        if action == Action::Approve {
+            return Err((field, "approve is for rules; a default is allow or deny".into()));
+        }
+    }
+    let q = &spec.quarantine;
+    if [q.exec, q.file_read, q.file_write, q.network].contains(&Action::Approve) {
+        return Err(("spec.quarantine", "a quarantine restriction is allow or deny".into()));
+    }
+    Ok(())
+}
+
+/// `spec.runtimes`: absolute executables, each named once.
+fn runtimes(paths: &[String]) -> Result<Vec<String>, (String, String)> {
+    if paths.len() > MAX_RUNTIMES {
+        return Err((
+            "spec.runtimes".into(),
+            format!("{} runtimes exceed the limit of {MAX_RUNTIMES}", paths.len()),
+        ));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for (i, path) in paths.iter().enumerate() {
+        let field = format!("spec.runtimes[{i}]");
+        let path = normalise(path).map_err(|p| (field.clone(), p))?;
+        if path == "/" {
+            return Err((field, "\"/\" is not an executable".into()));
+        }
+        if out.contains(&path) {
+            return Err((field, format!("{path:?} is named twice")));
+        }
+        out.push(path);
+    }
+    Ok(out)
 }
 
 /// `listen` rules: at most as many as the kernel holds per identity; decided at once

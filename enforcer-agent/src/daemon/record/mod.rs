@@ -183,6 +183,7 @@ fn reason_name(code: u32) -> &'static str {
         reason::BUSY => "busy",
         reason::RESTRICTED => "restricted",
         reason::FORGED_PATH => "forged-path",
+        reason::RUNTIME => "runtime",
         _ => "unknown",
     }
 }
