@@ -67,6 +67,17 @@ fn records_with(agent: &Agent, want: impl Fn(&Value) -> bool) -> Option<Value> {
     None
 }
 
+/// The entrypoint's `cat /secret` failed, with a deny verdict of the identity (judged by
+/// the path the container sees).
+fn secret_denied(agent: &Agent, output: &str) {
+    assert!(output.contains("rc=1"), "reading /secret inside the container must fail:\n{output}");
+    let denied =
+        records_with(agent, |r| field(r, "hook") == "file_open" && field(&r["target"], "path") == "/secret")
+            .unwrap_or_else(|| panic!("no verdict for /secret; runc said:\n{output}"));
+    assert_eq!(field(&denied, "decision"), "deny", "{denied}");
+    assert_eq!(field(&denied, "identity"), "runtime-policy", "{denied}");
+}
+
 #[test]
 fn a_runc_container_runs_inside_a_managed_identity() {
     // The identity binds `parent` with its subtree; runc runs in `parent/runner` and puts
@@ -99,12 +110,7 @@ fn a_runc_container_runs_inside_a_managed_identity() {
     let (code, output) = run_container(&runner.path, "allowed");
     assert_eq!(code, 0, "runc run failed:\n{output}");
     assert!(output.contains("started"), "the entrypoint did not run:\n{output}");
-    assert!(output.contains("rc=1"), "reading /secret inside the container must fail:\n{output}");
-    let denied =
-        records_with(&agent, |r| field(r, "hook") == "file_open" && field(&r["target"], "path") == "/secret")
-            .unwrap_or_else(|| panic!("no verdict for /secret; runc said:\n{output}"));
-    assert_eq!(field(&denied, "decision"), "deny", "{denied}");
-    assert_eq!(field(&denied, "identity"), "runtime-policy", "{denied}");
+    secret_denied(&agent, &output);
 }
 
 #[test]
@@ -121,11 +127,7 @@ fn a_named_runtime_sets_containers_up_under_the_hardened_defaults() {
     assert_eq!(code, 0, "runc run failed with the runtime named:\n{output}");
     assert!(output.contains("started"), "the entrypoint did not run:\n{output}");
     // File rules judged the runtime's tree throughout, and judge the entrypoint.
-    assert!(output.contains("rc=1"), "reading /secret inside the container must fail:\n{output}");
-    let denied =
-        records_with(&agent, |r| field(r, "hook") == "file_open" && field(&r["target"], "path") == "/secret")
-            .unwrap_or_else(|| panic!("no verdict for /secret; runc said:\n{output}"));
-    assert_eq!(field(&denied, "decision"), "deny", "{denied}");
+    secret_denied(&agent, &output);
     // The entrypoint's exec ended the exemption: its own mount is refused and reported.
     assert!(
         output.contains("mount=") && !output.contains("mount=0"),

@@ -270,9 +270,31 @@ fn hook_costs(cgroup: &TestCgroup) {
         });
         start.elapsed()
     };
-    for (what, run) in
-        [("mkdir()+rmdir() x5000", &change_loop as &dyn Fn(_) -> _), ("mmap(PROT_EXEC) x5000", &map_loop)]
-    {
+    // Every fork and exit passes the runtime tracepoints (and a managed fork `task_alloc`).
+    let fork_loop = |cg: Option<&TestCgroup>| {
+        let start = Instant::now();
+        run_in(cg, || {
+            for _ in 0..2_000 {
+                // SAFETY: the child only exits; the parent reaps it.
+                unsafe {
+                    let pid = libc::fork();
+                    if pid == 0 {
+                        libc::_exit(0);
+                    }
+                    if pid > 0 {
+                        libc::waitpid(pid, std::ptr::null_mut(), 0);
+                    }
+                }
+            }
+            0
+        });
+        start.elapsed()
+    };
+    for (what, run) in [
+        ("mkdir()+rmdir() x5000", &change_loop as &dyn Fn(_) -> _),
+        ("mmap(PROT_EXEC) x5000", &map_loop),
+        ("fork()+exit+wait() x2000", &fork_loop),
+    ] {
         let (unmanaged, managed) = (run(None), run(Some(cgroup)));
         println!(
             "{what}: unmanaged {:.1} ms, managed {:.1} ms, ratio {:.2}",
