@@ -31,7 +31,11 @@ fn bundle(cgroups_path: &str) {
     let path = format!("{BUNDLE}/config.json");
     let mut config: Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
     config["process"]["terminal"] = false.into();
-    config["process"]["args"] = serde_json::json!(["/bin/sh", "-c", "echo started; cat /secret; echo rc=$?; mount -t tmpfs none /tmp; echo mount=$?"]);
+    config["process"]["args"] = serde_json::json!([
+        "/bin/sh",
+        "-c",
+        "echo started; cat /secret; echo rc=$?; mount -t tmpfs none /tmp; echo mount=$?"
+    ]);
     config["root"]["readonly"] = false.into();
     config["linux"]["cgroupsPath"] = cgroups_path.into();
     fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();

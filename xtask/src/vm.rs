@@ -93,6 +93,8 @@ struct Summary {
     problems: Vec<String>,
     /// The guest kernel panicked before any test binary started (worth one more boot).
     early_panic: bool,
+    /// The guest hung while booting (worth one more boot).
+    stalled: bool,
 }
 
 /// How a guest run ended.
@@ -101,7 +103,14 @@ pub enum Ending {
     Exited,
     /// The deadline passed and QEMU was killed.
     TimedOut,
+    /// The guest's init printed nothing within [`BOOT_STALL`] (the kernel hung while
+    /// booting) and QEMU was killed.
+    Stalled,
 }
+
+/// How long a guest may take to reach its init: under TCG a kernel boots in well under a
+/// minute, even on a busy host; one that says nothing for this long hung while booting.
+const BOOT_STALL: Duration = Duration::from_mins(5);
 
 /// Boots `kernel` with `initrd` under QEMU (TCG), copying the serial console to `log_path`
 /// and handing each line to `on_line`, until the guest powers off or `timeout` passes.
@@ -138,15 +147,23 @@ pub fn qemu(
         }
     });
     let deadline = Instant::now() + timeout;
+    let boot_deadline = Instant::now() + BOOT_STALL.min(timeout);
+    let mut booted = false;
     let ending = loop {
         let now = Instant::now();
         if now >= deadline {
             let _ = child.kill();
             break Ending::TimedOut;
         }
-        match rx.recv_timeout(deadline - now) {
+        if !booted && now >= boot_deadline {
+            let _ = child.kill();
+            break Ending::Stalled;
+        }
+        let wait = if booted { deadline - now } else { boot_deadline - now };
+        match rx.recv_timeout(wait) {
             Ok(line) => {
                 writeln!(log, "{line}")?;
+                booted |= line.contains(MARK);
                 on_line(&line);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -188,8 +205,10 @@ pub fn guest(
             lines.push(line.to_owned());
         }
     })?;
-    if let Ending::TimedOut = ending {
-        bail!("the {name} VM did not finish within 15 minutes (see {})", log.display());
+    match ending {
+        Ending::TimedOut => bail!("the {name} VM did not finish within 15 minutes (see {})", log.display()),
+        Ending::Stalled => bail!("the {name} VM hung while booting (see {})", log.display()),
+        Ending::Exited => {}
     }
     if !finished {
         bail!("the {name} VM stopped early (see {})", log.display());
@@ -213,12 +232,16 @@ impl Summary {
 
 fn boot(kernel: &Kernel, initrd: &Path, options: &Options) -> anyhow::Result<Summary> {
     let summary = boot_once(kernel, initrd, options)?;
-    if !summary.early_panic {
+    if !summary.early_panic && !summary.stalled {
         return Ok(summary);
     }
-    // Multi-threaded TCG occasionally crashes a guest while it boots, before any test ran;
-    // that says nothing about the code under test, so the kernel gets one more boot.
-    println!("kernel {}: the guest panicked before the first test; booting it once more", kernel.series);
+    // Multi-threaded TCG occasionally crashes or hangs a guest while it boots, before any
+    // test ran; that says nothing about the code under test, so the kernel gets one more
+    // boot.
+    println!(
+        "kernel {}: the guest panicked or hung before the first test; booting it once more",
+        kernel.series
+    );
     boot_once(kernel, initrd, options)
 }
 
@@ -235,12 +258,21 @@ fn boot_once(kernel: &Kernel, initrd: &Path, options: &Options) -> anyhow::Resul
         }
         console.feed(line);
     })?;
-    if let Ending::TimedOut = ending {
-        console.summary.problems.push(format!(
+    match ending {
+        Ending::TimedOut => console.summary.problems.push(format!(
             "timed out after {} s (see {})",
             options.timeout,
             log_path.display()
-        ));
+        )),
+        Ending::Stalled => {
+            console.summary.stalled = true;
+            console.summary.problems.push(format!(
+                "hung while booting: no output from init within {} s (see {})",
+                BOOT_STALL.as_secs(),
+                log_path.display()
+            ));
+        }
+        Ending::Exited => {}
     }
     let (summary, failure_text) = console.finish(&log_path.display().to_string());
     println!("{}", summary.line());
