@@ -62,6 +62,8 @@ pub struct Config {
     pub log_rotation: Rotation,
     /// Run as a Kubernetes node agent: pod selectors, cluster policies.
     pub kubernetes: Option<crate::kubernetes::Options>,
+    /// Kernel diagnostics routed into the agent's log (off: not even emitted).
+    pub kernel_log: crate::kernel_log::Level,
 }
 
 #[derive(Serialize)]
@@ -152,6 +154,14 @@ struct Running {
     protected: Protected,
 }
 
+fn load_options(config: &Config) -> loader::Options {
+    loader::Options {
+        cgroup_root: config.cgroup_root.clone(),
+        network_only: config.network_only,
+        kernel_log: config.kernel_log,
+    }
+}
+
 /// Loads, applies the policy set, attaches, pins, then retires earlier instances.
 async fn start(config: &Config) -> anyhow::Result<Running> {
     let features = loader::Features::probe();
@@ -166,9 +176,9 @@ async fn start(config: &Config) -> anyhow::Result<Running> {
     // Refuse to start on an invalid set rather than enforce something else.
     validate::validate_set(&policies)?;
 
-    let options =
-        loader::Options { cgroup_root: config.cgroup_root.clone(), network_only: config.network_only };
+    let options = load_options(config);
     let mut ebpf = loader::load(&options)?;
+    crate::kernel_log::start(&mut ebpf, config.kernel_log)?;
     let mut instance = pins::create(&config.bpffs)?;
     instance.pin_maps(&ebpf)?;
     let kernel = KernelMaps::take(&mut ebpf)?;

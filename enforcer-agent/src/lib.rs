@@ -12,6 +12,7 @@ pub mod engine;
 pub mod events;
 pub mod file_identity;
 pub mod identity;
+pub mod kernel_log;
 pub mod kubepods;
 pub mod kubernetes;
 pub mod live;
