@@ -14,6 +14,7 @@ use enforcer_agent::{
         config::{Config, OnExit},
         verdict_log::Rotation,
     },
+    kernel::log as kernel_log,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -143,15 +144,37 @@ struct AgentArgs {
     /// This node's name, as in its pods' `spec.nodeName` (downward API).
     #[arg(long, env = "NODE_NAME")]
     node_name: Option<String>,
+    /// Diagnostics of the kernel programs' own failures, logged under the target
+    /// `enforcer::kernel` at this level and above; off: not even emitted.
+    #[arg(long, value_enum, default_value = "off")]
+    kernel_log: kernel_log::Level,
+}
+
+/// One filter for the process: `$ENFORCER_LOG` (default `info`), plus the kernel
+/// diagnostics the agent was asked for unless `$ENFORCER_LOG` says otherwise about them.
+fn log_filter(kernel_log: kernel_log::Level) -> EnvFilter {
+    let configured = std::env::var("ENFORCER_LOG").unwrap_or_default();
+    let filter = EnvFilter::try_from_env("ENFORCER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    match kernel_log.directive() {
+        Some(directive) if !configured.contains(kernel_log::TARGET) => match directive.parse() {
+            Ok(directive) => filter.add_directive(directive),
+            Err(_) => filter,
+        },
+        _ => filter,
+    }
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let kernel_log = match &cli.command {
+        Command::Agent(args) => args.kernel_log,
+        _ => kernel_log::Level::Off,
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("ENFORCER_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(log_filter(kernel_log))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
     let (socket, output) = (cli.socket.as_path(), cli.output);
     match cli.command {
         Command::Agent(args) => run_agent(*args, cli.socket.clone()),
@@ -265,6 +288,7 @@ fn run_agent(args: AgentArgs, socket: PathBuf) -> ExitCode {
             kubeconfig: args.kubeconfig,
             node_name: args.node_name.unwrap_or_default(),
         }),
+        kernel_log: args.kernel_log,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,

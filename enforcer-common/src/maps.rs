@@ -121,6 +121,9 @@ pub mod globals {
     /// The agent's secret key of [`crate::sip::keyed`] path proofs (two words).
     pub const PATH_KEY0: &str = "PATH_KEY0";
     pub const PATH_KEY1: &str = "PATH_KEY1";
+    /// The most verbose kernel diagnostics the programs log (aya-log's level numbering;
+    /// 0 = none): the gate of every log call.
+    pub const KERNEL_LOG: &str = "KERNEL_LOG";
 }
 
 /// Key of [`CGROUP_BINDINGS`] and [`CGROUP_CACHE`].

@@ -12,6 +12,7 @@ use enforcer_common::{
 };
 
 use crate::{
+    diag,
     maps::{EVENTS, count},
     offsets::{OFF_CGROUP_KN, OFF_KERNFS_ID, read},
 };
@@ -25,10 +26,12 @@ pub fn cgroup_mkdir(ctx: BtfTracePointContext) -> i32 {
     let Some(id) = read::<*const u8>(cgrp, &OFF_CGROUP_KN).and_then(|kn| read::<u64>(kn, &OFF_KERNFS_ID))
     else {
         // Observing only: the next rescan finds a cgroup whose id could not be read.
+        diag::error!("cgroup_mkdir: cgroup id unreadable: the cgroup is left to the next rescan");
         return 0;
     };
     let Some(mut entry) = EVENTS.reserve::<CgroupEvent>(0) else {
         count(stat::EVENTS_DROPPED);
+        diag::warning!("cgroup_mkdir: EVENTS full: cgroup {} is left to the next rescan", cgroup: u64 = id);
         return 0;
     };
     let ev = entry.as_mut_ptr();

@@ -13,6 +13,7 @@ use enforcer_common::{
 };
 
 use crate::{
+    diag,
     maps::{EVENTS, count},
     policy::{self, Judgement, Subject, generation},
 };
@@ -77,6 +78,7 @@ pub fn conclude(hook: u32, subject: &Subject, judgement: Judgement, target: &Tar
 pub fn verdict(v: &Verdict, target: &Target) {
     let Some(mut entry) = EVENTS.reserve::<VerdictEvent>(0) else {
         count(stat::EVENTS_DROPPED);
+        diag::warning!("hook {}: EVENTS full: verdict event dropped (the verdict stands)", hook: u32 = v.hook);
         return;
     };
     let ev = entry.as_mut_ptr();

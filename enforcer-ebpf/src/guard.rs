@@ -28,6 +28,7 @@ use enforcer_common::{
 };
 
 use crate::{
+    diag,
     emit::{self, Target},
     lsm::pass_on,
     maps::{CGROUP_BINDINGS, PROTECTED_INODES, PROTECTED_PIDS, count},
@@ -56,17 +57,34 @@ const BPF_LINK_DETACH: u32 = 34;
 
 /// The identity the cgroup of kernfs node `kn` resolves to in `slot` (0 = none): the
 /// deepest binding among it and its ancestors, as [`crate::identity::current`] decides
-/// for a task in that cgroup.
+/// for a task in that cgroup. `hook` is named in diagnostics.
 #[inline(always)]
-fn cgroup_identity(kn: *const u8, slot: u32) -> u32 {
-    let mut walk = KernfsWalk { kn, slot, identity: 0 };
+fn cgroup_identity(kn: *const u8, slot: u32, hook: u32) -> u32 {
+    let mut walk = KernfsWalk { kn, slot, identity: 0, unreadable: 0 };
     // Under `bpf_loop`: unrolled, the walk multiplied the verifier's work by its depth.
     // SAFETY: the callback only touches `walk` and reads kernel memory through helpers.
     let done =
         unsafe { bpf_loop(MAX_CGROUP_DEPTH + 1, kernfs_level as *mut c_void, (&raw mut walk).cast(), 0) };
     // No identity if the loop could not run: callers treat that as another identity
     // (fail-closed).
-    if done < 0 { 0 } else { walk.identity }
+    if done < 0 {
+        diag::error!(
+            "hook {}: kernfs ancestor walk failed (bpf_loop {}): counted as another identity",
+            hook: u32 = hook,
+            done: i64 = done,
+        );
+        return 0;
+    }
+    // An unreadable node ends the walk with what was found below it, which callers
+    // compare with the caller's identity (a difference is refused).
+    if walk.unreadable != 0 {
+        diag::error!(
+            "hook {}: kernfs node unreadable in the ancestor walk: resolved to identity {}",
+            hook: u32 = hook,
+            identity: u32 = walk.identity,
+        );
+    }
+    walk.identity
 }
 
 /// State of a walk up kernfs parents, shared with the `bpf_loop` callback.
@@ -75,6 +93,8 @@ struct KernfsWalk {
     kn: *const u8,
     slot: u32,
     identity: u32,
+    /// Set when a node's id or parent could not be read.
+    unreadable: u32,
 }
 
 /// One level: the binding of this cgroup (at level 0) or a subtree binding of an
@@ -83,7 +103,10 @@ struct KernfsWalk {
 unsafe extern "C" fn kernfs_level(level: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the `KernfsWalk` passed to bpf_loop.
     let walk = unsafe { &mut *ctx.cast::<KernfsWalk>() };
-    let Some(id) = read::<u64>(walk.kn, &OFF_KERNFS_ID) else { return 1 };
+    let Some(id) = read::<u64>(walk.kn, &OFF_KERNFS_ID) else {
+        walk.unreadable = 1;
+        return 1;
+    };
     let key = CgroupKey { cgroup_id: id, slot: walk.slot, pad: 0 };
     // SAFETY: plain value read once.
     if let Some(binding) = unsafe { CGROUP_BINDINGS.get(&key) }
@@ -97,17 +120,22 @@ unsafe extern "C" fn kernfs_level(level: u64, ctx: *mut c_void) -> i64 {
             walk.kn = parent;
             0
         }
-        _ => 1,
+        Some(_) => 1,
+        None => {
+            walk.unreadable = 1;
+            1
+        }
     }
 }
 
-/// The identity of `task` (through its cgroup v2 cgroup) in `slot`.
+/// The identity of `task` (through its cgroup v2 cgroup) in `slot`; `None` if its
+/// cgroup cannot be read.
 #[inline(always)]
-fn task_identity(task: *const u8, slot: u32) -> u32 {
+fn task_identity(task: *const u8, slot: u32, hook: u32) -> Option<u32> {
     let kn = read::<*const u8>(task, &OFF_TASK_CGROUPS)
         .and_then(|cset| read::<*const u8>(cset, &OFF_CSS_SET_DFL_CGRP))
-        .and_then(|cgrp| read::<*const u8>(cgrp, &OFF_CGROUP_KN));
-    kn.map_or(0, |kn| cgroup_identity(kn, slot))
+        .and_then(|cgrp| read::<*const u8>(cgrp, &OFF_CGROUP_KN))?;
+    Some(cgroup_identity(kn, slot, hook))
 }
 
 #[inline(always)]
@@ -146,7 +174,7 @@ fn refuse(hook: u32, subject: &Subject, why: u32, target: &Target) -> i32 {
 /// The managed caller, or the value the hook returns for everyone else.
 #[inline(always)]
 pub fn managed(hook: u32) -> Result<Subject, i32> {
-    match policy::caller() {
+    match policy::caller(hook) {
         Caller::Unmanaged => Err(0),
         // A container's init process finishing its set-up (mounts, `pivot_root`,
         // sysctls) runs the runtime's code: unmanaged until it executes the entrypoint.
@@ -193,7 +221,7 @@ fn classify_write(subject: &Subject, file: *const u8) -> Result<Option<u32>, Unr
         // The cgroup whose membership file this is. An unreadable ancestor resolves to
         // no identity, which differs from the writer's: refused (fail-closed).
         let cgroup = read::<*const u8>(kn, &OFF_KERNFS_PARENT).ok_or(Unreadable)?;
-        if cgroup_identity(cgroup, subject.slot) == subject.identity {
+        if cgroup_identity(cgroup, subject.slot, hook::FILE_OPEN) == subject.identity {
             return Ok(None);
         }
         return Ok(Some(reason::IDENTITY_ESCAPE));
@@ -313,12 +341,18 @@ pub fn task_kill(ctx: LsmContext) -> i32 {
     let Some(tgid) = read::<u32>(target, &OFF_TASK_TGID) else {
         // Fail-closed for managed callers: the target might be the agent.
         return match managed(hook::TASK_KILL) {
-            Ok(subject) => refuse(
-                hook::TASK_KILL,
-                &subject,
-                reason::INTERNAL_ERROR,
-                &Target::Object { what: 0, name: core::ptr::null() },
-            ),
+            Ok(subject) => {
+                diag::error!(
+                    "hook {}: target task unreadable: refused as internal-error",
+                    hook: u32 = hook::TASK_KILL,
+                );
+                refuse(
+                    hook::TASK_KILL,
+                    &subject,
+                    reason::INTERNAL_ERROR,
+                    &Target::Object { what: 0, name: core::ptr::null() },
+                )
+            }
             Err(ret) => ret,
         };
     };
@@ -363,7 +397,14 @@ pub fn ptrace_access_check(ctx: LsmContext) -> i32 {
         return refuse(hook::PTRACE, &subject, reason::SELF_PROTECTION, &target);
     }
     // Fail-closed: a target whose identity cannot be read counts as another identity.
-    if task_identity(child, subject.slot) != subject.identity {
+    let identity = task_identity(child, subject.slot, hook::PTRACE).unwrap_or_else(|| {
+        diag::error!(
+            "hook {}: target task's cgroup unreadable: counted as another identity",
+            hook: u32 = hook::PTRACE,
+        );
+        0
+    });
+    if identity != subject.identity {
         return refuse(hook::PTRACE, &subject, reason::CROSS_IDENTITY, &target);
     }
     0
@@ -383,6 +424,9 @@ pub fn entry_change(hook: u32, dir: *const u8, dentry: *const u8) -> i32 {
         Ok(subject) => subject,
         Err(ret) => return ret,
     };
+    if why == reason::INTERNAL_ERROR {
+        diag::error!("hook {}: directory or entry unreadable: refused as internal-error", hook: u32 = hook);
+    }
     if why == reason::IDENTITY_ESCAPE && subject.config.flags & IDENTITY_ALLOW_MOVES != 0 {
         return 0;
     }

@@ -8,15 +8,19 @@ use enforcer_common::{
     maps::{BINDING_SUBTREE, CacheEntry, CgroupKey},
 };
 
-use crate::maps::{BIND_EPOCH, CGROUP_BINDINGS, CGROUP_CACHE};
+use crate::{
+    diag,
+    maps::{BIND_EPOCH, CGROUP_BINDINGS, CGROUP_CACHE},
+};
 
-/// The identity of the current task in `slot` (0 = none) and its cgroup id.
+/// The identity of the current task in `slot` (0 = none) and its cgroup id, for `hook`
+/// (named in diagnostics).
 ///
 /// A cgroup seen before costs one cache lookup. Otherwise the ancestors are walked from
 /// the root down and the deepest binding wins, so a cgroup created under a bound one is
 /// covered from its first syscall, before the agent has seen it.
 #[inline(always)]
-pub fn current(slot: u32) -> (u32, u64) {
+pub fn current(slot: u32, hook: u32) -> (u32, u64) {
     // SAFETY: helper without arguments.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     let key = CgroupKey { cgroup_id, slot, pad: 0 };
@@ -37,11 +41,23 @@ pub fn current(slot: u32) -> (u32, u64) {
     // Fail-open: bpf_loop fails only for bad arguments, which are constants here; an
     // unresolved task is then treated as unmanaged and not cached.
     if done < 0 {
+        diag::error!(
+            "hook {}: cgroup ancestor walk failed (bpf_loop {}): cgroup {} allowed as unmanaged (fail-open)",
+            hook: u32 = hook,
+            done: i64 = done,
+            cgroup: u64 = cgroup_id,
+        );
         return (0, cgroup_id);
     }
     let identity = walk.identity;
     // Fail-open on cache insert failure: it only means the next call walks again.
-    let _ = CGROUP_CACHE.insert(&key, &CacheEntry { epoch, identity, pad: 0 }, 0);
+    if let Err(e) = CGROUP_CACHE.insert(&key, &CacheEntry { epoch, identity, pad: 0 }, 0) {
+        diag::info!(
+            "hook {}: CGROUP_CACHE insert failed ({}): the next call walks again",
+            hook: u32 = hook,
+            error: i32 = e,
+        );
+    }
     (identity, cgroup_id)
 }
 

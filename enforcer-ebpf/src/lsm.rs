@@ -20,6 +20,7 @@ use enforcer_common::{
 };
 
 use crate::{
+    diag,
     emit::{self, Target, Verdict},
     guard, inodes,
     offsets::{
@@ -74,7 +75,14 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     let mode = unsafe { bpf_probe_read_kernel(file.add(offset(&OFF_FILE_F_MODE)).cast::<u32>()) };
     // Fail-closed is decided in judge_path for managed tasks; an unreadable mode is
     // treated as read+write so the strictest rules apply.
-    let mode = mode.unwrap_or(FMODE_READ | FMODE_WRITE);
+    let mode = mode.unwrap_or_else(|e| {
+        diag::error!(
+            "hook {}: f_mode unreadable ({}): judged as a read-write open",
+            hook: u32 = hook::FILE_OPEN,
+            error: i32 = e,
+        );
+        FMODE_READ | FMODE_WRITE
+    });
     // Allowed here on purpose: the kernel's own open of a binary for execve is judged by
     // bprm_check_security (exec rules, exec quarantine), not as a file read.
     if mode & FMODE_EXEC != 0 {
@@ -127,11 +135,17 @@ pub fn file_mprotect(ctx: LsmContext) -> i32 {
     let vma: *const u8 = ctx.arg(0);
     // Fail-open: a mapping whose file cannot be read is treated as anonymous memory,
     // which no file rule names.
-    let Some(file) = read::<*const u8>(vma, &OFF_VMA_VM_FILE) else { return 0 };
+    let Some(file) = read::<*const u8>(vma, &OFF_VMA_VM_FILE) else {
+        diag::error!(
+            "hook {}: vm_area_struct.vm_file unreadable: allowed (fail-open)",
+            hook: u32 = hook::MPROTECT_EXEC,
+        );
+        return 0;
+    };
     if file.is_null() {
         return 0;
     }
-    let subject = match policy::caller() {
+    let subject = match policy::caller(hook::MPROTECT_EXEC) {
         Caller::Unmanaged => return 0,
         // A container's init process finishing its set-up runs the runtime's code.
         Caller::Managed(subject) if crate::restricted::in_setup(subject.cgroup_id) => return 0,
@@ -149,7 +163,13 @@ pub fn file_mprotect(ctx: LsmContext) -> i32 {
         Ok(found) if found.read.0 == action::NONE => return 0,
         Ok(found) => Judgement::from_rule(found.read, subject.config.exec_default),
         // Fail-closed: the file's identity could not be read for a managed caller.
-        Err(()) => Judgement::refuse(reason::INTERNAL_ERROR),
+        Err(()) => {
+            diag::error!(
+                "hook {}: file identity unreadable (dentry walk): refused as internal-error",
+                hook: u32 = hook::MPROTECT_EXEC,
+            );
+            Judgement::refuse(reason::INTERNAL_ERROR)
+        }
     };
     // The file's name (its last component) identifies the mapping in the verdict.
     let name = dentry.and_then(|d| read::<*const u8>(d, &OFF_DENTRY_NAME)).unwrap_or(core::ptr::null());
@@ -161,16 +181,23 @@ pub fn file_mprotect(ctx: LsmContext) -> i32 {
 /// rewrites that slot under it.
 #[inline(always)]
 fn judge_registered(hook: u32, file: *const u8, wanted: u32) -> i32 {
-    let (slot, registered) = match readers::enter() {
-        Some(slot) => (slot, true),
+    let (slot, registered) = if let Some(slot) = readers::enter() {
+        (slot, true)
+    } else {
         // Only if ACTIVE flipped three times within a few instructions (or is unreadable):
         // judged with the slot in force now, without the reader registration.
         // Fail-open as in `policy::caller`: index 0 of an array always exists; without it
         // there would be no policy set to apply.
-        None => match crate::maps::ACTIVE.get(0).copied() {
-            Some(slot) => (slot, false),
-            None => return 0,
-        },
+        let Some(slot) = crate::maps::ACTIVE.get(0).copied() else {
+            diag::error!("hook {}: ACTIVE unreadable: allowed (fail-open)", hook: u32 = hook);
+            return 0;
+        };
+        diag::warning!(
+            "hook {}: reader registration failed (ACTIVE moving or READERS missing): judged by slot {}",
+            hook: u32 = hook,
+            slot: u32 = slot,
+        );
+        (slot, false)
     };
     // One call site: the whole judgement is verified once, not once per way in.
     let ret = judge_path(hook, file, wanted, slot);
@@ -227,7 +254,7 @@ fn judge_path(hook: u32, file: *const u8, wanted: u32, slot: u32) -> i32 {
 /// rule names): nothing to report.
 #[inline(always)]
 fn assess(hook: u32, file: *const u8, wanted: u32, slot: u32) -> Option<Assessed> {
-    let subject = match policy::caller_in(slot) {
+    let subject = match policy::caller_in(slot, hook) {
         Caller::Unmanaged => return None,
         // A container's init process executing its entrypoint: its set-up ends here, and
         // this exec is judged like any other (only managed execs pay for the delete).
@@ -266,7 +293,7 @@ fn assess(hook: u32, file: *const u8, wanted: u32, slot: u32) -> Option<Assessed
     };
     // SAFETY: `file` is a typed `struct file *` and the offset that of its `f_path`.
     let f_path = unsafe { file.add(offset(&OFF_FILE_F_PATH)) }.cast::<bpf_path>().cast_mut();
-    let resolved = match path::resolve(f_path) {
+    let resolved = match path::resolve(f_path, hook) {
         Ok(resolved) => resolved,
         // Fail-closed: a path we cannot read (or too long to judge) is denied and reported.
         Err(why) => return Some(unjudged(Judgement::refuse(why))),
@@ -276,6 +303,7 @@ fn assess(hook: u32, file: *const u8, wanted: u32, slot: u32) -> Option<Assessed
         // Fail-closed: another task overwrote the path buffer while this one was
         // preempted, so the judgement may be about another path. Denied and reported as
         // `busy`, without the (foreign) path.
+        diag::warning!("hook {}: path buffer reused while preempted: refused as busy", hook: u32 = hook);
         return Some(unjudged(Judgement::refuse(reason::BUSY)));
     }
     // Judged on this task's own path: a reuse from here on can only garble the path the
@@ -300,6 +328,12 @@ fn judge_resolved(
         && wanted & access::WRITE != 0
         && let Some(why) = guard::write_open(subject, file)
     {
+        if why == reason::INTERNAL_ERROR {
+            diag::error!(
+                "hook {}: file, inode or kernfs node unreadable on a write open: refused as internal-error",
+                hook: u32 = hook,
+            );
+        }
         return Some(guard::judgement(why));
     }
     // A file with no path on a filesystem (memfd, deleted, O_TMPFILE): the kernel shows
@@ -323,9 +357,25 @@ fn judge_resolved(
     let found = match (by_path, by_identity) {
         (Ok(by_path), Ok(by_identity)) => inodes::combine(by_path, by_identity),
         // Fail-closed: the rules could not be consulted.
-        (Err(why), _) => return Some(Judgement::refuse(why)),
+        (Err(why), _) => {
+            if why == reason::FORGED_PATH {
+                diag::warning!(
+                    "hook {}: path hits a rule's index without its keyed proof: refused as forged-path",
+                    hook: u32 = hook,
+                );
+            } else {
+                diag::error!("hook {}: path scan could not run: refused as internal-error", hook: u32 = hook);
+            }
+            return Some(Judgement::refuse(why));
+        }
         // Fail-closed: the file's identity could not be read, so an alias could not be seen.
-        (_, Err(())) => return Some(Judgement::refuse(reason::INTERNAL_ERROR)),
+        (_, Err(())) => {
+            diag::error!(
+                "hook {}: file identity unreadable (dentry walk): refused as internal-error",
+                hook: u32 = hook,
+            );
+            return Some(Judgement::refuse(reason::INTERNAL_ERROR));
+        }
     };
     // Mappings are judged only where a rule names the file.
     if hook == hook::MMAP_EXEC && found.read.0 == action::NONE {
@@ -368,6 +418,12 @@ fn live_judgement(hook: u32, identity: u32, path: (u64, usize, u64), wanted: u32
         _ => {}
     }
     if let Some(revoked) = policy::revoked(path.0, path.1, path.2) {
+        if revoked.reason == reason::FORGED_PATH {
+            diag::warning!(
+                "hook {}: revoked credential's index hit without its keyed proof: refused as forged-path",
+                hook: u32 = hook,
+            );
+        }
         return Some(revoked);
     }
     let mut bits = 0;

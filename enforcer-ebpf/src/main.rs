@@ -14,6 +14,7 @@
 #![expect(clippy::cast_ptr_alignment, reason = "kernel struct members read at their BTF offsets are aligned")]
 
 mod cgroups;
+mod diag;
 mod emit;
 mod guard;
 mod identity;

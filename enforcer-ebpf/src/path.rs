@@ -17,7 +17,10 @@ use enforcer_common::{
     verdict::{action, reason},
 };
 
-use crate::maps::{PATH_RULES, SCRATCH};
+use crate::{
+    diag,
+    maps::{PATH_RULES, SCRATCH},
+};
 
 const ENAMETOOLONG: i64 = 36;
 
@@ -44,11 +47,14 @@ impl Resolved {
 }
 
 /// Writes the absolute path of `path` into the scratch buffer.
-/// `Err` carries the reason a path cannot be judged.
+/// `Err` carries the reason a path cannot be judged; `hook` is named in diagnostics.
 #[inline(always)]
-pub fn resolve(path: *mut bpf_path) -> Result<Resolved, u32> {
+pub fn resolve(path: *mut bpf_path, hook: u32) -> Result<Resolved, u32> {
     // Fail-closed: without the buffer the path cannot be judged.
-    let scratch = SCRATCH.get_ptr_mut(0).ok_or(reason::INTERNAL_ERROR)?;
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        diag::error!("hook {}: SCRATCH unavailable: refused as internal-error", hook: u32 = hook);
+        return Err(reason::INTERNAL_ERROR);
+    };
     let owner = bpf_get_current_pid_tgid();
     // SAFETY: valid map value; `bpf_d_path` writes at most MAX_PATH bytes into `buf`.
     let written = unsafe {
@@ -57,10 +63,20 @@ pub fn resolve(path: *mut bpf_path) -> Result<Resolved, u32> {
         bpf_d_path(path, (*scratch).buf.as_mut_ptr().cast(), MAX_PATH as u32)
     };
     if written == -ENAMETOOLONG {
+        diag::warning!(
+            "hook {}: path over {} bytes (bpf_d_path ENAMETOOLONG): refused as path-too-long",
+            hook: u32 = hook,
+            max: usize = MAX_PATH,
+        );
         return Err(reason::PATH_TOO_LONG);
     }
     // Fail-closed: any other d_path error leaves nothing to judge.
     if written <= 0 {
+        diag::error!(
+            "hook {}: bpf_d_path failed ({}): refused as internal-error",
+            hook: u32 = hook,
+            written: i64 = written,
+        );
         return Err(reason::INTERNAL_ERROR);
     }
     #[expect(clippy::cast_sign_loss, clippy::cast_possible_truncation, reason = "checked > 0")]

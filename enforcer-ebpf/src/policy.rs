@@ -6,7 +6,7 @@ use enforcer_common::{
 };
 
 use crate::{
-    identity,
+    diag, identity,
     maps::{ACTIVE, GRANTS, IDENTITIES, NET_GRANTS, QUARANTINE, REVOKED, SLOT_GENERATION, count},
 };
 use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, maps::lpm_trie::Key};
@@ -48,29 +48,37 @@ pub enum Caller {
     },
 }
 
+/// The caller of `hook` (a `verdict::hook` code, named in diagnostics).
 #[inline(always)]
-pub fn caller() -> Caller {
+pub fn caller(hook: u32) -> Caller {
     // Fail-open: index 0 of an array always exists, so this is unreachable; if it ever
     // were reached there would be no policy set to apply.
     let Some(slot) = ACTIVE.get(0).copied() else {
+        diag::error!("hook {}: ACTIVE unreadable: allowed as unmanaged (fail-open)", hook: u32 = hook);
         return Caller::Unmanaged;
     };
-    caller_in(slot)
+    caller_in(slot, hook)
 }
 
 /// [`caller`] judged by the set in `slot` (a slot the program registered as reading).
 #[inline(always)]
-pub fn caller_in(slot: u32) -> Caller {
-    let (identity, cgroup_id) = identity::current(slot);
+pub fn caller_in(slot: u32, hook: u32) -> Caller {
+    let (identity, cgroup_id) = identity::current(slot, hook);
     if identity == 0 {
         count(stat::UNMANAGED);
         return Caller::Unmanaged;
     }
     // SAFETY: plain value copied out at once.
-    match unsafe { IDENTITIES.get(&IdentityKey { identity, slot }) } {
-        Some(config) => Caller::Managed(Subject { slot, identity, cgroup_id, config: *config }),
-        None => Caller::Broken { slot, identity, cgroup_id },
-    }
+    let Some(config) = (unsafe { IDENTITIES.get(&IdentityKey { identity, slot }) }) else {
+        diag::error!(
+            "hook {}: identity {} has no configuration in slot {}: refused as internal-error",
+            hook: u32 = hook,
+            identity: u32 = identity,
+            slot: u32 = slot,
+        );
+        return Caller::Broken { slot, identity, cgroup_id };
+    };
+    Caller::Managed(Subject { slot, identity, cgroup_id, config: *config })
 }
 
 /// Generation of the policy set in `slot` (0 if unknown; only used for reporting).

@@ -8,9 +8,13 @@
 //! judge the runtime's processes throughout.
 
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::btf_tracepoint, programs::BtfTracePointContext};
-use enforcer_common::maps::{InodeRuleKey, path_kind};
+use enforcer_common::{
+    maps::{InodeRuleKey, path_kind},
+    verdict::hook,
+};
 
 use crate::{
+    diag,
     maps::{INODE_RULES, RUNTIME_TASKS},
     offsets::{
         OFF_DENTRY_D_INODE, OFF_FILE_DENTRY, OFF_INODE_I_INO, OFF_INODE_I_SB, OFF_SB_S_DEV, OFF_TASK_TGID,
@@ -42,7 +46,9 @@ pub fn exec_allowed(file: *const u8, slot: u32, identity: u32, fileless: bool) {
     if is_runtime(file, slot, identity) {
         // Fail-closed: when the map is full the process stays unmarked and its mounts
         // are refused (and reported).
-        let _ = RUNTIME_TASKS.insert(&tgid, &identity, 0);
+        if RUNTIME_TASKS.insert(&tgid, &identity, 0).is_err() {
+            diag::warning!("hook {}: RUNTIME_TASKS full: runtime process left unmarked", hook: u32 = hook::EXEC);
+        }
     } else {
         // Nothing to do when absent: the usual case.
         let _ = RUNTIME_TASKS.remove(&tgid);
@@ -56,6 +62,7 @@ fn is_runtime(file: *const u8, slot: u32, identity: u32) -> bool {
         read::<*const u8>(file, &OFF_FILE_DENTRY).and_then(|d| read::<*const u8>(d, &OFF_DENTRY_D_INODE));
     let Some(inode) = inode else {
         // Fail-closed: an executable whose identity cannot be read is no runtime.
+        diag::error!("hook {}: executable's inode unreadable: not taken for a runtime", hook: u32 = hook::EXEC);
         return false;
     };
     let (Some(ino), Some(dev)) = (
@@ -63,6 +70,7 @@ fn is_runtime(file: *const u8, slot: u32, identity: u32) -> bool {
         read::<*const u8>(inode, &OFF_INODE_I_SB).and_then(|sb| read::<u32>(sb, &OFF_SB_S_DEV)),
     ) else {
         // Fail-closed: as above.
+        diag::error!("hook {}: executable's device or inode number unreadable: not taken for a runtime", hook: u32 = hook::EXEC);
         return false;
     };
     #[expect(clippy::cast_possible_truncation, reason = "slots are 0 and 1")]
@@ -81,10 +89,13 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     let child: *const u8 = ctx.arg(1);
     // Fail-closed: a child whose process id cannot be read stays unmarked, so its mounts
     // are refused.
-    let Some(tgid) = read::<u32>(child, &OFF_TASK_TGID) else { return 0 };
-    if tgid != parent {
-        // Fail-closed: a full map leaves the child unmarked.
-        let _ = RUNTIME_TASKS.insert(&tgid, &identity, 0);
+    let Some(tgid) = read::<u32>(child, &OFF_TASK_TGID) else {
+        diag::error!("sched_process_fork: a runtime child's process id unreadable: left unmarked");
+        return 0;
+    };
+    // Fail-closed: a full map leaves the child unmarked.
+    if tgid != parent && RUNTIME_TASKS.insert(&tgid, &identity, 0).is_err() {
+        diag::warning!("sched_process_fork: RUNTIME_TASKS full: runtime child left unmarked");
     }
     0
 }

@@ -7,15 +7,21 @@ use aya_ebpf::{macros::lsm, programs::LsmContext};
 use enforcer_common::verdict::{access, hook};
 
 use crate::{
+    diag,
     lsm::pass_on,
     offsets::{OFF_SOCKET_SK, OFF_UNIX_SOCK_DENTRY, read},
     writes::judge,
 };
 
-/// The socket file of the Unix socket `sk` (`struct sock *`), if it is bound at a path.
+/// The socket file of the Unix socket `sk` (`struct sock *`), if it is bound at a path
+/// (`Ok(None)`: abstract or unbound); `Err` if it cannot be read.
 #[inline(always)]
-fn socket_file(sk: *const u8) -> Option<*const u8> {
-    read::<*const u8>(sk, &OFF_UNIX_SOCK_DENTRY).filter(|dentry| !dentry.is_null())
+fn socket_file(sk: *const u8) -> Result<Option<*const u8>, ()> {
+    if sk.is_null() {
+        return Ok(None);
+    }
+    let dentry = read::<*const u8>(sk, &OFF_UNIX_SOCK_DENTRY).ok_or(())?;
+    Ok(Some(dentry).filter(|dentry| !dentry.is_null()))
 }
 
 /// Stream and seqpacket `connect`.
@@ -26,9 +32,18 @@ pub fn unix_stream_connect(ctx: LsmContext) -> i32 {
     if earlier != 0 {
         return pass_on(earlier);
     }
-    // Fail-open: a peer whose path cannot be read is treated as unbound (abstract).
-    let Some(file) = socket_file(ctx.arg(1)) else { return 0 };
-    judge(hook::UNIX_CONNECT, file, access::WRITE)
+    match socket_file(ctx.arg(1)) {
+        Ok(Some(file)) => judge(hook::UNIX_CONNECT, file, access::WRITE),
+        Ok(None) => 0,
+        // Fail-open: a peer whose path cannot be read is treated as unbound (abstract).
+        Err(()) => {
+            diag::error!(
+                "hook {}: peer socket path unreadable: allowed as unbound (fail-open)",
+                hook: u32 = hook::UNIX_CONNECT,
+            );
+            0
+        }
+    }
 }
 
 /// Datagram `connect` and every unconnected `sendmsg` to a bound socket.
@@ -40,7 +55,16 @@ pub fn unix_may_send(ctx: LsmContext) -> i32 {
     if earlier != 0 {
         return pass_on(earlier);
     }
-    // Fail-open as above.
-    let Some(file) = read::<*const u8>(ctx.arg(1), &OFF_SOCKET_SK).and_then(socket_file) else { return 0 };
-    judge(hook::UNIX_SEND, file, access::WRITE)
+    match read::<*const u8>(ctx.arg(1), &OFF_SOCKET_SK).ok_or(()).and_then(socket_file) {
+        Ok(Some(file)) => judge(hook::UNIX_SEND, file, access::WRITE),
+        Ok(None) => 0,
+        // Fail-open as above.
+        Err(()) => {
+            diag::error!(
+                "hook {}: peer socket path unreadable: allowed as unbound (fail-open)",
+                hook: u32 = hook::UNIX_SEND,
+            );
+            0
+        }
+    }
 }

@@ -15,6 +15,7 @@ use enforcer_common::{
 };
 
 use crate::{
+    diag,
     emit::{self, Target},
     guard::{entry_change, managed},
     inodes,
@@ -42,37 +43,34 @@ pub fn judge(hook: u32, dentry: *const u8, wanted: u32) -> i32 {
     }
     let judgement = if let Some(quarantined) = policy::quarantined(subject.identity, bits) {
         quarantined
-    } else {
-        match inodes::lookup(
-            dentry,
-            subject.slot,
-            subject.identity,
-            path_kind::FILE_EXACT,
-            path_kind::FILE_DIR,
-        ) {
-            Ok(found) => {
-                let default = subject.config.file_default;
-                let read = if wanted & access::READ != 0 && found.read.0 != action::NONE {
-                    Some(Judgement::from_rule(found.read, default))
-                } else {
-                    None
-                };
-                let write = if wanted & access::WRITE != 0 && found.write.0 != action::NONE {
-                    Some(Judgement::from_rule(found.write, default))
-                } else {
-                    None
-                };
-                // The first access a rule does not allow decides; no rule: not judged here.
-                match (read, write) {
-                    (Some(read), _) if read.action != action::ALLOW => read,
-                    (_, Some(write)) => write,
-                    (Some(read), None) => read,
-                    (None, None) => return 0,
-                }
-            }
-            // Fail-closed: the file's identity could not be read for a managed caller.
-            Err(()) => Judgement::refuse(reason::INTERNAL_ERROR),
+    } else if let Ok(found) =
+        inodes::lookup(dentry, subject.slot, subject.identity, path_kind::FILE_EXACT, path_kind::FILE_DIR)
+    {
+        let default = subject.config.file_default;
+        let read = if wanted & access::READ != 0 && found.read.0 != action::NONE {
+            Some(Judgement::from_rule(found.read, default))
+        } else {
+            None
+        };
+        let write = if wanted & access::WRITE != 0 && found.write.0 != action::NONE {
+            Some(Judgement::from_rule(found.write, default))
+        } else {
+            None
+        };
+        // The first access a rule does not allow decides; no rule: not judged here.
+        match (read, write) {
+            (Some(read), _) if read.action != action::ALLOW => read,
+            (_, Some(write)) => write,
+            (Some(read), None) => read,
+            (None, None) => return 0,
         }
+    } else {
+        // Fail-closed: the file's identity could not be read for a managed caller.
+        diag::error!(
+            "hook {}: file identity unreadable (dentry walk): refused as internal-error",
+            hook: u32 = hook,
+        );
+        Judgement::refuse(reason::INTERNAL_ERROR)
     };
     policy::lsm_return(emit::conclude(hook, &subject, judgement, &target))
 }

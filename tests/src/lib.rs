@@ -111,6 +111,19 @@ pub fn open_errno(path: &str, flags: i32) -> i32 {
     0
 }
 
+/// Descends (creating as needed) 17 levels of 250-byte names below the current directory:
+/// past `PATH_MAX` (4096), reachable only with relative paths. 0 on success.
+pub fn descend_long_path() -> i32 {
+    let name = "d".repeat(250);
+    for _ in 0..17 {
+        let _ = fs::create_dir(&name);
+        if std::env::set_current_dir(&name).is_err() {
+            return 100;
+        }
+    }
+    0
+}
+
 /// Reads verdict events from the ring buffer until `want` matches one or `timeout` passes.
 pub fn wait_for_event(
     ring: &mut aya::maps::RingBuf<aya::maps::MapData>,

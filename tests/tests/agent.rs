@@ -9,8 +9,8 @@ use std::{
 };
 
 use enforcer_tests::{
-    Agent, AgentDirs, TestCgroup, connect_errno, exec_errno, field, open_errno, policy, run_in, run_in_dir,
-    tool, udp_send_errno, write_file,
+    Agent, AgentDirs, TestCgroup, connect_errno, descend_long_path, exec_errno, field, open_errno, policy,
+    run_in, run_in_dir, tool, udp_send_errno, write_file,
 };
 use libc::{EPERM, O_RDONLY, O_RDWR, O_WRONLY};
 
@@ -391,19 +391,6 @@ fn network_only_mode_enforces_network_rules_without_lsm_programs() {
         "file rules need BPF LSM"
     );
     agent.wait_record(|r| is_verdict(r, "deny", "connect4"));
-}
-
-/// Descends (creating as needed) 17 levels of 250-byte names below the current directory:
-/// past `PATH_MAX` (4096), reachable only with relative paths. 0 on success.
-fn descend_long_path() -> i32 {
-    let name = "d".repeat(250);
-    for _ in 0..17 {
-        let _ = std::fs::create_dir(&name);
-        if std::env::set_current_dir(&name).is_err() {
-            return 100;
-        }
-    }
-    0
 }
 
 #[test]

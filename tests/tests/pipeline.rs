@@ -23,7 +23,11 @@ type Loaded = (aya::Ebpf, Vec<(&'static str, aya::programs::links::FdLink)>, Ker
 
 /// The programs loaded and attached, their maps and event ring.
 fn loaded() -> Loaded {
-    let options = loader::Options { cgroup_root: cgroup2_root(), network_only: false };
+    let options = loader::Options {
+        cgroup_root: cgroup2_root(),
+        network_only: false,
+        kernel_log: enforcer_agent::kernel::log::Level::Off,
+    };
     let mut ebpf = loader::load(&options).expect("loading the enforcer programs");
     let links = loader::attach(&mut ebpf, &options).expect("attaching the enforcer programs");
     let kernel = KernelMaps::take(&mut ebpf).expect("taking maps");

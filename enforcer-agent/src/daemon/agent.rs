@@ -57,6 +57,14 @@ struct Running {
     protected: Protected,
 }
 
+fn load_options(config: &Config) -> loader::Options {
+    loader::Options {
+        cgroup_root: config.cgroup_root.clone(),
+        network_only: config.network_only,
+        kernel_log: config.kernel_log,
+    }
+}
+
 /// Loads, applies the policy set, attaches, pins, then retires earlier instances.
 /// Brings the API up with the daemon's handles: bind its socket and spawn its server.
 pub type StartApi = Box<dyn FnOnce(Handles) -> anyhow::Result<()> + Send>;
@@ -74,9 +82,9 @@ async fn start(config: &Config, start_api: StartApi) -> anyhow::Result<Running> 
     // Refuse to start on an invalid set rather than enforce something else.
     validate::validate_set(&policies)?;
 
-    let options =
-        loader::Options { cgroup_root: config.cgroup_root.clone(), network_only: config.network_only };
+    let options = load_options(config);
     let mut ebpf = loader::load(&options)?;
+    crate::kernel::log::start(&mut ebpf, config.kernel_log)?;
     let mut instance = pins::create(&config.bpffs)?;
     instance.pin_maps(&ebpf)?;
     let kernel = KernelMaps::take(&mut ebpf)?;

@@ -36,4 +36,6 @@ pub struct Config {
     pub log_rotation: Rotation,
     /// Run as a Kubernetes node agent: pod selectors, cluster policies.
     pub kubernetes: Option<kubernetes::Options>,
+    /// Kernel diagnostics routed into the agent's log (off: not even emitted).
+    pub kernel_log: crate::kernel::log::Level,
 }

@@ -3,6 +3,7 @@
 use enforcer_common::{
     ABI_VERSION,
     event::{CgroupEvent, EVENT_CGROUP_MKDIR, EVENT_VERDICT, VerdictEvent},
+    verdict::hook,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -78,6 +79,48 @@ pub fn path(event: &VerdictEvent) -> String {
 pub fn comm(event: &VerdictEvent) -> String {
     let len = event.comm.iter().position(|&b| b == 0).unwrap_or(event.comm.len());
     String::from_utf8_lossy(&event.comm[..len]).into_owned()
+}
+
+/// The name of a hook code in verdicts and diagnostics.
+pub fn hook_name(code: u32) -> &'static str {
+    match code {
+        hook::EXEC => "exec",
+        hook::FILE_OPEN => "file_open",
+        hook::CONNECT4 => "connect4",
+        hook::CONNECT6 => "connect6",
+        hook::SENDMSG4 => "sendmsg4",
+        hook::SENDMSG6 => "sendmsg6",
+        hook::CLONE => "clone",
+        hook::BPF => "bpf",
+        hook::TASK_KILL => "task_kill",
+        hook::PTRACE => "ptrace",
+        hook::INODE_UNLINK => "unlink",
+        hook::INODE_RMDIR => "rmdir",
+        hook::INODE_RENAME => "rename",
+        hook::MOUNT => "mount",
+        hook::MOVE_MOUNT => "move_mount",
+        hook::PIVOT_ROOT => "pivot_root",
+        hook::CHROOT => "chroot",
+        hook::UMOUNT => "umount",
+        hook::SOCKET_CREATE => "socket_create",
+        hook::MMAP_EXEC => "mmap_exec",
+        hook::MPROTECT_EXEC => "mprotect_exec",
+        hook::INODE_LINK => "link",
+        hook::INODE_CREATE => "create",
+        hook::INODE_MKDIR => "mkdir",
+        hook::INODE_MKNOD => "mknod",
+        hook::INODE_SYMLINK => "symlink",
+        hook::PATH_TRUNCATE => "truncate",
+        hook::PATH_CHMOD => "chmod",
+        hook::PATH_CHOWN => "chown",
+        hook::INODE_SETXATTR => "setxattr",
+        hook::INODE_REMOVEXATTR => "removexattr",
+        hook::UNIX_CONNECT => "unix_connect",
+        hook::UNIX_SEND => "unix_send",
+        hook::BIND4 => "bind4",
+        hook::BIND6 => "bind6",
+        _ => "unknown",
+    }
 }
 
 #[cfg(test)]

@@ -135,6 +135,8 @@ pub struct Options {
     pub cgroup_root: PathBuf,
     /// Skip the LSM programs (exec and file rules are then not enforced).
     pub network_only: bool,
+    /// Kernel diagnostics the programs emit (see `kernel_log`).
+    pub kernel_log: crate::kernel::log::Level,
 }
 
 /// Loads the object with the running kernel's struct offsets and loads every program into
@@ -153,6 +155,15 @@ pub fn load(options: &Options) -> Result<Ebpf, LoadError> {
     let [key0, key1] = crate::kernel::path_key::key();
     loader.override_global(globals::PATH_KEY0, &key0, true);
     loader.override_global(globals::PATH_KEY1, &key1, true);
+    // Every log call is gated on KERNEL_LOG; aya-log's own level says the same, for any
+    // call made without the gate.
+    let log_level = options.kernel_log.global();
+    loader.override_global(globals::KERNEL_LOG, &log_level, true);
+    loader.override_global(aya_log::LEVEL, &log_level, true);
+    if options.kernel_log == crate::kernel::log::Level::Off {
+        // Nothing is written to it: the smallest ring buffer the kernel accepts.
+        loader.map_max_entries(crate::kernel::log::MAP, page_size());
+    }
     let mut ebpf = loader.load(OBJECT)?;
     let kernel_btf = aya::Btf::from_sys_fs()?;
     if !options.network_only {
@@ -171,6 +182,12 @@ pub fn load(options: &Options) -> Result<Ebpf, LoadError> {
         sock_addr(&mut ebpf, name)?.load().map_err(|source| LoadError::Program { name, source })?;
     }
     Ok(ebpf)
+}
+
+fn page_size() -> u32 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u32::try_from(size).unwrap_or(4096)
 }
 
 /// Every struct member offset the kernel programs read, from the running kernel's BTF.
@@ -284,8 +301,8 @@ mod tests {
     #[test]
     fn object_has_every_map_and_program() {
         let object = aya_obj::Object::parse(OBJECT).expect("parsing the embedded eBPF object");
-        for name in enforcer_common::maps::ALL {
-            assert!(object.maps.contains_key(name), "map {name} missing from the eBPF object");
+        for name in enforcer_common::maps::ALL.iter().chain(&[crate::kernel::log::MAP]) {
+            assert!(object.maps.contains_key(*name), "map {name} missing from the eBPF object");
         }
         for name in LSM_PROGRAMS.iter().chain(&TRACE_PROGRAMS).map(|(p, _)| *p).chain(CGROUP_PROGRAMS) {
             assert!(object.programs.contains_key(name), "program {name} missing from the eBPF object");
@@ -303,6 +320,8 @@ mod tests {
             globals::OFF_PATH_DENTRY,
             globals::OFF_UNIX_SOCK_DENTRY,
             globals::OFF_SOCKET_SK,
+            globals::KERNEL_LOG,
+            aya_log::LEVEL,
         ] {
             // Symbol names live in the ELF string table.
             assert!(OBJECT.windows(global.len()).any(|w| w == global.as_bytes()), "global {global} missing");

@@ -4,6 +4,7 @@
 pub mod btf;
 pub mod events;
 pub mod loader;
+pub mod log;
 pub mod maps;
 pub mod path_key;
 pub mod pins;

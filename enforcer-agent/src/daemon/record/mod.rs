@@ -12,7 +12,10 @@ pub mod clock;
 pub mod directory;
 pub mod processes;
 
-use crate::{daemon::identity::kubepods::PodRef, kernel::events};
+use crate::{
+    daemon::identity::kubepods::PodRef,
+    kernel::events::{self, hook_name},
+};
 use clock::Clock;
 use directory::Directory;
 use processes::Processes;
@@ -100,47 +103,6 @@ impl crate::daemon::verdict_log::LogRecord for VerdictRecord {
     }
     fn verdict(&self) -> Option<crate::daemon::verdict_log::VerdictFields<'_>> {
         Some((self.identity.as_deref(), self.policy.as_deref(), Some(self.decision), Some(self.hook)))
-    }
-}
-
-pub fn hook_name(code: u32) -> &'static str {
-    match code {
-        hook::EXEC => "exec",
-        hook::FILE_OPEN => "file_open",
-        hook::CONNECT4 => "connect4",
-        hook::CONNECT6 => "connect6",
-        hook::SENDMSG4 => "sendmsg4",
-        hook::SENDMSG6 => "sendmsg6",
-        hook::CLONE => "clone",
-        hook::BPF => "bpf",
-        hook::TASK_KILL => "task_kill",
-        hook::PTRACE => "ptrace",
-        hook::INODE_UNLINK => "unlink",
-        hook::INODE_RMDIR => "rmdir",
-        hook::INODE_RENAME => "rename",
-        hook::MOUNT => "mount",
-        hook::MOVE_MOUNT => "move_mount",
-        hook::PIVOT_ROOT => "pivot_root",
-        hook::CHROOT => "chroot",
-        hook::UMOUNT => "umount",
-        hook::SOCKET_CREATE => "socket_create",
-        hook::MMAP_EXEC => "mmap_exec",
-        hook::MPROTECT_EXEC => "mprotect_exec",
-        hook::INODE_LINK => "link",
-        hook::INODE_CREATE => "create",
-        hook::INODE_MKDIR => "mkdir",
-        hook::INODE_MKNOD => "mknod",
-        hook::INODE_SYMLINK => "symlink",
-        hook::PATH_TRUNCATE => "truncate",
-        hook::PATH_CHMOD => "chmod",
-        hook::PATH_CHOWN => "chown",
-        hook::INODE_SETXATTR => "setxattr",
-        hook::INODE_REMOVEXATTR => "removexattr",
-        hook::UNIX_CONNECT => "unix_connect",
-        hook::UNIX_SEND => "unix_send",
-        hook::BIND4 => "bind4",
-        hook::BIND6 => "bind6",
-        _ => "unknown",
     }
 }
 
