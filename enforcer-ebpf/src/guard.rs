@@ -30,7 +30,6 @@ use enforcer_common::{
 use crate::{
     diag,
     emit::{self, Target},
-    lsm::pass_on,
     maps::{CGROUP_BINDINGS, PROTECTED_INODES, PROTECTED_PIDS, count},
     offsets::{
         OFF_CGROUP_KN, OFF_CSS_SET_DFL_CGRP, OFF_DENTRY_D_INODE, OFF_DENTRY_D_PARENT, OFF_DENTRY_NAME,
@@ -178,7 +177,7 @@ pub fn managed(hook: u32) -> Result<Subject, i32> {
         Caller::Unmanaged => Err(0),
         // A container's init process finishing its set-up (mounts, `pivot_root`,
         // sysctls) runs the runtime's code: unmanaged until it executes the entrypoint.
-        Caller::Managed(subject) if crate::restricted::in_setup(subject.cgroup_id) => Err(0),
+        Caller::Managed(subject) if crate::setup::in_setup(subject.cgroup_id) => Err(0),
         Caller::Managed(subject) => Ok(subject),
         // Fail-closed: the task is managed but its policy cannot be read.
         Caller::Broken { slot, identity, cgroup_id } => {
@@ -271,7 +270,7 @@ pub fn task_alloc(ctx: LsmContext) -> i32 {
     // Arguments: (task, clone_flags); the previous LSM's return value follows them.
     let earlier: i32 = ctx.arg(2);
     if earlier != 0 {
-        return pass_on(earlier);
+        return policy::pass_on(earlier);
     }
     let flags: u64 = ctx.arg(1);
     if flags & CLONE_INTO_CGROUP == 0 {
@@ -298,7 +297,7 @@ pub fn bpf(ctx: LsmContext) -> i32 {
     // Arguments: (cmd, attr, size); the previous LSM's return value follows them.
     let earlier: i32 = ctx.arg(3);
     if earlier != 0 {
-        return pass_on(earlier);
+        return policy::pass_on(earlier);
     }
     let cmd: u32 = ctx.arg(0);
     if !matches!(
@@ -331,7 +330,7 @@ pub fn task_kill(ctx: LsmContext) -> i32 {
     // Arguments: (p, info, sig, cred); the previous LSM's return value follows them.
     let earlier: i32 = ctx.arg(4);
     if earlier != 0 {
-        return pass_on(earlier);
+        return policy::pass_on(earlier);
     }
     let sig: i32 = ctx.arg(2);
     if sig == 0 {
@@ -379,7 +378,7 @@ pub fn ptrace_access_check(ctx: LsmContext) -> i32 {
     // Arguments: (child, mode); the previous LSM's return value follows them.
     let earlier: i32 = ctx.arg(2);
     if earlier != 0 {
-        return pass_on(earlier);
+        return policy::pass_on(earlier);
     }
     let mode: u32 = ctx.arg(1);
     if mode & PTRACE_MODE_ATTACH == 0 {

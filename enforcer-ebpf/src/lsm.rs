@@ -29,7 +29,7 @@ use crate::{
     },
     path::{self, Resolved},
     policy::{self, Caller, Judgement, Subject},
-    readers, restricted, runtime,
+    readers, restricted, runtime, setup,
 };
 
 const PROT_EXEC: u64 = 0x4;
@@ -38,14 +38,6 @@ const FMODE_READ: u32 = 0x1;
 const FMODE_WRITE: u32 = 0x2;
 const FMODE_EXEC: u32 = 0x20;
 
-/// Passes on an earlier program's denial; the verifier insists the value be a valid
-/// errno. A clamp compiles to compare-and-move on the returned register itself, so the
-/// verifier sees its bounds (a range check let LLVM test a copy and return the original).
-#[inline(always)]
-pub fn pass_on(earlier: i32) -> i32 {
-    earlier.clamp(-4095, -policy::EPERM)
-}
-
 /// Decides whether the current task may execute the binary in `bprm->file`.
 /// Unmanaged tasks: allowed after one lookup. Errors for managed tasks: denied.
 #[lsm(hook = "bprm_check_security", sleepable)]
@@ -53,7 +45,7 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
     // Respect an earlier LSM's denial.
     let earlier: i32 = ctx.arg(1);
     if earlier != 0 {
-        return pass_on(earlier);
+        return policy::pass_on(earlier);
     }
     let bprm: *const u8 = ctx.arg(0);
     // SAFETY: `bprm` is the hook's typed argument and the offset is that of its `file`
@@ -68,7 +60,7 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
 pub fn file_open(ctx: LsmContext) -> i32 {
     let earlier: i32 = ctx.arg(1);
     if earlier != 0 {
-        return pass_on(earlier);
+        return policy::pass_on(earlier);
     }
     let file: *const u8 = ctx.arg(0);
     // SAFETY: typed hook argument plus the BTF offset of `f_mode`.
@@ -109,7 +101,7 @@ pub fn mmap_file(ctx: LsmContext) -> i32 {
     // Arguments: (file, reqprot, prot, flags); the previous program's return value follows.
     let earlier: i32 = ctx.arg(4);
     if earlier != 0 {
-        return pass_on(earlier);
+        return policy::pass_on(earlier);
     }
     let prot: u64 = ctx.arg(2);
     let file: *const u8 = ctx.arg(0);
@@ -126,7 +118,7 @@ pub fn file_mprotect(ctx: LsmContext) -> i32 {
     // Arguments: (vma, reqprot, prot); the previous program's return value follows.
     let earlier: i32 = ctx.arg(3);
     if earlier != 0 {
-        return pass_on(earlier);
+        return policy::pass_on(earlier);
     }
     let prot: u64 = ctx.arg(2);
     if prot & PROT_EXEC == 0 {
@@ -148,7 +140,7 @@ pub fn file_mprotect(ctx: LsmContext) -> i32 {
     let subject = match policy::caller(hook::MPROTECT_EXEC) {
         Caller::Unmanaged => return 0,
         // A container's init process finishing its set-up runs the runtime's code.
-        Caller::Managed(subject) if crate::restricted::in_setup(subject.cgroup_id) => return 0,
+        Caller::Managed(subject) if setup::in_setup(subject.cgroup_id) => return 0,
         Caller::Managed(subject) => subject,
         Caller::Broken { slot, identity, cgroup_id } => {
             let judgement = Judgement::refuse(reason::INTERNAL_ERROR);
@@ -259,11 +251,11 @@ fn assess(hook: u32, file: *const u8, wanted: u32, slot: u32) -> Option<Assessed
         // A container's init process executing its entrypoint: its set-up ends here, and
         // this exec is judged like any other (only managed execs pay for the delete).
         Caller::Managed(subject) if hook == hook::EXEC => {
-            crate::restricted::end_setup();
+            setup::end_setup();
             subject
         }
         // A container's init process finishing its set-up runs the runtime's code.
-        Caller::Managed(subject) if crate::restricted::in_setup(subject.cgroup_id) => return None,
+        Caller::Managed(subject) if setup::in_setup(subject.cgroup_id) => return None,
         Caller::Managed(subject) => subject,
         // Fail-closed: the task is managed but its policy cannot be read.
         Caller::Broken { slot, identity, cgroup_id } => {

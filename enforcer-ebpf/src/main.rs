@@ -27,6 +27,7 @@ mod policy;
 mod readers;
 mod restricted;
 mod runtime;
+mod setup;
 mod sock;
 mod unix;
 mod writes;

@@ -13,6 +13,14 @@ use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, maps::lpm_trie::Key};
 
 pub const EPERM: i32 = 1;
 
+/// Passes on an earlier program's denial; the verifier insists the value be a valid
+/// errno. A clamp compiles to compare-and-move on the returned register itself, so the
+/// verifier sees its bounds (a range check let LLVM test a copy and return the original).
+#[inline(always)]
+pub fn pass_on(earlier: i32) -> i32 {
+    earlier.clamp(-4095, -EPERM)
+}
+
 /// What an LSM program returns for `errno` (0 = allowed): 0 or `-EPERM`.
 ///
 /// The verifier (6.12) must prove the value is in [-4095, 0]. LLVM turns a choice

@@ -19,10 +19,9 @@ use enforcer_common::verdict::{
 use crate::{
     emit::{self, Target},
     guard::managed,
-    lsm::pass_on,
-    maps::{SETUP_TASKS, count},
+    maps::count,
     offsets::{OFF_DENTRY_NAME, OFF_PATH_DENTRY, read},
-    policy::{Judgement, lsm_return},
+    policy::{Judgement, lsm_return, pass_on},
 };
 
 const AF_INET: i32 = 2;
@@ -61,24 +60,6 @@ fn restrict(hook: u32, allowed_by: u32, what: u32, name: *const u8) -> i32 {
         return 0;
     }
     lsm_return(emit::conclude(hook, &subject, judgement(), &Target::Object { what, name }))
-}
-
-/// Whether the current process is a container's init process still being set up by its
-/// runtime in the cgroup `cgroup_id` (announced by the OCI hook; see
-/// `enforcer_common::maps::SETUP_TASKS`).
-#[inline(always)]
-pub fn in_setup(cgroup_id: u64) -> bool {
-    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: a plain value read from a hash map entry.
-    unsafe { SETUP_TASKS.get(&tgid) }.is_some_and(|cgroup| *cgroup == cgroup_id)
-}
-
-/// Ends the set-up exemption of the current process (it executes its entrypoint).
-#[inline(always)]
-pub fn end_setup() {
-    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
-    // Nothing to do when absent: the usual case for every other exec.
-    let _ = SETUP_TASKS.remove(&tgid);
 }
 
 /// The last component of a `struct path`, for the verdict (null if unreadable).

@@ -8,8 +8,8 @@ use enforcer_common::verdict::{access, hook};
 
 use crate::{
     diag,
-    lsm::pass_on,
     offsets::{OFF_SOCKET_SK, OFF_UNIX_SOCK_DENTRY, read},
+    policy,
     writes::judge,
 };
 
@@ -30,7 +30,7 @@ pub fn unix_stream_connect(ctx: LsmContext) -> i32 {
     // Arguments: (sock, other, newsk); the previous program's return value follows them.
     let earlier: i32 = ctx.arg(3);
     if earlier != 0 {
-        return pass_on(earlier);
+        return policy::pass_on(earlier);
     }
     match socket_file(ctx.arg(1)) {
         Ok(Some(file)) => judge(hook::UNIX_CONNECT, file, access::WRITE),
@@ -53,7 +53,7 @@ pub fn unix_may_send(ctx: LsmContext) -> i32 {
     // value follows them.
     let earlier: i32 = ctx.arg(2);
     if earlier != 0 {
-        return pass_on(earlier);
+        return policy::pass_on(earlier);
     }
     match read::<*const u8>(ctx.arg(1), &OFF_SOCKET_SK).ok_or(()).and_then(socket_file) {
         Ok(Some(file)) => judge(hook::UNIX_SEND, file, access::WRITE),

@@ -19,7 +19,6 @@ use crate::{
     emit::{self, Target},
     guard::{entry_change, managed},
     inodes,
-    lsm::pass_on,
     offsets::{OFF_DENTRY_NAME, OFF_PATH_DENTRY, read},
     policy::{self, Judgement},
 };
@@ -86,7 +85,7 @@ pub fn inode_unlink(ctx: LsmContext) -> i32 {
     // Arguments: (dir, dentry); the previous program's return value follows them.
     let earlier: i32 = ctx.arg(2);
     if earlier != 0 {
-        return pass_on(earlier);
+        return policy::pass_on(earlier);
     }
     let ret = entry_change(hook::INODE_UNLINK, ctx.arg(0), ctx.arg(1));
     if ret != 0 {
@@ -100,7 +99,7 @@ pub fn inode_rmdir(ctx: LsmContext) -> i32 {
     // Arguments: (dir, dentry); the previous program's return value follows them.
     let earlier: i32 = ctx.arg(2);
     if earlier != 0 {
-        return pass_on(earlier);
+        return policy::pass_on(earlier);
     }
     let ret = entry_change(hook::INODE_RMDIR, ctx.arg(0), ctx.arg(1));
     if ret != 0 {
@@ -117,7 +116,7 @@ pub fn inode_rename(ctx: LsmContext) -> i32 {
     // return value follows them.
     let earlier: i32 = ctx.arg(4);
     if earlier != 0 {
-        return pass_on(earlier);
+        return policy::pass_on(earlier);
     }
     for (dir, dentry) in [(ctx.arg(0), ctx.arg(1)), (ctx.arg(2), ctx.arg(3))] {
         let ret = entry_change(hook::INODE_RENAME, dir, dentry);
@@ -140,7 +139,7 @@ pub fn inode_link(ctx: LsmContext) -> i32 {
     // follows them.
     let earlier: i32 = ctx.arg(3);
     if earlier != 0 {
-        return pass_on(earlier);
+        return policy::pass_on(earlier);
     }
     let ret = judge(hook::INODE_LINK, ctx.arg(0), access::READ | access::WRITE);
     if ret != 0 {
@@ -154,7 +153,7 @@ pub fn inode_create(ctx: LsmContext) -> i32 {
     // Arguments: (dir, dentry, mode); the previous program's return value follows them.
     let earlier: i32 = ctx.arg(3);
     if earlier != 0 {
-        return pass_on(earlier);
+        return policy::pass_on(earlier);
     }
     judge(hook::INODE_CREATE, ctx.arg(1), access::WRITE)
 }
@@ -164,7 +163,7 @@ pub fn inode_mkdir(ctx: LsmContext) -> i32 {
     // Arguments: (dir, dentry, mode); the previous program's return value follows them.
     let earlier: i32 = ctx.arg(3);
     if earlier != 0 {
-        return pass_on(earlier);
+        return policy::pass_on(earlier);
     }
     judge(hook::INODE_MKDIR, ctx.arg(1), access::WRITE)
 }
@@ -174,7 +173,7 @@ pub fn inode_mknod(ctx: LsmContext) -> i32 {
     // Arguments: (dir, dentry, mode, dev); the previous program's return value follows.
     let earlier: i32 = ctx.arg(4);
     if earlier != 0 {
-        return pass_on(earlier);
+        return policy::pass_on(earlier);
     }
     judge(hook::INODE_MKNOD, ctx.arg(1), access::WRITE)
 }
@@ -184,7 +183,7 @@ pub fn inode_symlink(ctx: LsmContext) -> i32 {
     // Arguments: (dir, dentry, old_name); the previous program's return value follows.
     let earlier: i32 = ctx.arg(3);
     if earlier != 0 {
-        return pass_on(earlier);
+        return policy::pass_on(earlier);
     }
     judge(hook::INODE_SYMLINK, ctx.arg(1), access::WRITE)
 }
@@ -194,7 +193,7 @@ pub fn path_truncate(ctx: LsmContext) -> i32 {
     // Arguments: (path); the previous program's return value follows it.
     let earlier: i32 = ctx.arg(1);
     if earlier != 0 {
-        return pass_on(earlier);
+        return policy::pass_on(earlier);
     }
     judge(hook::PATH_TRUNCATE, dentry_of(ctx.arg(0)), access::WRITE)
 }
@@ -204,7 +203,7 @@ pub fn path_chmod(ctx: LsmContext) -> i32 {
     // Arguments: (path, mode); the previous program's return value follows them.
     let earlier: i32 = ctx.arg(2);
     if earlier != 0 {
-        return pass_on(earlier);
+        return policy::pass_on(earlier);
     }
     judge(hook::PATH_CHMOD, dentry_of(ctx.arg(0)), access::WRITE)
 }
@@ -214,7 +213,7 @@ pub fn path_chown(ctx: LsmContext) -> i32 {
     // Arguments: (path, uid, gid); the previous program's return value follows them.
     let earlier: i32 = ctx.arg(3);
     if earlier != 0 {
-        return pass_on(earlier);
+        return policy::pass_on(earlier);
     }
     judge(hook::PATH_CHOWN, dentry_of(ctx.arg(0)), access::WRITE)
 }
@@ -225,7 +224,7 @@ pub fn inode_setxattr(ctx: LsmContext) -> i32 {
     // value follows them.
     let earlier: i32 = ctx.arg(6);
     if earlier != 0 {
-        return pass_on(earlier);
+        return policy::pass_on(earlier);
     }
     judge(hook::INODE_SETXATTR, ctx.arg(1), access::WRITE)
 }
@@ -235,7 +234,7 @@ pub fn inode_removexattr(ctx: LsmContext) -> i32 {
     // Arguments: (idmap, dentry, name); the previous program's return value follows them.
     let earlier: i32 = ctx.arg(3);
     if earlier != 0 {
-        return pass_on(earlier);
+        return policy::pass_on(earlier);
     }
     judge(hook::INODE_REMOVEXATTR, ctx.arg(1), access::WRITE)
 }

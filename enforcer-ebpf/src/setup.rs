@@ -1,0 +1,23 @@
+//! Pod containers announced by the OCI hook: the container's init process finishes the
+//! container's root (mounts, `pivot_root`, the runtime's own opens) unmanaged, until it
+//! executes the entrypoint.
+
+use crate::maps::SETUP_TASKS;
+
+/// Whether the current process is a container's init process still being set up by its
+/// runtime in the cgroup `cgroup_id` (announced by the OCI hook; see
+/// `enforcer_common::maps::SETUP_TASKS`).
+#[inline(always)]
+pub fn in_setup(cgroup_id: u64) -> bool {
+    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: a plain value read from a hash map entry.
+    unsafe { SETUP_TASKS.get(&tgid) }.is_some_and(|cgroup| *cgroup == cgroup_id)
+}
+
+/// Ends the set-up exemption of the current process (it executes its entrypoint).
+#[inline(always)]
+pub fn end_setup() {
+    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+    // Nothing to do when absent: the usual case for every other exec.
+    let _ = SETUP_TASKS.remove(&tgid);
+}
