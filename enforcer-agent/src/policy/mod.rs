@@ -8,8 +8,10 @@ pub mod evaluate;
 pub mod files;
 pub mod model;
 pub mod net;
+pub mod paths;
 pub mod pods;
 pub mod resource;
+pub mod selector;
 pub mod validate;
 pub mod yaml;
 

@@ -6,14 +6,15 @@ use super::{
     model::{self, API_VERSION, Action, Mode, Policy, Ports, Protocol},
     yaml,
 };
-use enforcer_common::MAX_PATH;
+pub use super::{
+    paths::{MAX_RULE_PATH, normalise},
+    selector::SelectorSpec,
+};
 
 /// Largest number of rules of one resource in one policy.
 pub const MAX_RULES_PER_RESOURCE: usize = 4096;
 /// Largest number of policies (identities) in one set.
 pub const MAX_POLICIES: usize = 1024;
-/// Longest rule path in bytes.
-pub const MAX_RULE_PATH: usize = MAX_PATH - 1;
 
 /// A problem with one document: where, which field, what.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,14 +53,6 @@ pub struct Valid {
 
 /// Most container runtimes one policy names.
 pub const MAX_RUNTIMES: usize = 4;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SelectorSpec {
-    CgroupPath { path: String, subtree: bool },
-    SystemdUnit { unit: String, subtree: bool },
-    ContainerId { id: String, subtree: bool },
-    Pod { pod: super::pods::PodMatch, subtree: bool },
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathRuleSpec {
@@ -171,7 +164,7 @@ pub fn validate(policy: &Policy) -> Result<Valid, PolicyError> {
     let identity = policy.spec.identity_name(&policy.metadata).to_owned();
     check_actions(&policy.spec).map_err(|(f, p)| err(f, p))?;
     check_name(&identity).map_err(|p| err("spec.identity", p))?;
-    let selector = selector(&policy.spec.selector).map_err(|(f, p)| err(&f, p))?;
+    let selector = super::selector::selector(&policy.spec.selector).map_err(|(f, p)| err(&f, p))?;
 
     for (resource, len) in [
         ("exec", policy.spec.exec.len()),
@@ -335,59 +328,6 @@ fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn selector(s: &model::Selector) -> Result<SelectorSpec, (String, String)> {
-    let set = [s.cgroup_path.is_some(), s.systemd_unit.is_some(), s.container_id.is_some(), s.pod.is_some()];
-    match set.iter().filter(|x| **x).count() {
-        0 => {
-            return Err((
-                "spec.selector".into(),
-                "is empty; set one of cgroupPath, systemdUnit, containerId, pod".into(),
-            ));
-        }
-        1 => {}
-        _ => {
-            return Err((
-                "spec.selector".into(),
-                "sets more than one of cgroupPath, systemdUnit, containerId, pod".into(),
-            ));
-        }
-    }
-    let subtree = s.subtree;
-    if let Some(pod) = &s.pod {
-        return Ok(SelectorSpec::Pod { pod: super::pods::validate(pod)?, subtree });
-    }
-    if let Some(path) = &s.cgroup_path {
-        let path = normalise(path).map_err(|p| ("spec.selector.cgroupPath".to_owned(), p))?;
-        if path == "/" {
-            return Err((
-                "spec.selector.cgroupPath".into(),
-                "selects the whole machine; name a cgroup below the root".into(),
-            ));
-        }
-        return Ok(SelectorSpec::CgroupPath { path, subtree });
-    }
-    if let Some(unit) = &s.systemd_unit {
-        let known = [".service", ".scope", ".slice"];
-        if unit.contains('/') || !known.iter().any(|k| unit.ends_with(k)) || unit.len() <= 8 {
-            return Err((
-                "spec.selector.systemdUnit".into(),
-                format!("{unit:?} is not a unit name like payments.service"),
-            ));
-        }
-        return Ok(SelectorSpec::SystemdUnit { unit: unit.clone(), subtree });
-    }
-    let id = s.container_id.as_deref().unwrap_or_default().to_ascii_lowercase();
-    // The full id: a prefix would also select any other container (or a cgroup someone
-    // named to look like one) that shares it.
-    if id.len() != 64 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err((
-            "spec.selector.containerId".into(),
-            format!("{id:?} is not a full container id (64 hex digits)"),
-        ));
-    }
-    Ok(SelectorSpec::ContainerId { id, subtree })
-}
-
 fn path_or_dir(path: Option<&str>, dir: Option<&str>) -> Result<(String, bool), (&'static str, String)> {
     match (path, dir) {
         (Some(p), None) => Ok((normalise(p).map_err(|e| (".path", e))?, false)),
@@ -401,31 +341,6 @@ fn path_or_dir(path: Option<&str>, dir: Option<&str>) -> Result<(String, bool), 
         (None, None) => Err(("", "needs one of path or dir".into())),
         (Some(_), Some(_)) => Err(("", "sets both path and dir; use one".into())),
     }
-}
-
-/// Absolute, no `.` or `..` components; repeated and trailing slashes removed.
-pub fn normalise(path: &str) -> Result<String, String> {
-    if !path.starts_with('/') {
-        return Err(format!("{path:?} is not absolute"));
-    }
-    if path.contains('\0') {
-        return Err(format!("{path:?} contains a NUL byte"));
-    }
-    let mut out = String::with_capacity(path.len());
-    for part in path.split('/').filter(|p| !p.is_empty()) {
-        if part == "." || part == ".." {
-            return Err(format!("{path:?} contains {part:?}; write the path without it"));
-        }
-        out.push('/');
-        out.push_str(part);
-    }
-    if out.is_empty() {
-        out.push('/');
-    }
-    if out.len() > MAX_RULE_PATH {
-        return Err(format!("{} bytes exceed the limit of {MAX_RULE_PATH}", out.len()));
-    }
-    Ok(out)
 }
 
 pub use super::net::cidr;
