@@ -61,8 +61,8 @@ pub const SETUP_TASKS: &str = "SETUP_TASKS";
 /// `HashMap<u32, u32>`: processes of a container runtime a policy names
 /// (`spec.runtimes`), thread-group id → identity number: from the runtime's exec, through
 /// its children, until each executes a program from a file. Their mounts, `pivot_root`,
-/// `chroot` and executions of memfd copies of themselves are allowed; every other rule
-/// still judges them.
+/// `chroot` and executions of files with no path (runc's memfd copy of itself) are
+/// allowed; every other rule still judges them.
 pub const RUNTIME_TASKS: &str = "RUNTIME_TASKS";
 
 /// Every map the kernel object must define.

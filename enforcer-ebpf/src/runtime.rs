@@ -36,7 +36,8 @@ pub fn in_runtime() -> bool {
 
 /// After an allowed exec of `file` by a managed process whose identity names runtimes:
 /// executing a named runtime marks the process, executing any other file from a
-/// filesystem unmarks it; a memfd copy of the runtime keeps its mark.
+/// filesystem unmarks it; a file with no path (runc's memfd copy of itself, or any
+/// other: the kernel cannot tell them apart) keeps its mark.
 #[inline(always)]
 pub fn exec_allowed(file: *const u8, slot: u32, identity: u32, fileless: bool) {
     if fileless {

@@ -56,9 +56,9 @@ impl VerdictLog {
     /// Appends one record and hands it to followers. Errors are reported to the caller,
     /// which logs them; a full disk must not stop enforcement.
     pub fn write(&mut self, record: &impl LogRecord) -> io::Result<()> {
-        // Serialised once; the fields followers filter on come from the record itself.
-        let parsed = Line::of(record, serde_json::to_string(record).map_err(io::Error::other)?);
-        let line = parsed.json.as_str();
+        // Serialised once; the fields followers filter on come from the record itself,
+        // and are copied only when someone follows.
+        let line = serde_json::to_string(record).map_err(io::Error::other)?;
         let len = line.len() as u64 + 1;
         if self.size > 0 && self.size + len > self.rotation.max_bytes {
             self.rotate()?;
@@ -68,8 +68,10 @@ impl VerdictLog {
         if self.stdout {
             println!("{line}");
         }
-        // No follower is not an error.
-        let _ = self.followers.send(Arc::new(parsed));
+        if self.followers.receiver_count() > 0 {
+            // A follower that left meanwhile is not an error.
+            let _ = self.followers.send(Arc::new(Line::of(record, line)));
+        }
         Ok(())
     }
 

@@ -75,9 +75,10 @@ pub struct Spec {
     pub allow_fileless_exec: bool,
     /// Container runtimes the identity runs (absolute paths of their executables, e.g.
     /// `/usr/sbin/runc`), matched by file identity. From the exec of one, its processes
-    /// and their children may mount, `pivot_root`, `chroot` and execute memfd copies of
-    /// themselves until each executes a program from a file (the container's
-    /// entrypoint); every other rule still judges them. At most 4.
+    /// and their children may mount, `pivot_root`, `chroot` and execute files with no path
+    /// (runc's memfd copy of itself; any such file is allowed) until each executes a
+    /// program from a file (the container's entrypoint); every other rule still judges
+    /// them. At most 4.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub runtimes: Vec<String>,
     #[serde(default)]
