@@ -10,6 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod bpf_stats;
+
 use enforcer_agent::kernel::events;
 use enforcer_common::event::VerdictEvent;
 
@@ -253,8 +255,11 @@ impl Agent {
             .arg(&dirs.bpffs)
             .arg("--log-file")
             .arg(&dirs.log_file)
-            .arg("--cgroup-root")
-            .arg(cgroup2_root())
+            .args(if args.contains(&"--cgroup-root") {
+                Vec::new()
+            } else {
+                vec!["--cgroup-root".into(), cgroup2_root().into_os_string()]
+            })
             .arg("--socket")
             .arg(&dirs.socket)
             .args(if args.contains(&"--rescan-ms") { &[][..] } else { &["--rescan-ms", "100"][..] })

@@ -1,4 +1,5 @@
-//! The CLI's side of the API: one HTTP/1.1 request per call over the Unix socket.
+//! The CLI's side of the API: HTTP/1.1 over the Unix socket, a connection per call or one
+//! kept open for several.
 
 use std::{
     fmt::Write as _,
@@ -7,7 +8,7 @@ use std::{
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
-use hyper::{Method, Request, StatusCode, body::Incoming};
+use hyper::{Method, Request, StatusCode, body::Incoming, client::conn::http1::SendRequest};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 
@@ -52,20 +53,54 @@ impl Client {
         Self { socket: socket.to_owned() }
     }
 
-    /// Sends one request and returns the response with its body still streaming.
+    /// Opens one connection for several requests (HTTP/1.1 keep-alive).
+    pub async fn connect(&self) -> Result<Connection, ClientError> {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| ClientError::Connect { path: self.socket.clone(), source })?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        tokio::spawn(connection);
+        Ok(Connection { sender })
+    }
+
+    /// Sends one request on a connection of its own and returns the response with its
+    /// body still streaming.
     pub async fn send(
         &self,
         method: Method,
         path: &str,
         body: Option<String>,
     ) -> Result<hyper::Response<Incoming>, ClientError> {
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| ClientError::Connect { path: self.socket.clone(), source })?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
-        tokio::spawn(connection);
+        self.connect().await?.send(method, path, body).await
+    }
+
+    /// Sends one request on a connection of its own and decodes the JSON answer.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<T, ClientError> {
+        self.connect().await?.call(method, path, body).await
+    }
+}
+
+/// An open connection to the agent's API.
+pub struct Connection {
+    sender: SendRequest<Full<Bytes>>,
+}
+
+impl Connection {
+    /// Sends one request and returns the response with its body still streaming.
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
+        self.sender.ready().await.map_err(|e| ClientError::Http(e.to_string()))?;
         let request = Request::builder()
             .method(method)
             .uri(path)
@@ -73,7 +108,8 @@ impl Client {
             .header("content-type", "application/yaml")
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| ClientError::Http(e.to_string()))?;
-        let response = sender.send_request(request).await.map_err(|e| ClientError::Http(e.to_string()))?;
+        let response =
+            self.sender.send_request(request).await.map_err(|e| ClientError::Http(e.to_string()))?;
         if response.status() != StatusCode::OK {
             let status = response.status().as_u16();
             let bytes = response
@@ -91,7 +127,7 @@ impl Client {
 
     /// Sends one request and decodes the JSON answer.
     pub async fn call<T: DeserializeOwned>(
-        &self,
+        &mut self,
         method: Method,
         path: &str,
         body: Option<String>,

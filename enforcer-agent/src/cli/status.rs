@@ -38,8 +38,9 @@ pub fn status(socket: &Path, output: Output) -> ExitCode {
     println!("programs");
     for p in &s.programs {
         let verified = p.verified_insns.map(|n| format!("  {n} insns verified")).unwrap_or_default();
+        let id = p.id.map(|n| format!("  id {n}")).unwrap_or_default();
         println!(
-            "  {:<22} {:<34} {}{verified}",
+            "  {:<22} {:<34} {}{id}{verified}",
             p.name,
             p.hook,
             if p.attached { "attached" } else { "not attached" }

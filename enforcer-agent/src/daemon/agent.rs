@@ -49,7 +49,7 @@ struct Running {
     /// (program, hook) attached by this instance.
     attached: Vec<(&'static str, &'static str)>,
     /// Instructions the verifier processed per program (kernel ≥ 5.16).
-    verified: Vec<(String, u32)>,
+    loaded: Vec<loader::LoadedProgram>,
     started: std::time::Instant,
     commands: mpsc::Receiver<Command>,
     metrics: Metrics,
@@ -138,7 +138,7 @@ async fn start(config: &Config, start_api: StartApi) -> anyhow::Result<Running> 
         })
         .collect();
     instance.pin_links(links)?;
-    let verified = loader::verified_insns(&ebpf);
+    let loaded = loader::loaded(&ebpf);
     for old in pins::previous(&config.bpffs, &instance.dir) {
         let detached = pins::retire(&old);
         tracing::info!(instance = %old.display(), detached, "took over from a previous agent");
@@ -165,7 +165,7 @@ async fn start(config: &Config, start_api: StartApi) -> anyhow::Result<Running> 
         ebpf,
         features,
         attached,
-        verified,
+        loaded,
         started: std::time::Instant::now(),
         commands,
         metrics: Metrics::default(),
@@ -188,7 +188,7 @@ pub async fn run(config: Config, start_api: StartApi) -> anyhow::Result<()> {
         log: running.log,
         features: running.features,
         attached: running.attached,
-        verified: running.verified,
+        loaded: running.loaded,
         started: running.started,
         metrics: running.metrics,
         config: &config,

@@ -82,6 +82,9 @@ pub struct ProgramStatus {
     pub name: String,
     pub hook: String,
     pub attached: bool,
+    /// The kernel's program id (for `bpftool prog show id N` and BPF statistics).
+    #[serde(default)]
+    pub id: Option<u32>,
     /// Instructions the verifier processed when loading it (kernel ≥ 5.16).
     #[serde(default)]
     pub verified_insns: Option<u32>,

@@ -228,12 +228,26 @@ fn offsets(btf: &Btf) -> Result<Vec<(&'static str, u64)>, LoadError> {
     ])
 }
 
-/// Instructions the verifier processed for each loaded program, by name (kernel ≥ 5.16;
-/// programs whose count the kernel does not report are left out).
-pub fn verified_insns(ebpf: &Ebpf) -> Vec<(String, u32)> {
+/// A loaded program as the kernel knows it.
+#[derive(Debug, Clone)]
+pub struct LoadedProgram {
+    pub name: String,
+    /// The kernel's program id (what `bpftool prog show id N` and BPF statistics name).
+    pub id: u32,
+    /// Instructions the verifier processed to load it (kernel ≥ 5.16).
+    pub verified_insns: Option<u32>,
+}
+
+/// Every loaded program of `ebpf` (programs the kernel cannot describe are left out).
+pub fn loaded(ebpf: &Ebpf) -> Vec<LoadedProgram> {
     ebpf.programs()
         .filter_map(|(name, program)| {
-            Some((name.to_owned(), program.info().ok()?.verified_instruction_count()?))
+            let info = program.info().ok()?;
+            Some(LoadedProgram {
+                name: name.to_owned(),
+                id: info.id(),
+                verified_insns: info.verified_instruction_count(),
+            })
         })
         .collect()
 }

@@ -37,7 +37,7 @@ pub struct Control<'a> {
     pub log: VerdictLog,
     pub features: loader::Features,
     pub attached: Vec<(&'static str, &'static str)>,
-    pub verified: Vec<(String, u32)>,
+    pub loaded: Vec<loader::LoadedProgram>,
     pub started: std::time::Instant,
     pub metrics: Metrics,
     pub config: &'a Config,
@@ -227,7 +227,8 @@ impl Control<'_> {
                     other => format!("lsm/{other}"),
                 },
                 attached: attached.contains(&name),
-                verified_insns: self.verified.iter().find(|(p, _)| p == name).map(|(_, n)| *n),
+                id: self.loaded.iter().find(|p| p.name == name).map(|p| p.id),
+                verified_insns: self.loaded.iter().find(|p| p.name == name).and_then(|p| p.verified_insns),
             })
             .collect();
         let maps = self

@@ -4,6 +4,8 @@
 //! unmanaged ones. Figures taken under
 //! emulation are only comparable with each other (ratios), not with a native kernel.
 
+mod lsm_costs;
+
 use std::{
     io::{BufRead as _, BufReader},
     net::TcpListener,
@@ -113,10 +115,10 @@ fn cgroup_binding_delay() {
     }
     delays.sort();
     if delays.is_empty() {
-        println!("cgroup creation to binding: NEVER BOUND");
+        println!("[emulated] cgroup creation to binding: NEVER BOUND");
     } else {
         println!(
-            "cgroup creation to binding (containerId, rescan off): median {:.1} ms, max {:.1} ms over {}; {} opens allowed before the binding (first ones, while unbound)",
+            "[emulated] cgroup creation to binding (containerId, rescan off): median {:.1} ms, max {:.1} ms over {}; {} opens allowed before the binding (first ones, while unbound)",
             percentile(&delays, 50).as_secs_f64() * 1e3,
             delays[delays.len() - 1].as_secs_f64() * 1e3,
             delays.len(),
@@ -156,7 +158,7 @@ fn main() {
     let allowed_after = after.iter().filter(|(_, e)| *e != libc::EPERM).count();
     let first_denied = after.iter().find(|(_, e)| *e == libc::EPERM).map(|(ts, _)| ts - returned);
     println!(
-        "quarantine: API call {:.3} ms; {} connects after it returned, {} of them allowed; first denial {} µs after the return",
+        "[emulated] quarantine: API call {:.3} ms; {} connects after it returned, {} of them allowed; first denial {} µs after the return",
         took.as_secs_f64() * 1e3,
         after.len(),
         allowed_after,
@@ -176,7 +178,7 @@ fn main() {
     call(&rt, &dirs.socket, Method::DELETE, "/v1/quarantine/bench-policy", "");
     calls.sort();
     println!(
-        "live-state API calls: median {:.3} ms, p99 {:.3} ms over {}",
+        "[emulated] live-state API calls: median {:.3} ms, p99 {:.3} ms over {}",
         percentile(&calls, 50).as_secs_f64() * 1e3,
         percentile(&calls, 99).as_secs_f64() * 1e3,
         calls.len()
@@ -192,7 +194,7 @@ fn main() {
     let first_denied =
         samples.iter().filter(|(ts, e)| *e == libc::EPERM && *ts >= expires).map(|(ts, _)| *ts).min();
     println!(
-        "grant expiry: {} opens, last allowed {} µs before the instant, first denial {} µs after it, {} allowed after it",
+        "[emulated] grant expiry: {} opens, last allowed {} µs before the instant, first denial {} µs after it, {} allowed after it",
         samples.len(),
         last_allowed.map_or(-1, |t| (expires - t) / 1000),
         first_denied.map_or(-1, |t| (t - expires) / 1000),
@@ -203,7 +205,12 @@ fn main() {
     // 4. Cgroup creation to binding.
     cgroup_binding_delay();
 
-    // 5. Hook costs, managed next to unmanaged in the same run.
+    // 5. Hook costs, managed next to unmanaged in the same run: program time against
+    // empty programs, whole calls against Landlock, then whole calls as before.
+    if let Err(e) = lsm_costs::program_times(&agent, &cgroup) {
+        println!("[emulated] LSM program time: not measured: {e:#}");
+    }
+    lsm_costs::against_landlock(&cgroup);
     hook_costs(&cgroup);
 
     // 6. Verifier cost of the programs (load time grows with it, on emulated CPUs most).
@@ -215,7 +222,7 @@ fn main() {
     };
     let total: u64 = programs.iter().filter_map(|p| p["verified_insns"].as_u64()).sum();
     println!(
-        "verifier: file_open {} insns, bprm_check_security {}, mmap_file {}, {} programs {} in all",
+        "[emulated] verifier: file_open {} insns, bprm_check_security {}, mmap_file {}, {} programs {} in all",
         insns("file_open"),
         insns("bprm_check_security"),
         insns("mmap_file"),
@@ -297,7 +304,7 @@ fn hook_costs(cgroup: &TestCgroup) {
     ] {
         let (unmanaged, managed) = (run(None), run(Some(cgroup)));
         println!(
-            "{what}: unmanaged {:.1} ms, managed {:.1} ms, ratio {:.2}",
+            "[emulated] {what}: unmanaged {:.1} ms, managed {:.1} ms, ratio {:.2}",
             unmanaged.as_secs_f64() * 1e3,
             managed.as_secs_f64() * 1e3,
             managed.as_secs_f64() / unmanaged.as_secs_f64()
@@ -316,7 +323,7 @@ fn hook_costs(cgroup: &TestCgroup) {
     };
     let (unmanaged, managed) = (open_loop(None), open_loop(Some(cgroup)));
     println!(
-        "open()+close() x20000: unmanaged {:.1} ms, managed {:.1} ms, ratio {:.2}",
+        "[emulated] open()+close() x20000: unmanaged {:.1} ms, managed {:.1} ms, ratio {:.2}",
         unmanaged.as_secs_f64() * 1e3,
         managed.as_secs_f64() * 1e3,
         managed.as_secs_f64() / unmanaged.as_secs_f64()

@@ -1,0 +1,332 @@
+//! Figures measured on the build host's own kernel by `cargo xtask bench`: the network
+//! hooks' program time next to an empty program of the same type (BPF statistics), policy
+//! swaps, a flood of denials, the agent's memory and its API over one connection. The
+//! host cannot load BPF LSM programs, so the agent runs with `--network-only`, attached
+//! to a cgroup created for the run (never the host's cgroup root).
+
+use std::{
+    fmt::Write as _,
+    net::UdpSocket,
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use enforcer_tests::{
+    Agent, AgentDirs, TestCgroup,
+    bpf_stats::{self, EmptyProgram, Sample},
+    run_in,
+};
+use hyper::Method;
+
+/// A figure with its target: printed as `[native] label: value (target …: met)`.
+fn report(label: &str, value: &str, target: &str, met: bool) {
+    println!("[native] {label}: {value} (target {target}: {})", if met { "met" } else { "MISSED" });
+}
+
+fn policy(name: &str, cgroup_path: &str, network: &str) -> String {
+    format!(
+        "apiVersion: enforcer.dev/v1\nkind: Policy\nmetadata:\n  name: {name}\nspec:\n  selector:\n    cgroupPath: {cgroup_path}\n  defaults:\n    network: allow\n  network:\n{network}"
+    )
+}
+
+/// `count` deny rules, one distinct /24 each, starting at the `first`th /24 of 10/8.
+fn cidr_rules(first: usize, count: usize) -> String {
+    let mut out = String::new();
+    for i in first..first + count {
+        let _ = writeln!(
+            out,
+            "    - cidr: 10.{}.{}.0/24\n      ports: 443\n      action: deny",
+            i >> 8 & 255,
+            i & 255
+        );
+    }
+    out
+}
+
+/// `count` deny rules spread over policies of at most `per_policy` rules each.
+fn big_set(prefix: &str, count: usize, per_policy: usize) -> String {
+    let mut docs = Vec::new();
+    let mut first = 0;
+    while first < count {
+        let n = per_policy.min(count - first);
+        let name = format!("{prefix}-{}", docs.len());
+        docs.push(policy(&name, &format!("/{name}"), &cidr_rules(first, n)));
+        first += n;
+    }
+    docs.join("---\n")
+}
+
+/// `connect()` of one UDP socket `count` times: the number that failed with EPERM.
+fn connect_loop(addr: &str, count: u32) -> i32 {
+    let socket = UdpSocket::bind("0.0.0.0:0").expect("binding a UDP socket");
+    let mut denied = 0u32;
+    for _ in 0..count {
+        if let Err(e) = socket.connect(addr)
+            && e.raw_os_error() == Some(libc::EPERM)
+        {
+            denied += 1;
+        }
+    }
+    // The exit code carries the share denied, in percent.
+    i32::try_from(u64::from(denied) * 100 / u64::from(count.max(1))).unwrap_or(255)
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix(" kB")?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn status(agent: &Agent) -> anyhow::Result<serde_json::Value> {
+    let (code, out, err) = agent.cli(&["--output", "json", "status"]);
+    if code != 0 {
+        bail!("status failed: {err}");
+    }
+    Ok(serde_json::from_str(&out)?)
+}
+
+/// Wall time of `enforcer policy apply -f FILE` with `text` in FILE; fails on a refusal.
+fn apply(agent: &Agent, file: &Path, text: &str) -> anyhow::Result<Duration> {
+    std::fs::write(file, text)?;
+    let start = Instant::now();
+    let out = Command::new(std::env::var("ENFORCER_BIN").unwrap_or_else(|_| "enforcer".to_owned()))
+        .arg("--socket")
+        .arg(&agent.socket)
+        .args(["policy", "apply", "-f"])
+        .arg(file)
+        .output()?;
+    let took = start.elapsed();
+    if !out.status.success() {
+        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(took)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// The agent under measurement and the cgroups it judges.
+/// Fields drop in order: the agent first, the cgroups' root last.
+struct Bench {
+    agent: Agent,
+    /// Where the policy files applied through the CLI are written.
+    file: std::path::PathBuf,
+    unmanaged: TestCgroup,
+    one: TestCgroup,
+    wide: TestCgroup,
+    root: TestCgroup,
+}
+
+const ONE_RULE: &str = "    - cidr: 10.255.255.0/24\n      action: deny\n";
+
+impl Bench {
+    fn relative(&self, c: &TestCgroup) -> String {
+        format!("/{}", c.path.strip_prefix(&self.root.path).expect("child").display())
+    }
+
+    fn program_id(&self, name: &str) -> anyhow::Result<u32> {
+        let s = status(&self.agent)?;
+        s["programs"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == name).and_then(|p| p["id"].as_u64()))
+            .and_then(|n| u32::try_from(n).ok())
+            .with_context(|| format!("status names no id for program {name}"))
+    }
+
+    /// Program time per connect, next to an empty connect4 program on the same cgroup.
+    fn hook_costs(&self) -> anyhow::Result<()> {
+        let connect4 = self.program_id("connect4")?;
+        let _stats = bpf_stats::enable()?;
+        let empty = EmptyProgram::connect4(&self.root.path)?;
+        let rounds = 200_000;
+        for (label, cgroup, target) in [
+            ("unmanaged", &self.unmanaged, 1.5),
+            ("managed, 1 rule", &self.one, 3.0),
+            ("managed, 1k CIDRs", &self.wide, 3.0),
+        ] {
+            // Warm the identity cache and the CPU's, then measure.
+            run_in(Some(cgroup), || connect_loop("127.0.0.1:9", 1000));
+            let before = Sample::take(&[connect4, empty.id])?;
+            run_in(Some(cgroup), || connect_loop("127.0.0.1:9", rounds));
+            let after = Sample::take(&[connect4, empty.id])?;
+            let (ns, runs) = before.per_run(&after, connect4);
+            let (floor, _) = before.per_run(&after, empty.id);
+            let ratio = ns / floor.max(0.1);
+            report(
+                &format!("connect prog time, {label}"),
+                &format!("{ns:.0} ns vs empty program {floor:.0} ns = {ratio:.2}x over {runs} runs"),
+                &format!("<= {target}x"),
+                ratio <= target,
+            );
+        }
+        Ok(())
+    }
+
+    /// A flood of denials from one tight loop; every one must be accounted for.
+    fn flood(&self) -> anyhow::Result<()> {
+        let before = status(&self.agent)?;
+        let count = 100_000;
+        let start = Instant::now();
+        let denied_pct = run_in(Some(&self.one), || connect_loop("10.255.255.1:443", count));
+        let took = start.elapsed();
+        std::thread::sleep(Duration::from_secs(3));
+        let after = status(&self.agent)?;
+        let counter = |s: &serde_json::Value, k: &str| s["counters"][k].as_u64().unwrap_or(0);
+        let denials = counter(&after, "deny") - counter(&before, "deny");
+        let dropped = counter(&after, "events_dropped") - counter(&before, "events_dropped");
+        let logged: u64 = self
+            .agent
+            .records()
+            .iter()
+            .filter(|r| r.to_string().contains("10.255.255.1"))
+            .map(|r| r["count"].as_u64().unwrap_or(1))
+            .sum();
+        let rate = f64::from(count) / took.as_secs_f64();
+        report(
+            "flood of 100k denied connects",
+            &format!(
+                "{:.0} ms ({:.2} M/s), {denied_pct}% EPERM, kernel counted {denials} denials, verdict log accounts for {logged}, {dropped} events dropped",
+                ms(took),
+                rate / 1e6
+            ),
+            "0 dropped, all logged, >= 1M/s",
+            dropped == 0 && logged == u64::from(count) && rate >= 1e6,
+        );
+        Ok(())
+    }
+
+    /// Memory idle and with 10k rules; policy swaps: the whole 10k set, again (a second
+    /// generation), one rule; then the widest set.
+    fn memory_and_swaps(&self) -> anyhow::Result<()> {
+        let idle = rss_kib(self.agent.pid());
+        let ten_k = big_set("bench-big", 10_000, 3_334);
+        let swap = apply(&self.agent, &self.file, &ten_k);
+        let loaded = rss_kib(self.agent.pid());
+        report("agent RSS idle", &format!("{:.1} MiB", mib(idle)), "<= 25 MiB", idle <= 25 * 1024);
+        report(
+            "agent RSS with 10k rules",
+            &format!("{:.1} MiB", mib(loaded)),
+            "<= 40 MiB",
+            swap.is_ok() && loaded <= 40 * 1024,
+        );
+        match swap {
+            Ok(first) => {
+                let again = apply(&self.agent, &self.file, &ten_k.replace("ports: 443", "ports: 444"))?;
+                report(
+                    "replace 10k network rules (CLI included)",
+                    &format!("{:.1} ms first, {:.1} ms changed", ms(first), ms(again)),
+                    "<= 50 ms",
+                    ms(first.max(again)) <= 50.0,
+                );
+                let mut times = Vec::new();
+                for port in [1, 2, 3, 4, 5] {
+                    let body = format!("{ONE_RULE}      ports: {port}\n");
+                    times.push(apply(
+                        &self.agent,
+                        &self.file,
+                        &policy("bench-one", &self.relative(&self.one), &body),
+                    )?);
+                }
+                let one_change = median(times);
+                report(
+                    "change 1 rule with 10k in force (CLI included)",
+                    &format!("{:.2} ms median of 5", ms(one_change)),
+                    "<= 1 ms",
+                    ms(one_change) <= 1.0,
+                );
+            }
+            Err(e) => report("replace 10k network rules", &format!("refused: {e}"), "<= 50 ms", false),
+        }
+        let (value, met) = match apply(&self.agent, &self.file, &big_set("bench-wide-set", 65_536, 4_096)) {
+            Ok(took) => (format!("accepted in {:.1} ms", ms(took)), true),
+            Err(e) => (format!("refused: {e}"), false),
+        };
+        report("65,536 distinct CIDRs in one set", &value, "accepted", met);
+        Ok(())
+    }
+
+    /// Live-state API over one connection: quarantine and release.
+    fn api(&self) -> anyhow::Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let mut calls = rt.block_on(async {
+            let mut conn = enforcer_agent::api::client::Client::new(&self.agent.socket).connect().await?;
+            let body = r#"{"identity":"bench-one","reason":"bench"}"#;
+            let mut calls = Vec::new();
+            for i in 0..220 {
+                let start = Instant::now();
+                let _: serde_json::Value = if i % 2 == 0 {
+                    conn.call(Method::POST, "/v1/quarantine", Some(body.to_owned())).await?
+                } else {
+                    conn.call(Method::DELETE, "/v1/quarantine/bench-one", None).await?
+                };
+                // The first calls pay one-off costs.
+                if i >= 20 {
+                    calls.push(start.elapsed());
+                }
+            }
+            anyhow::Ok(calls)
+        })?;
+        calls.sort();
+        let (p50, p99) = (calls[calls.len() / 2], calls[calls.len() * 99 / 100]);
+        report(
+            "live-state API over one connection",
+            &format!(
+                "median {:.0} µs, p99 {:.0} µs over {}",
+                p50.as_secs_f64() * 1e6,
+                p99.as_secs_f64() * 1e6,
+                calls.len()
+            ),
+            "median <= 200 µs, p99 <= 1 ms",
+            p50 <= Duration::from_micros(200) && p99 <= Duration::from_millis(1),
+        );
+        Ok(())
+    }
+}
+
+#[expect(clippy::cast_precision_loss, reason = "KiB counts far below 2^52")]
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn mount_bpffs() -> anyhow::Result<()> {
+    if std::fs::read_to_string("/proc/mounts")?.contains(" /sys/fs/bpf bpf ") {
+        return Ok(());
+    }
+    if !Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]).status()?.success() {
+        bail!("mounting bpffs on /sys/fs/bpf failed");
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    mount_bpffs()?;
+    let root = TestCgroup::new("bench-native");
+    let (unmanaged, one, wide) = (root.child("unmanaged"), root.child("one"), root.child("wide"));
+    let relative = |c: &TestCgroup| format!("/{}", c.path.strip_prefix(&root.path).expect("child").display());
+    let base = format!(
+        "{}---\n{}",
+        policy("bench-one", &relative(&one), ONE_RULE),
+        policy("bench-wide", &relative(&wide), &cidr_rules(0, 1000))
+    );
+    let dirs = AgentDirs::new("bench-native", &base);
+    let root_arg = root.path.to_str().context("UTF-8 cgroup path")?.to_owned();
+    let agent = Agent::start_with(&dirs, "detach", &["--network-only", "--cgroup-root", &root_arg]);
+    let file = dirs.policy_dir.with_file_name("bench-set.yaml");
+    let bench = Bench { agent, file, unmanaged, one, wide, root };
+    bench.hook_costs()?;
+    bench.flood()?;
+    bench.memory_and_swaps()?;
+    bench.api()?;
+    Ok(())
+}

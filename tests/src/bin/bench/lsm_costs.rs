@@ -1,0 +1,151 @@
+//! The LSM hooks' program time next to empty sleepable LSM programs of the same hooks,
+//! and a managed `open()` next to Landlock enforcing an equivalent rule, in one VM run.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use enforcer_tests::{
+    Agent, TestCgroup,
+    bpf_stats::{self, EmptyProgram, Sample},
+    exec_errno, open_errno, run_in, tool,
+};
+
+fn report(label: &str, value: &str, target: &str, met: bool) {
+    println!("[emulated] {label}: {value} (target {target}: {})", if met { "met" } else { "MISSED" });
+}
+
+fn program_id(agent: &Agent, name: &str) -> anyhow::Result<u32> {
+    let (_, out, _) = agent.cli(&["--output", "json", "status"]);
+    let status: serde_json::Value = serde_json::from_str(&out).context("status as JSON")?;
+    status["programs"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == name).and_then(|p| p["id"].as_u64()))
+        .and_then(|n| u32::try_from(n).ok())
+        .with_context(|| format!("status names no id for program {name}"))
+}
+
+fn open_loop(count: u32) -> i32 {
+    for _ in 0..count {
+        open_errno("/tmp/bench/plain", libc::O_RDONLY);
+    }
+    0
+}
+
+fn exec_loop(program: &str, count: u32) -> i32 {
+    for _ in 0..count {
+        // SAFETY: the child only execs (or exits); the parent reaps it.
+        unsafe {
+            let pid = libc::fork();
+            if pid == 0 {
+                exec_errno(program);
+                libc::_exit(127);
+            }
+            if pid > 0 {
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+    0
+}
+
+/// `file_open` and `bprm_check_security` program time, unmanaged and managed, against
+/// empty sleepable programs on the same hooks.
+pub fn program_times(agent: &Agent, cgroup: &TestCgroup) -> anyhow::Result<()> {
+    let true_tool = tool("/tmp/bench/bin", "true");
+    let _stats = bpf_stats::enable()?;
+    for (hook, work) in [
+        ("file_open", &(|| open_loop(20_000)) as &dyn Fn() -> i32),
+        ("bprm_check_security", &|| exec_loop(&true_tool, 300)),
+    ] {
+        let ours = program_id(agent, hook)?;
+        let empty = EmptyProgram::lsm_sleepable(hook)?;
+        for (label, cg, target) in [("unmanaged", None, 1.5), ("managed", Some(cgroup), 5.0)] {
+            let before = Sample::take(&[ours, empty.id])?;
+            run_in(cg, work);
+            let after = Sample::take(&[ours, empty.id])?;
+            let (ns, runs) = before.per_run(&after, ours);
+            let (floor, _) = before.per_run(&after, empty.id);
+            let ratio = ns / floor.max(0.1);
+            report(
+                &format!("{hook} prog time, {label}"),
+                &format!("{ns:.0} ns vs empty program {floor:.0} ns = {ratio:.2}x over {runs} runs"),
+                &format!("<= {target}x"),
+                ratio <= target,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Restricts the calling process with Landlock to the equivalent of the bench policy's
+/// file rule: every file readable except `/tmp/bench/secret` (read access allowed beneath
+/// every entry of `/` but `/tmp`, every entry of `/tmp` but `/tmp/bench`, and
+/// `/tmp/bench/plain`).
+fn landlock_like_the_policy() -> anyhow::Result<()> {
+    use landlock::{
+        AccessFs, Ruleset, RulesetAttr as _, RulesetCreatedAttr as _, RulesetStatus, path_beneath_rules,
+    };
+    let entries = |dir: &str, but: &str| -> anyhow::Result<Vec<std::path::PathBuf>> {
+        Ok(std::fs::read_dir(dir)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p != std::path::Path::new(but))
+            .collect())
+    };
+    let mut allowed = entries("/", "/tmp")?;
+    allowed.extend(entries("/tmp", "/tmp/bench")?);
+    allowed.push("/tmp/bench/plain".into());
+    let read = AccessFs::ReadFile;
+    let status = Ruleset::default()
+        .handle_access(read)?
+        .create()?
+        .add_rules(path_beneath_rules(&allowed, read))?
+        .restrict_self()?;
+    anyhow::ensure!(status.ruleset == RulesetStatus::FullyEnforced, "Landlock not enforcing: {status:?}");
+    Ok(())
+}
+
+/// Whole-call cost of `open()+close()` added by the enforcer (managed) and by Landlock,
+/// over the same loop without either, interleaved three times; medians.
+pub fn against_landlock(cgroup: &TestCgroup) {
+    const CALLS: u32 = 20_000;
+    let timed = |cg: Option<&TestCgroup>, landlock: bool| {
+        let start = Instant::now();
+        let code = run_in(cg, || {
+            if landlock {
+                if landlock_like_the_policy().is_err() {
+                    return 101;
+                }
+                if open_errno("/tmp/bench/secret", libc::O_RDONLY) != libc::EACCES {
+                    return 102;
+                }
+            }
+            open_loop(CALLS)
+        });
+        (start.elapsed(), code)
+    };
+    let (mut plain, mut managed, mut landlocked) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        plain.push(timed(None, false).0);
+        managed.push(timed(Some(cgroup), false).0);
+        let (took, code) = timed(None, true);
+        if code != 0 {
+            println!("[emulated] Landlock comparison: Landlock could not enforce the rule (code {code})");
+            return;
+        }
+        landlocked.push(took);
+    }
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[1]
+    };
+    let per_call = |d: Duration| d.as_secs_f64() * 1e9 / f64::from(CALLS);
+    let base = per_call(median(plain));
+    let (ours, theirs) = (per_call(median(managed)) - base, per_call(median(landlocked)) - base);
+    report(
+        "open()+close() cost added, managed vs Landlock with an equivalent rule",
+        &format!("enforcer +{ours:.0} ns/call, Landlock +{theirs:.0} ns/call over {base:.0} ns unenforced"),
+        "below Landlock's",
+        ours < theirs,
+    );
+}

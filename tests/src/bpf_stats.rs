@@ -1,0 +1,207 @@
+//! Program run time from the kernel's BPF statistics, and empty programs to measure it
+//! against: the floor a hook of that type costs before it does anything.
+//!
+//! The empty programs are two instructions (`r0 = ret; exit`), loaded and attached with
+//! `bpf(2)` directly: aya loads programs from an object file only, and an object built
+//! for two instructions would be a second eBPF crate to build.
+
+use std::{
+    ffi::CString,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    path::Path,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use aya::programs::loaded_programs;
+
+const BPF_PROG_LOAD: i64 = 5;
+const BPF_PROG_ATTACH: i64 = 8;
+const BPF_PROG_DETACH: i64 = 9;
+const BPF_LINK_CREATE: i64 = 28;
+const PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
+const PROG_TYPE_LSM: u32 = 29;
+const ATTACH_CGROUP_INET4_CONNECT: u32 = 10;
+const ATTACH_LSM_MAC: u32 = 27;
+const F_ALLOW_MULTI: u32 = 2;
+const F_SLEEPABLE: u32 = 1 << 4;
+
+/// Statistics are collected while the returned descriptor is open.
+pub fn enable() -> anyhow::Result<OwnedFd> {
+    aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling BPF run-time statistics")
+}
+
+/// Total run time and run count of the program with this id so far.
+pub fn counters(id: u32) -> anyhow::Result<(Duration, u64)> {
+    for info in loaded_programs() {
+        let info = info.context("listing loaded programs")?;
+        if info.id() == id {
+            return Ok((info.run_time(), info.run_count()));
+        }
+    }
+    bail!("no loaded program has id {id}")
+}
+
+/// Run time and count of several programs, read before and after some work.
+pub struct Sample(Vec<(u32, Duration, u64)>);
+
+impl Sample {
+    pub fn take(ids: &[u32]) -> anyhow::Result<Self> {
+        ids.iter().map(|&id| counters(id).map(|(t, n)| (id, t, n))).collect::<anyhow::Result<_>>().map(Self)
+    }
+
+    /// Nanoseconds per run of `id` between `self` and `later`, and the runs counted.
+    pub fn per_run(&self, later: &Self, id: u32) -> (f64, u64) {
+        let find = |s: &Self| s.0.iter().find(|(i, _, _)| *i == id).map(|(_, t, n)| (*t, *n));
+        let ((t0, n0), (t1, n1)) = (find(self).unwrap_or_default(), find(later).unwrap_or_default());
+        let runs = n1.saturating_sub(n0);
+        #[expect(clippy::cast_precision_loss, reason = "nanosecond totals far below 2^52")]
+        let ns = if runs == 0 { 0.0 } else { t1.saturating_sub(t0).as_nanos() as f64 / runs as f64 };
+        (ns, runs)
+    }
+}
+
+/// An empty program, attached; detached and unloaded when dropped.
+pub struct EmptyProgram {
+    pub id: u32,
+    prog: OwnedFd,
+    attachment: Attachment,
+}
+
+enum Attachment {
+    Cgroup { cgroup: OwnedFd, attach_type: u32 },
+    Link(#[expect(dead_code, reason = "held open: the link lives as long as its fd")] OwnedFd),
+}
+
+impl EmptyProgram {
+    /// A `cgroup/connect4` program that allows, attached to `cgroup` next to any others.
+    pub fn connect4(cgroup: &Path) -> anyhow::Result<Self> {
+        let prog = load(PROG_TYPE_CGROUP_SOCK_ADDR, ATTACH_CGROUP_INET4_CONNECT, 0, 0, 1, "empty_connect4")?;
+        let dir = std::fs::File::open(cgroup).with_context(|| format!("opening {}", cgroup.display()))?;
+        let cgroup = OwnedFd::from(dir);
+        let mut attr = Attr::default();
+        attr.u32_at(0, fd_u32(&cgroup));
+        attr.u32_at(4, fd_u32(&prog));
+        attr.u32_at(8, ATTACH_CGROUP_INET4_CONNECT);
+        attr.u32_at(12, F_ALLOW_MULTI);
+        bpf(BPF_PROG_ATTACH, &mut attr).context("attaching the empty connect4 program")?;
+        let id = id_of(&prog)?;
+        Ok(Self {
+            id,
+            prog,
+            attachment: Attachment::Cgroup { cgroup, attach_type: ATTACH_CGROUP_INET4_CONNECT },
+        })
+    }
+
+    /// A sleepable LSM program on `hook` (e.g. `file_open`) that allows.
+    pub fn lsm_sleepable(hook: &str) -> anyhow::Result<Self> {
+        let btf = aya::Btf::from_sys_fs().context("reading kernel BTF")?;
+        let func = format!("bpf_lsm_{hook}");
+        let btf_id = btf
+            .id_by_type_name_kind(&func, aya_obj::btf::BtfKind::Func)
+            .with_context(|| format!("kernel BTF has no {func}"))?;
+        let prog = load(PROG_TYPE_LSM, ATTACH_LSM_MAC, btf_id, F_SLEEPABLE, 0, &format!("empty_{hook}"))?;
+        let mut attr = Attr::default();
+        attr.u32_at(0, fd_u32(&prog));
+        attr.u32_at(8, ATTACH_LSM_MAC);
+        let link = bpf(BPF_LINK_CREATE, &mut attr).context("attaching the empty LSM program")?;
+        // SAFETY: BPF_LINK_CREATE returned a new descriptor we now own.
+        let link = unsafe { OwnedFd::from_raw_fd(link) };
+        let id = id_of(&prog)?;
+        Ok(Self { id, prog, attachment: Attachment::Link(link) })
+    }
+}
+
+impl Drop for EmptyProgram {
+    fn drop(&mut self) {
+        if let Attachment::Cgroup { cgroup, attach_type } = &self.attachment {
+            let mut attr = Attr::default();
+            attr.u32_at(0, fd_u32(cgroup));
+            attr.u32_at(4, fd_u32(&self.prog));
+            attr.u32_at(8, *attach_type);
+            // Nothing to do about a failure: the cgroup is removed by its owner anyway.
+            let _ = bpf(BPF_PROG_DETACH, &mut attr);
+        }
+    }
+}
+
+/// `union bpf_attr`, as bytes: each command reads its own fields at fixed offsets and
+/// requires the rest to be zero.
+#[repr(C, align(8))]
+struct Attr([u8; 128]);
+
+impl Default for Attr {
+    fn default() -> Self {
+        Self([0; 128])
+    }
+}
+
+impl Attr {
+    fn u32_at(&mut self, at: usize, value: u32) {
+        self.0[at..at + 4].copy_from_slice(&value.to_ne_bytes());
+    }
+
+    fn u64_at(&mut self, at: usize, value: u64) {
+        self.0[at..at + 8].copy_from_slice(&value.to_ne_bytes());
+    }
+}
+
+fn bpf(cmd: i64, attr: &mut Attr) -> std::io::Result<i32> {
+    // SAFETY: `attr` is a zero-padded `bpf_attr` of the size passed.
+    let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.0.as_mut_ptr(), attr.0.len()) };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    i32::try_from(ret).map_err(|_| std::io::Error::other("bpf(2) returned an out-of-range value"))
+}
+
+fn fd_u32(fd: &OwnedFd) -> u32 {
+    u32::try_from(fd.as_raw_fd()).unwrap_or(u32::MAX)
+}
+
+/// Loads `r0 = ret; exit` as a program of `prog_type`.
+fn load(
+    prog_type: u32,
+    attach_type: u32,
+    attach_btf_id: u32,
+    flags: u32,
+    ret: u32,
+    name: &str,
+) -> anyhow::Result<OwnedFd> {
+    // BPF_MOV64_IMM(r0, ret) and BPF_EXIT_INSN(), little-endian encoding.
+    let insns: [u64; 2] = [0xb7 | (u64::from(ret) << 32), 0x95];
+    let license = CString::new("GPL").expect("no NUL");
+    let mut log = vec![0u8; 4096];
+    let mut attr = Attr::default();
+    attr.u32_at(0, prog_type);
+    attr.u32_at(4, 2);
+    attr.u64_at(8, insns.as_ptr() as u64);
+    attr.u64_at(16, license.as_ptr() as u64);
+    attr.u32_at(24, 1);
+    attr.u32_at(28, u32::try_from(log.len()).expect("small"));
+    attr.u64_at(32, log.as_mut_ptr() as u64);
+    attr.u32_at(44, flags);
+    let name = name.as_bytes();
+    attr.0[48..48 + name.len().min(15)].copy_from_slice(&name[..name.len().min(15)]);
+    attr.u32_at(68, attach_type);
+    attr.u32_at(108, attach_btf_id);
+    match bpf(BPF_PROG_LOAD, &mut attr) {
+        // SAFETY: BPF_PROG_LOAD returned a new descriptor we now own.
+        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+        Err(e) => {
+            let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
+            bail!("loading an empty program: {e}: {}", String::from_utf8_lossy(&log[..end]))
+        }
+    }
+}
+
+/// The kernel's id of the program behind `fd`.
+fn id_of(fd: &OwnedFd) -> anyhow::Result<u32> {
+    // fdinfo of a program descriptor names its id.
+    let info =
+        std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).context("reading fdinfo")?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("prog_id:"))
+        .and_then(|v| v.trim().parse().ok())
+        .context("fdinfo names no prog_id")
+}
