@@ -199,8 +199,7 @@ pub fn guest(
             finished |= rest == "done";
             return;
         }
-        // Kernel messages start with a bracketed timestamp.
-        if started && !line.starts_with('[') {
+        if started && !kernel_message(line) {
             println!("{line}");
             lines.push(line.to_owned());
         }
@@ -546,6 +545,13 @@ pub fn build_initramfs(
             .arg(format!("find . -print0 | cpio --null -o -H newc --quiet | gzip -1 > '{}'", out.display())),
     )?;
     Ok(out)
+}
+
+/// Kernel messages on the console start with a bracketed timestamp (`[   12.345678] …`).
+fn kernel_message(line: &str) -> bool {
+    line.strip_prefix('[').and_then(|rest| rest.split_once(']')).is_some_and(|(stamp, _)| {
+        !stamp.is_empty() && stamp.chars().all(|c| c == ' ' || c == '.' || c.is_ascii_digit())
+    })
 }
 
 #[cfg(test)]

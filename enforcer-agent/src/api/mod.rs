@@ -34,7 +34,8 @@ pub use crate::daemon::{
 
 pub const DEFAULT_SOCKET: &str = "/run/enforcer/enforcer.sock";
 /// Largest request body accepted.
-pub const MAX_BODY: usize = 4 * 1024 * 1024;
+/// (A set at the map limits, 65,536 CIDRs or 131,072 paths, is 4 to 8 MiB of YAML.)
+pub const MAX_BODY: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiError {

@@ -138,6 +138,9 @@ async fn start(config: &Config, start_api: StartApi) -> anyhow::Result<Running> 
         })
         .collect();
     instance.pin_links(links)?;
+    // What only loading needed (the object, kernel BTF, parse buffers, verifier logs).
+    loader::release_object_pages();
+    super::memory::trim_heap();
     let loaded = loader::loaded(&ebpf);
     for old in pins::previous(&config.bpffs, &instance.dir) {
         let detached = pins::retire(&old);
@@ -235,6 +238,8 @@ pub async fn run(config: Config, start_api: StartApi) -> anyhow::Result<()> {
         }
     }
     while drain(ring.get_mut(), &mut ctx, &mut processes) {}
+    // Saves still queued reach the disk before the agent goes.
+    ctx.state.flush();
     let _ = std::fs::remove_file(&config.socket);
     let mut log = ctx.log;
     let detail = match config.on_exit {

@@ -1,10 +1,13 @@
-//! The agent's state directory: the policy set in force and its generation, written
-//! atomically, and a lock so only one agent runs at a time.
+//! The agent's state directory: the policy set in force and its generation, live state
+//! and pods, written atomically off the event loop, and a lock so only one agent runs at
+//! a time.
 
 use std::{
     fs, io,
     path::{Path, PathBuf},
 };
+
+use super::state_writer::Writer;
 
 use crate::policy::model::Policy;
 
@@ -28,6 +31,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
 
 pub struct State {
     dir: PathBuf,
+    writer: Writer,
     _lock: fs::File,
 }
 
@@ -52,11 +56,12 @@ impl State {
             Err(fs::TryLockError::WouldBlock) => return Err(StateError::Locked { path: lock_path }),
             Err(fs::TryLockError::Error(source)) => return Err(StateError::Io { path: lock_path, source }),
         }
-        Ok(Self { dir: dir.to_owned(), _lock: lock })
+        Ok(Self { dir: dir.to_owned(), writer: Writer::start(), _lock: lock })
     }
 
     /// The saved policy set (empty when none was saved yet).
     pub fn policies(&self) -> Result<Vec<Policy>, StateError> {
+        self.writer.flush();
         let path = self.dir.join(POLICIES);
         match fs::read_to_string(&path) {
             Ok(text) => crate::policy::validate::parse(&path.display().to_string(), &text)
@@ -67,24 +72,39 @@ impl State {
     }
 
     pub fn generation(&self) -> u64 {
+        self.writer.flush();
         fs::read_to_string(self.dir.join(GENERATION)).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
     }
 
-    /// Saves the set in force (write to a temporary file, fsync, rename).
+    /// Saves the set in force: serialised and written (temporary file, fsync, rename) on
+    /// the writer's thread, so an apply does not wait for the disk.
     pub fn save(&self, policies: &[Policy], generation: u64) -> Result<(), StateError> {
-        let mut text = String::new();
-        for policy in policies {
-            text.push_str("---\n");
-            text.push_str(&crate::policy::yaml::to_string(policy).expect("policies serialise"));
-        }
-        write_atomic(&self.dir.join(POLICIES), text.as_bytes())?;
-        write_atomic(&self.dir.join(GENERATION), generation.to_string().as_bytes())
+        let policies = policies.to_vec();
+        self.writer.write(
+            self.dir.join(POLICIES),
+            Box::new(move || {
+                let mut text = String::new();
+                for policy in &policies {
+                    text.push_str("---\n");
+                    text.push_str(&crate::policy::yaml::to_string(policy).expect("policies serialise"));
+                }
+                text.into_bytes()
+            }),
+        );
+        self.writer.write(self.dir.join(GENERATION), Box::new(move || generation.to_string().into_bytes()));
+        Ok(())
+    }
+
+    /// Waits until every save handed over so far is on disk.
+    pub fn flush(&self) {
+        self.writer.flush();
     }
 }
 
 impl State {
     /// Quarantines and revocations in force (empty when none were saved).
     pub fn live(&self) -> Result<crate::daemon::live::LiveState, StateError> {
+        self.writer.flush();
         let path = self.dir.join(LIVE);
         match fs::read_to_string(&path) {
             Ok(text) => {
@@ -95,9 +115,12 @@ impl State {
         }
     }
 
+    /// Saves quarantines, grants, revocations and approval requests (on the writer's
+    /// thread: the kernel maps are what enforces; this file restores them at start).
     pub fn save_live(&self, live: &crate::daemon::live::LiveState) -> Result<(), StateError> {
-        let text = serde_json::to_vec_pretty(live).expect("live state serialises");
-        write_atomic(&self.dir.join(LIVE), &text)
+        let text = serde_json::to_vec(live).expect("live state serialises");
+        self.writer.write(self.dir.join(LIVE), Box::new(move || text));
+        Ok(())
     }
 }
 
@@ -105,6 +128,7 @@ impl State {
     /// The pods of this node as last seen (Kubernetes mode), so a restarted agent binds
     /// pod containers before its watch has listed again.
     pub fn pods(&self) -> Vec<crate::daemon::identity::kubepods::PodInfo> {
+        self.writer.flush();
         fs::read_to_string(self.dir.join(PODS))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
@@ -112,7 +136,9 @@ impl State {
     }
 
     pub fn save_pods(&self, pods: &[crate::daemon::identity::kubepods::PodInfo]) -> Result<(), StateError> {
-        write_atomic(&self.dir.join(PODS), &serde_json::to_vec(pods).expect("pods serialise"))
+        let text = serde_json::to_vec(pods).expect("pods serialise");
+        self.writer.write(self.dir.join(PODS), Box::new(move || text));
+        Ok(())
     }
 }
 

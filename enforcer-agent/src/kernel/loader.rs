@@ -228,6 +228,20 @@ fn offsets(btf: &Btf) -> Result<Vec<(&'static str, u64)>, LoadError> {
     ])
 }
 
+/// Gives back the embedded object's pages once the programs are loaded (read again from
+/// the binary should anything touch them): megabytes of the agent's resident memory.
+pub fn release_object_pages() {
+    // SAFETY: sysconf has no preconditions.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let start = OBJECT.as_ptr() as usize;
+    let (first, end) = (start.next_multiple_of(page), (start + OBJECT.len()) / page * page);
+    if end > first {
+        // SAFETY: whole pages inside a read-only static mapped from the binary: dropping
+        // them only means the next access reads the same bytes from the file again.
+        unsafe { libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_DONTNEED) };
+    }
+}
+
 /// A loaded program as the kernel knows it.
 #[derive(Debug, Clone)]
 pub struct LoadedProgram {

@@ -57,7 +57,10 @@ impl Control<'_> {
                 drop(reply.send(found));
             }
             Command::Pods(change) => self.pods_changed(change),
-            Command::ClusterPolicies { resources, reply } => drop(reply.send(self.apply_cluster(&resources))),
+            Command::ClusterPolicies { resources, reply } => {
+                drop(reply.send(self.apply_cluster(&resources)));
+                crate::daemon::memory::trim_heap();
+            }
             Command::Container { start, reply } => drop(reply.send(self.container_start(&start))),
             Command::Ready(reply) => drop(reply.send(self.ready())),
             // With `--kubernetes` the cluster's Policy resources are the set: a change made
@@ -77,6 +80,8 @@ impl Control<'_> {
                     .filter(|c| names.contains(&c.name.as_str()))
                     .collect();
                 drop(reply.send(self.replace(&merged, changes, dry_run, uid).map_err(|f| f.message)));
+                // Once answered: the parse and compile buffers of a large set go back.
+                crate::daemon::memory::trim_heap();
             }
             Command::Delete { name, dry_run, uid, reply } => {
                 let current = self.engine.sources();
