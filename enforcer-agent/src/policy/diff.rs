@@ -62,13 +62,25 @@ fn lines(text: &str, mark: char) -> Vec<String> {
     text.lines().map(|l| format!("{mark}{l}")).collect()
 }
 
-/// A longest-common-subsequence line diff.
+/// A longest-common-subsequence line diff. Lines common to both ends are matched first,
+/// so a small change to a long policy costs time in proportion to its length, not its
+/// square; the quadratic part runs only on what lies between.
 pub fn line_diff(old: &str, new: &str) -> Vec<String> {
     let a: Vec<&str> = old.lines().collect();
     let b: Vec<&str> = new.lines().collect();
+    let head = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let tail = a[head..].iter().rev().zip(b[head..].iter().rev()).take_while(|(x, y)| x == y).count();
+    let mut out: Vec<String> = a[..head].iter().map(|l| format!(" {l}")).collect();
+    out.extend(middle_diff(&a[head..a.len() - tail], &b[head..b.len() - tail]));
+    out.extend(a[a.len() - tail..].iter().map(|l| format!(" {l}")));
+    out
+}
+
+/// The LCS diff of two runs of lines (all removed, then all added, when too long to compare).
+fn middle_diff(a: &[&str], b: &[&str]) -> Vec<String> {
     if a.len() * b.len() > 4_000_000 {
-        let mut out = lines(old, '-');
-        out.extend(lines(new, '+'));
+        let mut out: Vec<String> = a.iter().map(|l| format!("-{l}")).collect();
+        out.extend(b.iter().map(|l| format!("+{l}")));
         return out;
     }
     // lcs[i][j]: length of the LCS of a[i..] and b[j..].
@@ -130,5 +142,18 @@ mod tests {
     #[test]
     fn line_diff_keeps_common_lines() {
         assert_eq!(line_diff("a\nb\nc", "a\nx\nc"), [" a", "+x", "-b", " c"]);
+        assert_eq!(line_diff("a\nb", "a\nb\nc"), [" a", " b", "+c"]);
+        assert_eq!(line_diff("a\nb\nc", "c"), ["-a", "-b", " c"]);
+        assert_eq!(line_diff("a\na", "a"), [" a", "-a"]);
+    }
+
+    #[test]
+    fn line_diff_of_a_long_policy_shows_the_one_line_changed() {
+        let old: Vec<String> = (0..20_000).map(|i| format!("line {i}")).collect();
+        let mut new = old.clone();
+        new[10_000] = "changed".to_owned();
+        let diff = line_diff(&old.join("\n"), &new.join("\n"));
+        assert_eq!(diff.len(), 20_001);
+        assert_eq!(diff.iter().filter(|l| !l.starts_with(' ')).count(), 2, "only the changed line differs");
     }
 }
