@@ -11,8 +11,10 @@ pub use super::{
     selector::SelectorSpec,
 };
 
-/// Largest number of rules of one resource in one policy.
-pub const MAX_RULES_PER_RESOURCE: usize = 4096;
+/// Largest number of rules of one resource in one policy: as many as a set's path entries,
+/// so one policy can use the whole of a set (the set's limits are checked when compiled).
+pub const MAX_RULES_PER_RESOURCE: usize =
+    (enforcer_common::capacity::PATH_RULES / enforcer_common::SLOTS) as usize;
 /// Largest number of policies (identities) in one set.
 pub const MAX_POLICIES: usize = 1024;
 
