@@ -95,6 +95,10 @@ pub struct ListenRuleSpec {
 
 /// Parses every YAML document in `text`; `source` names the file in errors.
 pub fn parse(source: &str, text: &str) -> Result<Vec<Policy>, PolicyError> {
+    if let Some(policies) = yaml::all(text) {
+        return Ok(policies);
+    }
+    // Something does not fit: document by document, to name it.
     let mut policies = Vec::new();
     for (index, document) in yaml::documents(text).iter().enumerate() {
         match document.parse::<Option<Policy>>() {
