@@ -59,6 +59,17 @@ impl Client {
         path: &str,
         body: Option<String>,
     ) -> Result<hyper::Response<Incoming>, ClientError> {
+        self.send_as(method, path, body, "application/yaml").await
+    }
+
+    /// Sends one request whose body is of media type `content_type`.
+    async fn send_as(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+        content_type: &'static str,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .map_err(|source| ClientError::Connect { path: self.socket.clone(), source })?;
@@ -70,7 +81,7 @@ impl Client {
             .method(method)
             .uri(path)
             .header("host", "enforcer")
-            .header("content-type", "application/yaml")
+            .header("content-type", content_type)
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| ClientError::Http(e.to_string()))?;
         let response = sender.send_request(request).await.map_err(|e| ClientError::Http(e.to_string()))?;
@@ -97,6 +108,23 @@ impl Client {
         body: Option<String>,
     ) -> Result<T, ClientError> {
         let response = self.send(method, path, body).await?;
+        Self::decode(response).await
+    }
+
+    /// Sends `body` as JSON and decodes the JSON answer.
+    pub async fn call_json<T: DeserializeOwned, B: serde::Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let text = serde_json::to_string(body)
+            .map_err(|e| ClientError::Http(format!("encoding the request: {e}")))?;
+        let response = self.send_as(method, path, Some(text), "application/json").await?;
+        Self::decode(response).await
+    }
+
+    async fn decode<T: DeserializeOwned>(response: hyper::Response<Incoming>) -> Result<T, ClientError> {
         let bytes =
             response.into_body().collect().await.map_err(|e| ClientError::Http(e.to_string()))?.to_bytes();
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Http(format!("unexpected answer: {e}")))
