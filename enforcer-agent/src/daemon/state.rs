@@ -72,10 +72,20 @@ impl State {
 
     /// Saves the set in force (write to a temporary file, fsync, rename).
     pub fn save(&self, policies: &[Policy], generation: u64) -> Result<(), StateError> {
+        self.save_with(policies, generation, &mut crate::policy::diff::Texts::default())
+    }
+
+    /// [`Self::save`], with the texts of policies taken from (and kept in) `texts`.
+    pub fn save_with(
+        &self,
+        policies: &[Policy],
+        generation: u64,
+        texts: &mut crate::policy::diff::Texts,
+    ) -> Result<(), StateError> {
         let mut text = String::new();
         for policy in policies {
             text.push_str("---\n");
-            text.push_str(&crate::policy::yaml::to_string(policy).expect("policies serialise"));
+            text.push_str(texts.text(policy));
         }
         write_atomic(&self.dir.join(POLICIES), text.as_bytes())?;
         write_atomic(&self.dir.join(GENERATION), generation.to_string().as_bytes())

@@ -31,8 +31,40 @@ pub fn merge(current: &[Policy], docs: &[Policy]) -> Vec<Policy> {
     out
 }
 
+/// The YAML text of policies by name, serialised again only when a policy changed, so
+/// saving or diffing a large set after a small change writes out only what changed.
+#[derive(Default)]
+pub struct Texts {
+    by_name: std::collections::HashMap<String, (Policy, String)>,
+}
+
+impl Texts {
+    /// The text of `policy` (`yaml(policy)`).
+    pub fn text(&mut self, policy: &Policy) -> &str {
+        let entry = self
+            .by_name
+            .entry(policy.metadata.name.clone())
+            .or_insert_with(|| (policy.clone(), yaml(policy)));
+        if entry.0 != *policy {
+            *entry = (policy.clone(), yaml(policy));
+        }
+        &entry.1
+    }
+
+    /// Forgets every policy but those of `set`.
+    pub fn keep(&mut self, set: &[Policy]) {
+        self.by_name.retain(|name, _| set.iter().any(|p| p.metadata.name == *name));
+    }
+}
+
 /// Changes from `before` to `after`, in the order of `after`, deletions last.
 pub fn changes(before: &[Policy], after: &[Policy]) -> Vec<Change> {
+    changes_with(before, after, &mut Texts::default())
+}
+
+/// [`changes`], with the texts of policies taken from (and kept in) `texts`.
+pub fn changes_with(before: &[Policy], after: &[Policy], texts: &mut Texts) -> Vec<Change> {
+    let mut yaml = |policy: &Policy| texts.text(policy).to_owned();
     let mut out = Vec::new();
     for policy in after {
         let name = policy.metadata.name.clone();
@@ -41,11 +73,10 @@ pub fn changes(before: &[Policy], after: &[Policy]) -> Vec<Change> {
             Some(old) if old == policy => {
                 out.push(Change { name, change: "unchanged".into(), diff: Vec::new() });
             }
-            Some(old) => out.push(Change {
-                name,
-                change: "changed".into(),
-                diff: line_diff(&yaml(old), &yaml(policy)),
-            }),
+            Some(old) => {
+                let old = yaml(old);
+                out.push(Change { name, change: "changed".into(), diff: line_diff(&old, &yaml(policy)) });
+            }
         }
     }
     for old in before.iter().filter(|p| !after.iter().any(|a| a.metadata.name == p.metadata.name)) {
@@ -137,6 +168,19 @@ mod tests {
         assert_eq!(kinds, [("a", "unchanged"), ("b", "changed"), ("new", "created"), ("gone", "deleted")]);
         assert!(c[1].diff.contains(&"-  mode: enforce".to_owned()), "{:?}", c[1].diff);
         assert!(c[1].diff.contains(&"+  mode: audit".to_owned()), "{:?}", c[1].diff);
+    }
+
+    #[test]
+    fn texts_follow_the_policy_of_each_name() {
+        let mut texts = Texts::default();
+        assert_eq!(texts.text(&doc("a", "enforce")), yaml(&doc("a", "enforce")));
+        assert_eq!(texts.text(&doc("a", "audit")), yaml(&doc("a", "audit")));
+        assert_eq!(
+            changes_with(&[doc("a", "enforce")], &[doc("a", "audit")], &mut texts),
+            changes(&[doc("a", "enforce")], &[doc("a", "audit")])
+        );
+        texts.keep(&[doc("b", "audit")]);
+        assert!(texts.by_name.is_empty());
     }
 
     #[test]
