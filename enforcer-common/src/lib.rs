@@ -38,9 +38,12 @@ pub mod capacity {
     pub const LISTEN_RULES: u32 = IDENTITIES;
     pub const CGROUP_BINDINGS: u32 = 2 * 8192;
     pub const CGROUP_CACHE: u32 = 65_536;
-    pub const PATH_RULES: u32 = 2 * 32_768;
-    pub const INODE_RULES: u32 = 2 * 32_768;
-    pub const NET_PREFIXES: u32 = 2 * 8192;
+    /// Hash maps allocated as entries are added (`BPF_F_NO_PREALLOC`): preallocated, the
+    /// two would pin about 57 MB whatever the policies hold.
+    pub const PATH_RULES: u32 = 2 * 131_072;
+    pub const INODE_RULES: u32 = 2 * 131_072;
+    /// An LPM trie: its nodes are always allocated as prefixes are added.
+    pub const NET_PREFIXES: u32 = 2 * 65_536;
     pub const EVENTS_BYTES: u32 = 16 * 1024 * 1024;
     pub const QUARANTINE: u32 = 1024;
     pub const REVOKED: u32 = 4096;

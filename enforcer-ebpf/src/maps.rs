@@ -1,6 +1,7 @@
 //! Every map of the kernel programs. Names and layouts come from `enforcer_common::maps`.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -58,13 +59,17 @@ pub static PROTECTED_PIDS: HashMap<u32, u32> = HashMap::with_max_entries(capacit
 pub static IDENTITIES: HashMap<IdentityKey, IdentityConfig> =
     HashMap::with_max_entries(capacity::IDENTITIES, 0);
 
-/// Exec and file rules, keyed by the hash and length of a path or directory.
+/// Exec and file rules, keyed by the hash and length of a path or directory. Entries are
+/// allocated as the agent adds them (sleepable programs may read such maps since 6.1).
 #[map(name = "PATH_RULES")]
-pub static PATH_RULES: HashMap<PathKey, PathRule> = HashMap::with_max_entries(capacity::PATH_RULES, 0);
+pub static PATH_RULES: HashMap<PathKey, PathRule> =
+    HashMap::with_max_entries(capacity::PATH_RULES, BPF_F_NO_PREALLOC);
 
-/// Exec and file rules by the identity of the files and directories they name.
+/// Exec and file rules by the identity of the files and directories they name; allocated
+/// as added, like [`PATH_RULES`].
 #[map(name = "INODE_RULES")]
-pub static INODE_RULES: HashMap<InodeRuleKey, PathRule> = HashMap::with_max_entries(capacity::INODE_RULES, 0);
+pub static INODE_RULES: HashMap<InodeRuleKey, PathRule> =
+    HashMap::with_max_entries(capacity::INODE_RULES, BPF_F_NO_PREALLOC);
 
 /// `listen` rules of each identity (the ports it may bind), by (identity, slot).
 #[map(name = "LISTEN_RULES")]

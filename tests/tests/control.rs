@@ -257,7 +257,7 @@ fn garbage_and_oversized_requests_get_errors_and_the_agent_keeps_serving() {
     let answer =
         raw_request(&dirs.socket, b"GET /v1/nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert!(answer.starts_with("HTTP/1.1 404") && answer.contains("no such API path"), "{answer}");
-    let big = 5 * 1024 * 1024;
+    let big = enforcer_agent::api::MAX_BODY + 1024 * 1024;
     let head = format!(
         "POST /v1/policies HTTP/1.1\r\nHost: x\r\nContent-Length: {big}\r\nConnection: close\r\n\r\n"
     );

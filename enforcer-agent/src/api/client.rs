@@ -85,6 +85,19 @@ impl Client {
     ) -> Result<T, ClientError> {
         self.connect().await?.call(method, path, body).await
     }
+
+    /// Sends `body` as JSON on a connection of its own and decodes the JSON answer.
+    pub async fn call_json<T: DeserializeOwned, B: serde::Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let text = serde_json::to_string(body)
+            .map_err(|e| ClientError::Http(format!("encoding the request: {e}")))?;
+        let response = self.connect().await?.send_as(method, path, Some(text), "application/json").await?;
+        decode(response).await
+    }
 }
 
 /// An open connection to the agent's API.
@@ -100,12 +113,33 @@ impl Connection {
         path: &str,
         body: Option<String>,
     ) -> Result<hyper::Response<Incoming>, ClientError> {
+        self.send_as(method, path, body, "application/yaml").await
+    }
+
+    /// Sends one request and decodes the JSON answer.
+    pub async fn call<T: DeserializeOwned>(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<T, ClientError> {
+        decode(self.send(method, path, body).await?).await
+    }
+
+    /// Sends one request whose body is of media type `content_type`.
+    async fn send_as(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+        content_type: &'static str,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
         self.sender.ready().await.map_err(|e| ClientError::Http(e.to_string()))?;
         let request = Request::builder()
             .method(method)
             .uri(path)
             .header("host", "enforcer")
-            .header("content-type", "application/yaml")
+            .header("content-type", content_type)
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| ClientError::Http(e.to_string()))?;
         let response =
@@ -124,19 +158,13 @@ impl Connection {
         }
         Ok(response)
     }
+}
 
-    /// Sends one request and decodes the JSON answer.
-    pub async fn call<T: DeserializeOwned>(
-        &mut self,
-        method: Method,
-        path: &str,
-        body: Option<String>,
-    ) -> Result<T, ClientError> {
-        let response = self.send(method, path, body).await?;
-        let bytes =
-            response.into_body().collect().await.map_err(|e| ClientError::Http(e.to_string()))?.to_bytes();
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Http(format!("unexpected answer: {e}")))
-    }
+/// The JSON answer of a response.
+async fn decode<T: DeserializeOwned>(response: hyper::Response<Incoming>) -> Result<T, ClientError> {
+    let bytes =
+        response.into_body().collect().await.map_err(|e| ClientError::Http(e.to_string()))?.to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| ClientError::Http(format!("unexpected answer: {e}")))
 }
 
 /// Percent-encodes a query value.

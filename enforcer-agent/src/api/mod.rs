@@ -33,9 +33,9 @@ pub use crate::daemon::{
 };
 
 pub const DEFAULT_SOCKET: &str = "/run/enforcer/enforcer.sock";
-/// Largest request body accepted.
-/// (A set at the map limits, 65,536 CIDRs or 131,072 paths, is 4 to 8 MiB of YAML.)
-pub const MAX_BODY: usize = 16 * 1024 * 1024;
+/// Largest request body accepted: a policy set at its limits (131,072 path rules or
+/// 65,536 CIDRs) is about 8 MiB of YAML.
+pub const MAX_BODY: usize = 32 * 1024 * 1024;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiError {

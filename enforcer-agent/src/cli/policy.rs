@@ -12,21 +12,20 @@ use crate::{
     policy::{model::Policy, validate},
 };
 
-/// Reads policy text from a file, a directory of `*.yaml`/`*.yml`, or `-` (stdin).
-fn read_source(path: &Path) -> anyhow::Result<String> {
+/// What `apply` sends: the documents of a file or a directory of `*.yaml`/`*.yml`, parsed
+/// here so errors name the file, or the YAML text of `-` (stdin), parsed by the agent.
+enum Source {
+    Parsed(Vec<Policy>),
+    Text(String),
+}
+
+fn read_source(path: &Path) -> anyhow::Result<Source> {
     if path.as_os_str() == "-" {
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text)?;
-        return Ok(text);
+        return Ok(Source::Text(text));
     }
-    // Parse locally first so errors name the file; send the documents as YAML.
-    let policies = files::read_policies(path)?;
-    let mut text = String::new();
-    for policy in &policies {
-        text.push_str("---\n");
-        text.push_str(&crate::policy::yaml::to_string(policy)?);
-    }
-    Ok(text)
+    Ok(Source::Parsed(files::read_policies(path)?))
 }
 
 pub fn validate(file: &Path, output: Output) -> ExitCode {
@@ -67,11 +66,15 @@ pub fn apply(socket: &Path, file: &Path, dry_run: bool, show_diff: bool, output:
         }
     };
     let path = if dry_run { "/v1/policies?dryRun=true" } else { "/v1/policies" };
-    let result: ApplyResult =
-        match runtime().block_on(Client::new(socket).call(Method::POST, path, Some(text))) {
-            Ok(r) => r,
-            Err(e) => return fail(&e),
-        };
+    let client = Client::new(socket);
+    let sent = match text {
+        Source::Parsed(policies) => runtime().block_on(client.call_json(Method::POST, path, &policies)),
+        Source::Text(text) => runtime().block_on(client.call(Method::POST, path, Some(text))),
+    };
+    let result: ApplyResult = match sent {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
     print_changes(&result, show_diff || dry_run, output);
     ExitCode::SUCCESS
 }

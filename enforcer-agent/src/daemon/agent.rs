@@ -197,6 +197,7 @@ pub async fn run(config: Config, start_api: StartApi) -> anyhow::Result<()> {
         config: &config,
         live: running.live,
         kube_synced: (false, false),
+        texts: crate::policy::diff::Texts::default(),
     };
     let mut commands = running.commands;
     let _programs = running.ebpf;

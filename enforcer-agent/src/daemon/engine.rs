@@ -205,14 +205,24 @@ impl Engine {
     /// Replaces the whole policy set. Nothing changes unless every document is valid and
     /// the compiled set fits; the switch itself is one map store.
     pub fn apply(&mut self, policies: &[Policy]) -> Result<Applied, EngineError> {
+        let started = std::time::Instant::now();
         let valid = validate_set(policies)?;
+        let validated = started.elapsed();
         let ids = self.numbered(&valid);
         let cgroups = identity::scan(&self.cgroup_root);
         let bindings = self.settle(identity::resolve(&valid, &cgroups, &self.pods), &ids, true);
         let generation = self.generation + 1;
         let mut set = compile(&valid, &ids, &bindings, generation)?;
         crate::daemon::file_identity::fill(&mut set, crate::daemon::file_identity::on_disk);
+        let compiled = started.elapsed();
         self.maps.install(&set).map_err(EngineError::Install)?;
+        tracing::debug!(
+            generation,
+            validate = ?validated,
+            compile = ?compiled.saturating_sub(validated),
+            install = ?started.elapsed().saturating_sub(compiled),
+            "policy set installed"
+        );
 
         self.bound = set.bindings.iter().map(|(cgroup, b)| (*cgroup, b.identity)).collect();
         self.failed.clear();

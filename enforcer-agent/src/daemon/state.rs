@@ -79,18 +79,23 @@ impl State {
     /// Saves the set in force: serialised and written (temporary file, fsync, rename) on
     /// the writer's thread, so an apply does not wait for the disk.
     pub fn save(&self, policies: &[Policy], generation: u64) -> Result<(), StateError> {
-        let policies = policies.to_vec();
-        self.writer.write(
-            self.dir.join(POLICIES),
-            Box::new(move || {
-                let mut text = String::new();
-                for policy in &policies {
-                    text.push_str("---\n");
-                    text.push_str(&crate::policy::yaml::to_string(policy).expect("policies serialise"));
-                }
-                text.into_bytes()
-            }),
-        );
+        self.save_with(policies, generation, &mut crate::policy::diff::Texts::default())
+    }
+
+    /// [`Self::save`], with the texts of policies taken from (and kept in) `texts`; the
+    /// text is put together here (cheap with the texts kept), written on the writer's thread.
+    pub fn save_with(
+        &self,
+        policies: &[Policy],
+        generation: u64,
+        texts: &mut crate::policy::diff::Texts,
+    ) -> Result<(), StateError> {
+        let mut text = String::new();
+        for policy in policies {
+            text.push_str("---\n");
+            text.push_str(texts.text(policy));
+        }
+        self.writer.write(self.dir.join(POLICIES), Box::new(move || text.into_bytes()));
         self.writer.write(self.dir.join(GENERATION), Box::new(move || generation.to_string().into_bytes()));
         Ok(())
     }

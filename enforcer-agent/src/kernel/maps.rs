@@ -1,23 +1,32 @@
 //! The only module that touches `aya::maps`: installs compiled policy sets, binds cgroups,
 //! reads counters and hands out the event ring buffer.
 
-use std::borrow::BorrowMut;
+use std::{borrow::BorrowMut, os::fd::AsFd as _};
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf, lpm_trie::Key},
+    maps::{
+        Array, HashMap, IterableMap as _, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf,
+        lpm_trie::Key,
+    },
 };
 use enforcer_common::{
     SLOTS,
     maps::{
         self as names, Binding, CgroupKey, Grant, GrantKey, IdentityConfig, IdentityKey, InodeKey,
-        InodeRuleKey, NET_GRANT_FIXED_BITS, NET_KEY_FIXED_BITS, NetEntry, NetGrant, NetGrantKey, NetKey,
-        PathKey, PathRule, Quarantine, Revoked, RevokedKey,
+        InodeRuleKey as KernelInodeRuleKey, NET_GRANT_FIXED_BITS, NET_KEY_FIXED_BITS, NetEntry, NetGrant,
+        NetGrantKey, NetKey, PathKey, PathRule, Quarantine, Revoked, RevokedKey,
     },
     verdict::stat,
 };
 
-use crate::policy::compiled::CompiledSet;
+use crate::{
+    kernel::{
+        batch,
+        slot::{SlotContents, delta},
+    },
+    policy::compiled::{CompiledSet, InodeRuleKey, NetPrefix, PathRuleKey},
+};
 
 /// A path grant as the kernel holds it.
 pub type PathGrant = (GrantKey, Grant);
@@ -33,6 +42,12 @@ pub enum MapsError {
         map: &'static str,
         #[source]
         source: MapError,
+    },
+    #[error("map {map}: {source}")]
+    Batch {
+        map: &'static str,
+        #[source]
+        source: std::io::Error,
     },
     #[error(
         "kernel programs still read policy slot {0} after {READER_WAIT:?}; nothing was changed, try again"
@@ -58,7 +73,7 @@ pub struct KernelMaps {
     readers: PerCpuArray<MapData, u64>,
     identities: HashMap<MapData, IdentityKey, IdentityConfig>,
     path_rules: HashMap<MapData, PathKey, PathRule>,
-    inode_rules: HashMap<MapData, InodeRuleKey, PathRule>,
+    inode_rules: HashMap<MapData, KernelInodeRuleKey, PathRule>,
     net_rules: LpmTrie<MapData, NetKey, NetEntry>,
     listen_rules: HashMap<MapData, IdentityKey, NetEntry>,
     stats: PerCpuArray<MapData, u64>,
@@ -68,6 +83,9 @@ pub struct KernelMaps {
     net_grants: LpmTrie<MapData, NetGrantKey, NetGrant>,
     setup_tasks: HashMap<MapData, u32, u64>,
     runtime_tasks: HashMap<MapData, u32, u32>,
+    /// What the agent wrote into each slot; `None` once unknown (a write failed part-way).
+    /// The maps are created empty at load, so both start known and empty.
+    held: [Option<SlotContents>; SLOTS as usize],
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, MapsError> {
@@ -105,6 +123,7 @@ impl KernelMaps {
                 .map_err(err(names::SETUP_TASKS))?,
             runtime_tasks: HashMap::try_from(take(ebpf, names::RUNTIME_TASKS)?)
                 .map_err(err(names::RUNTIME_TASKS))?,
+            held: [Some(SlotContents::default()), Some(SlotContents::default())],
         })
     }
 
@@ -122,67 +141,120 @@ impl KernelMaps {
     /// Writes `set` into the inactive slot, then switches to it with one store, so every
     /// hook invocation sees either the old set or the new one in full.
     ///
-    /// On error the slot in force is untouched (the inactive slot may be half-written;
-    /// it is cleared before its next use).
+    /// Only what differs from what the slot held is written: the entries the new set lacks
+    /// are removed, those it adds or changes written (in batches where the map allows).
+    /// On error the slot in force is untouched (the inactive slot may be half-written; it
+    /// is then cleared in full before its next use).
     pub fn install(&mut self, set: &CompiledSet) -> Result<u32, MapsError> {
         let slot = (self.active_slot()? + 1) % SLOTS;
         // A sleepable program that read ACTIVE before the last flip may still be judging
         // with this slot: it is rewritten only once none is.
         self.wait_for_readers(slot)?;
-        self.clear_slot(slot)?;
-        for (identity, config) in &set.identities {
-            self.identities
-                .insert(&IdentityKey { identity: *identity, slot }, config, 0)
-                .map_err(err(names::IDENTITIES))?;
-        }
-        let names: std::collections::HashMap<_, _> = set.path_names.iter().map(|(k, n)| (*k, n)).collect();
-        for (key, rule) in &set.path_rules {
-            let mut rule = *rule;
-            rule.check = names.get(key).map_or(0, |name| crate::kernel::path_key::check(name));
-            let key = PathKey {
-                hash: key.hash,
-                identity: key.identity,
-                len: key.len,
-                kind: key.kind,
-                slot: u8::try_from(slot).expect("slot < SLOTS"),
-            };
-            self.path_rules.insert(&key, &rule, 0).map_err(err(names::PATH_RULES))?;
-        }
-        for (key, rule) in &set.inode_rules {
-            let key = InodeRuleKey {
-                ino: key.ino,
-                dev: key.dev,
-                identity: key.identity,
-                kind: key.kind,
-                slot: u8::try_from(slot).expect("slot < SLOTS"),
-                pad: [0; 6],
-            };
-            self.inode_rules.insert(&key, rule, 0).map_err(err(names::INODE_RULES))?;
-        }
-        for (prefix, entry) in &set.net_rules {
-            let key = Key::new(
-                NET_KEY_FIXED_BITS + u32::from(prefix.prefix_len),
-                NetKey { slot, identity: prefix.identity, addr: prefix.addr },
-            );
-            self.net_rules.insert(&key, entry, 0).map_err(err(names::NET_RULES))?;
-        }
-        for (identity, entry) in &set.listen_rules {
-            self.listen_rules
-                .insert(&IdentityKey { identity: *identity, slot }, entry, 0)
-                .map_err(err(names::LISTEN_RULES))?;
-        }
-        // Bindings last: a binding is what makes a cgroup managed in this slot.
-        for (cgroup_id, binding) in &set.bindings {
-            self.bindings
-                .insert(&CgroupKey { cgroup_id: *cgroup_id, slot, pad: 0 }, binding, 0)
-                .map_err(err(names::CGROUP_BINDINGS))?;
-        }
+        let wanted = SlotContents::of(set, crate::kernel::path_key::check);
+        let held = if let Some(held) = self.held[slot as usize].take() {
+            held
+        } else {
+            self.clear_slot(slot)?;
+            SlotContents::default()
+        };
+        self.rewrite_slot(slot, &held, &wanted)?;
+        self.held[slot as usize] = Some(wanted);
         self.generation.set(slot, &set.generation, 0).map_err(err(names::SLOT_GENERATION))?;
         // Before the flip: resolutions cached while this slot held an older set carry an
         // older epoch, and every entry written for it from now on is about the new set.
         self.bump_epoch()?;
         self.active.set(0, &slot, 0).map_err(err(names::ACTIVE))?;
         Ok(slot)
+    }
+
+    /// Turns `slot` from holding `held` into holding `wanted`: removals first, then writes,
+    /// bindings last (a binding is what makes a cgroup managed in this slot).
+    fn rewrite_slot(
+        &mut self,
+        slot: u32,
+        held: &SlotContents,
+        wanted: &SlotContents,
+    ) -> Result<(), MapsError> {
+        let slot8 = u8::try_from(slot).expect("slot < SLOTS");
+        let identity_key = |identity: u32| IdentityKey { identity, slot };
+        let binding_key = |cgroup_id: u64| CgroupKey { cgroup_id, slot, pad: 0 };
+        let path_key = |k: &PathRuleKey| PathKey {
+            hash: k.hash,
+            identity: k.identity,
+            len: k.len,
+            kind: k.kind,
+            slot: slot8,
+        };
+        let inode_key = |k: &InodeRuleKey| KernelInodeRuleKey {
+            ino: k.ino,
+            dev: k.dev,
+            identity: k.identity,
+            kind: k.kind,
+            slot: slot8,
+            pad: [0; 6],
+        };
+        let net_key = |p: &NetPrefix| {
+            Key::new(
+                NET_KEY_FIXED_BITS + u32::from(p.prefix_len),
+                NetKey { slot, identity: p.identity, addr: p.addr },
+            )
+        };
+        let bindings = delta(&held.bindings, &wanted.bindings);
+        let identities = delta(&held.identities, &wanted.identities);
+        let listen = delta(&held.listen_rules, &wanted.listen_rules);
+        let paths = delta(&held.path_rules, &wanted.path_rules);
+        let inodes = delta(&held.inode_rules, &wanted.inode_rules);
+        let nets = delta(&held.net_rules, &wanted.net_rules);
+
+        remove_batch(
+            &self.bindings,
+            names::CGROUP_BINDINGS,
+            bindings.removed.iter().map(|c| binding_key(*c)),
+        )?;
+        remove_batch(
+            &self.identities,
+            names::IDENTITIES,
+            identities.removed.iter().map(|i| identity_key(*i)),
+        )?;
+        remove_batch(
+            &self.listen_rules,
+            names::LISTEN_RULES,
+            listen.removed.iter().map(|i| identity_key(*i)),
+        )?;
+        remove_batch(&self.path_rules, names::PATH_RULES, paths.removed.iter().map(path_key))?;
+        remove_batch(&self.inode_rules, names::INODE_RULES, inodes.removed.iter().map(inode_key))?;
+        for prefix in &nets.removed {
+            ignore_missing(self.net_rules.remove(&net_key(prefix))).map_err(err(names::NET_RULES))?;
+        }
+
+        write_batch(
+            &self.identities,
+            names::IDENTITIES,
+            identities.written.iter().map(|(i, v)| (identity_key(*i), *v)),
+        )?;
+        write_batch(
+            &self.path_rules,
+            names::PATH_RULES,
+            paths.written.iter().map(|(k, v)| (path_key(k), *v)),
+        )?;
+        write_batch(
+            &self.inode_rules,
+            names::INODE_RULES,
+            inodes.written.iter().map(|(k, v)| (inode_key(k), *v)),
+        )?;
+        for (prefix, entry) in &nets.written {
+            self.net_rules.insert(&net_key(prefix), entry, 0).map_err(err(names::NET_RULES))?;
+        }
+        write_batch(
+            &self.listen_rules,
+            names::LISTEN_RULES,
+            listen.written.iter().map(|(i, v)| (identity_key(*i), *v)),
+        )?;
+        write_batch(
+            &self.bindings,
+            names::CGROUP_BINDINGS,
+            bindings.written.iter().map(|(c, v)| (binding_key(*c), *v)),
+        )
     }
 
     /// Adds or replaces a cgroup binding in the set in force (a cgroup discovered after
@@ -193,6 +265,9 @@ impl KernelMaps {
         self.bindings
             .insert(&CgroupKey { cgroup_id, slot, pad: 0 }, &binding, 0)
             .map_err(err(names::CGROUP_BINDINGS))?;
+        if let Some(held) = &mut self.held[slot as usize] {
+            held.bind(cgroup_id, binding);
+        }
         self.bump_epoch()
     }
 
@@ -202,6 +277,9 @@ impl KernelMaps {
         for cgroup_id in cgroup_ids {
             ignore_missing(self.bindings.remove(&CgroupKey { cgroup_id: *cgroup_id, slot, pad: 0 }))
                 .map_err(err(names::CGROUP_BINDINGS))?;
+        }
+        if let Some(held) = &mut self.held[slot as usize] {
+            held.unbind(cgroup_ids);
         }
         self.bump_epoch()
     }
@@ -267,6 +345,8 @@ impl KernelMaps {
         remove_where(&mut self.protected_pids, names::PROTECTED_PIDS, |p| !pids.contains(p))
     }
 
+    /// Removes every entry of `slot` by walking the maps: used only when what the slot holds
+    /// is not known (an earlier write of it failed part-way).
     fn clear_slot(&mut self, slot: u32) -> Result<(), MapsError> {
         remove_where(&mut self.bindings, names::CGROUP_BINDINGS, |k| k.slot == slot)?;
         remove_where(&mut self.identities, names::IDENTITIES, |k| k.slot == slot)?;
@@ -367,6 +447,32 @@ fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
         Err(MapError::KeyNotFound) => Ok(()),
         other => other,
     }
+}
+
+/// Writes `entries` to a hash map in one batch.
+fn write_batch<K: aya::Pod, V: aya::Pod>(
+    map: &HashMap<MapData, K, V>,
+    name: &'static str,
+    entries: impl Iterator<Item = (K, V)>,
+) -> Result<(), MapsError> {
+    let entries: Vec<(K, V)> = entries.collect();
+    if entries.is_empty() {
+        return Ok(());
+    }
+    batch::update(map.map().fd().as_fd(), &entries).map_err(|source| MapsError::Batch { map: name, source })
+}
+
+/// Removes `keys` from a hash map in one batch (keys it does not hold are skipped).
+fn remove_batch<K: aya::Pod, V: aya::Pod>(
+    map: &HashMap<MapData, K, V>,
+    name: &'static str,
+    keys: impl Iterator<Item = K>,
+) -> Result<(), MapsError> {
+    let keys: Vec<K> = keys.collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    batch::delete(map.map().fd().as_fd(), &keys).map_err(|source| MapsError::Batch { map: name, source })
 }
 
 fn remove_where<T: BorrowMut<MapData>, K: aya::Pod + Copy, V: aya::Pod>(

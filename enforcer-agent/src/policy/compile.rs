@@ -204,23 +204,29 @@ fn net_entry(rules: impl Iterator<Item = (u16, u16, Protocol, Action, u32)>) -> 
     entry
 }
 
-/// Whether `outer`'s CIDR covers the prefix `addr`/`prefix_len`.
-fn covers(outer: &NetRuleSpec, addr: &[u8; 16], prefix_len: u8) -> bool {
-    outer.prefix_len <= prefix_len && super::net::contains(&outer.addr, outer.prefix_len, addr)
-}
-
+/// One entry per distinct CIDR of the identity. Rules are grouped by CIDR once, and each
+/// CIDR finds the rules of the CIDRs covering it by looking up its own address cut to each
+/// shorter prefix length in use (at most 129), so the work is O(n log n), not O(n²).
 fn compile_network(
     set: &mut CompiledSet,
     doc: &str,
     identity: u32,
     rules: &[NetRuleSpec],
 ) -> Result<(), PolicyError> {
-    let prefixes: BTreeSet<([u8; 16], u8)> = rules.iter().map(|r| (r.addr, r.prefix_len)).collect();
-    for (addr, prefix_len) in &prefixes {
+    // Rules of each CIDR, in document order.
+    let mut by_cidr: BTreeMap<([u8; 16], u8), Vec<&NetRuleSpec>> = BTreeMap::new();
+    for rule in rules {
+        by_cidr.entry((rule.addr, rule.prefix_len)).or_default().push(rule);
+    }
+    let lengths: BTreeSet<u8> = by_cidr.keys().map(|(_, len)| *len).collect();
+    for ((addr, prefix_len), own) in &by_cidr {
         // Own rules first, then those of ever shorter covering prefixes; document order within.
-        let mut applicable: Vec<&NetRuleSpec> =
-            rules.iter().filter(|r| covers(r, addr, *prefix_len)).collect();
-        applicable.sort_by_key(|r| (std::cmp::Reverse(r.prefix_len), r.index));
+        let mut applicable: Vec<&NetRuleSpec> = own.clone();
+        for len in lengths.range(..*prefix_len).rev() {
+            if let Some(wider) = by_cidr.get(&(super::net::masked(addr, *len), *len)) {
+                applicable.extend(wider);
+            }
+        }
         if applicable.len() > MAX_NET_RULES_PER_PREFIX {
             let cidr = &applicable[0].cidr;
             return Err(PolicyError::new(

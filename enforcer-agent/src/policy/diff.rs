@@ -31,8 +31,40 @@ pub fn merge(current: &[Policy], docs: &[Policy]) -> Vec<Policy> {
     out
 }
 
+/// The YAML text of policies by name, serialised again only when a policy changed, so
+/// saving or diffing a large set after a small change writes out only what changed.
+#[derive(Default)]
+pub struct Texts {
+    by_name: std::collections::HashMap<String, (Policy, String)>,
+}
+
+impl Texts {
+    /// The text of `policy` (`yaml(policy)`).
+    pub fn text(&mut self, policy: &Policy) -> &str {
+        let entry = self
+            .by_name
+            .entry(policy.metadata.name.clone())
+            .or_insert_with(|| (policy.clone(), yaml(policy)));
+        if entry.0 != *policy {
+            *entry = (policy.clone(), yaml(policy));
+        }
+        &entry.1
+    }
+
+    /// Forgets every policy but those of `set`.
+    pub fn keep(&mut self, set: &[Policy]) {
+        self.by_name.retain(|name, _| set.iter().any(|p| p.metadata.name == *name));
+    }
+}
+
 /// Changes from `before` to `after`, in the order of `after`, deletions last.
 pub fn changes(before: &[Policy], after: &[Policy]) -> Vec<Change> {
+    changes_with(before, after, &mut Texts::default())
+}
+
+/// [`changes`], with the texts of policies taken from (and kept in) `texts`.
+pub fn changes_with(before: &[Policy], after: &[Policy], texts: &mut Texts) -> Vec<Change> {
+    let mut yaml = |policy: &Policy| texts.text(policy).to_owned();
     let mut out = Vec::new();
     for policy in after {
         let name = policy.metadata.name.clone();
@@ -41,11 +73,10 @@ pub fn changes(before: &[Policy], after: &[Policy]) -> Vec<Change> {
             Some(old) if old == policy => {
                 out.push(Change { name, change: "unchanged".into(), diff: Vec::new() });
             }
-            Some(old) => out.push(Change {
-                name,
-                change: "changed".into(),
-                diff: line_diff(&yaml(old), &yaml(policy)),
-            }),
+            Some(old) => {
+                let old = yaml(old);
+                out.push(Change { name, change: "changed".into(), diff: line_diff(&old, &yaml(policy)) });
+            }
         }
     }
     for old in before.iter().filter(|p| !after.iter().any(|a| a.metadata.name == p.metadata.name)) {
@@ -62,13 +93,25 @@ fn lines(text: &str, mark: char) -> Vec<String> {
     text.lines().map(|l| format!("{mark}{l}")).collect()
 }
 
-/// A longest-common-subsequence line diff.
+/// A longest-common-subsequence line diff. Lines common to both ends are matched first,
+/// so a small change to a long policy costs time in proportion to its length, not its
+/// square; the quadratic part runs only on what lies between.
 pub fn line_diff(old: &str, new: &str) -> Vec<String> {
     let a: Vec<&str> = old.lines().collect();
     let b: Vec<&str> = new.lines().collect();
+    let head = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let tail = a[head..].iter().rev().zip(b[head..].iter().rev()).take_while(|(x, y)| x == y).count();
+    let mut out: Vec<String> = a[..head].iter().map(|l| format!(" {l}")).collect();
+    out.extend(middle_diff(&a[head..a.len() - tail], &b[head..b.len() - tail]));
+    out.extend(a[a.len() - tail..].iter().map(|l| format!(" {l}")));
+    out
+}
+
+/// The LCS diff of two runs of lines (all removed, then all added, when too long to compare).
+fn middle_diff(a: &[&str], b: &[&str]) -> Vec<String> {
     if a.len() * b.len() > 4_000_000 {
-        let mut out = lines(old, '-');
-        out.extend(lines(new, '+'));
+        let mut out: Vec<String> = a.iter().map(|l| format!("-{l}")).collect();
+        out.extend(b.iter().map(|l| format!("+{l}")));
         return out;
     }
     // lcs[i][j]: length of the LCS of a[i..] and b[j..].
@@ -128,7 +171,33 @@ mod tests {
     }
 
     #[test]
+    fn texts_follow_the_policy_of_each_name() {
+        let mut texts = Texts::default();
+        assert_eq!(texts.text(&doc("a", "enforce")), yaml(&doc("a", "enforce")));
+        assert_eq!(texts.text(&doc("a", "audit")), yaml(&doc("a", "audit")));
+        assert_eq!(
+            changes_with(&[doc("a", "enforce")], &[doc("a", "audit")], &mut texts),
+            changes(&[doc("a", "enforce")], &[doc("a", "audit")])
+        );
+        texts.keep(&[doc("b", "audit")]);
+        assert!(texts.by_name.is_empty());
+    }
+
+    #[test]
     fn line_diff_keeps_common_lines() {
         assert_eq!(line_diff("a\nb\nc", "a\nx\nc"), [" a", "+x", "-b", " c"]);
+        assert_eq!(line_diff("a\nb", "a\nb\nc"), [" a", " b", "+c"]);
+        assert_eq!(line_diff("a\nb\nc", "c"), ["-a", "-b", " c"]);
+        assert_eq!(line_diff("a\na", "a"), [" a", "-a"]);
+    }
+
+    #[test]
+    fn line_diff_of_a_long_policy_shows_the_one_line_changed() {
+        let old: Vec<String> = (0..20_000).map(|i| format!("line {i}")).collect();
+        let mut new = old.clone();
+        new[10_000] = "changed".to_owned();
+        let diff = line_diff(&old.join("\n"), &new.join("\n"));
+        assert_eq!(diff.len(), 20_001);
+        assert_eq!(diff.iter().filter(|l| !l.starts_with(' ')).count(), 2, "only the changed line differs");
     }
 }

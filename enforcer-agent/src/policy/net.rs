@@ -42,6 +42,13 @@ pub fn contains(prefix: &[u8; 16], bits: u8, addr: &[u8; 16]) -> bool {
     Ipv6Net::new(Ipv6Addr::from(*prefix), bits).is_ok_and(|net| net.contains(&Ipv6Addr::from(*addr)))
 }
 
+/// `addr` with every bit after the first `bits` cleared: the network address of the prefix
+/// of that length holding it.
+pub fn masked(addr: &[u8; 16], bits: u8) -> [u8; 16] {
+    let mask = u128::MAX.checked_shl(128 - u32::from(bits.min(128))).unwrap_or(0);
+    (u128::from_be_bytes(*addr) & mask).to_be_bytes()
+}
+
 /// An address in IPv6 form (IPv4 mapped), as the kernel programs see destinations.
 pub fn v6_form(address: IpAddr) -> [u8; 16] {
     match address {
@@ -67,5 +74,14 @@ mod tests {
         assert!(cidr("10.0.0.1/8").unwrap_err().contains("host bits"));
         assert!(cidr("10.0.0.0/33").unwrap_err().contains("prefix length"));
         assert!(cidr("300.1.1.1").unwrap_err().contains("not an IP address"));
+    }
+
+    #[test]
+    fn masks_to_the_network_address() {
+        let addr = v6_form("10.1.2.3".parse().unwrap());
+        assert_eq!(masked(&addr, 96 + 16), cidr("10.1.0.0/16").unwrap().0);
+        assert_eq!(masked(&addr, 128), addr);
+        assert_eq!(masked(&addr, 0), [0; 16]);
+        assert_eq!(masked(&addr, 1), [0; 16]);
     }
 }

@@ -340,3 +340,29 @@ fn runtimes_must_be_absolute_distinct_and_few() {
     assert_eq!(e.field, "spec.runtimes");
     assert!(e.problem.contains("5 runtimes exceed the limit of 4"), "{e}");
 }
+
+#[test]
+fn large_sets_fit_up_to_the_map_limits_and_no_further() {
+    let mut policy = parse("t.yaml", &with_spec("  selector:\n    cgroupPath: /a\n")).unwrap().remove(0);
+    let rule = |n: usize| super::model::NetworkRule {
+        cidr: format!("10.{}.{}.0/24", n >> 8, n & 0xff),
+        ports: None,
+        protocol: super::model::Protocol::Any,
+        action: super::model::Action::Deny,
+    };
+    let ids: BTreeMap<String, u32> = [("p".to_owned(), 1)].into();
+
+    // 65,536 distinct CIDRs in one policy: the whole of a set's network prefixes.
+    policy.spec.network = (0..65_536).map(rule).collect();
+    let set = compile(&validate_set(std::slice::from_ref(&policy)).unwrap(), &ids, &[], 1).unwrap();
+    assert_eq!(set.net_rules.len(), 65_536);
+    policy.spec.network.push(super::model::NetworkRule { cidr: "10.255.255.255".into(), ..rule(0) });
+    let e = compile(&validate_set(std::slice::from_ref(&policy)).unwrap(), &ids, &[], 1).unwrap_err();
+    assert!(e.problem.contains("65537 network prefixes exceed the limit of 65536"), "{e}");
+
+    // More rules of one resource than a set can hold are refused before compiling.
+    policy.spec.network = vec![rule(0); validate::MAX_RULES_PER_RESOURCE + 1];
+    let e = validate_set(&[policy]).unwrap_err();
+    assert_eq!(e.field, "spec.network");
+    assert!(e.problem.contains("131073 rules exceed the limit of 131072"), "{e}");
+}

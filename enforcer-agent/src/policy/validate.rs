@@ -11,8 +11,10 @@ pub use super::{
     selector::SelectorSpec,
 };
 
-/// Largest number of rules of one resource in one policy.
-pub const MAX_RULES_PER_RESOURCE: usize = 4096;
+/// Largest number of rules of one resource in one policy: as many as a set's path entries,
+/// so one policy can use the whole of a set (the set's limits are checked when compiled).
+pub const MAX_RULES_PER_RESOURCE: usize =
+    (enforcer_common::capacity::PATH_RULES / enforcer_common::SLOTS) as usize;
 /// Largest number of policies (identities) in one set.
 pub const MAX_POLICIES: usize = 1024;
 
@@ -93,6 +95,10 @@ pub struct ListenRuleSpec {
 
 /// Parses every YAML document in `text`; `source` names the file in errors.
 pub fn parse(source: &str, text: &str) -> Result<Vec<Policy>, PolicyError> {
+    if let Some(policies) = yaml::all(text) {
+        return Ok(policies);
+    }
+    // Something does not fit: document by document, to name it.
     let mut policies = Vec::new();
     for (index, document) in yaml::documents(text).iter().enumerate() {
         match document.parse::<Option<Policy>>() {

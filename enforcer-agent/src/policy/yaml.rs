@@ -68,6 +68,13 @@ pub fn documents(text: &str) -> Vec<Document<'_>> {
     documents
 }
 
+/// Every document of a stream as a `T`, empty ones skipped, in one pass of the parser;
+/// `None` if any document does not fit, so the caller can split the stream with
+/// [`documents`] to say which, where and why. (Splitting first costs a second pass.)
+pub fn all<T: DeserializeOwned>(text: &str) -> Option<Vec<T>> {
+    serde_saphyr::from_multiple_with_options(text, serde_saphyr::options! { with_snippet: false }).ok()
+}
+
 impl Document<'_> {
     /// The document as a `T`. Unknown fields are errors when `T` says so
     /// (`deny_unknown_fields`); an empty document is `None` for an `Option`.
@@ -182,6 +189,19 @@ mod tests {
         assert_eq!(problem.field, "(document)");
         assert!(problem.problem.starts_with("unknown field `other`"), "{problem:?}");
         assert_eq!(documents("---\n")[0].parse::<Option<Doc>>(), Ok(None));
+    }
+
+    #[test]
+    fn all_documents_in_one_pass_or_none() {
+        let stream = "items: [{a: 1}]\n---\n---\n# nothing\n...\nitems: []\n";
+        assert_eq!(
+            all::<Doc>(stream),
+            Some(vec![Doc { items: vec![[("a".to_owned(), 1)].into()] }, Doc { items: Vec::new() }])
+        );
+        let split: Vec<Option<Doc>> = documents(stream).iter().map(|d| d.parse().unwrap()).collect();
+        assert_eq!(split.into_iter().flatten().collect::<Vec<_>>(), all::<Doc>(stream).unwrap());
+        assert_eq!(all::<Doc>("items: []\n---\nother: 1\n"), None);
+        assert_eq!(all::<Doc>("items: [\n"), None);
     }
 
     #[test]

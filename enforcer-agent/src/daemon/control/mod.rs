@@ -44,6 +44,8 @@ pub struct Control<'a> {
     pub live: LiveState,
     /// Kubernetes: whether the pod and the policy watches have delivered a listing.
     pub kube_synced: (bool, bool),
+    /// YAML of the policies in force, for diffs and the state file.
+    pub texts: diff::Texts,
 }
 
 impl Control<'_> {
@@ -75,7 +77,7 @@ impl Control<'_> {
                 let current = self.engine.sources();
                 let merged = diff::merge(&current, &docs);
                 let names: Vec<&str> = docs.iter().map(|d| d.metadata.name.as_str()).collect();
-                let changes: Vec<Change> = diff::changes(&current, &merged)
+                let changes: Vec<Change> = diff::changes_with(&current, &merged, &mut self.texts)
                     .into_iter()
                     .filter(|c| names.contains(&c.name.as_str()))
                     .collect();
@@ -88,7 +90,7 @@ impl Control<'_> {
                 let result = if current.iter().any(|p| p.metadata.name == name) {
                     let rest: Vec<Policy> =
                         current.iter().filter(|p| p.metadata.name != name).cloned().collect();
-                    let changes = diff::changes(&current, &rest);
+                    let changes = diff::changes_with(&current, &rest, &mut self.texts);
                     self.replace(
                         &rest,
                         changes.into_iter().filter(|c| c.name == name).collect(),
@@ -132,9 +134,10 @@ impl Control<'_> {
         uid: Option<u32>,
     ) -> Result<crate::daemon::engine::Applied, crate::daemon::engine::EngineError> {
         let applied = self.engine.apply(policies).inspect_err(|_| self.metrics.apply_errors += 1)?;
-        if let Err(e) = self.state.save(policies, applied.generation) {
+        if let Err(e) = self.state.save_with(policies, applied.generation, &mut self.texts) {
             tracing::error!(error = %e, "saving the applied policy set");
         }
+        self.texts.keep(policies);
         if let Err(e) = self.engine.sync_live(&self.live) {
             tracing::error!(error = %e, "mirroring live state after an apply");
         }
