@@ -144,9 +144,14 @@ impl<R: Clone> Aggregator<R> {
             if t.settled {
                 continue;
             }
-            // A new window opened: its full record is on its way and accounts for it.
+            // A new window opened: its full record is on its way and accounts for it;
+            // unless it is long over, then that record was dropped (ring full) and its
+            // call is counted here with the window's repeats.
             if entry.window_ns != t.window_ns {
-                continue;
+                if now_ns < entry.window_ns.saturating_add(SETTLE_NS) && !all {
+                    continue;
+                }
+                t.window_ns = entry.window_ns;
             }
             if entry.hits > t.reported {
                 let first_ns = entry.first_ns.max(t.until_ns);
@@ -251,6 +256,18 @@ mod tests {
         assert!(agg.flush(10 + 2 * S, false, |_| Some(kernel)).is_empty());
         let (_, repeats) = agg.full(&event(50, 10, 10 + 2 * S), &"second").expect("repeats");
         assert_eq!(repeats.count, 48);
+    }
+
+    #[test]
+    fn a_window_whose_full_record_was_dropped_is_flushed_once_long_over() {
+        let mut agg = Aggregator::default();
+        agg.full(&event(1, 10, 10), &"first");
+        // Window 2 opened at 10+2S with call 5; its record never came (ring full).
+        let kernel = entry(9, 10, 10 + 2 * S, 10 + 2 * S + 1, 10 + 2 * S + 9);
+        assert!(agg.flush(10 + 3 * S, false, |_| Some(kernel)).is_empty());
+        let out = agg.flush(10 + 4 * S, false, |_| Some(kernel));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].1.count, 8);
     }
 
     #[test]
