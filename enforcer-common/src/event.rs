@@ -74,7 +74,37 @@ pub struct VerdictEvent {
     /// the entry's name (last component only).
     pub path_len: u32,
     pub pad2: u32,
+    /// FNV-1a ([`crate::path_hash`]) of the `path_len` bytes of `path` (0 when empty):
+    /// with the other fields it forms the verdict's [`crate::maps::AggKey`].
+    pub target_hash: u64,
+    /// Calls counted by this verdict's aggregation entry up to and including this one
+    /// (see [`crate::aggregate`]); 0 when the verdict is not aggregated.
+    pub sequence: u64,
+    /// Creation time (boot clock) of that entry: a new value means a new entry.
+    pub epoch: u64,
+    /// First and last repeats of the verdict the kernel counted without reporting them
+    /// since the previous report (boot clock; 0 when there were none).
+    pub repeat_first_ns: u64,
+    pub repeat_last_ns: u64,
+    /// Only the first `path_len` bytes travel through the ring buffer: a record is
+    /// [`VERDICT_HEADER`] + `path_len` bytes long.
     pub path: [u8; crate::MAX_PATH],
 }
 
-const _: () = assert!(size_of::<VerdictEvent>() == 120 + crate::MAX_PATH);
+/// Bytes of a [`VerdictEvent`] before `path`; every record carries at least these.
+pub const VERDICT_HEADER: usize = 160;
+
+const _: () = assert!(size_of::<VerdictEvent>() == VERDICT_HEADER + crate::MAX_PATH);
+const _: () = assert!(core::mem::offset_of!(VerdictEvent, path) == VERDICT_HEADER);
+
+/// Value of the per-CPU `EVENT_BUF` map: where a verdict is built before the used part
+/// is copied into the ring buffer. `owner` (the builder's pid/tgid) detects a program
+/// that preempted the builder on the same CPU and reused the buffer.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct EventBuf {
+    pub owner: u64,
+    pub event: VerdictEvent,
+}
+
+const _: () = assert!(size_of::<EventBuf>() == 8 + size_of::<VerdictEvent>());

@@ -5,13 +5,14 @@
 //! Enumerations cross as `u32`/`u8` constants and are decoded on the user side.
 #![no_std]
 
+pub mod aggregate;
 pub mod event;
 pub mod maps;
 pub mod sip;
 pub mod verdict;
 
 /// Version of the kernel/user ABI; carried in every event and bumped on any layout change.
-pub const ABI_VERSION: u16 = 3;
+pub const ABI_VERSION: u16 = 4;
 
 /// Longest path (including the terminating NUL) the kernel programs can judge.
 /// A path that does not fit is denied and reported with reason `path-too-long`.
@@ -44,7 +45,11 @@ pub mod capacity {
     pub const INODE_RULES: u32 = 2 * 131_072;
     /// An LPM trie: its nodes are always allocated as prefixes are added.
     pub const NET_PREFIXES: u32 = 2 * 65_536;
-    pub const EVENTS_BYTES: u32 = 16 * 1024 * 1024;
+    /// 4 MiB: a verdict record is 160 bytes plus its path (typically 200–300 bytes in
+    /// the ring with its 8-byte header), so this holds some 15,000 of them; repeats are
+    /// counted in the kernel rather than queued. The consumer maps the data area twice,
+    /// so the agent's resident memory grows by twice this size.
+    pub const EVENTS_BYTES: u32 = 4 * 1024 * 1024;
     pub const QUARANTINE: u32 = 1024;
     pub const REVOKED: u32 = 4096;
     pub const GRANTS: u32 = 4096;

@@ -65,8 +65,16 @@ pub const SETUP_TASKS: &str = "SETUP_TASKS";
 /// allowed; every other rule still judges them.
 pub const RUNTIME_TASKS: &str = "RUNTIME_TASKS";
 
+/// `PerCpuArray<EventBuf>`: where a verdict event is built before its used bytes are
+/// copied into [`EVENTS`].
+pub const EVENT_BUF: &str = "EVENT_BUF";
+
+/// `LruHashMap<AggKey, AggEntry>`: repeated identical verdicts counted in the kernel
+/// (see [`crate::aggregate`]). The agent only reads it.
+pub const VERDICT_AGG: &str = "VERDICT_AGG";
+
 /// Every map the kernel object must define.
-pub const ALL: [&str; 22] = [
+pub const ALL: [&str; 24] = [
     ACTIVE,
     SLOT_GENERATION,
     CGROUP_BINDINGS,
@@ -89,6 +97,8 @@ pub const ALL: [&str; 22] = [
     LISTEN_RULES,
     SETUP_TASKS,
     RUNTIME_TASKS,
+    EVENT_BUF,
+    VERDICT_AGG,
 ];
 
 /// Names of the global constants the agent sets at load time: field offsets read from
@@ -384,6 +394,78 @@ pub struct Scratch {
     pub buf: [u8; crate::MAX_PATH],
 }
 
+/// Key of [`VERDICT_AGG`]: what makes two verdicts the same verdict. Built from the
+/// event by [`AggKey::of`], on both sides, so the agent finds the entry of a record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AggKey {
+    pub cgroup_id: u64,
+    pub generation: u64,
+    /// FNV-1a of the path or name (0 when there is none).
+    pub target_hash: u64,
+    /// Network: the address.
+    pub addr: [u8; 16],
+    pub identity: u32,
+    pub rule: u32,
+    /// Access bits, or the process, command or flags an object verdict names.
+    pub access: u32,
+    /// Bytes of path or name.
+    pub len: u32,
+    pub port: u16,
+    pub family: u16,
+    pub hook: u8,
+    pub decision: u8,
+    pub reason: u8,
+    pub proto: u8,
+}
+
+impl AggKey {
+    /// The key of `event`'s verdict: identity, cgroup, policy generation, hook, rule,
+    /// decision, reason and target; not the process, thread or time.
+    #[inline(always)]
+    #[must_use]
+    #[expect(clippy::inline_always, reason = "BPF-to-BPF calls cost verifier state; inlined on purpose")]
+    #[expect(clippy::cast_possible_truncation, reason = "hook, decision and reason codes are below 256")]
+    pub fn of(event: &crate::event::VerdictEvent) -> Self {
+        Self {
+            cgroup_id: event.cgroup_id,
+            generation: event.generation,
+            target_hash: event.target_hash,
+            addr: event.addr,
+            identity: event.identity,
+            rule: event.rule,
+            access: event.access,
+            len: event.path_len,
+            port: event.port,
+            family: event.family,
+            hook: event.hook as u8,
+            decision: event.decision as u8,
+            reason: event.reason as u8,
+            proto: event.proto,
+        }
+    }
+}
+
+/// Value of [`VERDICT_AGG`]. `hits` is only ever raised atomically by the kernel, and
+/// comes first so a reader that copies the value in address order reads it before
+/// `window_ns` (see [`crate::aggregate`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct AggEntry {
+    /// Calls of this verdict since the entry was created, reported or not.
+    pub hits: u64,
+    /// When the current window opened: the time of the last reported call.
+    pub window_ns: u64,
+    /// When the entry was created; identifies it across an eviction.
+    pub epoch: u64,
+    /// First repeat (not reported) in the current window; 0 if none yet.
+    pub first_ns: u64,
+    /// Last call.
+    pub last_ns: u64,
+}
+
+const _: () = assert!(size_of::<AggKey>() == 64);
+const _: () = assert!(size_of::<AggEntry>() == 40);
 const _: () = assert!(size_of::<CgroupKey>() == 16);
 const _: () = assert!(size_of::<Binding>() == 8);
 const _: () = assert!(size_of::<CacheEntry>() == 16);
@@ -427,4 +509,6 @@ mod pod {
     unsafe impl aya::Pod for super::CacheEntry {}
     unsafe impl aya::Pod for super::InodeKey {}
     unsafe impl aya::Pod for super::InodeRuleKey {}
+    unsafe impl aya::Pod for super::AggKey {}
+    unsafe impl aya::Pod for super::AggEntry {}
 }

@@ -196,7 +196,8 @@ pub mod stat {
     pub const AUDIT: u32 = 2;
     /// A managed access that no rule matched, decided by the default.
     pub const DEFAULT_FALLBACK: u32 = 3;
-    /// A verdict event that could not be reserved in the ring buffer.
+    /// A verdict event that could not be delivered: the ring buffer was full, or the
+    /// per-CPU buffer it was built in was reused by a program that preempted its builder.
     pub const EVENTS_DROPPED: u32 = 4;
     pub const PATH_TOO_LONG: u32 = 5;
     pub const INTERNAL_ERROR: u32 = 6;

@@ -3,18 +3,18 @@
 use core::ffi::c_void;
 
 use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
+    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, bpf_loop,
     bpf_probe_read_kernel_str_bytes, generated::bpf_probe_read_kernel,
 };
 use enforcer_common::{
-    ABI_VERSION, MAX_PATH,
-    event::{EVENT_VERDICT, VerdictEvent},
-    verdict::stat,
+    ABI_VERSION, FNV_OFFSET, FNV_PRIME, MAX_PATH,
+    event::{EVENT_VERDICT, VERDICT_HEADER, VerdictEvent},
+    verdict::{decision, stat},
 };
 
 use crate::{
-    diag,
-    maps::{EVENTS, count},
+    aggregate, diag,
+    maps::{EVENT_BUF, EVENTS, count},
     policy::{self, Judgement, Subject, generation},
 };
 
@@ -31,11 +31,13 @@ pub struct Verdict {
 
 /// What the verdict was about.
 pub enum Target {
-    /// Exec or file open: `len` bytes of path in `buf` (may be 0 when unknown).
+    /// Exec or file open: `len` bytes of path in `buf` (may be 0 when unknown), whose
+    /// FNV-1a is `hash` (0: not known yet, computed here).
     Path {
         access: u32,
         buf: *const u8,
         len: u32,
+        hash: u64,
     },
     Net {
         family: u16,
@@ -73,17 +75,60 @@ pub fn conclude(hook: u32, subject: &Subject, judgement: Judgement, target: &Tar
     errno
 }
 
-/// Sends one verdict. A full ring buffer is counted, never turned into a different verdict.
+/// Sends one verdict, unless it repeats one reported less than a window ago (then it is
+/// only counted, see `aggregate`). The event is built in the per-CPU `EVENT_BUF` and only
+/// its header and the path bytes in use are copied into the ring buffer. A full ring
+/// buffer (or a missing or reused build buffer) is counted as a dropped event, never
+/// turned into a different verdict.
 #[inline(always)]
 pub fn verdict(v: &Verdict, target: &Target) {
-    let Some(mut entry) = EVENTS.reserve::<VerdictEvent>(0) else {
-        count(stat::EVENTS_DROPPED);
-        diag::warning!("hook {}: EVENTS full: verdict event dropped (the verdict stands)", hook: u32 = v.hook);
+    // Fail-open for the report only: index 0 of a per-CPU array always exists; without it
+    // no event can be built, and the verdict stands.
+    let Some(buf) = EVENT_BUF.get_ptr_mut(0) else {
+        dropped(v.hook);
         return;
     };
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` points at a reserved record of the right size; every field written
-    // below is plain data.
+    // SAFETY: `buf` is this CPU's map value, large enough for every field written below;
+    // every field is plain data.
+    unsafe {
+        let owner = bpf_get_current_pid_tgid();
+        core::ptr::write_volatile(&raw mut (*buf).owner, owner);
+        let ev = &raw mut (*buf).event;
+        fill(ev, v, target);
+        // Approval requests are never folded into others: each one opens its own request.
+        if v.decision != decision::PENDING && aggregate::repeat(ev) {
+            return;
+        }
+        // A program that preempted this one on this CPU built its own event here: ours is
+        // lost (counted), the verdict stands. A repeat counted above is still reported by
+        // the agent's next read of its entry.
+        if core::ptr::read_volatile(&raw const (*buf).owner) != owner {
+            dropped(v.hook);
+            return;
+        }
+        // Masked so the verifier sees the length within the buffer (it is < MAX_PATH).
+        let size = VERDICT_HEADER + ((*ev).path_len as usize & (MAX_PATH - 1));
+        let bytes = &*core::ptr::slice_from_raw_parts(ev.cast::<u8>(), size);
+        if EVENTS.output(bytes, 0).is_err() {
+            dropped(v.hook);
+        }
+    }
+}
+
+/// Counts an event that could not be delivered.
+#[inline(always)]
+fn dropped(hook: u32) {
+    count(stat::EVENTS_DROPPED);
+    diag::warning!("hook {}: verdict event not delivered (EVENTS full or buffer reused): the verdict stands", hook: u32 = hook);
+}
+
+/// Writes every field of the event at `ev`, the target's bytes and their hash.
+///
+/// # Safety
+/// `ev` points at a writable `VerdictEvent`.
+#[inline(always)]
+unsafe fn fill(ev: *mut VerdictEvent, v: &Verdict, target: &Target) {
+    // SAFETY: as the caller promises.
     unsafe {
         let pid_tgid = bpf_get_current_pid_tgid();
         let uid_gid = bpf_get_current_uid_gid();
@@ -109,32 +154,36 @@ pub fn verdict(v: &Verdict, target: &Target) {
         (*ev).pad0 = 0;
         (*ev).pad1 = 0;
         (*ev).pad2 = 0;
+        (*ev).sequence = 0;
+        (*ev).epoch = 0;
+        (*ev).repeat_first_ns = 0;
+        (*ev).repeat_last_ns = 0;
+        (*ev).target_hash = 0;
+        (*ev).path_len = 0;
+        (*ev).proto = 0;
+        (*ev).port = 0;
+        (*ev).family = 0;
+        (*ev).addr = [0; 16];
         match *target {
-            Target::Path { access, buf, len } => {
+            Target::Path { access, buf, len, hash } => {
                 (*ev).access = access;
-                (*ev).proto = 0;
-                (*ev).port = 0;
-                (*ev).family = 0;
-                (*ev).addr = [0; 16];
-                (*ev).path_len = len;
+                // Masked for the verifier; the path is shorter than MAX_PATH.
                 #[expect(clippy::cast_possible_truncation, reason = "MAX_PATH fits in u32")]
-                if len == 0
-                    || bpf_probe_read_kernel(
+                let len = len & (MAX_PATH as u32 - 1);
+                if len != 0
+                    && !buf.is_null()
+                    && bpf_probe_read_kernel(
                         (&raw mut (*ev).path).cast::<c_void>(),
-                        MAX_PATH as u32,
+                        len,
                         buf.cast::<c_void>(),
-                    ) != 0
+                    ) == 0
                 {
-                    (*ev).path_len = 0;
+                    (*ev).path_len = len;
+                    (*ev).target_hash = if hash == 0 { name_hash(ev) } else { hash };
                 }
             }
             Target::Object { what, name } => {
                 (*ev).access = what;
-                (*ev).proto = 0;
-                (*ev).port = 0;
-                (*ev).family = 0;
-                (*ev).addr = [0; 16];
-                (*ev).path_len = 0;
                 if !name.is_null()
                     && let Ok(bytes) = bpf_probe_read_kernel_str_bytes(name, &mut (*ev).path)
                 {
@@ -142,6 +191,7 @@ pub fn verdict(v: &Verdict, target: &Target) {
                     {
                         (*ev).path_len = bytes.len() as u32;
                     }
+                    (*ev).target_hash = name_hash(ev);
                 }
             }
             Target::Net { family, addr, port, proto } => {
@@ -150,9 +200,51 @@ pub fn verdict(v: &Verdict, target: &Target) {
                 (*ev).port = port;
                 (*ev).family = family;
                 (*ev).addr = addr;
-                (*ev).path_len = 0;
             }
         }
     }
-    entry.submit(0);
+}
+
+/// State of [`hash_byte`]'s loop.
+#[repr(C)]
+struct Hashing {
+    buf: *const u8,
+    len: u64,
+    hash: u64,
+}
+
+/// FNV-1a of the event's `path_len` path bytes (the agent and the path scan compute the
+/// same), under `bpf_loop` so the verifier walks one iteration. A loop that cannot run
+/// leaves the offset basis: the verdict is still reported, only keyed more coarsely.
+///
+/// # Safety
+/// `ev` points at a filled `VerdictEvent`.
+#[inline(always)]
+unsafe fn name_hash(ev: *const VerdictEvent) -> u64 {
+    // SAFETY: as the caller promises.
+    let mut state = unsafe {
+        Hashing { buf: (&raw const (*ev).path).cast(), len: u64::from((*ev).path_len), hash: FNV_OFFSET }
+    };
+    // SAFETY: the callback reads only `state` and the event's path buffer.
+    #[expect(clippy::cast_possible_truncation, reason = "MAX_PATH fits in u32")]
+    unsafe {
+        bpf_loop(MAX_PATH as u32, hash_byte as *mut c_void, (&raw mut state).cast(), 0)
+    };
+    state.hash
+}
+
+#[inline(never)]
+unsafe extern "C" fn hash_byte(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `Hashing` passed to bpf_loop.
+    let state = unsafe { &mut *ctx.cast::<Hashing>() };
+    if index >= state.len {
+        return 1;
+    }
+    #[expect(clippy::cast_possible_truncation, reason = "masked below MAX_PATH")]
+    let at = (index as usize) & (MAX_PATH - 1);
+    // SAFETY: `buf` is the event's MAX_PATH-byte path; `at` is masked into it.
+    let byte = unsafe { *state.buf.add(at) };
+    state.hash ^= u64::from(byte);
+    state.hash = state.hash.wrapping_mul(FNV_PRIME);
+    0
 }

@@ -209,6 +209,8 @@ struct Assessed {
     judgement: Judgement,
     buf: *const u8,
     len: usize,
+    /// FNV-1a of the path when the scan computed it (0: not computed).
+    hash: u64,
     /// An exec of a file with no path on a filesystem.
     fileless: bool,
 }
@@ -231,7 +233,7 @@ fn judge_path(hook: u32, file: *const u8, wanted: u32, slot: u32) -> i32 {
                 decision,
                 errno,
             },
-            &Target::Path { access: wanted, buf: a.buf, len: a.len as u32 },
+            &Target::Path { access: wanted, buf: a.buf, len: a.len as u32, hash: a.hash },
         );
     }
     // A named container runtime's processes are marked from its exec until they execute
@@ -269,6 +271,7 @@ fn assess(hook: u32, file: *const u8, wanted: u32, slot: u32) -> Option<Assessed
                 judgement,
                 buf: core::ptr::null(),
                 len: 0,
+                hash: 0,
                 fileless: false,
             });
         }
@@ -281,6 +284,7 @@ fn assess(hook: u32, file: *const u8, wanted: u32, slot: u32) -> Option<Assessed
         judgement,
         buf: core::ptr::null(),
         len: 0,
+        hash: 0,
         fileless: false,
     };
     // SAFETY: `file` is a typed `struct file *` and the offset that of its `f_path`.
@@ -290,7 +294,7 @@ fn assess(hook: u32, file: *const u8, wanted: u32, slot: u32) -> Option<Assessed
         // Fail-closed: a path we cannot read (or too long to judge) is denied and reported.
         Err(why) => return Some(unjudged(Judgement::refuse(why))),
     };
-    let judgement = judge_resolved(hook, file, wanted, &subject, &resolved)?;
+    let (judgement, hash) = judge_resolved(hook, file, wanted, &subject, &resolved)?;
     if !resolved.still_ours() {
         // Fail-closed: another task overwrote the path buffer while this one was
         // preempted, so the judgement may be about another path. Denied and reported as
@@ -301,11 +305,11 @@ fn assess(hook: u32, file: *const u8, wanted: u32, slot: u32) -> Option<Assessed
     // Judged on this task's own path: a reuse from here on can only garble the path the
     // record shows, never the decision.
     let fileless = hook == hook::EXEC && fileless(&resolved);
-    Some(Assessed { buf: resolved.buf(), len: resolved.len, fileless, ..unjudged(judgement) })
+    Some(Assessed { buf: resolved.buf(), len: resolved.len, hash, fileless, ..unjudged(judgement) })
 }
 
 /// What the rules and live state say about the resolved path (`None`: a mapping no rule
-/// names, not judged).
+/// names, not judged), and the path's FNV-1a when the scan ran (0 otherwise).
 #[inline(always)]
 fn judge_resolved(
     hook: u32,
@@ -313,7 +317,7 @@ fn judge_resolved(
     wanted: u32,
     subject: &Subject,
     resolved: &Resolved,
-) -> Option<Judgement> {
+) -> Option<(Judgement, u64)> {
     // Moving tasks between cgroups and writing the enforcer's own files are judged before
     // any rule: no policy can allow them.
     if hook == hook::FILE_OPEN
@@ -326,16 +330,17 @@ fn judge_resolved(
                 hook: u32 = hook,
             );
         }
-        return Some(guard::judgement(why));
+        return Some((guard::judgement(why), 0));
     }
     // A file with no path on a filesystem (memfd, deleted, O_TMPFILE): the kernel shows
     // its path with this suffix.
     if hook == hook::EXEC && subject.config.flags & IDENTITY_ALLOW_FILELESS_EXEC == 0 && fileless(resolved) {
         // A named runtime executing a memfd copy of itself while it sets a container up.
         if subject.config.flags & IDENTITY_HAS_RUNTIMES != 0 && runtime::in_runtime() {
-            return Some(Judgement { action: action::ALLOW, rule: RULE_DEFAULT, reason: reason::RUNTIME });
+            let runtime = Judgement { action: action::ALLOW, rule: RULE_DEFAULT, reason: reason::RUNTIME };
+            return Some((runtime, 0));
         }
-        return Some(restricted::judgement());
+        return Some((restricted::judgement(), 0));
     }
     let (exact_kind, dir_kind) = if hook == hook::FILE_OPEN {
         (path_kind::FILE_EXACT, path_kind::FILE_DIR)
@@ -358,7 +363,7 @@ fn judge_resolved(
             } else {
                 diag::error!("hook {}: path scan could not run: refused as internal-error", hook: u32 = hook);
             }
-            return Some(Judgement::refuse(why));
+            return Some((Judgement::refuse(why), 0));
         }
         // Fail-closed: the file's identity could not be read, so an alias could not be seen.
         (_, Err(())) => {
@@ -366,7 +371,7 @@ fn judge_resolved(
                 "hook {}: file identity unreadable (dentry walk): refused as internal-error",
                 hook: u32 = hook,
             );
-            return Some(Judgement::refuse(reason::INTERNAL_ERROR));
+            return Some((Judgement::refuse(reason::INTERNAL_ERROR), 0));
         }
     };
     // Mappings are judged only where a rule names the file.
@@ -374,7 +379,7 @@ fn judge_resolved(
         return None;
     }
     let path = (found.hash, resolved.len, found.proof);
-    Some(match live_judgement(hook, subject.identity, path, wanted) {
+    let judgement = match live_judgement(hook, subject.identity, path, wanted) {
         Some(live) => live,
         None if hook == hook::FILE_OPEN => file_judgement(subject, found, wanted, path),
         None => policy::granted_path(
@@ -383,7 +388,8 @@ fn judge_resolved(
             path,
             grant_kind::EXEC,
         ),
-    })
+    };
+    Some((judgement, found.hash))
 }
 
 /// Whether the resolved path ends with ` (deleted)`, as the kernel shows files that have
@@ -462,7 +468,7 @@ fn refuse_unjudged(
     let (decision, errno) = policy::decide(&config, &judgement);
     emit::verdict(
         &Verdict { hook, slot, identity, cgroup_id, judgement, decision, errno },
-        &Target::Path { access: wanted, buf: core::ptr::null::<c_void>().cast(), len: 0 },
+        &Target::Path { access: wanted, buf: core::ptr::null::<c_void>().cast(), len: 0, hash: 0 },
     );
     policy::lsm_return(errno)
 }

@@ -3,7 +3,8 @@
 //! against the policy set held in maps and reports deny/audit verdicts.
 #![no_std]
 #![no_main]
-// Atomic adds on map values (`readers.rs`): the BPF target's `core` has no atomic RMW.
+// Atomic adds and compare-and-swap on map values (`readers.rs`, `aggregate.rs`): the BPF
+// target's `core` has no atomic RMW.
 #![feature(core_intrinsics)]
 #![allow(internal_features, reason = "atomic_xadd is the only atomic add on this target")]
 #![expect(
@@ -13,6 +14,7 @@
 #![expect(clippy::needless_pass_by_value, reason = "program signatures are fixed by the aya macros")]
 #![expect(clippy::cast_ptr_alignment, reason = "kernel struct members read at their BTF offsets are aligned")]
 
+mod aggregate;
 mod cgroups;
 mod diag;
 mod emit;

@@ -6,10 +6,12 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use enforcer_common::{
-    SLOTS, capacity,
+    SLOTS, aggregate, capacity,
+    event::EventBuf,
     maps::{
-        Binding, CacheEntry, CgroupKey, Grant, GrantKey, IdentityConfig, IdentityKey, InodeKey, InodeRuleKey,
-        NetEntry, NetGrant, NetGrantKey, NetKey, PathKey, PathRule, Quarantine, Revoked, RevokedKey, Scratch,
+        AggEntry, AggKey, Binding, CacheEntry, CgroupKey, Grant, GrantKey, IdentityConfig, IdentityKey,
+        InodeKey, InodeRuleKey, NetEntry, NetGrant, NetGrantKey, NetKey, PathKey, PathRule, Quarantine,
+        Revoked, RevokedKey, Scratch,
     },
     verdict::stat,
 };
@@ -83,6 +85,16 @@ pub static NET_RULES: LpmTrie<NetKey, NetEntry> = LpmTrie::with_max_entries(capa
 /// Verdict events for the agent. A full buffer drops the event, never the decision.
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(capacity::EVENTS_BYTES, 0);
+
+/// Per-CPU verdict under construction; only its used bytes go to [`EVENTS`]. No buffer
+/// means no event: counted as dropped, the verdict stands.
+#[map(name = "EVENT_BUF")]
+pub static EVENT_BUF: PerCpuArray<EventBuf> = PerCpuArray::with_max_entries(1, 0);
+
+/// Repeats of identical verdicts, counted instead of reported (`enforcer_common::aggregate`).
+/// An entry that cannot be created leaves its verdict reported on its own.
+#[map(name = "VERDICT_AGG")]
+pub static VERDICT_AGG: LruHashMap<AggKey, AggEntry> = LruHashMap::with_max_entries(aggregate::ENTRIES, 0);
 
 /// Counters the kernel keeps about itself (indexes in `enforcer_common::verdict::stat`).
 #[map(name = "STATS")]

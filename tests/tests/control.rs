@@ -346,13 +346,18 @@ fn applied_policies_survive_an_agent_restart() {
 
 #[test]
 fn a_follower_sees_every_verdict_across_log_rotations() {
-    write_file("/tmp/rotate/secret", "s");
+    // Distinct files: identical verdicts within a second would be aggregated into fewer
+    // records, and the log must grow past its rotation size.
+    let total = 60;
+    for i in 0..total {
+        write_file(&format!("/tmp/rotate/secret-{i}"), "s");
+    }
     let cgroup = TestCgroup::new("rotate");
     let (dirs, agent) = api_agent("rotate", &["--log-max-bytes", "4096", "--log-keep", "2"]);
     let file = dirs.policy_dir.join("p.yaml");
     std::fs::write(
         &file,
-        policy("rotate-policy", &cgroup, "  file:\n    - path: /tmp/rotate/secret\n      action: deny\n"),
+        policy("rotate-policy", &cgroup, "  file:\n    - dir: /tmp/rotate\n      action: deny\n"),
     )
     .unwrap();
     assert_eq!(agent.cli(&["policy", "apply", "-f", file.to_str().unwrap()]).0, 0);
@@ -364,10 +369,9 @@ fn a_follower_sees_every_verdict_across_log_rotations() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let total = 60;
     let denied = run_in(Some(&cgroup), move || {
         (0..total)
-            .filter(|_| open_errno("/tmp/rotate/secret", O_RDONLY) == EPERM)
+            .filter(|i| open_errno(&format!("/tmp/rotate/secret-{i}"), O_RDONLY) == EPERM)
             .count()
             .try_into()
             .unwrap_or(255)
@@ -391,7 +395,8 @@ fn a_follower_sees_every_verdict_across_log_rotations() {
         let v = json(&line);
         assert_ne!(v["type"], "dropped", "the follower lost records: {line}");
         if v["type"] == "verdict" {
-            seen += 1;
+            // An aggregated record stands for `count` calls.
+            seen += v["count"].as_i64().map_or(1, |n| i32::try_from(n).unwrap_or(i32::MAX));
         }
     }
     // SAFETY: signalling our own child.

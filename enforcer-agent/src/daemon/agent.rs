@@ -42,6 +42,8 @@ struct Running {
     log: VerdictLog,
     instance: pins::Instance,
     ring: aya::maps::RingBuf<aya::maps::MapData>,
+    /// The kernel's counts of repeated verdicts (read only).
+    aggregates: maps::Aggregates,
     /// Owns the loaded programs (kept alive for the agent's life); their links are
     /// pinned in `instance`.
     ebpf: aya::Ebpf,
@@ -89,6 +91,7 @@ async fn start(config: &Config, start_api: StartApi) -> anyhow::Result<Running> 
     instance.pin_maps(&ebpf)?;
     let kernel = KernelMaps::take(&mut ebpf)?;
     let ring = maps::take_events(&mut ebpf)?;
+    let aggregates = maps::take_aggregates(&mut ebpf)?;
     let mut engine = Engine::new(kernel, config.cgroup_root.clone(), state.generation());
     let (followers, _) = broadcast::channel(FOLLOWER_BACKLOG);
     let rotation = Rotation { max_bytes: config.log_rotation.max_bytes, keep: config.log_rotation.keep };
@@ -165,6 +168,7 @@ async fn start(config: &Config, start_api: StartApi) -> anyhow::Result<Running> 
         log,
         instance,
         ring,
+        aggregates,
         ebpf,
         features,
         attached,
@@ -184,7 +188,7 @@ pub async fn run(config: Config, start_api: StartApi) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let running = start(&config, start_api).await?;
-    let Running { ring, instance, protected, .. } = running;
+    let Running { ring, aggregates, instance, protected, .. } = running;
     let mut ctx = Control {
         state: running.state,
         engine: running.engine,
@@ -198,6 +202,7 @@ pub async fn run(config: Config, start_api: StartApi) -> anyhow::Result<()> {
         live: running.live,
         kube_synced: (false, false),
         texts: crate::policy::diff::Texts::default(),
+        aggregator: record::aggregate::Aggregator::default(),
     };
     let mut commands = running.commands;
     let _programs = running.ebpf;
@@ -206,6 +211,9 @@ pub async fn run(config: Config, start_api: StartApi) -> anyhow::Result<()> {
     let mut ring = unsafe { AsyncFd::register(ring) }
         .map_err(|e| anyhow::anyhow!("watching the event ring buffer: {}", e.into_parts().1))?;
     let mut tick = tokio::time::interval(config.rescan_interval);
+    // Repeats counted in the kernel are read once per aggregation window.
+    let mut flush_tick =
+        tokio::time::interval(std::time::Duration::from_nanos(enforcer_common::aggregate::WINDOW_NS));
     let mut processes = record::processes::Processes::default();
     let mut dropped_seen = ctx.engine.maps().stats().map_or(0, |s| s[stat::EVENTS_DROPPED as usize]);
     loop {
@@ -225,6 +233,7 @@ pub async fn run(config: Config, start_api: StartApi) -> anyhow::Result<()> {
                 ctx.expire_grants();
                 housekeeping(&mut ctx.engine, &mut ctx.log, &mut dropped_seen, &protected);
             }
+            _ = flush_tick.tick() => flush_repeats(&mut ctx, &aggregates, false),
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
                 // A full batch means more may be waiting: stay ready, but let the API's
@@ -239,6 +248,8 @@ pub async fn run(config: Config, start_api: StartApi) -> anyhow::Result<()> {
         }
     }
     while drain(ring.get_mut(), &mut ctx, &mut processes) {}
+    // Every repeat counted so far gets its record, window over or not.
+    flush_repeats(&mut ctx, &aggregates, true);
     // Saves still queued reach the disk before the agent goes.
     ctx.state.flush();
     let _ = std::fs::remove_file(&config.socket);
@@ -352,6 +363,29 @@ const FOLLOWER_BACKLOG: usize = 8192;
 /// Most events handled per wake-up, so a busy ring cannot starve signals and timers.
 const DRAIN_BATCH: usize = 256;
 
+/// Writes a verdict record standing for `calls` calls and counts them.
+fn write_verdict(ctx: &mut Control<'_>, record: &record::VerdictRecord, calls: u64) {
+    let key =
+        (record.identity.clone().unwrap_or_default(), record.hook.to_owned(), record.decision.to_owned());
+    *ctx.metrics.verdicts.entry(key).or_default() += calls;
+    if let Err(e) = ctx.log.write(record) {
+        tracing::warn!(error = %e, "writing verdict log");
+    }
+}
+
+/// Writes aggregated records for the repeats the kernel counted in windows that have
+/// ended (`all`: in every window, when the agent stops).
+fn flush_repeats(ctx: &mut Control<'_>, aggregates: &maps::Aggregates, all: bool) {
+    let clock = Clock::now();
+    let out = ctx.aggregator.flush(record::clock::boot_ns(), all, |key| aggregates.get(key));
+    for (repeated, repeats) in &out {
+        write_verdict(ctx, &repeated.repeated(repeats, &clock), repeats.count);
+    }
+    if !out.is_empty() {
+        let _ = ctx.log.flush();
+    }
+}
+
 /// Writes out pending events (at most one batch). Returns true if the batch was full.
 fn drain(
     ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
@@ -371,15 +405,11 @@ fn drain(
             Ok(events::Event::CgroupCreated { cgroup_id, path }) => created.push((cgroup_id, path)),
             Ok(events::Event::Verdict(event)) => {
                 let record = record::build(&event, &directory, &clock, processes);
-                let key = (
-                    record.identity.clone().unwrap_or_default(),
-                    record.hook.to_owned(),
-                    record.decision.to_owned(),
-                );
-                *ctx.metrics.verdicts.entry(key).or_default() += 1;
-                if let Err(e) = ctx.log.write(&record) {
-                    tracing::warn!(error = %e, "writing verdict log");
+                // Repeats the kernel counted between the previous report and this one.
+                if let Some((repeated, repeats)) = ctx.aggregator.full(&event, &record) {
+                    write_verdict(ctx, &repeated.repeated(&repeats, &clock), repeats.count);
                 }
+                write_verdict(ctx, &record, 1);
                 if record.decision == "pending" {
                     ctx.note_pending(&record);
                 }

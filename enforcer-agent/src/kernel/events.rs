@@ -2,7 +2,7 @@
 
 use enforcer_common::{
     ABI_VERSION,
-    event::{CgroupEvent, EVENT_CGROUP_MKDIR, EVENT_VERDICT, VerdictEvent},
+    event::{CgroupEvent, EVENT_CGROUP_MKDIR, EVENT_VERDICT, VERDICT_HEADER, VerdictEvent},
     verdict::hook,
 };
 
@@ -14,6 +14,8 @@ pub enum DecodeError {
     Abi(u16),
     #[error("unknown event kind {0}")]
     Kind(u16),
+    #[error("verdict names {0} path bytes but carries {1}")]
+    Truncated(u32, usize),
 }
 
 /// A record of the ring buffer.
@@ -51,20 +53,28 @@ pub fn decode_any(bytes: &[u8]) -> Result<Event, DecodeError> {
     }
 }
 
-/// Copies a raw ring-buffer record into a [`VerdictEvent`], checking ABI and kind.
+/// Copies a raw ring-buffer record into a [`VerdictEvent`], checking ABI and kind. A
+/// record is the event's header and the `path_len` path bytes in use; the rest of `path`
+/// is left zero.
 pub fn decode(bytes: &[u8]) -> Result<VerdictEvent, DecodeError> {
-    let size = size_of::<VerdictEvent>();
-    if bytes.len() < size {
-        return Err(DecodeError::Short(bytes.len(), size));
+    if bytes.len() < VERDICT_HEADER {
+        return Err(DecodeError::Short(bytes.len(), VERDICT_HEADER));
     }
-    // SAFETY: length checked; VerdictEvent is plain old data valid for any bit pattern;
-    // read_unaligned because ring-buffer records are only 8-byte aligned.
-    let event = unsafe { bytes.as_ptr().cast::<VerdictEvent>().read_unaligned() };
+    // SAFETY: all-zero is a valid VerdictEvent (plain old data).
+    let mut event: VerdictEvent = unsafe { std::mem::zeroed() };
+    let used = bytes.len().min(size_of::<VerdictEvent>());
+    // SAFETY: `used` bytes fit in both; any bit pattern is a valid VerdictEvent; a byte
+    // copy because ring-buffer records are only 8-byte aligned.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), (&raw mut event).cast::<u8>(), used) };
     if event.abi != ABI_VERSION {
         return Err(DecodeError::Abi(event.abi));
     }
     if event.kind != EVENT_VERDICT {
         return Err(DecodeError::Kind(event.kind));
+    }
+    let carried = used - VERDICT_HEADER;
+    if event.path_len as usize > carried {
+        return Err(DecodeError::Truncated(event.path_len, carried));
     }
     Ok(event)
 }
@@ -127,6 +137,7 @@ pub fn hook_name(code: u32) -> &'static str {
 mod tests {
     use super::*;
 
+    /// The bytes the kernel sends: the header and the path bytes in use.
     fn raw(abi: u16, kind: u16) -> Vec<u8> {
         // SAFETY: all-zero is a valid VerdictEvent.
         let mut event: VerdictEvent = unsafe { std::mem::zeroed() };
@@ -136,8 +147,7 @@ mod tests {
         event.path_len = 4;
         event.comm[..3].copy_from_slice(b"cat");
         // SAFETY: reading the bytes of a plain-old-data value.
-        unsafe { std::slice::from_raw_parts((&raw const event).cast::<u8>(), size_of::<VerdictEvent>()) }
-            .to_vec()
+        unsafe { std::slice::from_raw_parts((&raw const event).cast::<u8>(), VERDICT_HEADER + 4) }.to_vec()
     }
 
     #[test]
@@ -148,12 +158,26 @@ mod tests {
     }
 
     #[test]
-    fn rejects_short_wrong_abi_and_kind() {
+    fn decodes_a_verdict_without_path_bytes() {
+        let mut bytes = raw(ABI_VERSION, EVENT_VERDICT);
+        bytes.truncate(VERDICT_HEADER);
+        // A network verdict: no path.
+        let at = std::mem::offset_of!(VerdictEvent, path_len);
+        bytes[at..at + 4].copy_from_slice(&0u32.to_ne_bytes());
+        let event = decode(&bytes).unwrap();
+        assert_eq!(path(&event), "");
+    }
+
+    #[test]
+    fn rejects_short_wrong_abi_kind_and_truncated_path() {
         assert!(matches!(decode(&[0; 8]), Err(DecodeError::Short(8, _))));
         assert_eq!(
             decode(&raw(ABI_VERSION + 1, EVENT_VERDICT)).err(),
             Some(DecodeError::Abi(ABI_VERSION + 1))
         );
         assert_eq!(decode(&raw(ABI_VERSION, 9)).err(), Some(DecodeError::Kind(9)));
+        let mut cut = raw(ABI_VERSION, EVENT_VERDICT);
+        cut.truncate(VERDICT_HEADER + 2);
+        assert_eq!(decode(&cut).err(), Some(DecodeError::Truncated(4, 2)));
     }
 }

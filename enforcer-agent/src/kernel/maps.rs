@@ -13,9 +13,9 @@ use aya::{
 use enforcer_common::{
     SLOTS,
     maps::{
-        self as names, Binding, CgroupKey, Grant, GrantKey, IdentityConfig, IdentityKey, InodeKey,
-        InodeRuleKey as KernelInodeRuleKey, NET_GRANT_FIXED_BITS, NET_KEY_FIXED_BITS, NetEntry, NetGrant,
-        NetGrantKey, NetKey, PathKey, PathRule, Quarantine, Revoked, RevokedKey,
+        self as names, AggEntry, AggKey, Binding, CgroupKey, Grant, GrantKey, IdentityConfig, IdentityKey,
+        InodeKey, InodeRuleKey as KernelInodeRuleKey, NET_GRANT_FIXED_BITS, NET_KEY_FIXED_BITS, NetEntry,
+        NetGrant, NetGrantKey, NetKey, PathKey, PathRule, Quarantine, Revoked, RevokedKey,
     },
     verdict::stat,
 };
@@ -440,6 +440,21 @@ impl KernelMaps {
 /// The event ring buffer of a loaded object.
 pub fn take_events(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>, MapsError> {
     RingBuf::try_from(take(ebpf, names::EVENTS)?).map_err(err(names::EVENTS))
+}
+
+/// Read-only handle on the kernel's counts of repeated verdicts (`VERDICT_AGG`).
+pub struct Aggregates(HashMap<MapData, AggKey, AggEntry>);
+
+impl Aggregates {
+    /// The kernel's entry for `key`, or `None` if it has none (never created, or evicted).
+    pub fn get(&self, key: &AggKey) -> Option<AggEntry> {
+        self.0.get(key, 0).ok()
+    }
+}
+
+/// The repeated-verdict counts of a loaded object.
+pub fn take_aggregates(ebpf: &mut Ebpf) -> Result<Aggregates, MapsError> {
+    HashMap::try_from(take(ebpf, names::VERDICT_AGG)?).map(Aggregates).map_err(err(names::VERDICT_AGG))
 }
 
 fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {

@@ -46,6 +46,8 @@ pub struct Control<'a> {
     pub kube_synced: (bool, bool),
     /// YAML of the policies in force, for diffs and the state file.
     pub texts: diff::Texts,
+    /// What the agent has accounted for of the kernel's repeated-verdict counts.
+    pub aggregator: crate::daemon::record::aggregate::Aggregator<crate::daemon::record::VerdictRecord>,
 }
 
 impl Control<'_> {
@@ -212,9 +214,15 @@ impl Control<'_> {
             .collect()
     }
 
+    /// The kernel's counters, then the agent's own about aggregation: entries the
+    /// kernel evicted before their last repeats were read, and full records that came
+    /// after their number had been counted as a repeat.
     fn counters(&self) -> Vec<(&'static str, u64)> {
         let values = self.engine.maps().stats().unwrap_or([0; stat::COUNT as usize]);
-        stat::NAMES.iter().copied().zip(values).collect()
+        let mut counters: Vec<_> = stat::NAMES.iter().copied().zip(values).collect();
+        counters.push(("aggregates_evicted", self.aggregator.evicted));
+        counters.push(("aggregates_late", self.aggregator.late));
+        counters
     }
 
     fn status(&self) -> Status {

@@ -8,6 +8,7 @@ use enforcer_common::{
 };
 use serde::Serialize;
 
+pub mod aggregate;
 pub mod clock;
 pub mod directory;
 pub mod processes;
@@ -92,6 +93,30 @@ pub struct VerdictRecord {
     pub pod: Option<PodRef>,
     pub target: Target,
     pub errno: i32,
+    /// An aggregated record: how many calls it stands for, all identical to the full
+    /// record it repeats except for the process fields and the time (absent: one call).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// An aggregated record: the first and last of those calls.
+    #[serde(rename = "firstTime", skip_serializing_if = "Option::is_none")]
+    pub first_time: Option<String>,
+    #[serde(rename = "lastTime", skip_serializing_if = "Option::is_none")]
+    pub last_time: Option<String>,
+}
+
+impl VerdictRecord {
+    /// The aggregated record of `repeats` of this record's verdict.
+    #[must_use]
+    pub fn repeated(&self, repeats: &aggregate::Repeats, clock: &Clock) -> Self {
+        let last = clock.wall(repeats.last_ns);
+        Self {
+            time: last.clone(),
+            count: Some(repeats.count),
+            first_time: Some(clock.wall(repeats.first_ns)),
+            last_time: Some(last),
+            ..self.clone()
+        }
+    }
 }
 
 impl crate::daemon::verdict_log::LogRecord for VerdictRecord {
@@ -282,6 +307,9 @@ pub fn build(
         pod: directory.cgroups.get(&event.cgroup_id).and_then(|path| directory.pods.reference(path)),
         target,
         errno: event.errno,
+        count: None,
+        first_time: None,
+        last_time: None,
     }
 }
 
