@@ -32,7 +32,7 @@ pub struct Verdict {
 /// What the verdict was about.
 pub enum Target {
     /// Exec or file open: `len` bytes of path in `buf` (may be 0 when unknown), whose
-    /// FNV-1a is `hash` (0: not known yet, computed here).
+    /// FNV-1a is `hash` (0: not computed; then the verdict is not aggregated).
     Path {
         access: u32,
         buf: *const u8,
@@ -96,7 +96,9 @@ pub fn verdict(v: &Verdict, target: &Target) {
         let ev = &raw mut (*buf).event;
         fill(ev, v, target);
         // Approval requests are never folded into others: each one opens its own request.
-        if v.decision != decision::PENDING && aggregate::repeat(ev) {
+        // Nor is a verdict whose target has bytes but no hash (see `fill`).
+        let unkeyed = (*ev).path_len != 0 && (*ev).target_hash == 0;
+        if v.decision != decision::PENDING && !unkeyed && aggregate::repeat(ev) {
             return;
         }
         // A program that preempted this one on this CPU built its own event here: ours is
@@ -179,7 +181,10 @@ unsafe fn fill(ev: *mut VerdictEvent, v: &Verdict, target: &Target) {
                     ) == 0
                 {
                     (*ev).path_len = len;
-                    (*ev).target_hash = if hash == 0 { name_hash(ev) } else { hash };
+                    // No hash of its own here: a second `bpf_loop` on the exec and open
+                    // paths more than doubled their verification on 6.12. A path the scan
+                    // did not hash (refused before it) keeps 0 and is not aggregated.
+                    (*ev).target_hash = hash;
                 }
             }
             Target::Object { what, name } => {
