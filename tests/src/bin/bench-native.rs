@@ -267,7 +267,7 @@ impl Bench {
         );
         let loops = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let (took, accounted) = self.flood_from(loops, count, "10.255.255.2")?;
-        let total = f64::from(count) * loops as f64;
+        let total = f64::from(count) * f64::from(u32::try_from(loops).unwrap_or(u32::MAX));
         let rate = total / took.as_secs_f64();
         report(
             &format!("denials absorbed, {loops} loops at once (one per CPU)"),
