@@ -9,6 +9,7 @@ use enforcer_agent::{
     kernel::{
         events, loader,
         maps::{self, KernelMaps},
+        slot::SlotContents,
     },
     policy::compiled::{CompiledSet, PathRuleKey},
 };
@@ -74,7 +75,9 @@ fn file_open_denied_in_selected_cgroup_only() {
         net_rules: vec![],
         ..CompiledSet::default()
     };
-    kernel.install(&set).expect("installing the policy set");
+    kernel
+        .install(set.generation, SlotContents::of(&set, enforcer_agent::kernel::path_key::check))
+        .expect("installing the policy set");
 
     let inside = run_in(Some(&cgroup), || open_errno(secret, libc::O_RDONLY));
     assert_eq!(inside, libc::EPERM, "open inside the selected cgroup should fail with EPERM");
@@ -120,7 +123,9 @@ fn a_path_that_only_collides_with_a_rule_is_refused_as_forged() {
         path_names: vec![(key, "/tmp/pipeline/another".to_owned())],
         ..CompiledSet::default()
     };
-    kernel.install(&set).expect("installing the policy set");
+    kernel
+        .install(set.generation, SlotContents::of(&set, enforcer_agent::kernel::path_key::check))
+        .expect("installing the policy set");
     let inside = run_in(Some(&cgroup), || open_errno(opened, libc::O_RDONLY));
     assert_eq!(inside, libc::EPERM, "an index hit without the proof must not allow");
     let event = wait_for_event(&mut ring, Duration::from_secs(5), |e| e.hook == hook::FILE_OPEN)

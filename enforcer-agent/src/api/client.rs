@@ -93,10 +93,7 @@ impl Client {
         path: &str,
         body: &B,
     ) -> Result<T, ClientError> {
-        let text = serde_json::to_string(body)
-            .map_err(|e| ClientError::Http(format!("encoding the request: {e}")))?;
-        let response = self.connect().await?.send_as(method, path, Some(text), "application/json").await?;
-        decode(response).await
+        self.connect().await?.call_json(method, path, body).await
     }
 }
 
@@ -124,6 +121,18 @@ impl Connection {
         body: Option<String>,
     ) -> Result<T, ClientError> {
         decode(self.send(method, path, body).await?).await
+    }
+
+    /// Sends `body` as JSON and decodes the JSON answer.
+    pub async fn call_json<T: DeserializeOwned, B: serde::Serialize + ?Sized>(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let text = serde_json::to_string(body)
+            .map_err(|e| ClientError::Http(format!("encoding the request: {e}")))?;
+        decode(self.send_as(method, path, Some(text), "application/json").await?).await
     }
 
     /// Sends one request whose body is of media type `content_type`.

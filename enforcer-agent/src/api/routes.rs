@@ -170,8 +170,8 @@ async fn apply(
     if docs.is_empty() {
         return Err(Reject::new(StatusCode::BAD_REQUEST, "the body holds no policy"));
     }
-    let (dry_run, uid) = (flag(&query, "dryRun"), caller.uid);
-    let result = call(&h, |reply| Command::Apply { docs, dry_run, uid, reply }).await?;
+    let (dry_run, diff, uid) = (flag(&query, "dryRun"), flag(&query, "diff"), caller.uid);
+    let result = call(&h, |reply| Command::Apply { docs, dry_run, diff, uid, reply }).await?;
     result.map(Json).map_err(|message| Reject::new(StatusCode::BAD_REQUEST, message))
 }
 

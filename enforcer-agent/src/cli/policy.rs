@@ -65,7 +65,13 @@ pub fn apply(socket: &Path, file: &Path, dry_run: bool, show_diff: bool, output:
             return ExitCode::from(2);
         }
     };
-    let path = if dry_run { "/v1/policies?dryRun=true" } else { "/v1/policies" };
+    // Line diffs cost the agent a serialisation of each changed policy: asked for only
+    // where they are shown (a dry run shows them; JSON output carries everything).
+    let path = match (dry_run, output) {
+        (true, _) => "/v1/policies?dryRun=true",
+        (false, Output::Json) => "/v1/policies?diff=true",
+        (false, Output::Text) => "/v1/policies",
+    };
     let client = Client::new(socket);
     let sent = match text {
         Source::Parsed(policies) => runtime().block_on(client.call_json(Method::POST, path, &policies)),

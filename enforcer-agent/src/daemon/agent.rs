@@ -201,7 +201,7 @@ pub async fn run(config: Config, start_api: StartApi) -> anyhow::Result<()> {
         config: &config,
         live: running.live,
         kube_synced: (false, false),
-        texts: crate::policy::diff::Texts::default(),
+        texts: std::sync::Arc::default(),
         aggregator: record::aggregate::Aggregator::default(),
     };
     let mut commands = running.commands;
@@ -332,6 +332,7 @@ fn housekeeping(engine: &mut Engine, log: &mut VerdictLog, dropped_seen: &mut u6
         }
     }
     let _ = log.flush();
+    super::memory::trim_if_quiet();
 }
 
 /// Re-reads the policy directory; a bad set is refused and the running one stays.

@@ -37,6 +37,8 @@ pub enum Command {
     Apply {
         docs: Vec<Policy>,
         dry_run: bool,
+        /// Line diffs in the answer (always on a dry run).
+        diff: bool,
         uid: u32,
         reply: oneshot::Sender<Result<ApplyResult, String>>,
     },

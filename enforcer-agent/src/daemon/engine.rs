@@ -2,7 +2,7 @@
 //! policy sets, and keeps the directory that names identities in verdicts.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     path::PathBuf,
     sync::{Arc, RwLock},
 };
@@ -12,10 +12,11 @@ use crate::{
     daemon::identity::kubepods::Pods,
     daemon::record::directory::Directory,
     kernel::maps::{KernelMaps, MapsError},
+    kernel::slot::{Part, SlotContents},
     policy::{
-        compile::{ResolvedBinding, compile},
+        compile::{self, ResolvedBinding},
         model::Policy,
-        validate::{PolicyError, Valid, validate_set},
+        validate::{PolicyError, Valid, check_set, validate, validate_set_reusing},
     },
 };
 use enforcer_common::maps::{BINDING_SUBTREE, Binding};
@@ -45,7 +46,10 @@ pub struct Engine {
     maps: KernelMaps,
     cgroup_root: PathBuf,
     ids: BTreeMap<String, u32>,
-    policies: Vec<Valid>,
+    policies: Vec<Arc<Valid>>,
+    /// The slot entries of each policy in force (by name), with the validated policy and
+    /// identity number they were compiled from: reused while both stay the same.
+    parts: HashMap<String, (Arc<Valid>, u32, Arc<Part>)>,
     generation: u64,
     bound: BTreeSet<(u64, u32)>,
     /// Cgroups a selector picks that could not be bound at the last rescan, and why;
@@ -56,6 +60,15 @@ pub struct Engine {
     /// Pods on this node, for pod selectors (empty unless run with `--kubernetes`).
     pods: Pods,
     directory: Arc<RwLock<Directory>>,
+}
+
+/// A set ready to install: identity numbers, the cgroups seen, the bindings, and the
+/// slot entries of each identity.
+struct Prepared {
+    ids: BTreeMap<String, u32>,
+    cgroups: Vec<identity::Cgroup>,
+    bindings: Vec<(u64, Binding)>,
+    parts: BTreeMap<u32, Arc<Part>>,
 }
 
 /// A cgroup that should be bound and is not.
@@ -83,6 +96,7 @@ impl Engine {
             cgroup_root,
             ids: BTreeMap::new(),
             policies: Vec::new(),
+            parts: HashMap::new(),
             generation,
             bound: BTreeSet::new(),
             failed: Vec::new(),
@@ -100,7 +114,7 @@ impl Engine {
         self.generation
     }
 
-    pub fn policies(&self) -> &[Valid] {
+    pub fn policies(&self) -> &[Arc<Valid>] {
         &self.policies
     }
 
@@ -111,19 +125,76 @@ impl Engine {
     /// Checks that `policies` would apply (valid, and the compiled set fits) without
     /// changing anything.
     pub fn plan(&self, policies: &[Policy]) -> Result<(), EngineError> {
-        let valid = validate_set(policies)?;
-        let ids = self.numbered(&valid);
-        let bindings = self.settle(
-            identity::resolve(&valid, &identity::scan(&self.cgroup_root), &self.pods),
-            &ids,
-            false,
-        );
-        compile(&valid, &ids, &bindings, self.generation + 1)?;
+        self.plan_valid(&self.validated(policies)?)
+    }
+
+    /// [`Self::plan`] for a set already validated.
+    pub fn plan_valid(&self, valid: &[Arc<Valid>]) -> Result<(), EngineError> {
+        self.prepare(valid, false)?;
         Ok(())
     }
 
+    /// `policies` validated, taking the validated form of each one the set in force
+    /// holds unchanged instead of checking it again.
+    pub fn validated(&self, policies: &[Policy]) -> Result<Vec<Arc<Valid>>, PolicyError> {
+        let in_force: HashMap<&str, &Arc<Valid>> =
+            self.policies.iter().map(|p| (p.name.as_str(), p)).collect();
+        validate_set_reusing(policies, |policy| {
+            in_force.get(policy.metadata.name.as_str()).filter(|v| v.source == *policy).map(|v| Arc::clone(v))
+        })
+    }
+
+    /// The set in force with `docs` added or put in place of the policies of the same
+    /// name (in force order, new ones at the end), validated.
+    pub fn merged(&self, docs: &[Policy]) -> Result<Vec<Arc<Valid>>, PolicyError> {
+        let mut set: Vec<Arc<Valid>> = self.policies.clone();
+        for doc in docs {
+            let at = set.iter().position(|p| p.name == doc.metadata.name);
+            let valid = match at.map(|i| &set[i]) {
+                Some(current) if current.source == *doc => continue,
+                _ => Arc::new(validate(doc)?),
+            };
+            match at {
+                Some(i) => set[i] = valid,
+                None => set.push(valid),
+            }
+        }
+        check_set(&set)?;
+        Ok(set)
+    }
+
+    /// Numbers, bindings and slot contents of `valid`, checked to fit; compiles only the
+    /// policies that changed since the last apply. With `report`, cgroups selected more
+    /// than once are logged.
+    fn prepare(&self, valid: &[Arc<Valid>], report: bool) -> Result<Prepared, EngineError> {
+        let ids = self.numbered(valid);
+        let cgroups = identity::scan(&self.cgroup_root);
+        let bindings = compile::kernel_bindings(
+            &self.settle(identity::resolve(valid, &cgroups, &self.pods), &ids, report),
+            &ids,
+        );
+        let mut parts = BTreeMap::new();
+        let mut totals =
+            compile::Totals { identities: valid.len(), bindings: bindings.len(), ..Default::default() };
+        for policy in valid {
+            let id = ids[&policy.identity];
+            let part = match self.parts.get(&policy.name) {
+                Some((from, number, part)) if Arc::ptr_eq(from, policy) && *number == id => Arc::clone(part),
+                _ => {
+                    let set =
+                        compile::compile(std::slice::from_ref(&**policy), &ids, &[], self.generation + 1)?;
+                    Arc::new(Part::of(&set, crate::kernel::path_key::check))
+                }
+            };
+            totals.path_rules += part.path_rules.len();
+            totals.net_prefixes += part.net_rules.len();
+            parts.insert(id, part);
+        }
+        compile::check_totals(&totals)?;
+        Ok(Prepared { ids, cgroups, bindings, parts })
+    }
     /// Identity numbers for `valid`: existing ones kept, new ones allocated.
-    fn numbered(&self, valid: &[Valid]) -> BTreeMap<String, u32> {
+    fn numbered(&self, valid: &[Arc<Valid>]) -> BTreeMap<String, u32> {
         let mut ids = self.ids.clone();
         let mut next = ids.values().max().copied().unwrap_or(0) + 1;
         for policy in valid {
@@ -198,6 +269,12 @@ impl Engine {
         self.policies.iter().map(|p| p.source.clone()).collect()
     }
 
+    /// Whether `policies` are exactly the documents of the set in force, in order.
+    pub fn holds(&self, policies: &[Policy]) -> bool {
+        policies.len() == self.policies.len()
+            && policies.iter().zip(&self.policies).all(|(a, b)| *a == b.source)
+    }
+
     pub fn cgroup_root(&self) -> &std::path::Path {
         &self.cgroup_root
     }
@@ -205,27 +282,39 @@ impl Engine {
     /// Replaces the whole policy set. Nothing changes unless every document is valid and
     /// the compiled set fits; the switch itself is one map store.
     pub fn apply(&mut self, policies: &[Policy]) -> Result<Applied, EngineError> {
+        let valid = self.validated(policies)?;
+        self.apply_valid(valid)
+    }
+
+    /// [`Self::apply`] for a set already validated (see [`Self::merged`]).
+    pub fn apply_valid(&mut self, valid: Vec<Arc<Valid>>) -> Result<Applied, EngineError> {
         let started = std::time::Instant::now();
-        let valid = validate_set(policies)?;
-        let validated = started.elapsed();
-        let ids = self.numbered(&valid);
-        let cgroups = identity::scan(&self.cgroup_root);
-        let bindings = self.settle(identity::resolve(&valid, &cgroups, &self.pods), &ids, true);
+        let Prepared { ids, cgroups, bindings, parts } = self.prepare(&valid, true)?;
         let generation = self.generation + 1;
-        let mut set = compile(&valid, &ids, &bindings, generation)?;
-        crate::daemon::file_identity::fill(&mut set, crate::daemon::file_identity::on_disk);
         let compiled = started.elapsed();
-        self.maps.install(&set).map_err(EngineError::Install)?;
+        // Rules by file identity follow the disk, so they are looked up again on every apply.
+        let inode_rules = crate::daemon::file_identity::rules(
+            parts.values().flat_map(|part| part.named_path_rules()),
+            crate::daemon::file_identity::on_disk,
+        );
+        let wanted = SlotContents::new(bindings.clone(), inode_rules, parts);
+        self.maps.install(generation, wanted.clone()).map_err(EngineError::Install)?;
         tracing::debug!(
             generation,
-            validate = ?validated,
-            compile = ?compiled.saturating_sub(validated),
+            prepare = ?compiled,
             install = ?started.elapsed().saturating_sub(compiled),
             "policy set installed"
         );
 
-        self.bound = set.bindings.iter().map(|(cgroup, b)| (*cgroup, b.identity)).collect();
+        self.bound = bindings.iter().map(|(cgroup, b)| (*cgroup, b.identity)).collect();
         self.failed.clear();
+        self.parts = valid
+            .iter()
+            .map(|p| {
+                let id = ids[&p.identity];
+                (p.name.clone(), (Arc::clone(p), id, Arc::clone(&wanted.parts[&id])))
+            })
+            .collect();
         self.ids = ids;
         self.generation = generation;
         self.policies = valid;
@@ -241,7 +330,7 @@ impl Engine {
         }
         directory.cgroups = identity::paths_by_id(&cgroups);
         directory.bindings =
-            set.bindings.iter().map(|(cgroup, b)| (*cgroup, b.flags & BINDING_SUBTREE != 0)).collect();
+            bindings.iter().map(|(cgroup, b)| (*cgroup, b.flags & BINDING_SUBTREE != 0)).collect();
         Ok(Applied { generation, policies: self.policies.len(), cgroups_bound: self.bound.len() })
     }
 

@@ -15,25 +15,32 @@ use enforcer_common::{
 
 use crate::{
     daemon::protect::kernel_dev,
-    policy::compiled::{CompiledSet, InodeRuleKey},
+    policy::compiled::{CompiledSet, InodeRuleKey, PathRuleKey},
 };
 
-/// Fills `set.inode_rules` from its path rules, with `identify` giving a path's
-/// (kernel device, inode); runtimes (`path_kind::RUNTIME`) are identified through a final
-/// symlink, since the kernel sees the file executed. Two paths naming one file (hard
-/// links) merge, the stricter action deciding each access.
+/// Fills `set.inode_rules` from its path rules (see [`rules`]).
 pub fn fill(set: &mut CompiledSet, identify: impl Fn(&str) -> Option<(u32, u64)>) {
     let names: BTreeMap<_, _> = set.path_names.iter().map(|(k, n)| (*k, n.as_str())).collect();
+    let with_paths = set.path_rules.iter().filter_map(|(key, rule)| Some((key, rule, *names.get(key)?)));
+    set.inode_rules = rules(with_paths, identify);
+}
+
+/// The rules by file identity of `path_rules` (each with the path it names), with
+/// `identify` giving a path's (kernel device, inode); runtimes (`path_kind::RUNTIME`) are
+/// identified through a final symlink, since the kernel sees the file executed. Two paths
+/// naming one file (hard links) merge, the stricter action deciding each access.
+pub fn rules<'a>(
+    path_rules: impl Iterator<Item = (&'a PathRuleKey, &'a PathRule, &'a str)>,
+    identify: impl Fn(&str) -> Option<(u32, u64)>,
+) -> Vec<(InodeRuleKey, PathRule)> {
     let mut found: BTreeMap<InodeRuleKey, PathRule> = BTreeMap::new();
-    for (key, rule) in &set.path_rules {
-        let target = |path: &&str| {
-            if key.kind == path_kind::RUNTIME {
-                std::fs::canonicalize(path).ok().map(|p| p.to_string_lossy().into_owned())
-            } else {
-                Some((*path).to_owned())
-            }
+    for (key, rule, path) in path_rules {
+        let target = if key.kind == path_kind::RUNTIME {
+            std::fs::canonicalize(path).ok().map(|p| p.to_string_lossy().into_owned())
+        } else {
+            Some(path.to_owned())
         };
-        let Some((dev, ino)) = names.get(key).and_then(target).and_then(|path| identify(&path)) else {
+        let Some((dev, ino)) = target.and_then(|path| identify(&path)) else {
             continue;
         };
         let entry = found
@@ -45,7 +52,7 @@ pub fn fill(set: &mut CompiledSet, identify: impl Fn(&str) -> Option<(u32, u64)>
         (entry.read_action, entry.read_rule, entry.write_action, entry.write_rule) =
             (read.0, read.1, write.0, write.1);
     }
-    set.inode_rules = found.into_iter().collect();
+    found.into_iter().collect()
 }
 
 /// (kernel device, inode) of `path` on this machine, not following a final symlink.
@@ -56,7 +63,6 @@ pub fn on_disk(path: &str) -> Option<(u32, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::compiled::PathRuleKey;
 
     fn rule(read: u8, write: u8, index: u32) -> PathRule {
         PathRule {

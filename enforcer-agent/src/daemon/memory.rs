@@ -10,3 +10,32 @@ pub fn trim_heap() {
         libc::malloc_trim(0);
     }
 }
+
+/// When the last large allocation ended, if the heap has not been trimmed since.
+static TRIM_DUE: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+
+/// How long the agent must have been without a policy apply before the heap is trimmed:
+/// trimming right after each apply made the next one fault every page back in.
+const QUIET: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Asks for [`trim_heap`] once the agent has been quiet for a while (see
+/// [`trim_if_quiet`]); called after each policy apply.
+pub fn trim_later() {
+    *TRIM_DUE.lock().expect("trim lock") = Some(std::time::Instant::now());
+}
+
+/// Trims the heap if an apply asked for it and none came for [`QUIET`] since; called on
+/// the agent's housekeeping tick.
+pub fn trim_if_quiet() {
+    let mut due = TRIM_DUE.lock().expect("trim lock");
+    if due.is_some_and(|since| since.elapsed() >= QUIET) {
+        *due = None;
+        drop(due);
+        // Off the calling thread: trimming a large heap takes milliseconds, which the
+        // main loop (draining verdicts, answering the API) should not wait for.
+        if let Err(e) = std::thread::Builder::new().name("trim".into()).spawn(trim_heap) {
+            tracing::debug!(error = %e, "no thread for trimming the heap; trimming here");
+            trim_heap();
+        }
+    }
+}

@@ -100,6 +100,32 @@ impl State {
         Ok(())
     }
 
+    /// Saves the validated set in force: its text is put together on the writer's thread
+    /// too, with the texts of unchanged policies taken from `texts` (which then holds
+    /// those of this set only).
+    pub fn save_set(
+        &self,
+        set: Vec<std::sync::Arc<crate::policy::validate::Valid>>,
+        generation: u64,
+        texts: &std::sync::Arc<std::sync::Mutex<crate::policy::diff::Texts>>,
+    ) {
+        let texts = std::sync::Arc::clone(texts);
+        self.writer.write(
+            self.dir.join(POLICIES),
+            Box::new(move || {
+                let mut texts = texts.lock().expect("texts lock");
+                let mut text = String::new();
+                for policy in &set {
+                    text.push_str("---\n");
+                    text.push_str(texts.text(&policy.source));
+                }
+                texts.keep(set.iter().map(|p| p.name.as_str()));
+                text.into_bytes()
+            }),
+        );
+        self.writer.write(self.dir.join(GENERATION), Box::new(move || generation.to_string().into_bytes()));
+    }
+
     /// Waits until every save handed over so far is on disk.
     pub fn flush(&self) {
         self.writer.flush();

@@ -2,8 +2,9 @@
 //! 5.6+) take many entries in one `bpf(2)` call instead of one call each.
 //!
 //! aya 0.16 does not offer these commands, and no maintained crate wraps them for a map
-//! descriptor aya owns, so this module makes the call itself. Only hash maps support them;
-//! an LPM trie is written entry by entry.
+//! descriptor aya owns, so this module makes the call itself. Hash maps have their own
+//! batch code; an LPM trie takes the kernel's generic one (each entry written in turn, all
+//! within the one call).
 
 use std::{
     io,

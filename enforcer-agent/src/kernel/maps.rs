@@ -6,8 +6,7 @@ use std::{borrow::BorrowMut, os::fd::AsFd as _};
 use aya::{
     Ebpf,
     maps::{
-        Array, HashMap, IterableMap as _, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf,
-        lpm_trie::Key,
+        Array, HashMap, IterableMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf, lpm_trie::Key,
     },
 };
 use enforcer_common::{
@@ -23,9 +22,9 @@ use enforcer_common::{
 use crate::{
     kernel::{
         batch,
-        slot::{SlotContents, delta},
+        slot::{SlotContents, SlotDelta},
     },
-    policy::compiled::{CompiledSet, InodeRuleKey, NetPrefix, PathRuleKey},
+    policy::compiled::{InodeRuleKey, NetPrefix, PathRuleKey},
 };
 
 /// A path grant as the kernel holds it.
@@ -138,19 +137,18 @@ impl KernelMaps {
         self.generation.get(&slot, 0).map_err(err(names::SLOT_GENERATION))
     }
 
-    /// Writes `set` into the inactive slot, then switches to it with one store, so every
+    /// Writes `wanted` (the set of `generation`) into the inactive slot, then switches to it with one store, so every
     /// hook invocation sees either the old set or the new one in full.
     ///
     /// Only what differs from what the slot held is written: the entries the new set lacks
     /// are removed, those it adds or changes written (in batches where the map allows).
     /// On error the slot in force is untouched (the inactive slot may be half-written; it
     /// is then cleared in full before its next use).
-    pub fn install(&mut self, set: &CompiledSet) -> Result<u32, MapsError> {
+    pub fn install(&mut self, generation: u64, wanted: SlotContents) -> Result<u32, MapsError> {
         let slot = (self.active_slot()? + 1) % SLOTS;
         // A sleepable program that read ACTIVE before the last flip may still be judging
         // with this slot: it is rewritten only once none is.
         self.wait_for_readers(slot)?;
-        let wanted = SlotContents::of(set, crate::kernel::path_key::check);
         let held = if let Some(held) = self.held[slot as usize].take() {
             held
         } else {
@@ -159,7 +157,7 @@ impl KernelMaps {
         };
         self.rewrite_slot(slot, &held, &wanted)?;
         self.held[slot as usize] = Some(wanted);
-        self.generation.set(slot, &set.generation, 0).map_err(err(names::SLOT_GENERATION))?;
+        self.generation.set(slot, &generation, 0).map_err(err(names::SLOT_GENERATION))?;
         // Before the flip: resolutions cached while this slot held an older set carry an
         // older epoch, and every entry written for it from now on is about the new set.
         self.bump_epoch()?;
@@ -199,12 +197,14 @@ impl KernelMaps {
                 NetKey { slot, identity: p.identity, addr: p.addr },
             )
         };
-        let bindings = delta(&held.bindings, &wanted.bindings);
-        let identities = delta(&held.identities, &wanted.identities);
-        let listen = delta(&held.listen_rules, &wanted.listen_rules);
-        let paths = delta(&held.path_rules, &wanted.path_rules);
-        let inodes = delta(&held.inode_rules, &wanted.inode_rules);
-        let nets = delta(&held.net_rules, &wanted.net_rules);
+        let SlotDelta {
+            bindings,
+            identities,
+            path_rules: paths,
+            inode_rules: inodes,
+            net_rules: nets,
+            listen_rules: listen,
+        } = SlotDelta::between(held, wanted);
 
         remove_batch(
             &self.bindings,
@@ -223,9 +223,7 @@ impl KernelMaps {
         )?;
         remove_batch(&self.path_rules, names::PATH_RULES, paths.removed.iter().map(path_key))?;
         remove_batch(&self.inode_rules, names::INODE_RULES, inodes.removed.iter().map(inode_key))?;
-        for prefix in &nets.removed {
-            ignore_missing(self.net_rules.remove(&net_key(prefix))).map_err(err(names::NET_RULES))?;
-        }
+        remove_batch(&self.net_rules, names::NET_RULES, nets.removed.iter().map(net_key))?;
 
         write_batch(
             &self.identities,
@@ -242,9 +240,7 @@ impl KernelMaps {
             names::INODE_RULES,
             inodes.written.iter().map(|(k, v)| (inode_key(k), *v)),
         )?;
-        for (prefix, entry) in &nets.written {
-            self.net_rules.insert(&net_key(prefix), entry, 0).map_err(err(names::NET_RULES))?;
-        }
+        write_batch(&self.net_rules, names::NET_RULES, nets.written.iter().map(|(p, v)| (net_key(p), *v)))?;
         write_batch(
             &self.listen_rules,
             names::LISTEN_RULES,
@@ -464,9 +460,9 @@ fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
     }
 }
 
-/// Writes `entries` to a hash map in one batch.
+/// Writes `entries` to a hash map or LPM trie in one batch.
 fn write_batch<K: aya::Pod, V: aya::Pod>(
-    map: &HashMap<MapData, K, V>,
+    map: &impl IterableMap<K, V>,
     name: &'static str,
     entries: impl Iterator<Item = (K, V)>,
 ) -> Result<(), MapsError> {
@@ -477,9 +473,9 @@ fn write_batch<K: aya::Pod, V: aya::Pod>(
     batch::update(map.map().fd().as_fd(), &entries).map_err(|source| MapsError::Batch { map: name, source })
 }
 
-/// Removes `keys` from a hash map in one batch (keys it does not hold are skipped).
+/// Removes `keys` from a hash map or LPM trie in one batch (keys it does not hold are skipped).
 fn remove_batch<K: aya::Pod, V: aya::Pod>(
-    map: &HashMap<MapData, K, V>,
+    map: &impl IterableMap<K, V>,
     name: &'static str,
     keys: impl Iterator<Item = K>,
 ) -> Result<(), MapsError> {

@@ -6,44 +6,101 @@
 //! a slot then removes only the entries the new set lacks and writes only those it adds
 //! or changes, and an LPM trie, which cannot be cleared in one call, is never walked.
 
+use std::{collections::BTreeMap, sync::Arc};
+
 use enforcer_common::maps::{Binding, IdentityConfig, NetEntry, PathRule};
 
 use crate::policy::compiled::{CompiledSet, InodeRuleKey, NetPrefix, PathRuleKey};
 
-/// The entries of one slot, each list sorted by key with one entry per key.
+/// The entries one policy puts in a slot, all keyed by its identity number (but for its
+/// rules by file identity, which follow what is on disk at each apply). Shared between
+/// slots and applies while the policy is unchanged, so an unchanged policy costs nothing
+/// to install again: [`SlotDelta::between`] skips a part both sides share.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct SlotContents {
+pub struct Part {
     pub identities: Vec<(u32, IdentityConfig)>,
-    pub bindings: Vec<(u64, Binding)>,
     /// With their keyed proofs (`PathRule::check`) filled in.
     pub path_rules: Vec<(PathRuleKey, PathRule)>,
-    pub inode_rules: Vec<(InodeRuleKey, PathRule)>,
+    /// The path of each entry of `path_rules`, in the same order.
+    pub path_names: Vec<String>,
     pub net_rules: Vec<(NetPrefix, NetEntry)>,
     pub listen_rules: Vec<(u32, NetEntry)>,
 }
 
-impl SlotContents {
-    /// What the maps hold once `set` is installed; `check` gives the keyed proof of a path.
+impl Part {
+    /// The entries of `set` (compiled from one policy; its bindings are not part of it);
+    /// `check` gives the keyed proof of a path.
     pub fn of(set: &CompiledSet, check: impl Fn(&str) -> u64) -> Self {
         let names: std::collections::HashMap<PathRuleKey, &str> =
             set.path_names.iter().map(|(k, n)| (*k, n.as_str())).collect();
-        let path_rules = set
-            .path_rules
-            .iter()
-            .map(|(key, rule)| {
-                let mut rule = *rule;
-                rule.check = names.get(key).map_or(0, |name| check(name));
-                (*key, rule)
-            })
-            .collect();
+        let path_rules = sorted(
+            set.path_rules
+                .iter()
+                .map(|(key, rule)| {
+                    let mut rule = *rule;
+                    rule.check = names.get(key).map_or(0, |name| check(name));
+                    (*key, rule)
+                })
+                .collect(),
+        );
+        let path_names =
+            path_rules.iter().map(|(k, _)| names.get(k).copied().unwrap_or("").to_owned()).collect();
         Self {
             identities: sorted(set.identities.clone()),
-            bindings: sorted(set.bindings.clone()),
-            path_rules: sorted(path_rules),
-            inode_rules: sorted(set.inode_rules.clone()),
+            path_rules,
+            path_names,
             net_rules: sorted(set.net_rules.clone()),
             listen_rules: sorted(set.listen_rules.clone()),
         }
+    }
+
+    /// Each path rule with the path it names.
+    pub fn named_path_rules(&self) -> impl Iterator<Item = (&PathRuleKey, &PathRule, &str)> {
+        self.path_rules.iter().zip(&self.path_names).map(|((k, r), n)| (k, r, n.as_str()))
+    }
+}
+
+/// What one slot holds: bindings and rules by file identity as lists sorted by key with
+/// one entry per key, and the part of each identity (by number).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SlotContents {
+    pub bindings: Vec<(u64, Binding)>,
+    pub inode_rules: Vec<(InodeRuleKey, PathRule)>,
+    pub parts: BTreeMap<u32, Arc<Part>>,
+}
+
+impl SlotContents {
+    /// A slot's contents from unsorted bindings and rules by file identity.
+    pub fn new(
+        bindings: Vec<(u64, Binding)>,
+        inode_rules: Vec<(InodeRuleKey, PathRule)>,
+        parts: BTreeMap<u32, Arc<Part>>,
+    ) -> Self {
+        Self { bindings: sorted(bindings), inode_rules: sorted(inode_rules), parts }
+    }
+
+    /// The contents of a whole compiled set (several identities, bindings and rules by
+    /// file identity included), split into one part per identity.
+    pub fn of(set: &CompiledSet, check: impl Fn(&str) -> u64) -> Self {
+        let mut by_identity: BTreeMap<u32, CompiledSet> = BTreeMap::new();
+        for entry in &set.identities {
+            by_identity.entry(entry.0).or_default().identities.push(*entry);
+        }
+        for entry in &set.path_rules {
+            by_identity.entry(entry.0.identity).or_default().path_rules.push(*entry);
+        }
+        for entry in &set.path_names {
+            by_identity.entry(entry.0.identity).or_default().path_names.push(entry.clone());
+        }
+        for entry in &set.net_rules {
+            by_identity.entry(entry.0.identity).or_default().net_rules.push(*entry);
+        }
+        for entry in &set.listen_rules {
+            by_identity.entry(entry.0).or_default().listen_rules.push(*entry);
+        }
+        let parts =
+            by_identity.into_iter().map(|(id, part)| (id, Arc::new(Part::of(&part, &check)))).collect();
+        Self::new(set.bindings.clone(), set.inode_rules.clone(), parts)
     }
 
     /// Records a binding added (or replaced) after the slot was written.
@@ -57,6 +114,50 @@ impl SlotContents {
     /// Records bindings removed after the slot was written.
     pub fn unbind(&mut self, cgroup_ids: &[u64]) {
         self.bindings.retain(|(c, _)| !cgroup_ids.contains(c));
+    }
+}
+
+/// How a slot changes, list by list.
+#[derive(Debug, PartialEq)]
+pub struct SlotDelta {
+    pub bindings: Delta<u64, Binding>,
+    pub identities: Delta<u32, IdentityConfig>,
+    pub path_rules: Delta<PathRuleKey, PathRule>,
+    pub inode_rules: Delta<InodeRuleKey, PathRule>,
+    pub net_rules: Delta<NetPrefix, NetEntry>,
+    pub listen_rules: Delta<u32, NetEntry>,
+}
+
+impl SlotDelta {
+    /// The change from `held` to `wanted`. Parts are compared identity by identity (their
+    /// keys never overlap), and a part both share is skipped without looking inside.
+    pub fn between(held: &SlotContents, wanted: &SlotContents) -> Self {
+        let mut out = Self {
+            bindings: delta(&held.bindings, &wanted.bindings),
+            identities: Delta::default(),
+            path_rules: Delta::default(),
+            inode_rules: delta(&held.inode_rules, &wanted.inode_rules),
+            net_rules: Delta::default(),
+            listen_rules: Delta::default(),
+        };
+        let empty = Part::default();
+        let mut ids: Vec<u32> = held.parts.keys().chain(wanted.parts.keys()).copied().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            let (old, new) = (held.parts.get(&id), wanted.parts.get(&id));
+            if let (Some(old), Some(new)) = (old, new)
+                && Arc::ptr_eq(old, new)
+            {
+                continue;
+            }
+            let (old, new) = (old.map_or(&empty, |p| &**p), new.map_or(&empty, |p| &**p));
+            out.identities.extend(delta(&old.identities, &new.identities));
+            out.path_rules.extend(delta(&old.path_rules, &new.path_rules));
+            out.net_rules.extend(delta(&old.net_rules, &new.net_rules));
+            out.listen_rules.extend(delta(&old.listen_rules, &new.listen_rules));
+        }
+        out
     }
 }
 
@@ -80,6 +181,19 @@ pub struct Delta<K, V> {
     pub removed: Vec<K>,
     /// Entries the new set adds or changes.
     pub written: Vec<(K, V)>,
+}
+
+impl<K, V> Default for Delta<K, V> {
+    fn default() -> Self {
+        Self { removed: Vec::new(), written: Vec::new() }
+    }
+}
+
+impl<K, V> Delta<K, V> {
+    fn extend(&mut self, other: Self) {
+        self.removed.extend(other.removed);
+        self.written.extend(other.written);
+    }
 }
 
 /// The change from `old` to `new`, both sorted by key with unique keys: one merge pass.
@@ -136,6 +250,46 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_part_is_skipped_and_a_changed_one_compared() {
+        let config = IdentityConfig {
+            mode: 0,
+            exec_default: 0,
+            file_default: 0,
+            net_default: 0,
+            listen_default: 0,
+            pad: [0; 3],
+            flags: 0,
+        };
+        let part = |identity: u32, port: u16| {
+            let mut entry = NetEntry {
+                count: 1,
+                pad: 0,
+                rules: [enforcer_common::maps::NetRule::default(); enforcer_common::MAX_NET_RULES_PER_PREFIX],
+            };
+            entry.rules[0].port_lo = port;
+            Arc::new(Part {
+                identities: vec![(identity, config)],
+                net_rules: vec![(NetPrefix { identity, addr: [0; 16], prefix_len: 8 }, entry)],
+                ..Part::default()
+            })
+        };
+        let (a, b) = (part(1, 80), part(2, 80));
+        let held = SlotContents::new(vec![], vec![], [(1, Arc::clone(&a)), (2, Arc::clone(&b))].into());
+        // The same part: nothing to do. A changed part: only its changed entry. A part
+        // gone: all its entries removed.
+        assert_eq!(SlotDelta::between(&held, &held.clone()).net_rules, Delta::default());
+        let changed = SlotContents::new(vec![], vec![], [(1, Arc::clone(&a)), (2, part(2, 443))].into());
+        let d = SlotDelta::between(&held, &changed);
+        assert_eq!(
+            (d.net_rules.removed.len(), d.net_rules.written.len(), d.identities.written.len()),
+            (0, 1, 0)
+        );
+        let gone = SlotContents::new(vec![], vec![], [(1, a)].into());
+        let d = SlotDelta::between(&held, &gone);
+        assert_eq!((d.net_rules.removed.len(), d.identities.removed), (1, vec![2]));
+    }
+
+    #[test]
     fn live_bindings_are_recorded_in_order() {
         let binding = |identity| Binding { identity, flags: 0 };
         let mut held =
@@ -155,7 +309,8 @@ mod tests {
             path_names: vec![(key, "/a".to_owned())],
             ..CompiledSet::default()
         };
-        let held = SlotContents::of(&set, |name| name.len() as u64 + 40);
-        assert_eq!(held.path_rules[0].1.check, 42);
+        let part = Part::of(&set, |name| name.len() as u64 + 40);
+        assert_eq!(part.path_rules[0].1.check, 42);
+        assert_eq!(part.named_path_rules().next().map(|(_, _, name)| name), Some("/a"));
     }
 }

@@ -103,18 +103,45 @@ pub fn compile(
     }
     set.path_names = paths.iter().map(|(k, (_, name))| (*k, name.clone())).collect();
     set.path_rules = paths.into_iter().map(|(k, (v, _))| (k, v)).collect();
-    for binding in bindings {
-        let Some(id) = ids.get(&binding.identity) else { continue };
-        set.bindings.push((
-            binding.cgroup_id,
-            Binding { identity: *id, flags: if binding.subtree { BINDING_SUBTREE } else { 0 } },
-        ));
-    }
-    check_capacity("identities", set.identities.len(), capacity::IDENTITIES)?;
-    check_capacity("exec and file rules", set.path_rules.len(), capacity::PATH_RULES)?;
-    check_capacity("network prefixes", set.net_rules.len(), capacity::NET_PREFIXES)?;
-    check_capacity("cgroup bindings", set.bindings.len(), capacity::CGROUP_BINDINGS)?;
+    set.bindings = kernel_bindings(bindings, ids);
+    check_totals(&Totals {
+        identities: set.identities.len(),
+        path_rules: set.path_rules.len(),
+        net_prefixes: set.net_rules.len(),
+        bindings: set.bindings.len(),
+    })?;
     Ok(set)
+}
+
+/// The map entries of `bindings` (those of identities without a number are skipped).
+pub fn kernel_bindings(bindings: &[ResolvedBinding], ids: &BTreeMap<String, u32>) -> Vec<(u64, Binding)> {
+    bindings
+        .iter()
+        .filter_map(|binding| {
+            let id = ids.get(&binding.identity)?;
+            Some((
+                binding.cgroup_id,
+                Binding { identity: *id, flags: if binding.subtree { BINDING_SUBTREE } else { 0 } },
+            ))
+        })
+        .collect()
+}
+
+/// How many entries of each kind a compiled set puts in one slot.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Totals {
+    pub identities: usize,
+    pub path_rules: usize,
+    pub net_prefixes: usize,
+    pub bindings: usize,
+}
+
+/// Refuses a set whose entries do not fit in one slot.
+pub fn check_totals(totals: &Totals) -> Result<(), PolicyError> {
+    check_capacity("identities", totals.identities, capacity::IDENTITIES)?;
+    check_capacity("exec and file rules", totals.path_rules, capacity::PATH_RULES)?;
+    check_capacity("network prefixes", totals.net_prefixes, capacity::NET_PREFIXES)?;
+    check_capacity("cgroup bindings", totals.bindings, capacity::CGROUP_BINDINGS)
 }
 
 /// The identity's `IDENTITY_*` flags.

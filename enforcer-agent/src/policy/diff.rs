@@ -51,9 +51,10 @@ impl Texts {
         &entry.1
     }
 
-    /// Forgets every policy but those of `set`.
-    pub fn keep(&mut self, set: &[Policy]) {
-        self.by_name.retain(|name, _| set.iter().any(|p| p.metadata.name == *name));
+    /// Forgets every policy but those named.
+    pub fn keep<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
+        let names: std::collections::HashSet<&str> = names.into_iter().collect();
+        self.by_name.retain(|name, _| names.contains(name.as_str()));
     }
 }
 
@@ -87,6 +88,41 @@ pub fn changes_with(before: &[Policy], after: &[Policy], texts: &mut Texts) -> V
         });
     }
     out
+}
+
+/// What putting `docs` into the set `before` changes (see [`merge`]), for the policies
+/// `docs` name, in the order they take in the merged set; the line diffs only `with_diff`
+/// (they cost a serialisation of each changed policy), with the texts of `before` taken
+/// from `texts`.
+pub fn changes_of(before: &[&Policy], docs: &[Policy], texts: &mut Texts, with_diff: bool) -> Vec<Change> {
+    // The last document of a name is the one that stays.
+    let effective: std::collections::HashMap<&str, &Policy> =
+        docs.iter().map(|d| (d.metadata.name.as_str(), d)).collect();
+    let held: std::collections::HashMap<&str, &Policy> =
+        before.iter().map(|p| (p.metadata.name.as_str(), *p)).collect();
+    let mut order: Vec<&str> =
+        before.iter().map(|p| p.metadata.name.as_str()).filter(|n| effective.contains_key(n)).collect();
+    let mut added = std::collections::HashSet::new();
+    for doc in docs {
+        let name = doc.metadata.name.as_str();
+        if !held.contains_key(name) && added.insert(name) {
+            order.push(name);
+        }
+    }
+    order
+        .into_iter()
+        .map(|name| {
+            let new = effective[name];
+            let (change, diff) = match held.get(name) {
+                None => ("created", if with_diff { lines(&yaml(new), '+') } else { Vec::new() }),
+                Some(old) if *old == new => ("unchanged", Vec::new()),
+                Some(old) => {
+                    ("changed", if with_diff { line_diff(texts.text(old), &yaml(new)) } else { Vec::new() })
+                }
+            };
+            Change { name: name.to_owned(), change: change.into(), diff }
+        })
+        .collect()
 }
 
 fn lines(text: &str, mark: char) -> Vec<String> {
@@ -179,8 +215,20 @@ mod tests {
             changes_with(&[doc("a", "enforce")], &[doc("a", "audit")], &mut texts),
             changes(&[doc("a", "enforce")], &[doc("a", "audit")])
         );
-        texts.keep(&[doc("b", "audit")]);
+        texts.keep(["b"]);
         assert!(texts.by_name.is_empty());
+        // Changes of a partial apply: in merged order, the last document of a name kept,
+        // diffs only when asked.
+        let before = [doc("a", "enforce"), doc("b", "enforce")];
+        let before: Vec<&Policy> = before.iter().collect();
+        let docs = [doc("c", "audit"), doc("b", "audit"), doc("a", "enforce"), doc("c", "enforce")];
+        let c = changes_of(&before, &docs, &mut texts, false);
+        let summary: Vec<(&str, &str)> = c.iter().map(|c| (c.name.as_str(), c.change.as_str())).collect();
+        assert_eq!(summary, [("a", "unchanged"), ("b", "changed"), ("c", "created")]);
+        assert!(c.iter().all(|c| c.diff.is_empty()));
+        let c = changes_of(&before, &docs, &mut texts, true);
+        assert!(c[1].diff.contains(&"+  mode: audit".to_owned()), "{:?}", c[1].diff);
+        assert!(c[2].diff.iter().all(|l| l.starts_with('+')));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Parsing YAML documents and checking them, before anything is applied.
 
-use std::{collections::BTreeMap, fmt};
+use std::{collections::BTreeMap, fmt, sync::Arc};
 
 use super::{
     model::{self, API_VERSION, Action, Mode, Policy, Ports, Protocol},
@@ -126,31 +126,48 @@ fn document_name(source: &str, document: &yaml::Document, index: usize) -> Strin
 
 /// Validates a whole set: each document, then names and identities unique across it.
 pub fn validate_set(policies: &[Policy]) -> Result<Vec<Valid>, PolicyError> {
-    if policies.len() > MAX_POLICIES {
+    let valid = validate_set_reusing(policies, |_| None)?;
+    Ok(valid.into_iter().map(|v| Arc::try_unwrap(v).unwrap_or_else(|shared| (*shared).clone())).collect())
+}
+
+/// [`validate_set`], taking from `known` the validated form of a document it already has
+/// (the same document validated before), so a large unchanged policy is not checked again.
+pub fn validate_set_reusing(
+    policies: &[Policy],
+    known: impl Fn(&Policy) -> Option<Arc<Valid>>,
+) -> Result<Vec<Arc<Valid>>, PolicyError> {
+    let valid = policies
+        .iter()
+        .map(|policy| known(policy).map_or_else(|| validate(policy).map(Arc::new), Ok))
+        .collect::<Result<Vec<_>, _>>()?;
+    check_set(&valid)?;
+    Ok(valid)
+}
+
+/// The checks across a set: its size, and names and identities unique in it.
+pub fn check_set(valid: &[Arc<Valid>]) -> Result<(), PolicyError> {
+    if valid.len() > MAX_POLICIES {
         return Err(PolicyError::new(
             "policy set",
             "(set)",
-            format!("{} policies exceed the limit of {MAX_POLICIES}", policies.len()),
+            format!("{} policies exceed the limit of {MAX_POLICIES}", valid.len()),
         ));
     }
     let mut names = std::collections::BTreeSet::new();
     let mut identities = BTreeMap::new();
-    let mut valid = Vec::with_capacity(policies.len());
-    for policy in policies {
-        let v = validate(policy)?;
-        if !names.insert(v.name.clone()) {
+    for v in valid {
+        if !names.insert(v.name.as_str()) {
             return Err(PolicyError::new(&v.name, "metadata.name", "duplicate policy name in the set"));
         }
-        if let Some(other) = identities.insert(v.identity.clone(), v.name.clone()) {
+        if let Some(other) = identities.insert(v.identity.as_str(), v.name.as_str()) {
             return Err(PolicyError::new(
                 &v.name,
                 "spec.identity",
                 format!("identity {:?} is already governed by policy {other:?}", v.identity),
             ));
         }
-        valid.push(v);
     }
-    Ok(valid)
+    Ok(())
 }
 
 pub fn validate(policy: &Policy) -> Result<Valid, PolicyError> {

@@ -44,8 +44,9 @@ pub struct Control<'a> {
     pub live: LiveState,
     /// Kubernetes: whether the pod and the policy watches have delivered a listing.
     pub kube_synced: (bool, bool),
-    /// YAML of the policies in force, for diffs and the state file.
-    pub texts: diff::Texts,
+    /// YAML of the policies in force, for diffs and the state file (which is put together
+    /// on the state writer's thread).
+    pub texts: std::sync::Arc<std::sync::Mutex<diff::Texts>>,
     /// What the agent has accounted for of the kernel's repeated-verdict counts.
     pub aggregator: crate::daemon::record::aggregate::Aggregator<crate::daemon::record::VerdictRecord>,
 }
@@ -63,7 +64,7 @@ impl Control<'_> {
             Command::Pods(change) => self.pods_changed(change),
             Command::ClusterPolicies { resources, reply } => {
                 drop(reply.send(self.apply_cluster(&resources)));
-                crate::daemon::memory::trim_heap();
+                crate::daemon::memory::trim_later();
             }
             Command::Container { start, reply } => drop(reply.send(self.container_start(&start))),
             Command::Ready(reply) => drop(reply.send(self.ready())),
@@ -75,24 +76,18 @@ impl Control<'_> {
             Command::Delete { dry_run: false, reply, .. } if self.config.kubernetes.is_some() => {
                 drop(reply.send(Err(Failure { status: 409, message: CLUSTER_OWNS_POLICIES.to_owned() })));
             }
-            Command::Apply { docs, dry_run, uid, reply } => {
-                let current = self.engine.sources();
-                let merged = diff::merge(&current, &docs);
-                let names: Vec<&str> = docs.iter().map(|d| d.metadata.name.as_str()).collect();
-                let changes: Vec<Change> = diff::changes_with(&current, &merged, &mut self.texts)
-                    .into_iter()
-                    .filter(|c| names.contains(&c.name.as_str()))
-                    .collect();
-                drop(reply.send(self.replace(&merged, changes, dry_run, uid).map_err(|f| f.message)));
-                // Once answered: the parse and compile buffers of a large set go back.
-                crate::daemon::memory::trim_heap();
+            Command::Apply { docs, dry_run, diff, uid, reply } => {
+                drop(reply.send(self.put(&docs, dry_run, diff, uid).map_err(|f| f.message)));
+                // Once quiet: the parse and compile buffers of a large set go back.
+                crate::daemon::memory::trim_later();
             }
             Command::Delete { name, dry_run, uid, reply } => {
                 let current = self.engine.sources();
                 let result = if current.iter().any(|p| p.metadata.name == name) {
                     let rest: Vec<Policy> =
                         current.iter().filter(|p| p.metadata.name != name).cloned().collect();
-                    let changes = diff::changes_with(&current, &rest, &mut self.texts);
+                    let changes =
+                        diff::changes_with(&current, &rest, &mut self.texts.lock().expect("texts lock"));
                     self.replace(
                         &rest,
                         changes.into_iter().filter(|c| c.name == name).collect(),
@@ -136,17 +131,58 @@ impl Control<'_> {
         uid: Option<u32>,
     ) -> Result<crate::daemon::engine::Applied, crate::daemon::engine::EngineError> {
         let applied = self.engine.apply(policies).inspect_err(|_| self.metrics.apply_errors += 1)?;
-        if let Err(e) = self.state.save_with(policies, applied.generation, &mut self.texts) {
-            tracing::error!(error = %e, "saving the applied policy set");
-        }
-        self.texts.keep(policies);
+        self.installed(&applied, source, uid);
+        Ok(applied)
+    }
+
+    /// What follows every install: the state saved, live state mirrored, the change logged.
+    fn installed(
+        &mut self,
+        applied: &crate::daemon::engine::Applied,
+        source: &'static str,
+        uid: Option<u32>,
+    ) {
+        self.state.save_set(self.engine.policies().to_vec(), applied.generation, &self.texts);
         if let Err(e) = self.engine.sync_live(&self.live) {
             tracing::error!(error = %e, "mirroring live state after an apply");
         }
         tracing::info!(generation = applied.generation, source, uid, "policy set changed");
         write_policy_record(&mut self.log, &self.engine, source, uid);
         let _ = self.log.flush();
-        Ok(applied)
+    }
+
+    /// Adds `docs` to the set or puts them in place of the policies of the same names (or
+    /// only checks that on a dry run); only the documents that changed are validated and
+    /// compiled again.
+    fn put(
+        &mut self,
+        docs: &[Policy],
+        dry_run: bool,
+        with_diff: bool,
+        uid: u32,
+    ) -> Result<ApplyResult, Failure> {
+        let refused = |e: &dyn std::fmt::Display| Failure { status: 400, message: e.to_string() };
+        let before: Vec<&Policy> = self.engine.policies().iter().map(|p| &p.source).collect();
+        let changes = diff::changes_of(
+            &before,
+            docs,
+            &mut self.texts.lock().expect("texts lock"),
+            with_diff || dry_run,
+        );
+        let valid = self.engine.merged(docs).map_err(|e| refused(&e))?;
+        if dry_run {
+            self.engine.plan_valid(&valid).map_err(|e| refused(&e))?;
+            return Ok(ApplyResult { generation: self.engine.generation(), dry_run, changes });
+        }
+        if changes.iter().all(|c| c.change == "unchanged") {
+            return Ok(ApplyResult { generation: self.engine.generation(), dry_run, changes });
+        }
+        let applied = self.engine.apply_valid(valid).map_err(|e| {
+            self.metrics.apply_errors += 1;
+            refused(&e)
+        })?;
+        self.installed(&applied, "api", Some(uid));
+        Ok(ApplyResult { generation: applied.generation, dry_run, changes })
     }
 
     /// Installs `policies` as the whole set (or only checks it on a dry run), saves it and

@@ -156,9 +156,13 @@ fn subtree(selector: &SelectorSpec) -> bool {
 }
 
 /// The bindings the policies' selectors give over `cgroups`.
-pub fn resolve(policies: &[Valid], cgroups: &[Cgroup], pods: &Pods) -> Vec<ResolvedBinding> {
+pub fn resolve(
+    policies: &[impl std::borrow::Borrow<Valid>],
+    cgroups: &[Cgroup],
+    pods: &Pods,
+) -> Vec<ResolvedBinding> {
     let mut out = Vec::new();
-    for policy in policies {
+    for policy in policies.iter().map(std::borrow::Borrow::borrow) {
         for cgroup in cgroups.iter().filter(|c| selects(&policy.selector, &c.path, pods)) {
             out.push(ResolvedBinding {
                 identity: policy.identity.clone(),

@@ -70,13 +70,16 @@ impl LiveState {
     /// governs (a quarantine of an identity without a policy waits for one).
     pub fn quarantine_table(
         &self,
-        policies: &[Valid],
+        policies: &[impl std::borrow::Borrow<Valid>],
         number: impl Fn(&str) -> Option<u32>,
     ) -> BTreeMap<u32, u32> {
         self.quarantines
             .keys()
             .filter_map(|identity| {
-                let policy = policies.iter().find(|p| &p.identity == identity)?;
+                let policy: &Valid = policies
+                    .iter()
+                    .map(std::borrow::Borrow::borrow)
+                    .find(|p: &&Valid| &p.identity == identity)?;
                 Some((number(identity)?, policy.source.spec.quarantine.restricts()))
             })
             .collect()
