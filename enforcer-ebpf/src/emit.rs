@@ -7,8 +7,9 @@ use aya_ebpf::helpers::{
     bpf_probe_read_kernel_str_bytes, generated::bpf_probe_read_kernel,
 };
 use enforcer_common::{
-    ABI_VERSION, FNV_OFFSET, FNV_PRIME, MAX_PATH,
+    ABI_VERSION, MAX_PATH,
     event::{EVENT_VERDICT, VERDICT_HEADER, VerdictEvent},
+    sip::Sip,
     verdict::{decision, stat},
 };
 
@@ -32,7 +33,8 @@ pub struct Verdict {
 /// What the verdict was about.
 pub enum Target {
     /// Exec or file open: `len` bytes of path in `buf` (may be 0 when unknown), whose
-    /// FNV-1a is `hash` (0: not computed; then the verdict is not aggregated).
+    /// keyed hash (the path scan's proof) is `hash` (0: not computed; then the verdict is
+    /// not aggregated). Keyed, so that no path can be made to fold into another's record.
     Path {
         access: u32,
         buf: *const u8,
@@ -215,12 +217,15 @@ unsafe fn fill(ev: *mut VerdictEvent, v: &Verdict, target: &Target) {
 struct Hashing {
     buf: *const u8,
     len: u64,
-    hash: u64,
+    sip: Sip,
+    tail: u64,
 }
 
-/// FNV-1a of the event's `path_len` path bytes (the agent and the path scan compute the
-/// same), under `bpf_loop` so the verifier walks one iteration. A loop that cannot run
-/// leaves the offset basis: the verdict is still reported, only keyed more coarsely.
+/// Keyed hash (SipHash-1-3 with the path proofs' secret key) of the event's `path_len`
+/// path bytes, under `bpf_loop` so the verifier walks one iteration: the name is chosen by
+/// the caller, and an unkeyed hash would let one name be crafted to fold into another's
+/// record. A loop that cannot run leaves the hash of nothing: the verdict is still
+/// reported, only keyed more coarsely.
 ///
 /// # Safety
 /// `ev` points at a filled `VerdictEvent`.
@@ -228,14 +233,20 @@ struct Hashing {
 unsafe fn name_hash(ev: *const VerdictEvent) -> u64 {
     // SAFETY: as the caller promises.
     let mut state = unsafe {
-        Hashing { buf: (&raw const (*ev).path).cast(), len: u64::from((*ev).path_len), hash: FNV_OFFSET }
+        Hashing {
+            buf: (&raw const (*ev).path).cast(),
+            len: u64::from((*ev).path_len),
+            sip: Sip::new(crate::path::secret()),
+            tail: 0,
+        }
     };
     // SAFETY: the callback reads only `state` and the event's path buffer.
     #[expect(clippy::cast_possible_truncation, reason = "MAX_PATH fits in u32")]
     unsafe {
         bpf_loop(MAX_PATH as u32, hash_byte as *mut c_void, (&raw mut state).cast(), 0)
     };
-    state.hash
+    #[expect(clippy::cast_possible_truncation, reason = "below MAX_PATH")]
+    state.sip.finish(state.tail, state.len as usize)
 }
 
 #[inline(never)]
@@ -249,7 +260,10 @@ unsafe extern "C" fn hash_byte(index: u64, ctx: *mut c_void) -> i64 {
     let at = (index as usize) & (MAX_PATH - 1);
     // SAFETY: `buf` is the event's MAX_PATH-byte path; `at` is masked into it.
     let byte = unsafe { *state.buf.add(at) };
-    state.hash ^= u64::from(byte);
-    state.hash = state.hash.wrapping_mul(FNV_PRIME);
+    state.tail |= u64::from(byte) << (8 * (index & 7));
+    if index & 7 == 7 {
+        state.sip.word(state.tail);
+        state.tail = 0;
+    }
     0
 }

@@ -209,7 +209,7 @@ struct Assessed {
     judgement: Judgement,
     buf: *const u8,
     len: usize,
-    /// FNV-1a of the path when the scan computed it (0: not computed).
+    /// Keyed hash of the path when the scan computed it (0: not computed).
     hash: u64,
     /// An exec of a file with no path on a filesystem.
     fileless: bool,
@@ -309,7 +309,8 @@ fn assess(hook: u32, file: *const u8, wanted: u32, slot: u32) -> Option<Assessed
 }
 
 /// What the rules and live state say about the resolved path (`None`: a mapping no rule
-/// names, not judged), and the path's FNV-1a when the scan ran (0 otherwise).
+/// names, not judged), and the path's keyed hash (the scan's proof) when the scan ran (0
+/// otherwise).
 #[inline(always)]
 fn judge_resolved(
     hook: u32,
@@ -389,7 +390,7 @@ fn judge_resolved(
             grant_kind::EXEC,
         ),
     };
-    Some((judgement, found.hash))
+    Some((judgement, found.proof))
 }
 
 /// Whether the resolved path ends with ` (deleted)`, as the kernel shows files that have

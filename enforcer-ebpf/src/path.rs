@@ -105,6 +105,15 @@ static PATH_KEY0: u64 = 0;
 #[unsafe(no_mangle)]
 static PATH_KEY1: u64 = 0;
 
+/// The secret key of path proofs.
+#[inline(always)]
+pub fn secret() -> [u64; 2] {
+    // SAFETY: reads of our own globals; volatile so the compiler does not fold the 0s.
+    unsafe {
+        [core::ptr::read_volatile(&raw const PATH_KEY0), core::ptr::read_volatile(&raw const PATH_KEY1)]
+    }
+}
+
 /// State of one scan over a path, shared with the `bpf_loop` callback.
 #[repr(C)]
 struct Scan {
@@ -140,10 +149,7 @@ pub fn lookup(
     exact_kind: u8,
     dir_kind: u8,
 ) -> Result<Found, u32> {
-    // SAFETY: reads of our own globals; volatile so the compiler does not fold the 0s.
-    let key = unsafe {
-        [core::ptr::read_volatile(&raw const PATH_KEY0), core::ptr::read_volatile(&raw const PATH_KEY1)]
-    };
+    let key = secret();
     let mut scan = Scan {
         buf: resolved.buf(),
         len: resolved.len as u64,
