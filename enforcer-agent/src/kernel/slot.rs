@@ -289,6 +289,38 @@ mod tests {
         assert_eq!((d.net_rules.removed.len(), d.identities.removed), (1, vec![2]));
     }
 
+    /// Compiling policy by policy (as the agent does, to reuse unchanged ones) gives the
+    /// slot what compiling the whole set gives it.
+    #[test]
+    fn parts_compiled_one_by_one_make_the_whole_set() {
+        use crate::policy::{compile, validate};
+        let doc = |name: &str, extra: &str| {
+            format!(
+                "apiVersion: enforcer.dev/v1\nkind: Policy\nmetadata:\n  name: {name}\nspec:\n  selector:\n    cgroupPath: /{name}\n  exec:\n    - path: /usr/bin/{name}\n      action: deny\n  file:\n    - dir: /etc/{name}\n      access: [read]\n      action: allow\n  network:\n    - cidr: 10.0.0.0/8\n      ports: 443\n      action: allow\n    - cidr: 10.1.0.0/16\n      action: deny\n{extra}"
+            )
+        };
+        let text =
+            [doc("a", ""), doc("b", "  listen:\n    - ports: 8080\n      action: allow\n"), doc("c", "")]
+                .join("---\n");
+        let valid = validate::validate_set(&validate::parse("t", &text).expect("parses")).expect("valid");
+        let ids: std::collections::BTreeMap<String, u32> =
+            valid.iter().zip(1..).map(|(v, id)| (v.identity.clone(), id)).collect();
+        let bindings = [compile::ResolvedBinding { identity: "b".into(), cgroup_id: 7, subtree: true }];
+        let check = |path: &str| path.len() as u64;
+        let whole = compile::compile(&valid, &ids, &bindings, 1).expect("compiles");
+        let parts = valid
+            .iter()
+            .map(|v| {
+                let one = compile::compile(std::slice::from_ref(v), &ids, &[], 1).expect("compiles");
+                (ids[&v.identity], Arc::new(Part::of(&one, check)))
+            })
+            .collect();
+        let by_parts = SlotContents::new(compile::kernel_bindings(&bindings, &ids), vec![], parts);
+        assert_eq!(SlotContents::of(&whole, check), by_parts);
+        assert_eq!(by_parts.parts.len(), 3);
+        assert_eq!(by_parts.parts[&2].listen_rules.len(), 1);
+    }
+
     #[test]
     fn live_bindings_are_recorded_in_order() {
         let binding = |identity| Binding { identity, flags: 0 };
