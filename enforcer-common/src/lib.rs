@@ -39,6 +39,8 @@ pub mod capacity {
     pub const LISTEN_RULES: u32 = IDENTITIES;
     pub const CGROUP_BINDINGS: u32 = 2 * 8192;
     pub const CGROUP_CACHE: u32 = 65_536;
+    /// Per CPU, 40 bytes each: 40 KiB of kernel memory per CPU. A power of two.
+    pub const IDENTITY_LINES: u32 = 1024;
     /// Hash maps allocated as entries are added (`BPF_F_NO_PREALLOC`): preallocated, the
     /// two would pin about 57 MB whatever the policies hold.
     pub const PATH_RULES: u32 = 2 * 131_072;

@@ -73,8 +73,17 @@ pub const EVENT_BUF: &str = "EVENT_BUF";
 /// (see [`crate::aggregate`]). The agent only reads it.
 pub const VERDICT_AGG: &str = "VERDICT_AGG";
 
+/// `PerCpuArray<IdentityLine>`: each CPU's cache of resolved identities and their
+/// configuration, read without a hash lookup (see [`IdentityLine`]).
+pub const IDENTITY_LINES: &str = "IDENTITY_LINES";
+
+/// `Array<u32>`, one entry: non-zero while [`QUARANTINE`] may hold an entry. Raised
+/// before the first entry is added and lowered after the last is removed, so a hook that
+/// reads 0 may skip the quarantine lookup.
+pub const QUARANTINE_ANY: &str = "QUARANTINE_ANY";
+
 /// Every map the kernel object must define.
-pub const ALL: [&str; 24] = [
+pub const ALL: [&str; 26] = [
     ACTIVE,
     SLOT_GENERATION,
     CGROUP_BINDINGS,
@@ -99,6 +108,8 @@ pub const ALL: [&str; 24] = [
     RUNTIME_TASKS,
     EVENT_BUF,
     VERDICT_AGG,
+    IDENTITY_LINES,
+    QUARANTINE_ANY,
 ];
 
 /// Names of the global constants the agent sets at load time: field offsets read from
@@ -189,7 +200,7 @@ pub struct IdentityKey {
 
 /// Value of [`IDENTITIES`].
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IdentityConfig {
     /// [`crate::verdict::mode`].
     pub mode: u8,
@@ -202,6 +213,28 @@ pub struct IdentityConfig {
     pub pad: [u8; 3],
     /// `IDENTITY_*` flags.
     pub flags: u32,
+}
+
+/// One line of [`IDENTITY_LINES`]: what a cgroup resolved to in one slot, under one
+/// binding epoch. Line `((cgroup_id << 1) | slot) % LINES` of the CPU the hook runs on,
+/// so a line serves one slot only.
+///
+/// Written and read only by programs on its own CPU, which may preempt one another: the
+/// writer takes the line by moving `seq` from even to odd with a compare-and-exchange,
+/// writes the fields and makes `seq` even again; a reader trusts what it read only if
+/// `seq` was even and unchanged around its reads (a sequence lock without barriers: all
+/// accesses are from one CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IdentityLine {
+    pub seq: u64,
+    pub cgroup_id: u64,
+    /// [`BIND_EPOCH`] when the resolution started; the agent bumps it after every
+    /// binding change and before every flip, so an older line is never trusted.
+    pub epoch: u64,
+    /// Identity number, 0 = none (then `config` is unused).
+    pub identity: u32,
+    pub config: IdentityConfig,
 }
 
 /// Kinds of path rule keys.
@@ -480,6 +513,7 @@ const _: () = assert!(size_of::<NetRule>() == 12);
 const _: () = assert!(size_of::<NetEntry>() == 8 + 12 * crate::MAX_NET_RULES_PER_PREFIX);
 const _: () = assert!(size_of::<Scratch>() == 8 + crate::MAX_PATH);
 const _: () = assert!(size_of::<Quarantine>() == 8);
+const _: () = assert!(size_of::<IdentityLine>() == 40);
 const _: () = assert!(size_of::<RevokedKey>() == 16);
 const _: () = assert!(size_of::<GrantKey>() == 16);
 const _: () = assert!(size_of::<Grant>() == 24);

@@ -1,4 +1,4 @@
-//! Which identity the current task belongs to, from its cgroup.
+//! Which identity the current task belongs to, from its cgroup (behind `lines`).
 
 use core::ffi::c_void;
 
@@ -13,26 +13,31 @@ use crate::{
     maps::{BIND_EPOCH, CGROUP_BINDINGS, CGROUP_CACHE},
 };
 
-/// The identity of the current task in `slot` (0 = none) and its cgroup id, for `hook`
-/// (named in diagnostics).
+/// The current task's cgroup id and the binding epoch, read before any resolution: a
+/// binding added after this read bumps the epoch, so a resolution that missed it is
+/// stamped stale. (Epoch 0 if unreadable: entries stamped 0 are then trusted only until
+/// the agent's first bump, as before any binding change.)
+#[inline(always)]
+pub fn current() -> (u64, u64) {
+    // SAFETY: helper without arguments.
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    (cgroup_id, BIND_EPOCH.get(0).copied().unwrap_or(0))
+}
+
+/// The identity `cgroup_id` has in `slot` (0 = none), for `hook` (named in diagnostics);
+/// `None` if it could not be resolved (treated as unmanaged, and cached nowhere).
 ///
 /// A cgroup seen before costs one cache lookup. Otherwise the ancestors are walked from
 /// the root down and the deepest binding wins, so a cgroup created under a bound one is
 /// covered from its first syscall, before the agent has seen it.
 #[inline(always)]
-pub fn current(slot: u32, hook: u32) -> (u32, u64) {
-    // SAFETY: helper without arguments.
-    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+pub fn resolve(cgroup_id: u64, slot: u32, epoch: u64, hook: u32) -> Option<u32> {
     let key = CgroupKey { cgroup_id, slot, pad: 0 };
-    // Read before the walk: a binding added after this read bumps the epoch, so a
-    // resolution that missed it is stamped stale. (0 if unreadable: entries stamped 0
-    // are then trusted only until the agent's first bump, as before any binding change.)
-    let epoch = BIND_EPOCH.get(0).copied().unwrap_or(0);
     // SAFETY: plain value read once.
     if let Some(entry) = unsafe { CGROUP_CACHE.get(&key) }
         && entry.epoch == epoch
     {
-        return (entry.identity, cgroup_id);
+        return Some(entry.identity);
     }
     let mut walk = Walk { cgroup_id, slot, identity: 0 };
     // Under `bpf_loop`: unrolled, this walk made every program verify 32 copies of it.
@@ -47,7 +52,7 @@ pub fn current(slot: u32, hook: u32) -> (u32, u64) {
             done: i64 = done,
             cgroup: u64 = cgroup_id,
         );
-        return (0, cgroup_id);
+        return None;
     }
     let identity = walk.identity;
     // Fail-open on cache insert failure: it only means the next call walks again.
@@ -58,7 +63,7 @@ pub fn current(slot: u32, hook: u32) -> (u32, u64) {
             error: i32 = e,
         );
     }
-    (identity, cgroup_id)
+    Some(identity)
 }
 
 /// State of the ancestor walk, shared with the `bpf_loop` callback.

@@ -47,6 +47,9 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
     if earlier != 0 {
         return policy::pass_on(earlier);
     }
+    if policy::unmanaged_now() {
+        return 0;
+    }
     let bprm: *const u8 = ctx.arg(0);
     // SAFETY: `bprm` is the hook's typed argument and the offset is that of its `file`
     // member, so the verifier treats this load as a (trusted) `struct file *`.
@@ -61,6 +64,9 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     let earlier: i32 = ctx.arg(1);
     if earlier != 0 {
         return policy::pass_on(earlier);
+    }
+    if policy::unmanaged_now() {
+        return 0;
     }
     let file: *const u8 = ctx.arg(0);
     // SAFETY: typed hook argument plus the BTF offset of `f_mode`.
@@ -105,7 +111,7 @@ pub fn mmap_file(ctx: LsmContext) -> i32 {
     }
     let prot: u64 = ctx.arg(2);
     let file: *const u8 = ctx.arg(0);
-    if prot & PROT_EXEC == 0 || file.is_null() {
+    if prot & PROT_EXEC == 0 || file.is_null() || policy::unmanaged_now() {
         return 0;
     }
     judge_registered(hook::MMAP_EXEC, file, 0)

@@ -21,6 +21,7 @@ mod emit;
 mod guard;
 mod identity;
 mod inodes;
+mod lines;
 mod lsm;
 mod maps;
 mod offsets;

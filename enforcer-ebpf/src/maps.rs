@@ -10,8 +10,8 @@ use enforcer_common::{
     event::EventBuf,
     maps::{
         AggEntry, AggKey, Binding, CacheEntry, CgroupKey, Grant, GrantKey, IdentityConfig, IdentityKey,
-        InodeKey, InodeRuleKey, NetEntry, NetGrant, NetGrantKey, NetKey, PathKey, PathRule, Quarantine,
-        Revoked, RevokedKey, Scratch,
+        IdentityLine, InodeKey, InodeRuleKey, NetEntry, NetGrant, NetGrantKey, NetKey, PathKey, PathRule,
+        Quarantine, Revoked, RevokedKey, Scratch,
     },
     verdict::stat,
 };
@@ -35,6 +35,12 @@ pub static CGROUP_BINDINGS: HashMap<CgroupKey, Binding> =
 #[map(name = "CGROUP_CACHE")]
 pub static CGROUP_CACHE: LruHashMap<CgroupKey, CacheEntry> =
     LruHashMap::with_max_entries(capacity::CGROUP_CACHE, 0);
+
+/// Each CPU's identity lines, in front of [`CGROUP_CACHE`]: a hit costs no hash lookup
+/// and carries the identity's configuration too (see `lines`).
+#[map(name = "IDENTITY_LINES")]
+pub static IDENTITY_LINES: PerCpuArray<IdentityLine> =
+    PerCpuArray::with_max_entries(capacity::IDENTITY_LINES, 0);
 
 /// Bumped by the agent after every binding change: cache entries stamped with an older
 /// value were resolved before the change and are not trusted.
@@ -118,6 +124,10 @@ pub static SETUP_TASKS: HashMap<u32, u64> = HashMap::with_max_entries(capacity::
 /// policy, on every call, so a quarantine takes effect on the identity's next syscall.
 #[map(name = "QUARANTINE")]
 pub static QUARANTINE: HashMap<u32, Quarantine> = HashMap::with_max_entries(capacity::QUARANTINE, 0);
+
+/// Non-zero while [`QUARANTINE`] may hold an entry: while it is 0, no lookup is needed.
+#[map(name = "QUARANTINE_ANY")]
+pub static QUARANTINE_ANY: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Revoked credential files: opening one is denied to every identity, whatever its policy.
 #[map(name = "REVOKED")]

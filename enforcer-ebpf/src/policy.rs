@@ -7,7 +7,10 @@ use enforcer_common::{
 
 use crate::{
     diag, identity,
-    maps::{ACTIVE, GRANTS, IDENTITIES, NET_GRANTS, QUARANTINE, REVOKED, SLOT_GENERATION, count},
+    lines::{self, Resolved},
+    maps::{
+        ACTIVE, GRANTS, IDENTITIES, NET_GRANTS, QUARANTINE, QUARANTINE_ANY, REVOKED, SLOT_GENERATION, count,
+    },
 };
 use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, maps::lpm_trie::Key};
 
@@ -69,24 +72,67 @@ pub fn caller(hook: u32) -> Caller {
 }
 
 /// [`caller`] judged by the set in `slot` (a slot the program registered as reading).
+///
+/// This CPU's identity line answers a cgroup seen before under the same binding epoch;
+/// otherwise the identity is resolved and its configuration read, and the line written.
+/// The epoch is read first and moves after every slot rewrite and binding change, so a
+/// line never outlives what it was read from.
 #[inline(always)]
 pub fn caller_in(slot: u32, hook: u32) -> Caller {
-    let (identity, cgroup_id) = identity::current(slot, hook);
-    if identity == 0 {
+    let (cgroup_id, epoch) = identity::current();
+    if let Some(line) = lines::get(cgroup_id, slot, epoch) {
+        return subject(slot, cgroup_id, line);
+    }
+    // Fail-open (see `identity::resolve`): an unresolvable cgroup is unmanaged, uncached.
+    let Some(identity) = identity::resolve(cgroup_id, slot, epoch, hook) else {
+        count(stat::UNMANAGED);
+        return Caller::Unmanaged;
+    };
+    let resolved = if identity == 0 {
+        Resolved { identity, config: IdentityConfig::default() }
+    } else {
+        // SAFETY: plain value copied out at once.
+        let Some(config) = (unsafe { IDENTITIES.get(&IdentityKey { identity, slot }) }) else {
+            diag::error!(
+                "hook {}: identity {} has no configuration in slot {}: refused as internal-error",
+                hook: u32 = hook,
+                identity: u32 = identity,
+                slot: u32 = slot,
+            );
+            return Caller::Broken { slot, identity, cgroup_id };
+        };
+        Resolved { identity, config: *config }
+    };
+    lines::put(cgroup_id, slot, epoch, &resolved);
+    subject(slot, cgroup_id, resolved)
+}
+
+#[inline(always)]
+fn subject(slot: u32, cgroup_id: u64, resolved: Resolved) -> Caller {
+    if resolved.identity == 0 {
         count(stat::UNMANAGED);
         return Caller::Unmanaged;
     }
-    // SAFETY: plain value copied out at once.
-    let Some(config) = (unsafe { IDENTITIES.get(&IdentityKey { identity, slot }) }) else {
-        diag::error!(
-            "hook {}: identity {} has no configuration in slot {}: refused as internal-error",
-            hook: u32 = hook,
-            identity: u32 = identity,
-            slot: u32 = slot,
-        );
-        return Caller::Broken { slot, identity, cgroup_id };
+    Caller::Managed(Subject { slot, identity: resolved.identity, cgroup_id, config: resolved.config })
+}
+
+/// Whether this CPU's identity line already says the current task is unmanaged in the
+/// set in force: the LSM programs then allow without registering as a slot reader. A
+/// line is trusted only under the epoch it was written in, which moves before every
+/// flip, so the answer is the set in force at the moment of these reads.
+#[inline(always)]
+pub fn unmanaged_now() -> bool {
+    let Some(slot) = ACTIVE.get(0).copied() else {
+        return false;
     };
-    Caller::Managed(Subject { slot, identity, cgroup_id, config: *config })
+    let (cgroup_id, epoch) = identity::current();
+    if let Some(line) = lines::get(cgroup_id, slot, epoch)
+        && line.identity == 0
+    {
+        count(stat::UNMANAGED);
+        return true;
+    }
+    false
 }
 
 /// Generation of the policy set in `slot` (0 if unknown; only used for reporting).
@@ -125,6 +171,11 @@ impl Judgement {
 /// A denial if the identity is quarantined and its quarantine restricts any of `bits`.
 #[inline(always)]
 pub fn quarantined(identity: u32, bits: u32) -> Option<Judgement> {
+    // No quarantine anywhere (the flag is raised before an entry is added): no lookup.
+    // An unreadable flag is taken as raised (fail-closed: the lookup is made).
+    if QUARANTINE_ANY.get(0).copied() == Some(0) {
+        return None;
+    }
     // SAFETY: plain value read once.
     let quarantine = unsafe { QUARANTINE.get(&identity) }?;
     if quarantine.restricts & bits == 0 {

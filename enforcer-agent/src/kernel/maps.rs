@@ -77,6 +77,8 @@ pub struct KernelMaps {
     listen_rules: HashMap<MapData, IdentityKey, NetEntry>,
     stats: PerCpuArray<MapData, u64>,
     quarantine: HashMap<MapData, u32, Quarantine>,
+    /// Non-zero while `quarantine` may hold an entry (hooks skip the lookup while 0).
+    quarantine_any: Array<MapData, u32>,
     revoked: HashMap<MapData, RevokedKey, Revoked>,
     grants: HashMap<MapData, GrantKey, Grant>,
     net_grants: LpmTrie<MapData, NetGrantKey, NetGrant>,
@@ -115,6 +117,8 @@ impl KernelMaps {
                 .map_err(err(names::LISTEN_RULES))?,
             stats: PerCpuArray::try_from(take(ebpf, names::STATS)?).map_err(err(names::STATS))?,
             quarantine: HashMap::try_from(take(ebpf, names::QUARANTINE)?).map_err(err(names::QUARANTINE))?,
+            quarantine_any: Array::try_from(take(ebpf, names::QUARANTINE_ANY)?)
+                .map_err(err(names::QUARANTINE_ANY))?,
             revoked: HashMap::try_from(take(ebpf, names::REVOKED)?).map_err(err(names::REVOKED))?,
             grants: HashMap::try_from(take(ebpf, names::GRANTS)?).map_err(err(names::GRANTS))?,
             net_grants: LpmTrie::try_from(take(ebpf, names::NET_GRANTS)?).map_err(err(names::NET_GRANTS))?,
@@ -358,17 +362,26 @@ impl KernelMaps {
     }
 
     /// Makes the live quarantine table exactly `wanted` (identity number → restrict bits):
-    /// entries are added or updated first, stale ones removed after.
+    /// entries are added or updated first, stale ones removed after. The hooks' "any
+    /// quarantine" flag is raised before the first entry is added and lowered only once
+    /// the table is empty, so a hook that skips the lookup never misses an entry.
     pub fn set_quarantines(
         &mut self,
         wanted: &std::collections::BTreeMap<u32, u32>,
     ) -> Result<(), MapsError> {
+        if !wanted.is_empty() {
+            self.quarantine_any.set(0, &1, 0).map_err(err(names::QUARANTINE_ANY))?;
+        }
         for (identity, restricts) in wanted {
             self.quarantine
                 .insert(identity, &Quarantine { restricts: *restricts, pad: 0 }, 0)
                 .map_err(err(names::QUARANTINE))?;
         }
-        remove_where(&mut self.quarantine, names::QUARANTINE, |id| !wanted.contains_key(id))
+        remove_where(&mut self.quarantine, names::QUARANTINE, |id| !wanted.contains_key(id))?;
+        if wanted.is_empty() {
+            self.quarantine_any.set(0, &0, 0).map_err(err(names::QUARANTINE_ANY))?;
+        }
+        Ok(())
     }
 
     /// Makes the revoked-credential table exactly `wanted` ((path hash, length) → entry).
