@@ -2,7 +2,9 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_loop};
+use aya_ebpf::helpers::{
+    bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_task_btf, bpf_loop,
+};
 use enforcer_common::{
     MAX_CGROUP_DEPTH,
     maps::{BINDING_SUBTREE, CacheEntry, CgroupKey},
@@ -11,6 +13,7 @@ use enforcer_common::{
 use crate::{
     diag,
     maps::{BIND_EPOCH, CGROUP_BINDINGS, CGROUP_CACHE},
+    offsets::{OFF_CGROUP_KN, OFF_CSS_SET_DFL_CGRP, OFF_KERNFS_ID, OFF_TASK_CGROUPS, offset},
 };
 
 /// The current task's cgroup id and the binding epoch, read before any resolution: a
@@ -22,6 +25,29 @@ pub fn current() -> (u64, u64) {
     // SAFETY: helper without arguments.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     (cgroup_id, BIND_EPOCH.get(0).copied().unwrap_or(0))
+}
+
+/// [`current`] for programs that run inside an RCU read-side section (the cgroup socket
+/// programs): the cgroup id is read through the task's BTF-typed pointers
+/// (`task->cgroups->dfl_cgrp->kn->id`), without the helper's function calls and RCU lock.
+/// Sleepable programs must use [`current`]: outside RCU the task's `css_set` may be freed
+/// under the read.
+#[inline(always)]
+pub fn current_rcu() -> (u64, u64) {
+    // SAFETY: BTF-typed loads at offsets from the kernel's BTF; the verifier checks each
+    // against the member's type, and a faulting load reads 0 instead of trapping.
+    let id = unsafe {
+        let task = bpf_get_current_task_btf().cast::<u8>().cast_const();
+        let set = *task.add(offset(&OFF_TASK_CGROUPS)).cast::<*const u8>();
+        let cgroup = *set.add(offset(&OFF_CSS_SET_DFL_CGRP)).cast::<*const u8>();
+        let kn = *cgroup.add(offset(&OFF_CGROUP_KN)).cast::<*const u8>();
+        *kn.add(offset(&OFF_KERNFS_ID)).cast::<u64>()
+    };
+    // No cgroup id is 0: a load that read 0 is asked of the helper instead.
+    if id == 0 {
+        return current();
+    }
+    (id, BIND_EPOCH.get(0).copied().unwrap_or(0))
 }
 
 /// The identity `cgroup_id` has in `slot` (0 = none), for `hook` (named in diagnostics);

@@ -71,6 +71,18 @@ pub fn caller(hook: u32) -> Caller {
     caller_in(slot, hook)
 }
 
+/// [`caller`] for programs that run inside an RCU read-side section (the cgroup socket
+/// programs), which read the cgroup id without the helper (`identity::current_rcu`).
+#[inline(always)]
+pub fn caller_rcu(hook: u32) -> Caller {
+    // Fail-open: as in `caller`.
+    let Some(slot) = ACTIVE.get(0).copied() else {
+        diag::error!("hook {}: ACTIVE unreadable: allowed as unmanaged (fail-open)", hook: u32 = hook);
+        return Caller::Unmanaged;
+    };
+    caller_of(slot, hook, identity::current_rcu())
+}
+
 /// [`caller`] judged by the set in `slot` (a slot the program registered as reading).
 ///
 /// This CPU's identity line answers a cgroup seen before under the same binding epoch;
@@ -79,7 +91,12 @@ pub fn caller(hook: u32) -> Caller {
 /// line never outlives what it was read from.
 #[inline(always)]
 pub fn caller_in(slot: u32, hook: u32) -> Caller {
-    let (cgroup_id, epoch) = identity::current();
+    caller_of(slot, hook, identity::current())
+}
+
+/// [`caller_in`] for the cgroup id and binding epoch already read.
+#[inline(always)]
+fn caller_of(slot: u32, hook: u32, (cgroup_id, epoch): (u64, u64)) -> Caller {
     if let Some(line) = lines::get(cgroup_id, slot, epoch) {
         return subject(slot, cgroup_id, line);
     }
