@@ -139,6 +139,7 @@ fn subject(slot: u32, cgroup_id: u64, resolved: Resolved) -> Caller {
 /// flip, so the answer is the set in force at the moment of these reads.
 #[inline(always)]
 pub fn unmanaged_now() -> bool {
+    // Neither open nor closed: the full judgement that follows decides (see `caller`).
     let Some(slot) = ACTIVE.get(0).copied() else {
         return false;
     };

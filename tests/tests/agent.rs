@@ -151,6 +151,59 @@ fn audit_mode_allows_and_logs_audit() {
     assert_eq!(r["rule"], "file[0]");
 }
 
+/// A process that has been judged in audit mode (its identity and configuration cached
+/// per CPU) is judged in enforce mode from its first call after the new set is in force.
+#[test]
+fn a_mode_change_reaches_a_process_already_running() {
+    write_file("/tmp/mode-change/secret", "s");
+    let marker = "/tmp/mode-change-enforced";
+    let stop = "/tmp/mode-change-stop";
+    let _ = fs::remove_file(marker);
+    let _ = fs::remove_file(stop);
+    let cgroup = TestCgroup::new("mode-change");
+    let rules = "  file:\n    - path: /tmp/mode-change/secret\n      action: deny\n";
+    let audit = policy("mode-change", &cgroup, &format!("  mode: audit\n{rules}"));
+    let enforce = policy("mode-change", &cgroup, &format!("  mode: enforce\n{rules}"));
+    let dirs = AgentDirs::new("mode-change", &audit);
+    let agent = Agent::start(&dirs, "detach");
+    // The child counts opens that succeed once the enforce set is known to be in force
+    // (the marker exists), and fails with 100 if its first, audited opens were refused.
+    let handle = std::thread::spawn({
+        let path = cgroup.path.clone();
+        move || {
+            run_in_dir(Some(&path), move || {
+                let mut allowed_after = 0;
+                let mut audited = 0;
+                while !std::path::Path::new(stop).exists() {
+                    let enforced = std::path::Path::new(marker).exists();
+                    let e = open_errno("/tmp/mode-change/secret", O_RDONLY);
+                    if enforced && e == 0 {
+                        allowed_after += 1;
+                    }
+                    if !enforced && e == 0 {
+                        audited += 1;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                if audited == 0 { 100 } else { allowed_after }
+            })
+        }
+    });
+    agent.wait_record(|r| is_verdict(r, "audit", "file_open") && r["generation"] == 1);
+    dirs.set_policy(&enforce);
+    agent.reload();
+    agent.wait_record(|r| field(r, "type") == "policy" && r["generation"] == 2);
+    fs::write(marker, "").unwrap();
+    let r = agent.wait_record(|r| is_verdict(r, "deny", "file_open") && r["generation"] == 2);
+    assert_eq!(r["errno"], EPERM);
+    fs::write(stop, "").unwrap();
+    assert_eq!(
+        handle.join().unwrap(),
+        0,
+        "opens allowed after the enforce set was in force (100: none audited)"
+    );
+}
+
 #[test]
 fn children_and_new_child_cgroups_inherit_the_identity() {
     write_file("/tmp/inherit/secret", "s");
