@@ -27,8 +27,8 @@ pub fn current() -> (u64, u64) {
     (cgroup_id, BIND_EPOCH.get(0).copied().unwrap_or(0))
 }
 
-/// [`current`] for programs that run inside an RCU read-side section (the cgroup socket
-/// programs): the cgroup id is read through the task's BTF-typed pointers
+/// [`current`] for programs that run inside an RCU read-side section (every
+/// non-sleepable program): the cgroup id is read through the task's BTF-typed pointers
 /// (`task->cgroups->dfl_cgrp->kn->id`), without the helper's function calls and RCU lock.
 /// Sleepable programs must use [`current`]: outside RCU the task's `css_set` may be freed
 /// under the read.

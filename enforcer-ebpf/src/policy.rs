@@ -59,7 +59,10 @@ pub enum Caller {
     },
 }
 
-/// The caller of `hook` (a `verdict::hook` code, named in diagnostics).
+/// The caller of `hook` (a `verdict::hook` code, named in diagnostics), for the
+/// non-sleepable programs: they run inside an RCU read-side section, so the cgroup id is
+/// read through the task's pointers without the helper (`identity::current_rcu`). The
+/// sleepable programs use [`caller_in`].
 #[inline(always)]
 pub fn caller(hook: u32) -> Caller {
     // Fail-open: index 0 of an array always exists, so this is unreachable; if it ever
@@ -68,22 +71,12 @@ pub fn caller(hook: u32) -> Caller {
         diag::error!("hook {}: ACTIVE unreadable: allowed as unmanaged (fail-open)", hook: u32 = hook);
         return Caller::Unmanaged;
     };
-    caller_in(slot, hook)
-}
-
-/// [`caller`] for programs that run inside an RCU read-side section (the cgroup socket
-/// programs), which read the cgroup id without the helper (`identity::current_rcu`).
-#[inline(always)]
-pub fn caller_rcu(hook: u32) -> Caller {
-    // Fail-open: as in `caller`.
-    let Some(slot) = ACTIVE.get(0).copied() else {
-        diag::error!("hook {}: ACTIVE unreadable: allowed as unmanaged (fail-open)", hook: u32 = hook);
-        return Caller::Unmanaged;
-    };
     caller_of(slot, hook, identity::current_rcu())
 }
 
-/// [`caller`] judged by the set in `slot` (a slot the program registered as reading).
+/// The caller of `hook` judged by the set in `slot` (a slot the program registered as
+/// reading), for the sleepable programs (the cgroup id from the helper, which takes the
+/// RCU read lock they do not hold).
 ///
 /// This CPU's identity line answers a cgroup seen before under the same binding epoch;
 /// otherwise the identity is resolved and its configuration read, and the line written.

@@ -101,7 +101,7 @@ fn raw_destination(ctx: &SockAddrContext, family: u16) -> [u8; 16] {
 
 #[inline(always)]
 fn judge(ctx: &SockAddrContext, hook: u32, family: u16) -> i32 {
-    let subject = match policy::caller_rcu(hook) {
+    let subject = match policy::caller(hook) {
         Caller::Unmanaged => return ALLOW,
         Caller::Managed(subject) => subject,
         // Fail-closed: the task is managed but its policy cannot be read.
