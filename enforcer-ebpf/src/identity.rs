@@ -16,15 +16,20 @@ use crate::{
     offsets::{OFF_CGROUP_KN, OFF_CSS_SET_DFL_CGRP, OFF_KERNFS_ID, OFF_TASK_CGROUPS, offset},
 };
 
-/// The current task's cgroup id and the binding epoch, read before any resolution: a
-/// binding added after this read bumps the epoch, so a resolution that missed it is
-/// stamped stale. (Epoch 0 if unreadable: entries stamped 0 are then trusted only until
-/// the agent's first bump, as before any binding change.)
+/// The current task's cgroup id and the binding epoch, read before any resolution.
 #[inline(always)]
 pub fn current() -> (u64, u64) {
     // SAFETY: helper without arguments.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    (cgroup_id, BIND_EPOCH.get(0).copied().unwrap_or(0))
+    (cgroup_id, epoch())
+}
+
+/// The binding epoch: a binding added after this read bumps it, so a resolution that
+/// missed it is stamped stale. (0 if unreadable: entries stamped 0 are then trusted only
+/// until the agent's first bump, as before any binding change.)
+#[inline(always)]
+fn epoch() -> u64 {
+    BIND_EPOCH.get(0).copied().unwrap_or(0)
 }
 
 /// [`current`] for programs that run inside an RCU read-side section (every
@@ -47,7 +52,7 @@ pub fn current_rcu() -> (u64, u64) {
     if id == 0 {
         return current();
     }
-    (id, BIND_EPOCH.get(0).copied().unwrap_or(0))
+    (id, epoch())
 }
 
 /// The identity `cgroup_id` has in `slot` (0 = none), for `hook` (named in diagnostics);
