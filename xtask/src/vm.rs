@@ -464,6 +464,12 @@ for word in $(cat /proc/cmdline); do
   case "$word" in enforcer.filter=*) filter="${word#enforcer.filter=}" ;; esac
 done
 export ENFORCER_BIN=/bin/enforcer RUST_BACKTRACE=1
+# One cgroup with the cpuset controller, alive for the whole boot: the kernel's cpuset
+# static keys then stay on, and the container runtime's cgroups do not flip them. Each
+# flip patches kernel text on every CPU, and multi-threaded TCG has crashed the guest
+# ("Oops: int3" in the page allocator) when another CPU ran a patched site meanwhile.
+echo +cpuset > /sys/fs/cgroup/cgroup.subtree_control
+mkdir -p /sys/fs/cgroup/vm-cpuset-pin
 for t in /tests/*; do
   echo "ENFORCER-VM running $t"
   # A filter naming a test file (e.g. `integrity`) runs all of that file's tests.
