@@ -8,6 +8,7 @@
 pub mod aggregate;
 pub mod event;
 pub mod maps;
+pub mod rule_filter;
 pub mod sip;
 pub mod verdict;
 

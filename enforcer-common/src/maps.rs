@@ -82,8 +82,17 @@ pub const IDENTITY_LINES: &str = "IDENTITY_LINES";
 /// reads 0 may skip the quarantine lookup.
 pub const QUARANTINE_ANY: &str = "QUARANTINE_ANY";
 
+/// `Array<RuleFilter>`, `SLOTS * 2` entries ([`crate::rule_filter::index`]): per slot,
+/// the filters of [`PATH_RULES`] and [`INODE_RULES`] keys. Written by the agent with the
+/// slot, before the flip; a clear bit lets a hook skip a lookup.
+pub const RULE_FILTERS: &str = "RULE_FILTERS";
+
+/// `Array<u32>`, one entry: non-zero while [`REVOKED`] may hold an entry, kept like
+/// [`QUARANTINE_ANY`].
+pub const REVOKED_ANY: &str = "REVOKED_ANY";
+
 /// Every map the kernel object must define.
-pub const ALL: [&str; 26] = [
+pub const ALL: [&str; 28] = [
     ACTIVE,
     SLOT_GENERATION,
     CGROUP_BINDINGS,
@@ -110,6 +119,8 @@ pub const ALL: [&str; 26] = [
     VERDICT_AGG,
     IDENTITY_LINES,
     QUARANTINE_ANY,
+    RULE_FILTERS,
+    REVOKED_ANY,
 ];
 
 /// Names of the global constants the agent sets at load time: field offsets read from
@@ -545,4 +556,5 @@ mod pod {
     unsafe impl aya::Pod for super::InodeRuleKey {}
     unsafe impl aya::Pod for super::AggKey {}
     unsafe impl aya::Pod for super::AggEntry {}
+    unsafe impl aya::Pod for crate::rule_filter::RuleFilter {}
 }

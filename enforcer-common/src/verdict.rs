@@ -201,7 +201,9 @@ pub mod stat {
     pub const EVENTS_DROPPED: u32 = 4;
     pub const PATH_TOO_LONG: u32 = 5;
     pub const INTERNAL_ERROR: u32 = 6;
-    /// An access by a process no identity selects (one cache lookup, then return).
+    /// A caller's cgroup resolved to no identity (the first call from it on a CPU, or the
+    /// first after a binding change); the calls its identity line then answers are not
+    /// counted, so that an unmanaged call costs its line lookup and nothing else.
     pub const UNMANAGED: u32 = 7;
     /// Accesses denied because the identity is quarantined.
     pub const QUARANTINED: u32 = 8;
@@ -224,7 +226,7 @@ pub mod stat {
         "events_dropped",
         "path_too_long",
         "internal_error",
-        "unmanaged",
+        "unmanaged_resolved",
         "quarantined",
         "credential_revoked",
         "granted",

@@ -32,11 +32,11 @@ fn epoch() -> u64 {
     BIND_EPOCH.get(0).copied().unwrap_or(0)
 }
 
-/// [`current`] for programs that run inside an RCU read-side section (every
-/// non-sleepable program): the cgroup id is read through the task's BTF-typed pointers
+/// [`current`] for programs that run inside an RCU read-side section (every program here:
+/// none is sleepable): the cgroup id is read through the task's BTF-typed pointers
 /// (`task->cgroups->dfl_cgrp->kn->id`), without the helper's function calls and RCU lock.
-/// Sleepable programs must use [`current`]: outside RCU the task's `css_set` may be freed
-/// under the read.
+/// A sleepable program would have to use [`current`]: outside RCU the task's `css_set`
+/// may be freed under the read.
 #[inline(always)]
 pub fn current_rcu() -> (u64, u64) {
     // SAFETY: BTF-typed loads at offsets from the kernel's BTF; the verifier checks each

@@ -12,19 +12,25 @@ use aya_ebpf::helpers::bpf_loop;
 use enforcer_common::{
     MAX_DIR_DEPTH,
     maps::{InodeRuleKey, PathRule},
+    rule_filter::{RuleFilter, which},
     verdict::action,
 };
 
 use crate::{
     maps::INODE_RULES,
-    offsets::{OFF_DENTRY_D_INODE, OFF_DENTRY_D_PARENT, OFF_INODE_I_INO, OFF_INODE_I_SB, OFF_SB_S_DEV, read},
+    offsets::{
+        OFF_DENTRY_D_INODE, OFF_DENTRY_D_PARENT, OFF_INODE_I_INO, OFF_INODE_I_SB, OFF_SB_S_DEV, load, read,
+    },
     path::Found,
+    rule_filters,
 };
 
 /// State of one walk, shared with the `bpf_loop` callback.
 #[repr(C)]
 struct Walk {
     dentry: *const u8,
+    /// The slot's rule filter by file identity (`rule_filters`).
+    filter: *const RuleFilter,
     slot: u32,
     identity: u32,
     exact_kind: u8,
@@ -36,6 +42,10 @@ struct Walk {
 
 /// The deepest rule naming the file (`dentry`) or one of its directories, for each
 /// access. `Err` if a kernel structure on the way could not be read.
+///
+/// `dentry` must be BTF-typed (a hook's argument or loaded from one with [`load`]): the
+/// walk reads with plain loads, one instruction each instead of a helper call, and a
+/// program passing anything else fails to load. [`lookup_probed`] takes any pointer.
 #[inline(always)]
 pub fn lookup(
     dentry: *const u8,
@@ -44,58 +54,101 @@ pub fn lookup(
     exact_kind: u8,
     dir_kind: u8,
 ) -> Result<Found, ()> {
+    walk::<true>(dentry, slot, identity, exact_kind, dir_kind)
+}
+
+/// [`lookup`] for a dentry the verifier does not know as typed (one read with a helper,
+/// e.g. a Unix socket's path, past the `struct sock` the hook is given): every read is a
+/// checked helper call.
+#[inline(always)]
+pub fn lookup_probed(
+    dentry: *const u8,
+    slot: u32,
+    identity: u32,
+    exact_kind: u8,
+    dir_kind: u8,
+) -> Result<Found, ()> {
+    walk::<false>(dentry, slot, identity, exact_kind, dir_kind)
+}
+
+#[inline(always)]
+fn walk<const TYPED: bool>(
+    dentry: *const u8,
+    slot: u32,
+    identity: u32,
+    exact_kind: u8,
+    dir_kind: u8,
+) -> Result<Found, ()> {
+    // Fail-closed (as an unreadable walk): the filter's index always exists.
+    let filter = rule_filters::of(slot, which::INODE).ok_or(())?;
     let mut walk =
-        Walk { dentry, slot, identity, exact_kind, dir_kind, unreadable: 0, found: Found::NOTHING };
-    // SAFETY: the callback only touches `walk` and reads kernel memory through helpers.
-    let done = unsafe { bpf_loop(MAX_DIR_DEPTH, step as *mut c_void, (&raw mut walk).cast(), 0) };
+        Walk { dentry, filter, slot, identity, exact_kind, dir_kind, unreadable: 0, found: Found::NOTHING };
+    // SAFETY: the callback only touches `walk` and reads kernel memory with checked loads.
+    let done = unsafe { bpf_loop(MAX_DIR_DEPTH, step::<TYPED> as *mut c_void, (&raw mut walk).cast(), 0) };
     if done < 0 || walk.unreadable != 0 {
         return Err(());
     }
     Ok(walk.found)
 }
 
+/// A pointer or integer member of a kernel struct: a plain load where `base` is
+/// BTF-typed (`TYPED`), a helper read otherwise. `None` if unreadable; a plain load that
+/// faulted reads 0, which the callers refuse where a member cannot be 0.
+#[inline(always)]
+fn get<T: Copy, const TYPED: bool>(base: *const u8, at: &'static u64) -> Option<T> {
+    if TYPED {
+        // SAFETY: `base` is BTF-typed (see `lookup`).
+        Some(unsafe { load::<T>(base, at) })
+    } else {
+        read::<T>(base, at)
+    }
+}
+
 /// One level: the rules naming this dentry's inode, then up to its parent. Returns 1 to
 /// stop at the filesystem's root.
 #[inline(never)]
-unsafe extern "C" fn step(level: u64, ctx: *mut c_void) -> i64 {
+unsafe extern "C" fn step<const TYPED: bool>(level: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the `Walk` passed to bpf_loop.
     let walk = unsafe { &mut *ctx.cast::<Walk>() };
-    let Some(inode) = read::<*const u8>(walk.dentry, &OFF_DENTRY_D_INODE) else {
+    let Some(inode) = get::<*const u8, TYPED>(walk.dentry, &OFF_DENTRY_D_INODE) else {
         walk.unreadable = 1;
         return 1;
     };
     // A negative dentry (a name about to be created) has no inode: only its directories.
     if !inode.is_null() {
-        let Some((dev, ino)) = identity_of(inode) else {
+        let Some((dev, ino)) = identity_of::<TYPED>(inode) else {
             walk.unreadable = 1;
             return 1;
         };
         if level == 0 {
             let exact = key(ino, dev, walk, walk.exact_kind);
-            apply(&mut walk.found, &exact);
+            apply(&mut walk.found, walk.filter, &exact);
         }
         let dir = key(ino, dev, walk, walk.dir_kind);
-        apply(&mut walk.found, &dir);
+        apply(&mut walk.found, walk.filter, &dir);
     }
     if walk.found.read.0 != action::NONE && walk.found.write.0 != action::NONE {
         return 1;
     }
-    let Some(parent) = read::<*const u8>(walk.dentry, &OFF_DENTRY_D_PARENT) else {
+    // A dentry always has a parent (a root is its own): null is a read that failed.
+    let parent = get::<*const u8, TYPED>(walk.dentry, &OFF_DENTRY_D_PARENT).unwrap_or(core::ptr::null());
+    if parent.is_null() {
         walk.unreadable = 1;
         return 1;
-    };
-    if parent.is_null() || parent == walk.dentry {
+    }
+    if parent == walk.dentry {
         return 1;
     }
     walk.dentry = parent;
     0
 }
 
-/// (kernel device, inode number) of `inode`.
+/// (kernel device, inode number) of `inode`; `None` if unreadable (an inode always has a
+/// superblock).
 #[inline(always)]
-pub fn identity_of(inode: *const u8) -> Option<(u32, u64)> {
-    let sb = read::<*const u8>(inode, &OFF_INODE_I_SB)?;
-    Some((read::<u32>(sb, &OFF_SB_S_DEV)?, read::<u64>(inode, &OFF_INODE_I_INO)?))
+fn identity_of<const TYPED: bool>(inode: *const u8) -> Option<(u32, u64)> {
+    let sb = get::<*const u8, TYPED>(inode, &OFF_INODE_I_SB).filter(|sb| !sb.is_null())?;
+    Some((get::<u32, TYPED>(sb, &OFF_SB_S_DEV)?, get::<u64, TYPED>(inode, &OFF_INODE_I_INO)?))
 }
 
 #[inline(always)]
@@ -107,7 +160,10 @@ fn key(ino: u64, dev: u32, walk: &Walk, kind: u8) -> InodeRuleKey {
 /// The walk goes from the file upwards, so the first rule found is the most specific:
 /// later (shallower) ones never override it.
 #[inline(always)]
-fn apply(found: &mut Found, key: &InodeRuleKey) {
+fn apply(found: &mut Found, filter: *const RuleFilter, key: &InodeRuleKey) {
+    if !rule_filters::may_hold_inode(filter, key.ino, key.dev, key.identity, key.kind) {
+        return;
+    }
     // SAFETY: plain value read once.
     if let Some(rule) = unsafe { INODE_RULES.get(key) } {
         let rule: PathRule = *rule;

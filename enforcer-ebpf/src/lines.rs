@@ -47,7 +47,10 @@ pub fn get(cgroup_id: u64, slot: u32, epoch: u64) -> Option<Resolved> {
         let id = read_volatile(&raw const (*line).cgroup_id);
         let stamp = read_volatile(&raw const (*line).epoch);
         let identity = read_volatile(&raw const (*line).identity);
-        let config = read_volatile(&raw const (*line).config);
+        // An unmanaged line's configuration is unused: not read, so the unmanaged path
+        // pays for four loads, not nine.
+        let config =
+            if identity == 0 { IdentityConfig::default() } else { read_volatile(&raw const (*line).config) };
         if read_volatile(&raw const (*line).seq) != seq || id != cgroup_id || stamp != epoch {
             return None;
         }

@@ -1,7 +1,10 @@
 //! BPF LSM programs: exec (`bprm_check_security`), file opens (`file_open`) and
 //! executable file mappings (`mmap_file`, `file_mprotect`).
 //!
-//! The first three are sleepable, which `bpf_d_path` requires. Each access is judged by
+//! None is sleepable: `bpf_d_path` is open to every program on a hook the kernel lists as
+//! sleepable (these three are), whether or not the program sleeps, and a non-sleepable
+//! program runs inside RCU, so it reads the caller's cgroup through the task's pointers
+//! (`identity::current_rcu`) instead of the helper. Each access is judged by
 //! the path the kernel shows (`path.rs`) and by the file's identity (`inodes.rs`); where
 //! both find a rule the stricter decides.
 
@@ -25,7 +28,7 @@ use crate::{
     guard, inodes,
     offsets::{
         OFF_BPRM_FILE, OFF_DENTRY_NAME, OFF_FILE_DENTRY, OFF_FILE_F_MODE, OFF_FILE_F_PATH, OFF_VMA_VM_FILE,
-        offset, read,
+        load, offset, read,
     },
     path::{self, Resolved},
     policy::{self, Caller, Judgement, Subject},
@@ -40,7 +43,7 @@ const FMODE_EXEC: u32 = 0x20;
 
 /// Decides whether the current task may execute the binary in `bprm->file`.
 /// Unmanaged tasks: allowed after one lookup. Errors for managed tasks: denied.
-#[lsm(hook = "bprm_check_security", sleepable)]
+#[lsm(hook = "bprm_check_security")]
 pub fn bprm_check_security(ctx: LsmContext) -> i32 {
     // Respect an earlier LSM's denial.
     let earlier: i32 = ctx.arg(1);
@@ -59,7 +62,7 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
 
 /// Decides whether the current task may open a file for the access its mode asks.
 /// Opens made by exec are judged by `bprm_check_security` instead.
-#[lsm(hook = "file_open", sleepable)]
+#[lsm(hook = "file_open")]
 pub fn file_open(ctx: LsmContext) -> i32 {
     let earlier: i32 = ctx.arg(1);
     if earlier != 0 {
@@ -102,7 +105,7 @@ pub fn file_open(ctx: LsmContext) -> i32 {
 /// Mapping a file executable is running its code: judged by the exec rules that name the
 /// file or its directories. Where no rule does, allowed without a verdict: shared objects
 /// are not programs, and the exec default applies to `execve` only.
-#[lsm(hook = "mmap_file", sleepable)]
+#[lsm(hook = "mmap_file")]
 pub fn mmap_file(ctx: LsmContext) -> i32 {
     // Arguments: (file, reqprot, prot, flags); the previous program's return value follows.
     let earlier: i32 = ctx.arg(4);
@@ -131,15 +134,10 @@ pub fn file_mprotect(ctx: LsmContext) -> i32 {
         return 0;
     }
     let vma: *const u8 = ctx.arg(0);
-    // Fail-open: a mapping whose file cannot be read is treated as anonymous memory,
-    // which no file rule names.
-    let Some(file) = read::<*const u8>(vma, &OFF_VMA_VM_FILE) else {
-        diag::error!(
-            "hook {}: vm_area_struct.vm_file unreadable: allowed (fail-open)",
-            hook: u32 = hook::MPROTECT_EXEC,
-        );
-        return 0;
-    };
+    // SAFETY: typed hook argument plus the BTF offset of `vm_file`. A load that faulted
+    // reads null: the mapping is then taken as anonymous memory, which no file rule names
+    // (fail-open; `vma` is the kernel's own argument, so this does not happen).
+    let file = unsafe { load::<*const u8>(vma, &OFF_VMA_VM_FILE) };
     if file.is_null() {
         return 0;
     }
@@ -153,7 +151,7 @@ pub fn file_mprotect(ctx: LsmContext) -> i32 {
             return refuse_unjudged(hook::MPROTECT_EXEC, slot, identity, cgroup_id, judgement, 0);
         }
     };
-    let dentry = read::<*const u8>(file, &OFF_FILE_DENTRY);
+    let dentry = dentry_of(file);
     let found = dentry.ok_or(()).and_then(|dentry| {
         inodes::lookup(dentry, subject.slot, subject.identity, path_kind::EXEC_EXACT, path_kind::EXEC_DIR)
     });
@@ -355,7 +353,7 @@ fn judge_resolved(
         (path_kind::EXEC_EXACT, path_kind::EXEC_DIR)
     };
     let by_path = path::lookup(resolved, subject.slot, subject.identity, exact_kind, dir_kind);
-    let by_identity = read::<*const u8>(file, &OFF_FILE_DENTRY)
+    let by_identity = dentry_of(file)
         .ok_or(())
         .and_then(|dentry| inodes::lookup(dentry, subject.slot, subject.identity, exact_kind, dir_kind));
     let found = match (by_path, by_identity) {
@@ -397,6 +395,16 @@ fn judge_resolved(
         ),
     };
     Some((judgement, found.proof))
+}
+
+/// The dentry of `file` (BTF-typed, so `inodes::lookup` can walk it); `None` if the load
+/// faulted (a file always has one).
+#[inline(always)]
+fn dentry_of(file: *const u8) -> Option<*const u8> {
+    // SAFETY: `file` is BTF-typed (a hook argument or loaded from one) and the offset that
+    // of `f_path.dentry`.
+    let dentry = unsafe { load::<*const u8>(file, &OFF_FILE_DENTRY) };
+    (!dentry.is_null()).then_some(dentry)
 }
 
 /// Whether the resolved path ends with ` (deleted)`, as the kernel shows files that have

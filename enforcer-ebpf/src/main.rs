@@ -29,6 +29,7 @@ mod path;
 mod policy;
 mod readers;
 mod restricted;
+mod rule_filters;
 mod runtime;
 mod setup;
 mod sock;

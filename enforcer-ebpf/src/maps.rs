@@ -13,6 +13,7 @@ use enforcer_common::{
         IdentityLine, InodeKey, InodeRuleKey, NetEntry, NetGrant, NetGrantKey, NetKey, PathKey, PathRule,
         Quarantine, Revoked, RevokedKey, Scratch,
     },
+    rule_filter::{RuleFilter, which},
     verdict::stat,
 };
 
@@ -53,7 +54,7 @@ pub static BIND_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
 pub static PROTECTED_INODES: HashMap<InodeKey, u32> =
     HashMap::with_max_entries(capacity::PROTECTED_INODES, 0);
 
-/// Sleepable programs reading each slot (per CPU; a sleepable program cannot migrate).
+/// Path-judging LSM programs reading each slot (per CPU; a BPF program cannot migrate).
 /// The agent waits for a slot's total to reach zero before rewriting it.
 #[map(name = "READERS")]
 pub static READERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(SLOTS, 0);
@@ -68,7 +69,7 @@ pub static IDENTITIES: HashMap<IdentityKey, IdentityConfig> =
     HashMap::with_max_entries(capacity::IDENTITIES, 0);
 
 /// Exec and file rules, keyed by the hash and length of a path or directory. Entries are
-/// allocated as the agent adds them (sleepable programs may read such maps since 6.1).
+/// allocated as the agent adds them.
 #[map(name = "PATH_RULES")]
 pub static PATH_RULES: HashMap<PathKey, PathRule> =
     HashMap::with_max_entries(capacity::PATH_RULES, BPF_F_NO_PREALLOC);
@@ -128,6 +129,15 @@ pub static QUARANTINE: HashMap<u32, Quarantine> = HashMap::with_max_entries(capa
 /// Non-zero while [`QUARANTINE`] may hold an entry: while it is 0, no lookup is needed.
 #[map(name = "QUARANTINE_ANY")]
 pub static QUARANTINE_ANY: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Non-zero while [`REVOKED`] may hold an entry: while it is 0, no lookup is needed.
+#[map(name = "REVOKED_ANY")]
+pub static REVOKED_ANY: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Per slot, the filters of [`PATH_RULES`] and [`INODE_RULES`] keys (see
+/// `enforcer_common::rule_filter`): 32 KiB each, 128 KiB in all.
+#[map(name = "RULE_FILTERS")]
+pub static RULE_FILTERS: Array<RuleFilter> = Array::with_max_entries(SLOTS * which::COUNT, 0);
 
 /// Revoked credential files: opening one is denied to every identity, whatever its policy.
 #[map(name = "REVOKED")]

@@ -70,6 +70,20 @@ pub fn offset(global: &'static u64) -> usize {
     }
 }
 
+/// Reads a `T` at `base + offset` with a plain load, where `base` is a BTF-typed kernel
+/// pointer: a hook's argument or a pointer loaded this way from one. The verifier checks
+/// the load against the member's type at that offset (the offsets are read-only globals,
+/// so it sees constants), and a faulting load reads 0 instead of trapping: callers treat
+/// a 0 they cannot expect as unreadable. One instruction, where [`read`] is a helper call.
+///
+/// # Safety
+/// `base` must be BTF-typed in the verifier's eyes; otherwise the program fails to load.
+#[inline(always)]
+pub unsafe fn load<T: Copy>(base: *const u8, at: &'static u64) -> T {
+    // SAFETY: see above; the verifier rewrites the load into a fault-tolerant one.
+    unsafe { *base.add(offset(at)).cast::<T>() }
+}
+
 /// Reads a `T` at `base + offset`; `None` if the kernel refuses the read.
 #[inline(always)]
 pub fn read<T>(base: *const u8, at: &'static u64) -> Option<T> {

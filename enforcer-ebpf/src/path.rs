@@ -13,6 +13,7 @@ use aya_ebpf::{
 use enforcer_common::{
     FNV_OFFSET, FNV_PRIME, MAX_PATH,
     maps::{PathKey, PathRule, Scratch},
+    rule_filter::{RuleFilter, which},
     sip::Sip,
     verdict::{action, reason},
 };
@@ -20,6 +21,7 @@ use enforcer_common::{
 use crate::{
     diag,
     maps::{PATH_RULES, SCRATCH},
+    rule_filters,
 };
 
 const ENAMETOOLONG: i64 = 36;
@@ -38,8 +40,8 @@ impl Resolved {
         unsafe { (*self.scratch).buf.as_ptr() }
     }
 
-    /// True if no other task reused the buffer while this (sleepable) program was
-    /// preempted; a reused buffer means the judgement was made on someone else's path.
+    /// True if no other task reused the buffer while this program was preempted (an RCU
+    /// read-side section is preemptible on preemptible kernels); a reused buffer means the judgement was made on someone else's path.
     pub fn still_ours(&self) -> bool {
         // SAFETY: as above.
         unsafe { core::ptr::read_volatile(&raw const (*self.scratch).owner) == self.owner }
@@ -123,6 +125,8 @@ struct Scan {
     /// Keyed hash of the bytes before the current 8-byte word, and that word so far.
     sip: Sip,
     tail: u64,
+    /// The slot's path rule filter (`rule_filters`).
+    filter: *const RuleFilter,
     slot: u32,
     identity: u32,
     dir_kind: u8,
@@ -150,12 +154,19 @@ pub fn lookup(
     dir_kind: u8,
 ) -> Result<Found, u32> {
     let key = secret();
+    // Fail-closed: the filter's index always exists, so this is unreachable; without it
+    // the rules could not be consulted.
+    let Some(filter) = rule_filters::of(slot, which::PATH) else {
+        diag::error!("path rule filter of slot {} unreadable: refused as internal-error", slot: u32 = slot);
+        return Err(reason::INTERNAL_ERROR);
+    };
     let mut scan = Scan {
         buf: resolved.buf(),
         len: resolved.len as u64,
         hash: FNV_OFFSET,
         sip: Sip::new(key),
         tail: 0,
+        filter,
         slot,
         identity,
         dir_kind,
@@ -201,9 +212,7 @@ unsafe extern "C" fn scan_byte(index: u64, ctx: *mut c_void) -> i64 {
     let byte = unsafe { *scan.buf.add(at) };
     if byte == b'/' && at > 0 {
         let key = key_of(scan.hash, at, scan.identity, scan.dir_kind, scan.slot);
-        // SAFETY: plain value read once.
-        if let Some(rule) = unsafe { PATH_RULES.get(&key) } {
-            let rule: PathRule = *rule;
+        if let Some(rule) = rule_at(scan.filter, &key) {
             // The proof of the prefix is finished only here, where an entry was found.
             let proof = scan.sip.finish(scan.tail, at);
             apply_rule(scan, &rule, proof);
@@ -227,11 +236,19 @@ fn key_of(hash: u64, len: usize, identity: u32, kind: u8, slot: u32) -> PathKey 
 
 #[inline(always)]
 fn apply(scan: &mut Scan, key: &PathKey, proof: u64) {
-    // SAFETY: plain value read once.
-    if let Some(rule) = unsafe { PATH_RULES.get(key) } {
-        let rule: PathRule = *rule;
+    if let Some(rule) = rule_at(scan.filter, key) {
         apply_rule(scan, &rule, proof);
     }
+}
+
+/// The rule at `key`, looked up only where the slot's `filter` may hold the key.
+#[inline(always)]
+fn rule_at(filter: *const RuleFilter, key: &PathKey) -> Option<PathRule> {
+    if !rule_filters::may_hold_path(filter, key.hash, key.len, key.identity, key.kind) {
+        return None;
+    }
+    // SAFETY: plain value read once.
+    unsafe { PATH_RULES.get(key) }.copied()
 }
 
 /// Takes `rule` (found at a prefix whose keyed hash is `proof`) as the most specific so

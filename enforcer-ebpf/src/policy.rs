@@ -9,7 +9,8 @@ use crate::{
     diag, identity,
     lines::{self, Resolved},
     maps::{
-        ACTIVE, GRANTS, IDENTITIES, NET_GRANTS, QUARANTINE, QUARANTINE_ANY, REVOKED, SLOT_GENERATION, count,
+        ACTIVE, GRANTS, IDENTITIES, NET_GRANTS, QUARANTINE, QUARANTINE_ANY, REVOKED, REVOKED_ANY,
+        SLOT_GENERATION, count,
     },
 };
 use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, maps::lpm_trie::Key};
@@ -59,10 +60,10 @@ pub enum Caller {
     },
 }
 
-/// The caller of `hook` (a `verdict::hook` code, named in diagnostics), for the
-/// non-sleepable programs: they run inside an RCU read-side section, so the cgroup id is
-/// read through the task's pointers without the helper (`identity::current_rcu`). The
-/// sleepable programs use [`caller_in`].
+/// The caller of `hook` (a `verdict::hook` code, named in diagnostics), judged by the set
+/// in force. Every program runs inside an RCU read-side section (none is sleepable), so the
+/// cgroup id is read through the task's pointers without the helper
+/// (`identity::current_rcu`).
 #[inline(always)]
 pub fn caller(hook: u32) -> Caller {
     // Fail-open: index 0 of an array always exists, so this is unreachable; if it ever
@@ -75,8 +76,7 @@ pub fn caller(hook: u32) -> Caller {
 }
 
 /// The caller of `hook` judged by the set in `slot` (a slot the program registered as
-/// reading), for the sleepable programs (the cgroup id from the helper, which takes the
-/// RCU read lock they do not hold).
+/// reading).
 ///
 /// This CPU's identity line answers a cgroup seen before under the same binding epoch;
 /// otherwise the identity is resolved and its configuration read, and the line written.
@@ -84,7 +84,7 @@ pub fn caller(hook: u32) -> Caller {
 /// line never outlives what it was read from.
 #[inline(always)]
 pub fn caller_in(slot: u32, hook: u32) -> Caller {
-    caller_of(slot, hook, identity::current())
+    caller_of(slot, hook, identity::current_rcu())
 }
 
 /// [`caller_in`] for the cgroup id and binding epoch already read.
@@ -99,6 +99,9 @@ fn caller_of(slot: u32, hook: u32, (cgroup_id, epoch): (u64, u64)) -> Caller {
         return Caller::Unmanaged;
     };
     let resolved = if identity == 0 {
+        // Counted here, where a cgroup is resolved, not at each call its line answers:
+        // an unmanaged call costs its line lookup and nothing else.
+        count(stat::UNMANAGED);
         Resolved { identity, config: IdentityConfig::default() }
     } else {
         // SAFETY: plain value copied out at once.
@@ -120,7 +123,6 @@ fn caller_of(slot: u32, hook: u32, (cgroup_id, epoch): (u64, u64)) -> Caller {
 #[inline(always)]
 fn subject(slot: u32, cgroup_id: u64, resolved: Resolved) -> Caller {
     if resolved.identity == 0 {
-        count(stat::UNMANAGED);
         return Caller::Unmanaged;
     }
     Caller::Managed(Subject { slot, identity: resolved.identity, cgroup_id, config: resolved.config })
@@ -136,11 +138,10 @@ pub fn unmanaged_now() -> bool {
     let Some(slot) = ACTIVE.get(0).copied() else {
         return false;
     };
-    let (cgroup_id, epoch) = identity::current();
+    let (cgroup_id, epoch) = identity::current_rcu();
     if let Some(line) = lines::get(cgroup_id, slot, epoch)
         && line.identity == 0
     {
-        count(stat::UNMANAGED);
         return true;
     }
     false
@@ -201,6 +202,11 @@ pub fn quarantined(identity: u32, bits: u32) -> Option<Judgement> {
 /// path made to collide with a revoked one gains nothing.
 #[inline(always)]
 pub fn revoked(hash: u64, len: usize, proof: u64) -> Option<Judgement> {
+    // No revoked credential anywhere (the flag is raised before an entry is added): no
+    // lookup. An unreadable flag is taken as raised (fail-closed: the lookup is made).
+    if REVOKED_ANY.get(0).copied() == Some(0) {
+        return None;
+    }
     #[expect(clippy::cast_possible_truncation, reason = "len < MAX_PATH")]
     let key = RevokedKey { hash, len: len as u32, pad: 0 };
     // SAFETY: plain value read once.

@@ -1,5 +1,7 @@
-//! Reader counts of the policy slots, for the sleepable programs: a sleepable program can
-//! be preempted between reading `ACTIVE` and its last map lookup, for long enough that
+//! Reader counts of the policy slots, for the path-judging LSM programs (exec, open,
+//! mapping): their judgement is long (path, scan, inode walk) and, on a preemptible
+//! kernel, the task running one can be preempted inside its RCU section between reading
+//! `ACTIVE` and its last map lookup, for long enough that
 //! two policy applies could flip back to its slot and start rewriting it. The agent waits
 //! until a slot has no reader before rewriting it.
 
@@ -39,7 +41,7 @@ pub fn enter() -> Option<u32> {
 /// Ends the read registered by [`enter`].
 #[inline(always)]
 pub fn leave(slot: u32) {
-    // The program has not migrated (sleepable programs run with migration disabled), so
+    // The program has not migrated (BPF programs run with migration disabled), so
     // this is the counter it raised.
     if let Some(counter) = READERS.get_ptr_mut(slot) {
         add(counter, u64::MAX);

@@ -1,6 +1,8 @@
 //! Connecting to a Unix socket bound at a path (a container runtime's socket, a
 //! database's) is judged as a write to that path by the file rules, by the identity of
-//! the socket file (see `writes.rs`). Abstract and unbound sockets have no path and are
+//! the socket file (see `writes.rs`). The socket's path lies past the `struct sock` the
+//! hooks are given, so it is read with a helper and walked with helper reads
+//! (`writes::judge_probed`). Abstract and unbound sockets have no path and are
 //! not judged.
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
@@ -10,7 +12,7 @@ use crate::{
     diag,
     offsets::{OFF_SOCKET_SK, OFF_UNIX_SOCK_DENTRY, read},
     policy,
-    writes::judge,
+    writes::judge_probed,
 };
 
 /// The socket file of the Unix socket `sk` (`struct sock *`), if it is bound at a path
@@ -33,7 +35,7 @@ pub fn unix_stream_connect(ctx: LsmContext) -> i32 {
         return policy::pass_on(earlier);
     }
     match socket_file(ctx.arg(1)) {
-        Ok(Some(file)) => judge(hook::UNIX_CONNECT, file, access::WRITE),
+        Ok(Some(file)) => judge_probed(hook::UNIX_CONNECT, file, access::WRITE),
         Ok(None) => 0,
         // Fail-open: a peer whose path cannot be read is treated as unbound (abstract).
         Err(()) => {
@@ -56,7 +58,7 @@ pub fn unix_may_send(ctx: LsmContext) -> i32 {
         return policy::pass_on(earlier);
     }
     match read::<*const u8>(ctx.arg(1), &OFF_SOCKET_SK).ok_or(()).and_then(socket_file) {
-        Ok(Some(file)) => judge(hook::UNIX_SEND, file, access::WRITE),
+        Ok(Some(file)) => judge_probed(hook::UNIX_SEND, file, access::WRITE),
         Ok(None) => 0,
         // Fail-open as above.
         Err(()) => {

@@ -19,14 +19,25 @@ use crate::{
     emit::{self, Target},
     guard::{entry_change, managed},
     inodes,
-    offsets::{OFF_DENTRY_NAME, OFF_PATH_DENTRY, read},
+    offsets::{OFF_DENTRY_NAME, OFF_PATH_DENTRY, load, read},
     policy::{self, Judgement},
 };
 
-/// Judges `wanted` access (read and/or write) to the file of `dentry` for a managed
-/// caller; 0 or `-EPERM`.
+/// Judges `wanted` access (read and/or write) to the file of `dentry` (BTF-typed, see
+/// `inodes::lookup`) for a managed caller; 0 or `-EPERM`.
 #[inline(always)]
 pub fn judge(hook: u32, dentry: *const u8, wanted: u32) -> i32 {
+    judge_by::<true>(hook, dentry, wanted)
+}
+
+/// [`judge`] for a dentry read with a helper (see `inodes::lookup_probed`).
+#[inline(always)]
+pub fn judge_probed(hook: u32, dentry: *const u8, wanted: u32) -> i32 {
+    judge_by::<false>(hook, dentry, wanted)
+}
+
+#[inline(always)]
+fn judge_by<const TYPED: bool>(hook: u32, dentry: *const u8, wanted: u32) -> i32 {
     let subject = match managed(hook) {
         Ok(subject) => subject,
         Err(ret) => return ret,
@@ -42,9 +53,17 @@ pub fn judge(hook: u32, dentry: *const u8, wanted: u32) -> i32 {
     }
     let judgement = if let Some(quarantined) = policy::quarantined(subject.identity, bits) {
         quarantined
-    } else if let Ok(found) =
+    } else if let Ok(found) = if TYPED {
         inodes::lookup(dentry, subject.slot, subject.identity, path_kind::FILE_EXACT, path_kind::FILE_DIR)
-    {
+    } else {
+        inodes::lookup_probed(
+            dentry,
+            subject.slot,
+            subject.identity,
+            path_kind::FILE_EXACT,
+            path_kind::FILE_DIR,
+        )
+    } {
         let default = subject.config.file_default;
         let read = if wanted & access::READ != 0 && found.read.0 != action::NONE {
             Some(Judgement::from_rule(found.read, default))
@@ -74,10 +93,12 @@ pub fn judge(hook: u32, dentry: *const u8, wanted: u32) -> i32 {
     policy::lsm_return(emit::conclude(hook, &subject, judgement, &target))
 }
 
-/// The dentry of a `struct path` (null if unreadable, which `judge` refuses).
+/// The dentry of a `struct path` (a hook argument), BTF-typed as `inodes::lookup` needs
+/// it; a load that faulted reads null, whose walk `judge` refuses as unreadable.
 #[inline(always)]
 fn dentry_of(path: *const u8) -> *const u8 {
-    read::<*const u8>(path, &OFF_PATH_DENTRY).unwrap_or(core::ptr::null())
+    // SAFETY: `path` is the hook's typed argument and the offset that of `path.dentry`.
+    unsafe { load::<*const u8>(path, &OFF_PATH_DENTRY) }
 }
 
 #[lsm(hook = "inode_unlink")]

@@ -24,7 +24,6 @@ const PROG_TYPE_LSM: u32 = 29;
 const ATTACH_CGROUP_INET4_CONNECT: u32 = 10;
 const ATTACH_LSM_MAC: u32 = 27;
 const F_ALLOW_MULTI: u32 = 2;
-const F_SLEEPABLE: u32 = 1 << 4;
 
 /// Statistics are collected while the returned descriptor is open.
 pub fn enable() -> anyhow::Result<OwnedFd> {
@@ -93,14 +92,14 @@ impl EmptyProgram {
         })
     }
 
-    /// A sleepable LSM program on `hook` (e.g. `file_open`) that allows.
-    pub fn lsm_sleepable(hook: &str) -> anyhow::Result<Self> {
+    /// An LSM program on `hook` (e.g. `file_open`) that allows: non-sleepable, as ours are.
+    pub fn lsm(hook: &str) -> anyhow::Result<Self> {
         let btf = aya::Btf::from_sys_fs().context("reading kernel BTF")?;
         let func = format!("bpf_lsm_{hook}");
         let btf_id = btf
             .id_by_type_name_kind(&func, aya_obj::btf::BtfKind::Func)
             .with_context(|| format!("kernel BTF has no {func}"))?;
-        let prog = load(PROG_TYPE_LSM, ATTACH_LSM_MAC, btf_id, F_SLEEPABLE, 0, &format!("empty_{hook}"))?;
+        let prog = load(PROG_TYPE_LSM, ATTACH_LSM_MAC, btf_id, 0, 0, &format!("empty_{hook}"))?;
         let mut attr = Attr::default();
         attr.u32_at(0, fd_u32(&prog));
         attr.u32_at(8, ATTACH_LSM_MAC);

@@ -16,6 +16,7 @@ use enforcer_common::{
         InodeKey, InodeRuleKey as KernelInodeRuleKey, NET_GRANT_FIXED_BITS, NET_KEY_FIXED_BITS, NetEntry,
         NetGrant, NetGrantKey, NetKey, PathKey, PathRule, Quarantine, Revoked, RevokedKey,
     },
+    rule_filter::{self, RuleFilter},
     verdict::stat,
 };
 
@@ -54,7 +55,8 @@ pub enum MapsError {
     SlotBusy(u32),
 }
 
-/// How long an install waits for sleepable programs to stop reading the slot it rewrites.
+/// How long an install waits for the path-judging programs to stop reading the slot it
+/// rewrites.
 const READER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn err(map: &'static str) -> impl FnOnce(MapError) -> MapsError {
@@ -80,6 +82,10 @@ pub struct KernelMaps {
     /// Non-zero while `quarantine` may hold an entry (hooks skip the lookup while 0).
     quarantine_any: Array<MapData, u32>,
     revoked: HashMap<MapData, RevokedKey, Revoked>,
+    /// Non-zero while `revoked` may hold an entry (hooks skip the lookup while 0).
+    revoked_any: Array<MapData, u32>,
+    /// Per slot, the filters of its path rule and file identity rule keys.
+    rule_filters: Array<MapData, RuleFilter>,
     grants: HashMap<MapData, GrantKey, Grant>,
     net_grants: LpmTrie<MapData, NetGrantKey, NetGrant>,
     setup_tasks: HashMap<MapData, u32, u64>,
@@ -120,6 +126,9 @@ impl KernelMaps {
             quarantine_any: Array::try_from(take(ebpf, names::QUARANTINE_ANY)?)
                 .map_err(err(names::QUARANTINE_ANY))?,
             revoked: HashMap::try_from(take(ebpf, names::REVOKED)?).map_err(err(names::REVOKED))?,
+            revoked_any: Array::try_from(take(ebpf, names::REVOKED_ANY)?).map_err(err(names::REVOKED_ANY))?,
+            rule_filters: Array::try_from(take(ebpf, names::RULE_FILTERS)?)
+                .map_err(err(names::RULE_FILTERS))?,
             grants: HashMap::try_from(take(ebpf, names::GRANTS)?).map_err(err(names::GRANTS))?,
             net_grants: LpmTrie::try_from(take(ebpf, names::NET_GRANTS)?).map_err(err(names::NET_GRANTS))?,
             setup_tasks: HashMap::try_from(take(ebpf, names::SETUP_TASKS)?)
@@ -150,7 +159,7 @@ impl KernelMaps {
     /// is then cleared in full before its next use).
     pub fn install(&mut self, generation: u64, wanted: SlotContents) -> Result<u32, MapsError> {
         let slot = (self.active_slot()? + 1) % SLOTS;
-        // A sleepable program that read ACTIVE before the last flip may still be judging
+        // A path-judging program that read ACTIVE before the last flip may still be judging
         // with this slot: it is rewritten only once none is.
         self.wait_for_readers(slot)?;
         let held = if let Some(held) = self.held[slot as usize].take() {
@@ -245,6 +254,16 @@ impl KernelMaps {
             inodes.written.iter().map(|(k, v)| (inode_key(k), *v)),
         )?;
         write_batch(&self.net_rules, names::NET_RULES, nets.written.iter().map(|(p, v)| (net_key(p), *v)))?;
+        // Whole, from what the slot now holds: a bit left over from a removed key would
+        // only cost lookups, but none may be missing.
+        let (path_filter, inode_filter) = wanted.rule_filters();
+        for (which, filter) in
+            [(rule_filter::which::PATH, path_filter), (rule_filter::which::INODE, inode_filter)]
+        {
+            self.rule_filters
+                .set(rule_filter::index(slot, which), &*filter, 0)
+                .map_err(err(names::RULE_FILTERS))?;
+        }
         write_batch(
             &self.listen_rules,
             names::LISTEN_RULES,
@@ -384,17 +403,25 @@ impl KernelMaps {
         Ok(())
     }
 
-    /// Makes the revoked-credential table exactly `wanted` ((path hash, length) → entry).
+    /// Makes the revoked-credential table exactly `wanted` ((path hash, length) → entry),
+    /// with its "any" flag kept like the quarantine's (see `set_quarantines`).
     pub fn set_revoked(
         &mut self,
         wanted: &std::collections::BTreeMap<(u64, u32), Revoked>,
     ) -> Result<(), MapsError> {
+        if !wanted.is_empty() {
+            self.revoked_any.set(0, &1, 0).map_err(err(names::REVOKED_ANY))?;
+        }
         for ((hash, len), entry) in wanted {
             self.revoked
                 .insert(&RevokedKey { hash: *hash, len: *len, pad: 0 }, entry, 0)
                 .map_err(err(names::REVOKED))?;
         }
-        remove_where(&mut self.revoked, names::REVOKED, |k| !wanted.contains_key(&(k.hash, k.len)))
+        remove_where(&mut self.revoked, names::REVOKED, |k| !wanted.contains_key(&(k.hash, k.len)))?;
+        if wanted.is_empty() {
+            self.revoked_any.set(0, &0, 0).map_err(err(names::REVOKED_ANY))?;
+        }
+        Ok(())
     }
 
     /// Makes the grant tables exactly these entries (added first, stale ones removed).

@@ -8,7 +8,10 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use enforcer_common::maps::{Binding, IdentityConfig, NetEntry, PathRule};
+use enforcer_common::{
+    maps::{Binding, IdentityConfig, NetEntry, PathRule},
+    rule_filter::{self, RuleFilter},
+};
 
 use crate::policy::compiled::{CompiledSet, InodeRuleKey, NetPrefix, PathRuleKey};
 
@@ -101,6 +104,21 @@ impl SlotContents {
         let parts =
             by_identity.into_iter().map(|(id, part)| (id, Arc::new(Part::of(&part, &check)))).collect();
         Self::new(set.bindings.clone(), set.inode_rules.clone(), parts)
+    }
+
+    /// The slot's rule filters (`enforcer_common::rule_filter`): the bit of every path
+    /// rule key and of every rule key by file identity it holds.
+    pub fn rule_filters(&self) -> (Box<RuleFilter>, Box<RuleFilter>) {
+        let (mut paths, mut inodes) = (Box::new(RuleFilter::EMPTY), Box::new(RuleFilter::EMPTY));
+        for part in self.parts.values() {
+            for (k, _) in &part.path_rules {
+                paths.set(rule_filter::path_bit(k.hash, k.len, k.identity, k.kind));
+            }
+        }
+        for (k, _) in &self.inode_rules {
+            inodes.set(rule_filter::inode_bit(k.ino, k.dev, k.identity, k.kind));
+        }
+        (paths, inodes)
     }
 
     /// Records a binding added (or replaced) after the slot was written.
@@ -344,5 +362,42 @@ mod tests {
         let part = Part::of(&set, |name| name.len() as u64 + 40);
         assert_eq!(part.path_rules[0].1.check, 42);
         assert_eq!(part.named_path_rules().next().map(|(_, _, name)| name), Some("/a"));
+    }
+
+    #[test]
+    fn the_rule_filters_have_the_bit_of_every_key_the_slot_holds() {
+        let rule = PathRule {
+            check: 0,
+            read_action: 1,
+            write_action: 1,
+            pad: 0,
+            read_rule: 0,
+            write_rule: 0,
+            pad2: 0,
+        };
+        let paths: Vec<_> = (0..500u64)
+            .map(|n| {
+                (
+                    PathRuleKey { identity: 7, kind: 4, hash: n.wrapping_mul(0x1234_5678_9abc_def1), len: 9 },
+                    rule,
+                )
+            })
+            .collect();
+        let inodes: Vec<_> = (0..500u64)
+            .map(|ino| (InodeRuleKey { identity: 7, kind: 3, dev: 0x80_0001, ino }, rule))
+            .collect();
+        let part = Part { path_rules: paths.clone(), ..Part::default() };
+        let contents = SlotContents::new(vec![], inodes.clone(), BTreeMap::from([(7, Arc::new(part))]));
+        let (path_filter, inode_filter) = contents.rule_filters();
+        for (k, _) in &paths {
+            assert!(path_filter.has(rule_filter::path_bit(k.hash, k.len, k.identity, k.kind)));
+        }
+        for (k, _) in &inodes {
+            assert!(inode_filter.has(rule_filter::inode_bit(k.ino, k.dev, k.identity, k.kind)));
+        }
+        // Another identity's keys are mostly absent.
+        let absent =
+            (0..500u64).filter(|ino| inode_filter.has(rule_filter::inode_bit(*ino, 0x80_0001, 8, 3))).count();
+        assert!(absent < 50, "{absent} of 500 keys of another identity look present");
     }
 }

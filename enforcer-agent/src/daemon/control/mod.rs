@@ -273,9 +273,6 @@ impl Control<'_> {
                 hook: match hook {
                     "cgroup" => format!("cgroup/{name}"),
                     "tp_btf" => format!("tp_btf/{name}"),
-                    sleepable @ ("bprm_check_security" | "file_open" | "mmap_file") => {
-                        format!("lsm.s/{sleepable}")
-                    }
                     other => format!("lsm/{other}"),
                 },
                 attached: attached.contains(&name),

@@ -1,4 +1,4 @@
-//! The LSM hooks' program time next to empty sleepable LSM programs of the same hooks,
+//! The LSM hooks' program time next to empty LSM programs of the same hooks,
 //! and a managed `open()` next to Landlock enforcing an equivalent rule, in one VM run.
 
 use std::time::{Duration, Instant};
@@ -49,7 +49,7 @@ fn exec_loop(program: &str, count: u32) -> i32 {
 }
 
 /// `file_open` and `bprm_check_security` program time, unmanaged and managed, against
-/// empty sleepable programs on the same hooks.
+/// empty LSM programs on the same hooks.
 pub fn program_times(agent: &Agent, cgroup: &TestCgroup) -> anyhow::Result<()> {
     let true_tool = tool("/tmp/bench/bin", "true");
     let _stats = bpf_stats::enable()?;
@@ -58,7 +58,7 @@ pub fn program_times(agent: &Agent, cgroup: &TestCgroup) -> anyhow::Result<()> {
         ("bprm_check_security", &|| exec_loop(&true_tool, 300)),
     ] {
         let ours = program_id(agent, hook)?;
-        let empty = EmptyProgram::lsm_sleepable(hook)?;
+        let empty = EmptyProgram::lsm(hook)?;
         for (label, cg, target) in [("unmanaged", None, 1.5), ("managed", Some(cgroup), 5.0)] {
             let before = Sample::take(&[ours, empty.id])?;
             run_in(cg, work);
