@@ -95,6 +95,12 @@ struct Summary {
     early_panic: bool,
     /// The guest hung while booting (worth one more boot).
     stalled: bool,
+    /// The guest kernel trapped on a breakpoint of its own text patching (`Oops: int3`):
+    /// multi-threaded TCG can run a half-patched instruction on one CPU while another
+    /// patches it (the page allocator's static keys, flipped by cgroup and container
+    /// set-up). An emulator fault, not a result of the code under test: worth one more
+    /// boot, wherever it happened.
+    patch_trap: bool,
 }
 
 /// How a guest run ended.
@@ -231,14 +237,15 @@ impl Summary {
 
 fn boot(kernel: &Kernel, initrd: &Path, options: &Options) -> anyhow::Result<Summary> {
     let summary = boot_once(kernel, initrd, options)?;
-    if !summary.early_panic && !summary.stalled {
+    if !summary.early_panic && !summary.stalled && !summary.patch_trap {
         return Ok(summary);
     }
     // Multi-threaded TCG occasionally crashes or hangs a guest while it boots, before any
-    // test ran; that says nothing about the code under test, so the kernel gets one more
-    // boot.
+    // test ran, or traps on the kernel's own text patching; that says nothing about the
+    // code under test, so the kernel gets one more boot (all of its tests run again).
     println!(
-        "kernel {}: the guest panicked or hung before the first test; booting it once more",
+        "kernel {}: the guest panicked or hung before the first test, or trapped on kernel text \
+         patching (emulator fault); booting it once more",
         kernel.series
     );
     boot_once(kernel, initrd, options)
@@ -359,6 +366,9 @@ impl Console {
                     binary.unfinished.push(name);
                 }
             }
+        }
+        if line.contains("Oops: int3") {
+            self.summary.patch_trap = true;
         }
         if line.contains("Kernel panic") {
             self.summary.problems.push("kernel panic".to_owned());
@@ -656,5 +666,17 @@ mod tests {
         assert!(early.early_panic);
         let late = read(&["ENFORCER-VM running /tests/a", "Kernel panic - not syncing"]);
         assert!(!late.early_panic);
+        assert!(!late.patch_trap);
+    }
+
+    #[test]
+    fn a_trap_on_kernel_text_patching_asks_for_another_boot_even_mid_test() {
+        let trapped = read(&[
+            "ENFORCER-VM running /tests/image",
+            "test the_image_runs ... [  573.5] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI",
+            "[  573.6] Kernel panic - not syncing: Fatal exception in interrupt",
+        ]);
+        assert!(trapped.patch_trap);
+        assert!(!trapped.early_panic);
     }
 }
