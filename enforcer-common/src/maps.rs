@@ -91,8 +91,16 @@ pub const RULE_FILTERS: &str = "RULE_FILTERS";
 /// [`QUARANTINE_ANY`].
 pub const REVOKED_ANY: &str = "REVOKED_ANY";
 
+/// `PerCpuArray<CpuTask>`, one entry: which task each CPU runs and its cgroup, written
+/// at every context switch (see [`CpuTask`]).
+pub const CPU_TASKS: &str = "CPU_TASKS";
+
+/// `Array<u64>`, one entry: moved at every cgroup migration of a task, so no CPU's
+/// [`CPU_TASKS`] entry written before the move is trusted after it.
+pub const TASK_MOVES: &str = "TASK_MOVES";
+
 /// Every map the kernel object must define.
-pub const ALL: [&str; 28] = [
+pub const ALL: [&str; 30] = [
     ACTIVE,
     SLOT_GENERATION,
     CGROUP_BINDINGS,
@@ -121,6 +129,8 @@ pub const ALL: [&str; 28] = [
     QUARANTINE_ANY,
     RULE_FILTERS,
     REVOKED_ANY,
+    CPU_TASKS,
+    TASK_MOVES,
 ];
 
 /// Names of the global constants the agent sets at load time: field offsets read from
@@ -144,6 +154,7 @@ pub mod globals {
     pub const OFF_FILE_DENTRY: &str = "OFF_FILE_DENTRY";
     pub const OFF_TASK_TGID: &str = "OFF_TASK_TGID";
     pub const OFF_TASK_CGROUPS: &str = "OFF_TASK_CGROUPS";
+    pub const OFF_TASK_STACK: &str = "OFF_TASK_STACK";
     pub const OFF_CSS_SET_DFL_CGRP: &str = "OFF_CSS_SET_DFL_CGRP";
     pub const OFF_CGROUP_KN: &str = "OFF_CGROUP_KN";
     pub const OFF_VMA_VM_FILE: &str = "OFF_VMA_VM_FILE";
@@ -247,6 +258,37 @@ pub struct IdentityLine {
     pub identity: u32,
     pub config: IdentityConfig,
 }
+
+/// The task a CPU runs, as the context switch into it recorded it: the one entry of
+/// [`CPU_TASKS`] of that CPU. It spares the hooks the function call that finds the
+/// current task (on CPUs whose return mitigations make every call costly, the largest
+/// part of an unmanaged call's cost).
+///
+/// A hook trusts an entry only if all of these hold, and otherwise finds the cgroup from
+/// the task itself:
+/// - `seq` is even and unchanged around its reads (the writer runs at the context switch
+///   with interrupts off, so a reader sees a torn entry only across its own preemption);
+/// - `moves` equals [`TASK_MOVES`]: no task changed cgroup since the entry was written;
+/// - the hook's own stack frame lies within [`TASK_STACK_SPAN`] bytes above `stack`: the
+///   entry is the running task's (live tasks' kernel stacks never overlap), whatever
+///   context switch the recorder might not have seen.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuTask {
+    pub seq: u64,
+    /// The task's kernel stack (`task_struct.stack`: its lowest address).
+    pub stack: u64,
+    /// The task's cgroup v2 id.
+    pub cgroup_id: u64,
+    /// [`TASK_MOVES`] when the entry was written.
+    pub moves: u64,
+}
+
+/// Bytes of a kernel stack a hook's frame may lie above `CpuTask::stack`: the x86-64
+/// and arm64 `THREAD_SIZE`. A kernel with larger stacks (KASAN) puts frames higher: the
+/// check then fails and hooks take the slower path; it never matches another task's
+/// stack, which starts at least a guard page past this span.
+pub const TASK_STACK_SPAN: u64 = 16 * 1024;
 
 /// Kinds of path rule keys.
 pub mod path_kind {
@@ -525,6 +567,7 @@ const _: () = assert!(size_of::<NetEntry>() == 8 + 12 * crate::MAX_NET_RULES_PER
 const _: () = assert!(size_of::<Scratch>() == 8 + crate::MAX_PATH);
 const _: () = assert!(size_of::<Quarantine>() == 8);
 const _: () = assert!(size_of::<IdentityLine>() == 40);
+const _: () = assert!(size_of::<CpuTask>() == 32);
 const _: () = assert!(size_of::<RevokedKey>() == 16);
 const _: () = assert!(size_of::<GrantKey>() == 16);
 const _: () = assert!(size_of::<Grant>() == 24);

@@ -16,6 +16,7 @@
 
 mod aggregate;
 mod cgroups;
+mod cpu_tasks;
 mod diag;
 mod emit;
 mod guard;

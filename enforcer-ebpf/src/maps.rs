@@ -9,9 +9,9 @@ use enforcer_common::{
     SLOTS, aggregate, capacity,
     event::EventBuf,
     maps::{
-        AggEntry, AggKey, Binding, CacheEntry, CgroupKey, Grant, GrantKey, IdentityConfig, IdentityKey,
-        IdentityLine, InodeKey, InodeRuleKey, NetEntry, NetGrant, NetGrantKey, NetKey, PathKey, PathRule,
-        Quarantine, Revoked, RevokedKey, Scratch,
+        AggEntry, AggKey, Binding, CacheEntry, CgroupKey, CpuTask, Grant, GrantKey, IdentityConfig,
+        IdentityKey, IdentityLine, InodeKey, InodeRuleKey, NetEntry, NetGrant, NetGrantKey, NetKey, PathKey,
+        PathRule, Quarantine, Revoked, RevokedKey, Scratch,
     },
     rule_filter::{RuleFilter, which},
     verdict::stat,
@@ -42,6 +42,15 @@ pub static CGROUP_CACHE: LruHashMap<CgroupKey, CacheEntry> =
 #[map(name = "IDENTITY_LINES")]
 pub static IDENTITY_LINES: PerCpuArray<IdentityLine> =
     PerCpuArray::with_max_entries(capacity::IDENTITY_LINES, 0);
+
+/// Each CPU's running task and its cgroup, written at every context switch (see
+/// `cpu_tasks`).
+#[map(name = "CPU_TASKS")]
+pub static CPU_TASKS: PerCpuArray<CpuTask> = PerCpuArray::with_max_entries(1, 0);
+
+/// Moved at every cgroup migration: older [`CPU_TASKS`] entries are not trusted.
+#[map(name = "TASK_MOVES")]
+pub static TASK_MOVES: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Bumped by the agent after every binding change: cache entries stamped with an older
 /// value were resolved before the change and are not trusted.

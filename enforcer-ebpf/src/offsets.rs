@@ -36,6 +36,9 @@ pub static OFF_DENTRY_NAME: u64 = 0;
 pub static OFF_TASK_TGID: u64 = 0;
 #[unsafe(no_mangle)]
 pub static OFF_TASK_CGROUPS: u64 = 0;
+/// `task_struct.stack`: the lowest address of the task's kernel stack.
+#[unsafe(no_mangle)]
+pub static OFF_TASK_STACK: u64 = 0;
 #[unsafe(no_mangle)]
 pub static OFF_CSS_SET_DFL_CGRP: u64 = 0;
 #[unsafe(no_mangle)]

@@ -11,7 +11,7 @@ use std::{
 };
 
 use enforcer_tests::{
-    Agent, AgentDirs, TestCgroup, cgroup2_root, field, open_errno, policy, run_in, write_file,
+    Agent, AgentDirs, TestCgroup, cgroup2_root, connect_errno, field, open_errno, policy, run_in, write_file,
 };
 use libc::{EACCES, EPERM, O_RDONLY, O_WRONLY};
 use serde_json::Value;
@@ -237,6 +237,49 @@ fn verdict(agent: &Agent, hook: &str, reason: &str) -> Value {
         .map(|r| (field(r, "hook").to_owned(), field(r, "reason").to_owned()))
         .collect();
     panic!("no {hook}/{reason} verdict within 30 s; seen: {seen:?}");
+}
+
+/// A task that joins a workload is judged as the workload from its very next call, on
+/// every CPU: no record of it as unmanaged (made when a CPU last switched to it, or when
+/// its cgroup was last resolved) outlives the move. Each round warms those records as
+/// unmanaged first, then moves and acts at once, with no sleep that would switch away.
+#[test]
+fn a_task_joining_a_workload_is_judged_by_it_at_once() {
+    write_file(SECRET, "s");
+    let workload = TestCgroup::new("integrity-join");
+    let body = format!(
+        "  file:\n    - path: {SECRET}\n      action: deny\n  network:\n    - cidr: 127.0.0.9/32\n      action: deny\n"
+    );
+    let dirs = AgentDirs::new("integrity-join", &policy("join-policy", &workload, &body));
+    let agent = Agent::start(&dirs, "detach");
+    for round in 0..40 {
+        let outcome = run_in(None, || {
+            let mut warm = [0; 2];
+            for _ in 0..20 {
+                warm = [open_errno(SECRET, O_RDONLY), connect_errno("127.0.0.9:9")];
+            }
+            if move_self(&workload.path, "cgroup.procs") != 0 {
+                return 1;
+            }
+            let joined = [open_errno(SECRET, O_RDONLY), connect_errno("127.0.0.9:9")];
+            if warm != [0, libc::ECONNREFUSED] {
+                return 2;
+            }
+            if joined != [EPERM, EPERM] {
+                return 3;
+            }
+            0
+        });
+        assert_eq!(
+            outcome, 0,
+            "round {round}: 1 = could not join, 2 = denied before joining, 3 = allowed after"
+        );
+    }
+    for hook in ["file_open", "connect4"] {
+        let r = agent.wait_record(|r| field(r, "type") == "verdict" && field(r, "hook") == hook);
+        assert_eq!(field(&r, "decision"), "deny", "{r}");
+        assert_eq!(field(&r, "identity"), "join-policy", "{r}");
+    }
 }
 
 #[test]

@@ -51,11 +51,17 @@ pub const LSM_PROGRAMS: [(&str, &str); 29] = [
 /// cgroup socket-address programs, attached to the cgroup root.
 pub const CGROUP_PROGRAMS: [&str; 6] = ["connect4", "connect6", "sendmsg4", "sendmsg6", "bind4", "bind6"];
 /// BTF tracepoints: (program name, tracepoint). Loaded in every mode.
-pub const TRACE_PROGRAMS: [(&str, &str); 3] = [
+pub const TRACE_PROGRAMS: [(&str, &str); 5] = [
+    ("sched_switch", "sched_switch"),
+    ("cgroup_attach_task", "cgroup_attach_task"),
     ("cgroup_mkdir", "cgroup_mkdir"),
     ("sched_process_fork", "sched_process_fork"),
     ("sched_process_exit", "sched_process_exit"),
 ];
+
+/// Programs the hooks' record of each CPU's task depends on (`CpuTask`): while hooks of
+/// the same instance are attached, these stay attached, so they detach last.
+pub const DETACH_LAST: [&str; 2] = ["sched_switch", "cgroup_attach_task"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -219,6 +225,7 @@ fn offsets(btf: &Btf) -> Result<Vec<(&'static str, u64)>, LoadError> {
         (globals::OFF_FILE_DENTRY, member("file", "f_path")? + member("path", "dentry")?),
         (globals::OFF_TASK_TGID, member("task_struct", "tgid")?),
         (globals::OFF_TASK_CGROUPS, member("task_struct", "cgroups")?),
+        (globals::OFF_TASK_STACK, member("task_struct", "stack")?),
         (globals::OFF_CSS_SET_DFL_CGRP, member("css_set", "dfl_cgrp")?),
         (globals::OFF_CGROUP_KN, member("cgroup", "kn")?),
         (globals::OFF_VMA_VM_FILE, member("vm_area_struct", "vm_file")?),
@@ -291,6 +298,13 @@ fn sock_addr<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Cgrou
 /// A link detaches when dropped unless it was pinned first.
 pub fn attach(ebpf: &mut Ebpf, options: &Options) -> Result<Vec<(&'static str, FdLink)>, LoadError> {
     let mut links = Vec::new();
+    // The tracepoints first: the context-switch record fills before any hook reads it.
+    for (name, _) in TRACE_PROGRAMS {
+        let program = trace(ebpf, name)?;
+        let id = program.attach().map_err(|source| LoadError::Program { name, source })?;
+        let link = program.take_link(id).map_err(|source| LoadError::Program { name, source })?;
+        links.push((name, FdLink::from(link)));
+    }
     if !options.network_only {
         for (name, _) in LSM_PROGRAMS {
             let program = lsm(ebpf, name)?;
@@ -298,12 +312,6 @@ pub fn attach(ebpf: &mut Ebpf, options: &Options) -> Result<Vec<(&'static str, F
             let link = program.take_link(id).map_err(|source| LoadError::Program { name, source })?;
             links.push((name, FdLink::from(link)));
         }
-    }
-    for (name, _) in TRACE_PROGRAMS {
-        let program = trace(ebpf, name)?;
-        let id = program.attach().map_err(|source| LoadError::Program { name, source })?;
-        let link = program.take_link(id).map_err(|source| LoadError::Program { name, source })?;
-        links.push((name, FdLink::from(link)));
     }
     let root = File::open(&options.cgroup_root)
         .map_err(|source| LoadError::CgroupRoot { path: options.cgroup_root.clone(), source })?;

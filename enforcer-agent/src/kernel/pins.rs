@@ -34,7 +34,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// This instance's pin directory and its pinned links.
 pub struct Instance {
     pub dir: PathBuf,
-    links: Vec<PinnedLink>,
+    links: Vec<(&'static str, PinnedLink)>,
 }
 
 /// Creates `<bpffs>/agent-<nanos>/` after checking `bpffs` is a bpf filesystem.
@@ -89,20 +89,26 @@ impl Instance {
                 path,
                 message: e.to_string(),
             })?;
-            self.links.push(pinned);
+            self.links.push((name, pinned));
         }
         Ok(())
     }
 
     /// Unpins everything of this instance: its programs detach when the process lets go.
-    pub fn release(self) {
-        for link in self.links {
+    pub fn release(mut self) {
+        self.links.sort_by_key(|(name, _)| detaches_last(name));
+        for (_, link) in self.links {
             if let Ok(link) = link.unpin() {
                 drop(link);
             }
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Whether the link of program `name` must outlive the instance's other links.
+fn detaches_last(name: &str) -> bool {
+    crate::kernel::loader::DETACH_LAST.contains(&name)
 }
 
 /// Pin directories of earlier instances, oldest first.
@@ -121,8 +127,10 @@ pub fn previous(bpffs: &Path, current: &Path) -> Vec<PathBuf> {
 pub fn retire(dir: &Path) -> usize {
     let mut detached = 0;
     if let Ok(entries) = fs::read_dir(dir.join("links")) {
-        for entry in entries.flatten() {
-            if let Ok(link) = PinnedLink::from_pin(entry.path())
+        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        paths.sort_by_key(|p| p.file_name().is_some_and(|n| detaches_last(&n.to_string_lossy())));
+        for path in paths {
+            if let Ok(link) = PinnedLink::from_pin(path)
                 && link.unpin().is_ok()
             {
                 detached += 1;

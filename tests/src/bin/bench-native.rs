@@ -237,6 +237,7 @@ impl Bench {
     /// Program time per connect, next to an empty connect4 program on the same cgroup.
     fn hook_costs(&self) -> anyhow::Result<()> {
         let connect4 = self.program_id("connect4")?;
+        let switch = self.program_id("sched_switch")?;
         let _stats = bpf_stats::enable()?;
         let empty = EmptyProgram::connect4(&self.root.path)?;
         let rounds = 200_000;
@@ -260,6 +261,30 @@ impl Bench {
                 ratio <= target,
             );
         }
+        // What the hooks' record of each CPU's task costs where it is kept: at every
+        // context switch of the machine, whoever runs. Two threads handing a token back
+        // and forth switch at every hand-over.
+        let first = Sample::take(&[switch])?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<u32>(0);
+        let (back_tx, back_rx) = std::sync::mpsc::sync_channel::<u32>(0);
+        let partner = std::thread::spawn(move || {
+            while let Ok(n) = rx.recv() {
+                if back_tx.send(n).is_err() {
+                    break;
+                }
+            }
+        });
+        for n in 0..20_000 {
+            tx.send(n)?;
+            back_rx.recv()?;
+        }
+        drop(tx);
+        let _ = partner.join();
+        let (ns, runs) = first.per_run(&Sample::take(&[switch])?, switch);
+        println!(
+            "[native] context-switch record (sched_switch program), paid at every switch of the machine: \
+             {ns:.0} ns per switch over {runs} switches of a thread ping-pong (no target)"
+        );
         Ok(())
     }
 
