@@ -31,6 +31,8 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
         let kn: *const u8 = load(cgroup, &OFF_CGROUP_KN);
         (stack, load::<u64>(kn, &OFF_KERNFS_ID))
     };
+    // Observing only: index 0 always exists; were it missing, hooks would find no record
+    // and take the slower path (neither open nor closed).
     let Some(entry) = CPU_TASKS.get_ptr_mut(0) else {
         return 0;
     };
@@ -54,6 +56,9 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
 /// written before now stops being trusted.
 #[btf_tracepoint(function = "cgroup_attach_task")]
 pub fn cgroup_attach_task(_ctx: BtfTracePointContext) -> i32 {
+    // Index 0 of an array always exists, so the bump cannot be skipped; were it skipped,
+    // records would outlive a move (fail-open), which is why hooks also require the same
+    // `TASK_MOVES` value they can read: a map they cannot read sends them the slow way.
     if let Some(moves) = TASK_MOVES.get_ptr_mut(0) {
         // SAFETY: a map value, updated atomically.
         unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(moves, 1) };
@@ -65,6 +70,15 @@ pub fn cgroup_attach_task(_ctx: BtfTracePointContext) -> i32 {
 /// running task's and no task changed cgroup since it was written.
 #[inline(always)]
 pub fn current_cgroup() -> Option<u64> {
+    // Every `None` here is neither open nor closed: the caller then reads the cgroup from
+    // the task itself.
+    // With kernel diagnostics on, the programs carry their logging code, and `file_open`
+    // verified with both ways of finding the caller exceeds the verifier's million
+    // instructions: diagnostics take the task's way only (the verifier sees the constant
+    // and drops this one).
+    if crate::diag::enabled(crate::diag::ERROR) {
+        return None;
+    }
     let entry = CPU_TASKS.get_ptr(0)?;
     // SAFETY: this CPU's map value; volatile reads keep their order around `seq`.
     let (stack, cgroup_id) = unsafe {
