@@ -84,7 +84,7 @@ pub fn caller(hook: u32) -> Caller {
 /// line never outlives what it was read from.
 #[inline(always)]
 pub fn caller_in(slot: u32, hook: u32) -> Caller {
-    caller_of(slot, hook, identity::current_rcu())
+    caller_of(slot, hook, identity::from_task())
 }
 
 /// [`caller_in`] for the cgroup id and binding epoch already read.
@@ -138,7 +138,7 @@ pub fn unmanaged_now() -> bool {
     let Some(slot) = ACTIVE.get(0).copied() else {
         return false;
     };
-    let (cgroup_id, epoch) = identity::current_rcu();
+    let (cgroup_id, epoch) = identity::from_task();
     if let Some(line) = lines::get(cgroup_id, slot, epoch)
         && line.identity == 0
     {
