@@ -35,10 +35,22 @@ fn build_bench(bin: &str) -> anyhow::Result<std::path::PathBuf> {
     Ok(workspace_root().join("target/release").join(bin))
 }
 
-pub fn run(series: &str) -> anyhow::Result<()> {
+/// One half of the figures, for `--only`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Half {
+    Native,
+    Emulated,
+}
+
+pub fn run(series: &str, only: Option<Half>) -> anyhow::Result<()> {
     let agent = build::agent()?;
-    let native = build_bench("bench-native")?;
-    exec(Command::new(&native).env("ENFORCER_BIN", &agent)).context("the native bench")?;
+    if only != Some(Half::Emulated) {
+        let native = build_bench("bench-native")?;
+        exec(Command::new(&native).env("ENFORCER_BIN", &agent)).context("the native bench")?;
+    }
+    if only == Some(Half::Native) {
+        return Ok(());
+    }
     let bench = build_bench("bench")?;
     let lines = vm::guest("bench", &agent, INIT_BENCH, &[(bench, "bench".to_owned())], series)?;
     if !lines.iter().any(|l| l.contains("open()+close()")) {

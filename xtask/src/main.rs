@@ -26,11 +26,14 @@ enum Command {
     VmTest(vm::Options),
     /// Run the example policies on sample workloads (in a VM if the kernel lacks BPF LSM).
     Demo,
-    /// Real-time decisioning figures (quarantine latency, grant expiry, open cost) in a VM.
+    /// The performance figures: native ones on this machine, emulated ones (LSM hooks) in a VM.
     Bench {
-        /// Kernel series to measure on.
+        /// Kernel series the emulated figures are measured on.
         #[arg(long, default_value = "6.12")]
         kernel: String,
+        /// Only one half of the figures.
+        #[arg(long, value_enum)]
+        only: Option<bench::Half>,
     },
     /// Download (or find in the cache) the test kernels and print their paths.
     Kernels,
@@ -43,7 +46,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Ci => ci::run(),
         Command::Demo => demo::run(),
-        Command::Bench { kernel } => bench::run(&kernel),
+        Command::Bench { kernel, only } => bench::run(&kernel, only),
         Command::VmTest(options) => vm::run(&options),
         Command::Image(options) => image::run(&options),
         Command::Kernels => {
