@@ -33,7 +33,7 @@ pub struct Options {
     filter: Option<String>,
 }
 
-/// How long one guest may run all the tests (about 25 minutes on 6.1 and 40 on 6.12
+/// How long one guest may run all the tests (about 25 minutes on 6.1 and 35 on 6.12
 /// under TCG, both guests at once on a 2-CPU host: each agent start verifies every
 /// program, and 6.12's verifier explores `file_open` more than twice as far as 6.1's).
 const TIMEOUT_SECONDS: u64 = 3000;
