@@ -55,7 +55,7 @@ pub fn program_times(agent: &Agent, cgroup: &TestCgroup) -> anyhow::Result<()> {
     let _stats = bpf_stats::enable()?;
     for (hook, work) in [
         ("file_open", &(|| open_loop(20_000)) as &dyn Fn() -> i32),
-        ("bprm_check_security", &|| exec_loop(&true_tool, 300)),
+        ("bprm_check_security", &|| exec_loop(&true_tool, 1_000)),
     ] {
         let ours = program_id(agent, hook)?;
         let empty = EmptyProgram::lsm(hook)?;
