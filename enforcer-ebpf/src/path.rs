@@ -160,18 +160,28 @@ pub fn lookup(
         diag::error!("path rule filter of slot {} unreadable: refused as internal-error", slot: u32 = slot);
         return Err(reason::INTERNAL_ERROR);
     };
+    // The loop state starts from values the verifier cannot know, equal at run time to
+    // the plain ones: from known constants, 6.12 verifies the callback again for each
+    // mix of constant and found values (file_open: 545k instructions; 88k this way).
+    let zero = unknown_zero(resolved);
+    #[expect(clippy::cast_possible_truncation, reason = "zero, whatever its width")]
+    let (zero8, zero32) = (zero as u8, zero as u32);
     let mut scan = Scan {
         buf: resolved.buf(),
         len: resolved.len as u64,
-        hash: FNV_OFFSET,
+        hash: FNV_OFFSET ^ zero,
         sip: Sip::new(key),
-        tail: 0,
+        tail: zero,
         filter,
         slot,
         identity,
         dir_kind,
-        forged: 0,
-        found: Found::NOTHING,
+        forged: zero8,
+        found: Found {
+            read: (action::NONE ^ zero8, zero32),
+            write: (action::NONE ^ zero8, zero32),
+            ..Found::NOTHING
+        },
     };
     // SAFETY: the callback only touches `scan` and the scratch buffer it points to.
     #[expect(clippy::cast_possible_truncation, reason = "MAX_PATH fits in u32")]
@@ -195,6 +205,14 @@ pub fn lookup(
     found.hash = scan.hash;
     found.proof = proof;
     Ok(found)
+}
+
+/// 0 at run time, an unknown scalar to the verifier: the top bit of the task's
+/// `tgid << 32 | pid`, which is 0 (a tgid is below `PID_MAX_LIMIT`, 2^22), spread over
+/// all 64 bits.
+#[inline(always)]
+fn unknown_zero(resolved: &Resolved) -> u64 {
+    (resolved.owner >> 63).wrapping_neg()
 }
 
 /// One byte of the scan: at each `/` after the first, looks up the directory so far.
