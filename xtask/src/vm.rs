@@ -98,6 +98,8 @@ struct Summary {
     failed: Vec<String>,
     skipped: Vec<String>,
     problems: Vec<String>,
+    /// Seconds each finished test took, as the test binary reported it.
+    seconds: Vec<(String, f64)>,
     /// The guest kernel panicked before any test binary started (worth one more boot).
     early_panic: bool,
     /// The guest hung while booting (worth one more boot).
@@ -240,6 +242,20 @@ impl Summary {
             self.skipped.len()
         )
     }
+
+    /// `kernel 6.1: tests took 1372 s; slowest: 61 s a_test, …`: where the guest's time went.
+    fn slowest(&self, count: usize) -> String {
+        let mut times = self.seconds.clone();
+        times.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let total: f64 = times.iter().map(|t| t.1).sum();
+        let named: Vec<_> = times.iter().take(count).map(|(name, s)| format!("{s:.0} s {name}")).collect();
+        format!("kernel {}: tests took {total:.0} s; slowest: {}", self.series, named.join(", "))
+    }
+}
+
+/// The seconds in libtest's `<12.345s>`.
+fn seconds_reported(word: &str) -> Option<f64> {
+    word.strip_prefix('<')?.strip_suffix("s>")?.parse().ok()
 }
 
 fn boot(kernel: &Kernel, initrd: &Path, options: &Options) -> anyhow::Result<Summary> {
@@ -289,6 +305,9 @@ fn boot_once(kernel: &Kernel, initrd: &Path, options: &Options) -> anyhow::Resul
     }
     let (summary, failure_text) = console.finish(&log_path.display().to_string());
     println!("{}", summary.line());
+    if !summary.seconds.is_empty() {
+        println!("{}", summary.slowest(8));
+    }
     if !summary.failed.is_empty() {
         println!("failed on {}: {}\n{failure_text}", kernel.series, summary.failed.join(", "));
     }
@@ -351,7 +370,13 @@ impl Console {
         {
             let name = name.to_owned();
             let summary = &mut self.summary;
-            let known = match outcome.trim() {
+            // `ok <12.345s>`: the outcome, then the time the test took (`--report-time`).
+            let mut words = outcome.split_whitespace();
+            let verdict = words.next().unwrap_or_default();
+            if let Some(took) = words.next().and_then(seconds_reported) {
+                summary.seconds.push((name.clone(), took));
+            }
+            let known = match verdict {
                 "ok" => {
                     summary.passed.push(name.clone());
                     true
@@ -360,7 +385,7 @@ impl Console {
                     summary.failed.push(name.clone());
                     true
                 }
-                o if o.starts_with("ignored") => {
+                v if v.starts_with("ignored") => {
                     summary.skipped.push(name.clone());
                     true
                 }
@@ -491,7 +516,9 @@ for t in /tests/*; do
   echo "ENFORCER-VM running $t"
   # A filter naming a test file (e.g. `integrity`) runs all of that file's tests.
   case "$(basename "$t")" in "$filter"-*) only="" ;; *) only="$filter" ;; esac
-  "$t" --test-threads=1 $only
+  # Each test's time after its result (`ok <12.3s>`), read by the runner: libtest's
+  # option is unstable, and RUSTC_BOOTSTRAP admits it on this stable toolchain.
+  RUSTC_BOOTSTRAP=1 "$t" --test-threads=1 -Z unstable-options --report-time $only
   echo "ENFORCER-VM exit $?"
 done
 echo "ENFORCER-VM done"
@@ -605,6 +632,24 @@ mod tests {
         assert_eq!(s.release.as_deref(), Some("6.1.0-1-cloud-amd64"));
         assert_eq!(s.passed, ["a", "b"]);
         assert!(s.problems.is_empty(), "{:?}", s.problems);
+    }
+
+    #[test]
+    fn results_with_their_times_count_and_the_slowest_are_named() {
+        let s = read(&[
+            "ENFORCER-VM lsm=bpf",
+            "ENFORCER-VM running /tests/agent-1",
+            "running 3 tests",
+            "test fast ... ok <1.250s>",
+            "test slow ... ok <61.000s>",
+            "test broken ... FAILED <3.000s>",
+            "test result: FAILED. 2 passed; 1 failed",
+            "ENFORCER-VM exit 101",
+            "ENFORCER-VM done",
+        ]);
+        assert_eq!(s.passed, ["fast", "slow"]);
+        assert_eq!(s.failed, ["broken"]);
+        assert_eq!(s.slowest(2), "kernel : tests took 65 s; slowest: 61 s slow, 3 s broken");
     }
 
     #[test]
