@@ -43,7 +43,7 @@ export ENFORCER_SOCKET="$RUN/api.sock"
 "$ENFORCER" agent --state-dir "$RUN/state" --bpffs /sys/fs/bpf/enforcer-demo \
   --log-file "$LOG" --cgroup-root "$CGROUP_ROOT" --on-exit detach 2> "$RUN/agent.err" &
 agent=$!
-for _ in $(seq 1 600); do
+for _ in $(seq 1 1200); do
   grep -q "enforcer agent ready" "$RUN/agent.err" 2>/dev/null && break
   sleep 0.1
 done

@@ -187,7 +187,9 @@ pub async fn run(config: Config, start_api: StartApi) -> anyhow::Result<()> {
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
+    let began = std::time::Instant::now();
     let running = start(&config, start_api).await?;
+    tracing::info!(ms = began.elapsed().as_millis(), "started");
     let Running { ring, aggregates, instance, protected, .. } = running;
     let mut ctx = Control {
         state: running.state,

@@ -3,6 +3,7 @@
 use std::{
     fs::File,
     path::{Path, PathBuf},
+    time::Instant,
 };
 
 use aya::{
@@ -170,24 +171,97 @@ pub fn load(options: &Options) -> Result<Ebpf, LoadError> {
         // Nothing is written to it: the smallest ring buffer the kernel accepts.
         loader.map_max_entries(crate::kernel::log::MAP, page_size());
     }
+    let at = Instant::now();
     let mut ebpf = loader.load(OBJECT)?;
+    let maps_created = at.elapsed();
+    let at = Instant::now();
     let kernel_btf = aya::Btf::from_sys_fs()?;
+    let btf_read = at.elapsed();
+    let at = Instant::now();
+    let mut jobs = Vec::new();
     if !options.network_only {
-        for (name, hook) in LSM_PROGRAMS {
-            lsm(&mut ebpf, name)?
-                .load(hook, &kernel_btf)
-                .map_err(|source| LoadError::Program { name, source })?;
+        jobs.extend(LSM_PROGRAMS.iter().map(|&(name, hook)| (name, Kind::Lsm(hook))));
+    }
+    jobs.extend(TRACE_PROGRAMS.iter().map(|&(name, tracepoint)| (name, Kind::Trace(tracepoint))));
+    jobs.extend(CGROUP_PROGRAMS.iter().map(|&name| (name, Kind::Cgroup)));
+    load_programs(&mut ebpf, jobs, &kernel_btf)?;
+    tracing::info!(
+        maps_ms = maps_created.as_millis(),
+        btf_ms = btf_read.as_millis(),
+        programs_ms = at.elapsed().as_millis(),
+        "kernel object loaded"
+    );
+    Ok(ebpf)
+}
+
+/// What kind of program a name in the object is, with its attach point.
+#[derive(Clone, Copy)]
+enum Kind {
+    Lsm(&'static str),
+    Trace(&'static str),
+    Cgroup,
+}
+
+/// Programs verified at once: the kernel verifies privileged loads in parallel, and
+/// verification is most of an agent's start. More threads than this gain little and
+/// hold more of the verifier's memory at a time.
+const LOAD_THREADS: usize = 4;
+
+/// Loads `jobs` into the kernel from up to [`LOAD_THREADS`] threads, the listed (and
+/// largest) programs first; the first failure is returned once every thread stopped.
+fn load_programs(ebpf: &mut Ebpf, jobs: Vec<(&'static str, Kind)>, btf: &aya::Btf) -> Result<(), LoadError> {
+    let mut programs: std::collections::HashMap<&str, &mut aya::programs::Program> =
+        ebpf.programs_mut().collect();
+    let mut queue = std::collections::VecDeque::new();
+    for (name, kind) in jobs {
+        let program = programs.remove(name).ok_or(LoadError::MissingProgram(name))?;
+        queue.push_back((name, kind, program));
+    }
+    let threads = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, LOAD_THREADS);
+    let queue = std::sync::Mutex::new(queue);
+    let failure = std::sync::Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let next = queue.lock().expect("load queue lock").pop_front();
+                    let Some((name, kind, program)) = next else { break };
+                    let at = Instant::now();
+                    if let Err(e) = load_one(name, kind, program, btf) {
+                        // The others are not started: one failure fails the start.
+                        queue.lock().expect("load queue lock").clear();
+                        failure.lock().expect("load failure lock").get_or_insert(e);
+                        break;
+                    }
+                    tracing::debug!(program = name, ms = at.elapsed().as_millis(), "program loaded");
+                }
+            });
+        }
+    });
+    failure.into_inner().expect("load failure lock").map_or(Ok(()), Err)
+}
+
+fn load_one(
+    name: &'static str,
+    kind: Kind,
+    program: &mut aya::programs::Program,
+    btf: &aya::Btf,
+) -> Result<(), LoadError> {
+    let failed = |source| LoadError::Program { name, source };
+    match kind {
+        Kind::Lsm(hook) => {
+            let program: &mut Lsm = program.try_into().map_err(failed)?;
+            program.load(hook, btf).map_err(failed)
+        }
+        Kind::Trace(tracepoint) => {
+            let program: &mut BtfTracePoint = program.try_into().map_err(failed)?;
+            program.load(tracepoint, btf).map_err(failed)
+        }
+        Kind::Cgroup => {
+            let program: &mut CgroupSockAddr = program.try_into().map_err(failed)?;
+            program.load().map_err(failed)
         }
     }
-    for (name, tracepoint) in TRACE_PROGRAMS {
-        trace(&mut ebpf, name)?
-            .load(tracepoint, &kernel_btf)
-            .map_err(|source| LoadError::Program { name, source })?;
-    }
-    for name in CGROUP_PROGRAMS {
-        sock_addr(&mut ebpf, name)?.load().map_err(|source| LoadError::Program { name, source })?;
-    }
-    Ok(ebpf)
 }
 
 fn page_size() -> u32 {
