@@ -23,6 +23,19 @@ fn json(text: &str) -> Value {
 
 /// An agent with no policy directory: everything goes through the API.
 fn api_agent(name: &str, extra: &[&str]) -> (AgentDirs, Agent) {
+    agent_without_policy_dir(name, extra)
+}
+
+/// [`api_agent`] without the LSM programs (`--network-only`), for tests of the control
+/// plane that observe the kernel through network rules, or not at all: the API is the
+/// same, and the agent starts in a few seconds instead of verifying every LSM program.
+fn network_api_agent(name: &str, extra: &[&str]) -> (AgentDirs, Agent) {
+    let mut args = vec!["--network-only"];
+    args.extend_from_slice(extra);
+    agent_without_policy_dir(name, &args)
+}
+
+fn agent_without_policy_dir(name: &str, extra: &[&str]) -> (AgentDirs, Agent) {
     let dirs = AgentDirs::new(name, "");
     std::fs::remove_file(dirs.policy_dir.join("policy.yaml")).unwrap();
     let agent = Agent::start_with_dirs_only(&dirs, extra);
@@ -203,19 +216,19 @@ fn every_verb_against_a_live_agent() {
 
 #[test]
 fn callers_other_than_root_or_the_group_are_refused() {
-    let (dirs, agent) = api_agent("access", &[]);
+    let (dirs, agent) = network_api_agent("access", &[]);
     let (code, _, err) = cli_as(&dirs.socket, Some(65534), &["status"]);
     assert_eq!(code, 4, "a non-root caller is refused: {err}");
     assert!(err.contains("ermission denied"), "{err}");
     drop(agent);
     // With --socket-group, members get in (the group's gid is 65534 here).
-    let (dirs, agent) = api_agent("access-group", &["--socket-group", "65534"]);
+    let (dirs, agent) = network_api_agent("access-group", &["--socket-group", "65534"]);
     let (code, out, err) = cli_as(&dirs.socket, Some(65534), &["--output", "json", "status"]);
     assert_eq!(code, 0, "a group member is allowed: {err}");
     assert!(json(&out)["generation"].is_u64());
     drop(agent);
     // By name, and membership through a supplementary group only.
-    let (dirs, agent) = api_agent("access-named", &["--socket-group", "nobody"]);
+    let (dirs, agent) = network_api_agent("access-named", &["--socket-group", "nobody"]);
     let supplementary = |groups: &'static [libc::gid_t]| {
         use std::os::unix::process::CommandExt as _;
         let mut command =
@@ -251,7 +264,7 @@ fn raw_request(socket: &std::path::Path, request: &[u8]) -> String {
 
 #[test]
 fn garbage_and_oversized_requests_get_errors_and_the_agent_keeps_serving() {
-    let (dirs, agent) = api_agent("garbage", &[]);
+    let (dirs, agent) = network_api_agent("garbage", &[]);
     let answer = raw_request(&dirs.socket, b"\x00\x01garbage that is not HTTP\r\n\r\n");
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
     let answer =
@@ -326,40 +339,39 @@ fn concurrent_applies_leave_one_whole_set() {
 
 #[test]
 fn applied_policies_survive_an_agent_restart() {
-    write_file("/tmp/persist/secret", "s");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
     let cgroup = TestCgroup::new("persist");
-    let (dirs, mut agent) = api_agent("persist", &[]);
+    let (dirs, mut agent) = network_api_agent("persist", &[]);
     let file = dirs.policy_dir.join("p.yaml");
-    std::fs::write(
-        &file,
-        policy("persist-policy", &cgroup, "  file:\n    - path: /tmp/persist/secret\n      action: deny\n"),
-    )
-    .unwrap();
+    let rule = format!(
+        "  network:\n    - cidr: 127.0.0.1/32\n      ports: {port}\n      protocol: tcp\n      action: deny\n"
+    );
+    std::fs::write(&file, policy("persist-policy", &cgroup, &rule)).unwrap();
     let (code, _, err) = agent.cli(&["policy", "apply", "-f", file.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     agent.stop();
-    let agent = Agent::start_with_dirs_only(&dirs, &[]);
+    let agent = Agent::start_with_dirs_only(&dirs, &["--network-only"]);
     let (_, out, _) = agent.cli(&["--output", "json", "policy", "list"]);
     assert_eq!(json(&out)["policies"][0]["name"], "persist-policy", "{out}");
-    assert_eq!(run_in(Some(&cgroup), || open_errno("/tmp/persist/secret", O_RDONLY)), EPERM);
+    let target = format!("127.0.0.1:{port}");
+    assert_eq!(run_in(Some(&cgroup), move || connect_errno(&target)), EPERM);
 }
 
 #[test]
 fn a_follower_sees_every_verdict_across_log_rotations() {
-    // Distinct files: identical verdicts within a second would be aggregated into fewer
+    // Distinct ports: identical verdicts within a second would be aggregated into fewer
     // records, and the log must grow past its rotation size.
-    let total = 60;
-    for i in 0..total {
-        write_file(&format!("/tmp/rotate/secret-{i}"), "s");
-    }
+    let total: u16 = 60;
+    let first_port: u16 = 24_100;
     let cgroup = TestCgroup::new("rotate");
-    let (dirs, agent) = api_agent("rotate", &["--log-max-bytes", "4096", "--log-keep", "2"]);
+    let (dirs, agent) = network_api_agent("rotate", &["--log-max-bytes", "4096", "--log-keep", "2"]);
     let file = dirs.policy_dir.join("p.yaml");
-    std::fs::write(
-        &file,
-        policy("rotate-policy", &cgroup, "  file:\n    - dir: /tmp/rotate\n      action: deny\n"),
-    )
-    .unwrap();
+    let rule = format!(
+        "  network:\n    - cidr: 127.0.0.1/32\n      ports: {first_port}-{}\n      protocol: tcp\n      action: deny\n",
+        first_port + total - 1
+    );
+    std::fs::write(&file, policy("rotate-policy", &cgroup, &rule)).unwrap();
     assert_eq!(agent.cli(&["policy", "apply", "-f", file.to_str().unwrap()]).0, 0);
     let mut tail = std::process::Command::new(std::env::var("ENFORCER_BIN").unwrap())
         .arg("--socket")
@@ -371,12 +383,12 @@ fn a_follower_sees_every_verdict_across_log_rotations() {
     std::thread::sleep(Duration::from_millis(500));
     let denied = run_in(Some(&cgroup), move || {
         (0..total)
-            .filter(|i| open_errno(&format!("/tmp/rotate/secret-{i}"), O_RDONLY) == EPERM)
+            .filter(|i| connect_errno(&format!("127.0.0.1:{}", first_port + i)) == EPERM)
             .count()
             .try_into()
             .unwrap_or(255)
     });
-    assert_eq!(denied, total, "every open denied");
+    assert_eq!(denied, i32::from(total), "every connect denied");
     let stdout = tail.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -388,7 +400,7 @@ fn a_follower_sees_every_verdict_across_log_rotations() {
     });
     let mut seen = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while seen < total {
+    while seen < i32::from(total) {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("the follower stalled");
@@ -410,18 +422,19 @@ fn a_follower_sees_every_verdict_across_log_rotations() {
 #[test]
 fn the_metrics_endpoint_scrapes_in_prometheus_format() {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    write_file("/tmp/metrics/secret", "s");
+    let denied = TcpListener::bind("127.0.0.1:0").unwrap();
+    let denied_port = denied.local_addr().unwrap().port();
     let cgroup = TestCgroup::new("metrics");
     let addr = format!("127.0.0.1:{port}");
-    let (dirs, agent) = api_agent("metrics", &["--metrics-addr", &addr]);
+    let (dirs, agent) = network_api_agent("metrics", &["--metrics-addr", &addr]);
     let file = dirs.policy_dir.join("p.yaml");
-    std::fs::write(
-        &file,
-        policy("metrics-policy", &cgroup, "  file:\n    - path: /tmp/metrics/secret\n      action: deny\n"),
-    )
-    .unwrap();
+    let rule = format!(
+        "  network:\n    - cidr: 127.0.0.1/32\n      ports: {denied_port}\n      protocol: tcp\n      action: deny\n"
+    );
+    std::fs::write(&file, policy("metrics-policy", &cgroup, &rule)).unwrap();
     assert_eq!(agent.cli(&["policy", "apply", "-f", file.to_str().unwrap()]).0, 0);
-    assert_eq!(run_in(Some(&cgroup), || open_errno("/tmp/metrics/secret", O_RDONLY)), EPERM);
+    let target = format!("127.0.0.1:{denied_port}");
+    assert_eq!(run_in(Some(&cgroup), move || connect_errno(&target)), EPERM);
     agent.wait_record(|r| field(r, "type") == "verdict");
     let mut stream = std::net::TcpStream::connect(&addr).unwrap();
     stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
@@ -431,7 +444,7 @@ fn the_metrics_endpoint_scrapes_in_prometheus_format() {
     assert!(answer.contains("content-type: text/plain; version=0.0.4"), "{answer}");
     assert!(
         answer.contains(
-            "enforcer_verdicts_total{identity=\"metrics-policy\",hook=\"file_open\",decision=\"deny\"} 1"
+            "enforcer_verdicts_total{identity=\"metrics-policy\",hook=\"connect4\",decision=\"deny\"} 1"
         ),
         "{answer}"
     );
