@@ -99,8 +99,18 @@ pub const CPU_TASKS: &str = "CPU_TASKS";
 /// [`CPU_TASKS`] entry written before the move is trusted after it.
 pub const TASK_MOVES: &str = "TASK_MOVES";
 
+/// `LruHashMap<OpenCacheKey, OpenCacheEntry>`: what the file rules found for recently
+/// opened files (see [`OpenCacheEntry`]). Written and read by `file_open` only.
+pub const OPEN_CACHE: &str = "OPEN_CACHE";
+
+/// `Array<u64>`, [`crate::capacity::DENTRY_EPOCHS`] entries, one per bucket of dentry
+/// name hashes: moved whenever a dentry with a name in the bucket is given an inode
+/// (`d_instantiate`), so an [`OPEN_CACHE`] entry made for a dentry that was freed is
+/// never trusted for another one allocated at the same address with the same name hash.
+pub const DENTRY_EPOCHS: &str = "DENTRY_EPOCHS";
+
 /// Every map the kernel object must define.
-pub const ALL: [&str; 30] = [
+pub const ALL: [&str; 32] = [
     ACTIVE,
     SLOT_GENERATION,
     CGROUP_BINDINGS,
@@ -131,6 +141,8 @@ pub const ALL: [&str; 30] = [
     REVOKED_ANY,
     CPU_TASKS,
     TASK_MOVES,
+    OPEN_CACHE,
+    DENTRY_EPOCHS,
 ];
 
 /// Names of the global constants the agent sets at load time: field offsets read from
@@ -161,6 +173,24 @@ pub mod globals {
     pub const OFF_PATH_DENTRY: &str = "OFF_PATH_DENTRY";
     pub const OFF_UNIX_SOCK_DENTRY: &str = "OFF_UNIX_SOCK_DENTRY";
     pub const OFF_SOCKET_SK: &str = "OFF_SOCKET_SK";
+    /// `task_struct.fs`.
+    pub const OFF_TASK_FS: &str = "OFF_TASK_FS";
+    /// `fs_struct.seq`: moved around every change of the task's root or working directory.
+    pub const OFF_FS_SEQ: &str = "OFF_FS_SEQ";
+    /// `fs_struct.root` plus `path.mnt` / `path.dentry`: the task's root directory.
+    pub const OFF_FS_ROOT_MNT: &str = "OFF_FS_ROOT_MNT";
+    pub const OFF_FS_ROOT_DENTRY: &str = "OFF_FS_ROOT_DENTRY";
+    /// `file.f_path` plus `path.mnt`: the mount the file was opened through.
+    pub const OFF_FILE_MNT: &str = "OFF_FILE_MNT";
+    /// `dentry.d_name` plus `qstr.hash`: the hash of the entry's name.
+    pub const OFF_DENTRY_NAME_HASH: &str = "OFF_DENTRY_NAME_HASH";
+    /// `dentry.d_hash` plus `hlist_bl_node.pprev`: null while the dentry is unhashed
+    /// (removed from its directory).
+    pub const OFF_DENTRY_HASH_PPREV: &str = "OFF_DENTRY_HASH_PPREV";
+    /// Kernel addresses of the `rename_lock` and `mount_lock` sequence locks (from
+    /// `/proc/kallsyms`; 0 when unknown, which turns [`super::OPEN_CACHE`] off).
+    pub const RENAME_LOCK_ADDR: &str = "RENAME_LOCK_ADDR";
+    pub const MOUNT_LOCK_ADDR: &str = "MOUNT_LOCK_ADDR";
     /// The agent's secret key of [`crate::sip::keyed`] path proofs (two words).
     pub const PATH_KEY0: &str = "PATH_KEY0";
     pub const PATH_KEY1: &str = "PATH_KEY1";
@@ -472,12 +502,25 @@ pub struct NetGrant {
 }
 
 /// Value of [`SCRATCH`]: a per-CPU path buffer. `owner` detects reuse by another task
-/// while a sleepable program was preempted.
+/// while a program was preempted (on a preemptible kernel).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Scratch {
     pub owner: u64,
+    /// The [`OPEN_CACHE`] key and stamp of the open being judged, read before its path.
+    pub staged: OpenStaged,
     pub buf: [u8; crate::MAX_PATH],
+}
+
+/// An [`OPEN_CACHE`] key and its stamp, staged for the entry a full judgement makes.
+/// Kept in the per-CPU buffer rather than on the 512-byte stack; `valid` is 0 where the
+/// cache could not be used.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenStaged {
+    pub valid: u64,
+    pub key: OpenCacheKey,
+    pub stamp: OpenStamp,
 }
 
 /// Key of [`VERDICT_AGG`]: what makes two verdicts the same verdict. Built from the
@@ -550,6 +593,60 @@ pub struct AggEntry {
     pub last_ns: u64,
 }
 
+/// Key of [`OPEN_CACHE`]: the opened file as the kernel names it (its dentry and mount),
+/// the root the caller's paths are shown from, and who asks under which slot. Addresses
+/// are only compared, never followed. Each dentry comes with its name's hash, which also
+/// picks its [`DENTRY_EPOCHS`] bucket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenCacheKey {
+    pub dentry: u64,
+    pub mnt: u64,
+    pub root_dentry: u64,
+    pub root_mnt: u64,
+    pub dentry_hash: u32,
+    pub root_hash: u32,
+    pub identity: u32,
+    pub slot: u32,
+}
+
+/// What can change the path a dentry is shown by, or the rules that judge it, read
+/// before a judgement: an [`OPEN_CACHE`] entry is used only while all of it still holds.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenStamp {
+    /// [`SLOT_GENERATION`] of the slot judged with.
+    pub generation: u64,
+    /// [`DENTRY_EPOCHS`] buckets of the file's dentry and of the caller's root dentry.
+    pub dentry_epoch: u64,
+    pub root_epoch: u64,
+    /// The kernel's `rename_lock` and `mount_lock` sequence counts: every rename (of the
+    /// file or any directory above it) and every mount-tree change moves one of them.
+    pub rename_seq: u32,
+    pub mount_seq: u32,
+}
+
+/// Value of [`OPEN_CACHE`]: what the path scan and the walk by file identity found
+/// (the path's hash, length and keyed proof, and the rule for each access), valid while
+/// `stamp` matches the one read at the call. Live state (quarantine, revoked credentials,
+/// grants) is never cached: it is consulted at every call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenCacheEntry {
+    pub stamp: OpenStamp,
+    pub hash: u64,
+    pub proof: u64,
+    pub read_rule: u32,
+    pub write_rule: u32,
+    pub read_action: u8,
+    pub write_action: u8,
+    pub len: u16,
+    pub pad: u32,
+}
+
+const _: () = assert!(size_of::<OpenCacheKey>() == 48);
+const _: () = assert!(size_of::<OpenStamp>() == 32);
+const _: () = assert!(size_of::<OpenCacheEntry>() == 64);
 const _: () = assert!(size_of::<AggKey>() == 64);
 const _: () = assert!(size_of::<AggEntry>() == 40);
 const _: () = assert!(size_of::<CgroupKey>() == 16);
@@ -564,7 +661,8 @@ const _: () = assert!(size_of::<InodeRuleKey>() == 24);
 const _: () = assert!(size_of::<NetKey>() == 24);
 const _: () = assert!(size_of::<NetRule>() == 12);
 const _: () = assert!(size_of::<NetEntry>() == 8 + 12 * crate::MAX_NET_RULES_PER_PREFIX);
-const _: () = assert!(size_of::<Scratch>() == 8 + crate::MAX_PATH);
+const _: () = assert!(size_of::<Scratch>() == 8 + 88 + crate::MAX_PATH);
+const _: () = assert!(size_of::<OpenStaged>() == 88);
 const _: () = assert!(size_of::<Quarantine>() == 8);
 const _: () = assert!(size_of::<IdentityLine>() == 40);
 const _: () = assert!(size_of::<CpuTask>() == 32);

@@ -217,7 +217,9 @@ pub mod stat {
     pub const SELF_PROTECTION: u32 = 12;
     /// Refusals with reason `restricted`.
     pub const RESTRICTED: u32 = 13;
-    pub const COUNT: u32 = 14;
+    /// Managed opens judged from the open cache's findings (no path resolution or scan).
+    pub const OPEN_CACHE_HITS: u32 = 14;
+    pub const COUNT: u32 = 15;
     pub const NAMES: [&str; COUNT as usize] = [
         "allow",
         "deny",
@@ -233,5 +235,6 @@ pub mod stat {
         "identity_escape",
         "self_protection",
         "restricted",
+        "open_cache_hits",
     ];
 }

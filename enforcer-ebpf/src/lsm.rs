@@ -18,7 +18,7 @@ use enforcer_common::{
     maps::{IdentityConfig, grant_kind, path_kind},
     verdict::{
         IDENTITY_ALLOW_FILELESS_EXEC, IDENTITY_HAS_RUNTIMES, RULE_DEFAULT, access, action, hook, reason,
-        restrict,
+        restrict, stat,
     },
 };
 
@@ -27,9 +27,10 @@ use crate::{
     emit::{self, Target, Verdict},
     guard, inodes,
     offsets::{
-        OFF_BPRM_FILE, OFF_DENTRY_NAME, OFF_FILE_DENTRY, OFF_FILE_F_MODE, OFF_FILE_F_PATH, OFF_VMA_VM_FILE,
-        load, offset, read,
+        OFF_BPRM_FILE, OFF_DENTRY_NAME, OFF_DENTRY_NAME_HASH, OFF_FILE_DENTRY, OFF_FILE_F_MODE,
+        OFF_FILE_F_PATH, OFF_VMA_VM_FILE, load, offset, read,
     },
+    open_cache,
     path::{self, Resolved},
     policy::{self, Caller, Judgement, Subject},
     readers, restricted, runtime, setup,
@@ -99,7 +100,39 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     if wanted == 0 {
         wanted = access::READ;
     }
+    // Opens for writing are judged in full: the guard of the kernel's and the enforcer's
+    // own files comes first, and has no room in the cached judgement's stack frame.
+    if wanted == access::READ
+        && let Some(errno) = cached_open(file, wanted)
+    {
+        return policy::lsm_return(errno);
+    }
     judge_registered(hook::FILE_OPEN, file, wanted)
+}
+
+/// An open decided from the open cache (`open_cache`): the errno, or `None` where the
+/// full judgement must run (no valid entry, a caller this CPU's identity line does not
+/// already show as managed, or a verdict to report, whose record shows the path only the
+/// full judgement resolves). Not inlined: its stack frame is its own, apart from the
+/// full judgement's, and the two together must fit the kernel's 512 bytes.
+#[inline(never)]
+fn cached_open(file: *const u8, wanted: u32) -> Option<i32> {
+    let slot = readers::enter()?;
+    let decided = cached_open_in(slot, file, wanted);
+    readers::leave(slot);
+    decided
+}
+
+#[inline(always)]
+fn cached_open_in(slot: u32, file: *const u8, wanted: u32) -> Option<i32> {
+    let subject = policy::managed_seen(slot)?;
+    if setup::in_setup(subject.cgroup_id) {
+        return None;
+    }
+    let hit = open_cache::get(file, subject.identity, slot)?;
+    let judgement = cached_judgement(wanted, &subject, &hit)?;
+    crate::maps::count(stat::OPEN_CACHE_HITS);
+    Some(policy::decide(&subject.config, &judgement).1)
 }
 
 /// Mapping a file executable is running its code: judged by the exec rules that name the
@@ -171,6 +204,18 @@ pub fn file_mprotect(ctx: LsmContext) -> i32 {
     let name = dentry.and_then(|d| read::<*const u8>(d, &OFF_DENTRY_NAME)).unwrap_or(core::ptr::null());
     let target = Target::Object { what: 0, name };
     policy::lsm_return(emit::conclude(hook::MPROTECT_EXEC, &subject, judgement, &target))
+}
+
+/// A dentry is being given an inode: cached open findings for dentries with a name in its
+/// bucket are stale from now on (`open_cache`). A void hook: it never refuses anything.
+#[lsm(hook = "d_instantiate")]
+pub fn d_instantiate(ctx: LsmContext) -> i32 {
+    let dentry: *const u8 = ctx.arg(0);
+    // SAFETY: typed hook argument plus the BTF offset of its name's hash. The kernel's
+    // own argument does not fault; if a load did, it would read 0 and move bucket 0 only.
+    let name_hash = unsafe { load::<u32>(dentry, &OFF_DENTRY_NAME_HASH) };
+    open_cache::dentry_instantiated(name_hash);
+    0
 }
 
 /// [`judge_path`] as a registered reader of the slot it judges with, so the agent never
@@ -293,7 +338,16 @@ fn assess(hook: u32, file: *const u8, wanted: u32, slot: u32) -> Option<Assessed
     };
     // SAFETY: `file` is a typed `struct file *` and the offset that of its `f_path`.
     let f_path = unsafe { file.add(offset(&OFF_FILE_F_PATH)) }.cast::<bpf_path>().cast_mut();
-    let resolved = match path::resolve(f_path, hook) {
+    let claimed = match path::claim(hook) {
+        Ok(claimed) => claimed,
+        // Fail-closed: without the buffer the path cannot be judged.
+        Err(why) => return Some(unjudged(Judgement::refuse(why))),
+    };
+    // Read before the path: a change from here on leaves the entry made stale.
+    if hook == hook::FILE_OPEN {
+        open_cache::stage(claimed.staged(), file, subject.identity, subject.slot);
+    }
+    let resolved = match claimed.resolve(f_path, hook) {
         Ok(resolved) => resolved,
         // Fail-closed: a path we cannot read (or too long to judge) is denied and reported.
         Err(why) => return Some(unjudged(Judgement::refuse(why))),
@@ -312,9 +366,21 @@ fn assess(hook: u32, file: *const u8, wanted: u32, slot: u32) -> Option<Assessed
     Some(Assessed { buf: resolved.buf(), len: resolved.len, hash, fileless, ..unjudged(judgement) })
 }
 
+/// The judgement of an open for reading from cached rule findings, or `None` where the
+/// verdict will be reported (its record shows the path, which only the full judgement
+/// resolves).
+#[inline(always)]
+fn cached_judgement(wanted: u32, subject: &Subject, hit: &open_cache::Hit) -> Option<Judgement> {
+    let path = (hit.found.hash, hit.len, hit.found.proof);
+    let judgement = live_state(hook::FILE_OPEN, subject.identity, path, wanted)
+        .unwrap_or_else(|| file_judgement(subject, hit.found, wanted, path));
+    let (decision, _) = policy::decision_of(&subject.config, &judgement);
+    (!policy::reported(&subject.config, decision, judgement.reason)).then_some(judgement)
+}
+
 /// What the rules and live state say about the resolved path (`None`: a mapping no rule
 /// names, not judged), and the path's keyed hash (the scan's proof) when the scan ran (0
-/// otherwise).
+/// otherwise). What the rules found for an open is cached for the next open of the file.
 #[inline(always)]
 fn judge_resolved(
     hook: u32,
@@ -379,6 +445,11 @@ fn judge_resolved(
             return Some((Judgement::refuse(reason::INTERNAL_ERROR), 0));
         }
     };
+    // Only findings made from this task's own path: another task may have reused the
+    // buffer while this one was preempted (refused as `busy` below).
+    if hook == hook::FILE_OPEN && resolved.still_ours() {
+        open_cache::put(resolved.staged(), file, subject.identity, subject.slot, &found, resolved.len);
+    }
     // Mappings are judged only where a rule names the file.
     if hook == hook::MMAP_EXEC && found.read.0 == action::NONE {
         return None;
@@ -425,18 +496,28 @@ fn fileless(resolved: &Resolved) -> bool {
 /// Live state comes before the policy: a revoked credential, then a quarantine.
 #[inline(always)]
 fn live_judgement(hook: u32, identity: u32, path: (u64, usize, u64), wanted: u32) -> Option<Judgement> {
+    let live = live_state(hook, identity, path, wanted);
+    if let Some(live) = live
+        && live.reason == reason::FORGED_PATH
+    {
+        diag::warning!(
+            "hook {}: revoked credential's index hit without its keyed proof: refused as forged-path",
+            hook: u32 = hook,
+        );
+    }
+    live
+}
+
+/// [`live_judgement`] without its diagnostic, for the cached judgement (whose stack frame
+/// has no room for the logging call; a refusal is judged again in full, and logged).
+#[inline(always)]
+fn live_state(hook: u32, identity: u32, path: (u64, usize, u64), wanted: u32) -> Option<Judgement> {
     match hook {
         hook::EXEC => return policy::quarantined(identity, restrict::EXEC),
         hook::MMAP_EXEC => return None,
         _ => {}
     }
     if let Some(revoked) = policy::revoked(path.0, path.1, path.2) {
-        if revoked.reason == reason::FORGED_PATH {
-            diag::warning!(
-                "hook {}: revoked credential's index hit without its keyed proof: refused as forged-path",
-                hook: u32 = hook,
-            );
-        }
         return Some(revoked);
     }
     let mut bits = 0;

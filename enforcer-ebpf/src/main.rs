@@ -26,6 +26,7 @@ mod lines;
 mod lsm;
 mod maps;
 mod offsets;
+mod open_cache;
 mod path;
 mod policy;
 mod readers;

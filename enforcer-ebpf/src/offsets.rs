@@ -63,6 +63,26 @@ pub static OFF_SOCKET_SK: u64 = 0;
 /// `path.dentry`.
 #[unsafe(no_mangle)]
 pub static OFF_PATH_DENTRY: u64 = 0;
+/// `task_struct.fs`.
+#[unsafe(no_mangle)]
+pub static OFF_TASK_FS: u64 = 0;
+/// `fs_struct.seq` (its sequence count is the first word).
+#[unsafe(no_mangle)]
+pub static OFF_FS_SEQ: u64 = 0;
+/// `fs_struct.root` plus `path.mnt` / `path.dentry`.
+#[unsafe(no_mangle)]
+pub static OFF_FS_ROOT_MNT: u64 = 0;
+#[unsafe(no_mangle)]
+pub static OFF_FS_ROOT_DENTRY: u64 = 0;
+/// `file.f_path` plus `path.mnt`.
+#[unsafe(no_mangle)]
+pub static OFF_FILE_MNT: u64 = 0;
+/// `dentry.d_hash` plus `hlist_bl_node.pprev`.
+#[unsafe(no_mangle)]
+pub static OFF_DENTRY_HASH_PPREV: u64 = 0;
+/// `dentry.d_name` plus `qstr.hash`.
+#[unsafe(no_mangle)]
+pub static OFF_DENTRY_NAME_HASH: u64 = 0;
 
 #[inline(always)]
 pub fn offset(global: &'static u64) -> usize {

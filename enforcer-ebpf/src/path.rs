@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 use enforcer_common::{
     FNV_OFFSET, FNV_PRIME, MAX_PATH,
-    maps::{PathKey, PathRule, Scratch},
+    maps::{OpenStaged, PathKey, PathRule, Scratch},
     rule_filter::{RuleFilter, which},
     sip::Sip,
     verdict::{action, reason},
@@ -40,6 +40,12 @@ impl Resolved {
         unsafe { (*self.scratch).buf.as_ptr() }
     }
 
+    /// The open cache's key and stamp staged before the path was written.
+    pub fn staged(&self) -> *mut OpenStaged {
+        // SAFETY: as above.
+        unsafe { &raw mut (*self.scratch).staged }
+    }
+
     /// True if no other task reused the buffer while this program was preempted (an RCU
     /// read-side section is preemptible on preemptible kernels); a reused buffer means the judgement was made on someone else's path.
     pub fn still_ours(&self) -> bool {
@@ -48,42 +54,64 @@ impl Resolved {
     }
 }
 
-/// Writes the absolute path of `path` into the scratch buffer.
-/// `Err` carries the reason a path cannot be judged; `hook` is named in diagnostics.
+/// The per-CPU scratch buffer, claimed by the current task: what is staged in it before
+/// the path is written (`staged`) is then seen as reused along with the path.
+pub struct Claimed {
+    scratch: *mut Scratch,
+    owner: u64,
+}
+
+impl Claimed {
+    /// Where the open cache's key and stamp are staged before the path is written.
+    pub fn staged(&self) -> *mut OpenStaged {
+        // SAFETY: `scratch` is a valid map value pointer for the program's lifetime.
+        unsafe { &raw mut (*self.scratch).staged }
+    }
+
+    /// Writes the absolute path of `path` into the buffer.
+    /// `Err` carries the reason a path cannot be judged; `hook` is named in diagnostics.
+    #[inline(always)]
+    pub fn resolve(self, path: *mut bpf_path, hook: u32) -> Result<Resolved, u32> {
+        let Self { scratch, owner } = self;
+        // SAFETY: valid map value; `bpf_d_path` writes at most MAX_PATH bytes into `buf`.
+        #[expect(clippy::cast_possible_truncation, reason = "MAX_PATH fits in u32")]
+        let written = unsafe { bpf_d_path(path, (*scratch).buf.as_mut_ptr().cast(), MAX_PATH as u32) };
+        if written == -ENAMETOOLONG {
+            diag::warning!(
+                "hook {}: path over {} bytes (bpf_d_path ENAMETOOLONG): refused as path-too-long",
+                hook: u32 = hook,
+                max: usize = MAX_PATH,
+            );
+            return Err(reason::PATH_TOO_LONG);
+        }
+        // Fail-closed: any other d_path error leaves nothing to judge.
+        if written <= 0 {
+            diag::error!(
+                "hook {}: bpf_d_path failed ({}): refused as internal-error",
+                hook: u32 = hook,
+                written: i64 = written,
+            );
+            return Err(reason::INTERNAL_ERROR);
+        }
+        #[expect(clippy::cast_sign_loss, clippy::cast_possible_truncation, reason = "checked > 0")]
+        let len = (written as usize - 1) & (MAX_PATH - 1);
+        Ok(Resolved { scratch, len, owner })
+    }
+}
+
+/// Claims the scratch buffer for the current task. `Err` carries the reason a path cannot
+/// be judged; `hook` is named in diagnostics.
 #[inline(always)]
-pub fn resolve(path: *mut bpf_path, hook: u32) -> Result<Resolved, u32> {
+pub fn claim(hook: u32) -> Result<Claimed, u32> {
     // Fail-closed: without the buffer the path cannot be judged.
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         diag::error!("hook {}: SCRATCH unavailable: refused as internal-error", hook: u32 = hook);
         return Err(reason::INTERNAL_ERROR);
     };
     let owner = bpf_get_current_pid_tgid();
-    // SAFETY: valid map value; `bpf_d_path` writes at most MAX_PATH bytes into `buf`.
-    let written = unsafe {
-        core::ptr::write_volatile(&raw mut (*scratch).owner, owner);
-        #[expect(clippy::cast_possible_truncation, reason = "MAX_PATH fits in u32")]
-        bpf_d_path(path, (*scratch).buf.as_mut_ptr().cast(), MAX_PATH as u32)
-    };
-    if written == -ENAMETOOLONG {
-        diag::warning!(
-            "hook {}: path over {} bytes (bpf_d_path ENAMETOOLONG): refused as path-too-long",
-            hook: u32 = hook,
-            max: usize = MAX_PATH,
-        );
-        return Err(reason::PATH_TOO_LONG);
-    }
-    // Fail-closed: any other d_path error leaves nothing to judge.
-    if written <= 0 {
-        diag::error!(
-            "hook {}: bpf_d_path failed ({}): refused as internal-error",
-            hook: u32 = hook,
-            written: i64 = written,
-        );
-        return Err(reason::INTERNAL_ERROR);
-    }
-    #[expect(clippy::cast_sign_loss, clippy::cast_possible_truncation, reason = "checked > 0")]
-    let len = (written as usize - 1) & (MAX_PATH - 1);
-    Ok(Resolved { scratch, len, owner })
+    // SAFETY: valid map value.
+    unsafe { core::ptr::write_volatile(&raw mut (*scratch).owner, owner) };
+    Ok(Claimed { scratch, owner })
 }
 
 /// The most specific rule found for each access: `(action, rule index)`, the hash of the

@@ -147,6 +147,20 @@ pub fn unmanaged_now() -> bool {
     false
 }
 
+/// The current task as a managed subject of `slot`, if this CPU's identity line already
+/// says so (a line is trusted only under the epoch it was written in). `None` covers
+/// every other case, which the full judgement resolves: a cheap look for the open cache's
+/// own stack frame (`lsm::cached_open`), which has no room for a resolution.
+#[inline(always)]
+pub fn managed_seen(slot: u32) -> Option<Subject> {
+    let (cgroup_id, epoch) = identity::from_task();
+    let line = lines::get(cgroup_id, slot, epoch)?;
+    if line.identity == 0 {
+        return None;
+    }
+    Some(Subject { slot, identity: line.identity, cgroup_id, config: line.config })
+}
+
 /// Generation of the policy set in `slot` (0 if unknown; only used for reporting).
 #[inline(always)]
 pub fn generation(slot: u32) -> u64 {
@@ -274,7 +288,19 @@ fn unexpired(judgement: Judgement, expires_ns: u64, id: u32) -> Judgement {
 /// `audit`; live-state denials (quarantine, revoked credential) hold in either mode.
 #[inline(always)]
 pub fn decide(config: &IdentityConfig, judgement: &Judgement) -> (u32, i32) {
-    let (verdict, errno) = if judgement.action == action::ALLOW {
+    let (verdict, errno) = decision_of(config, judgement);
+    count(match verdict {
+        decision::ALLOW => stat::ALLOW,
+        decision::AUDIT => stat::AUDIT,
+        _ => stat::DENY,
+    });
+    (verdict, errno)
+}
+
+/// [`decide`] without counting the decision.
+#[inline(always)]
+pub fn decision_of(config: &IdentityConfig, judgement: &Judgement) -> (u32, i32) {
+    if judgement.action == action::ALLOW {
         (decision::ALLOW, 0)
     } else if config.mode == mode::AUDIT && !reason::is_live(judgement.reason) {
         (decision::AUDIT, 0)
@@ -282,13 +308,7 @@ pub fn decide(config: &IdentityConfig, judgement: &Judgement) -> (u32, i32) {
         (decision::PENDING, EPERM)
     } else {
         (decision::DENY, EPERM)
-    };
-    count(match verdict {
-        decision::ALLOW => stat::ALLOW,
-        decision::AUDIT => stat::AUDIT,
-        _ => stat::DENY,
-    });
-    (verdict, errno)
+    }
 }
 
 /// Deny and audit verdicts are always reported, and so are allows that a grant made;

@@ -12,13 +12,18 @@ use aya::{
 };
 use enforcer_common::maps::globals;
 
-use crate::kernel::btf::{Btf, BtfError};
+use crate::kernel::{
+    btf::{Btf, BtfError},
+    kallsyms,
+};
 
 /// The kernel object, built by `aya-build` and embedded at compile time.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer"));
 
 /// LSM programs: (program name, hook).
-pub const LSM_PROGRAMS: [(&str, &str); 29] = [
+pub const LSM_PROGRAMS: [(&str, &str); 30] = [
+    // First: it must run for every dentry given an inode while `file_open` caches.
+    ("d_instantiate", "d_instantiate"),
     ("bprm_check_security", "bprm_check_security"),
     ("file_open", "file_open"),
     ("mmap_file", "mmap_file"),
@@ -155,9 +160,14 @@ pub fn load(options: &Options) -> Result<Ebpf, LoadError> {
     }
     let btf = Btf::from_sys()?;
     let offsets = offsets(&btf)?;
+    let [rename_lock, mount_lock] = if options.network_only { [0, 0] } else { lock_addresses() };
     let mut loader = EbpfLoader::new();
     for (global, value) in &offsets {
         loader.override_global(global, value, true);
+    }
+    if rename_lock != 0 {
+        loader.override_global(globals::RENAME_LOCK_ADDR, &rename_lock, true);
+        loader.override_global(globals::MOUNT_LOCK_ADDR, &mount_lock, true);
     }
     let [key0, key1] = crate::kernel::path_key::key();
     loader.override_global(globals::PATH_KEY0, &key0, true);
@@ -192,6 +202,22 @@ pub fn load(options: &Options) -> Result<Ebpf, LoadError> {
         "kernel object loaded"
     );
     Ok(ebpf)
+}
+
+/// The kernel addresses of `rename_lock` and `mount_lock`, or 0s: without them
+/// `file_open` caches nothing (see `open_cache` in the kernel crate).
+fn lock_addresses() -> [u64; 2] {
+    let [rename, mount] = kallsyms::data_addresses([kallsyms::RENAME_LOCK, kallsyms::MOUNT_LOCK]);
+    if rename == 0 || mount == 0 {
+        tracing::warn!(
+            "kernel symbols {} and {} not found in /proc/kallsyms (kernel built without \
+             CONFIG_KALLSYMS_ALL?): file opens are judged in full every time",
+            kallsyms::RENAME_LOCK,
+            kallsyms::MOUNT_LOCK,
+        );
+        return [0, 0];
+    }
+    [rename, mount]
 }
 
 /// What kind of program a name in the object is, with its attach point.
@@ -283,6 +309,13 @@ fn offsets(btf: &Btf) -> Result<Vec<(&'static str, u64)>, LoadError> {
         (globals::OFF_PATH_DENTRY, member("path", "dentry")?),
         (globals::OFF_UNIX_SOCK_DENTRY, member("unix_sock", "path")? + member("path", "dentry")?),
         (globals::OFF_SOCKET_SK, member("socket", "sk")?),
+        (globals::OFF_TASK_FS, member("task_struct", "fs")?),
+        (globals::OFF_FS_SEQ, member("fs_struct", "seq")?),
+        (globals::OFF_FS_ROOT_MNT, member("fs_struct", "root")? + member("path", "mnt")?),
+        (globals::OFF_FS_ROOT_DENTRY, member("fs_struct", "root")? + member("path", "dentry")?),
+        (globals::OFF_FILE_MNT, member("file", "f_path")? + member("path", "mnt")?),
+        (globals::OFF_DENTRY_HASH_PPREV, member("dentry", "d_hash")? + member("hlist_bl_node", "pprev")?),
+        (globals::OFF_DENTRY_NAME_HASH, member("dentry", "d_name")? + member("qstr", "hash")?),
     ])
 }
 

@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod btf;
 pub mod events;
+pub mod kallsyms;
 pub mod loader;
 pub mod log;
 pub mod maps;
