@@ -103,10 +103,10 @@ pub const TASK_MOVES: &str = "TASK_MOVES";
 /// opened files (see [`OpenCacheEntry`]). Written and read by `file_open` only.
 pub const OPEN_CACHE: &str = "OPEN_CACHE";
 
-/// `Array<u64>`, [`crate::capacity::DENTRY_EPOCHS`] entries, one per bucket of dentry
-/// name hashes: moved whenever a dentry with a name in the bucket is given an inode
-/// (`d_instantiate`), so an [`OPEN_CACHE`] entry made for a dentry that was freed is
-/// never trusted for another one allocated at the same address with the same name hash.
+/// `Array<u64>`, [`crate::capacity::DENTRY_EPOCHS`] entries, one per bucket of
+/// [`dentry_name_id`]s: moved whenever a dentry with a name in the bucket is given an
+/// inode (`d_instantiate`), so an [`OPEN_CACHE`] entry made for a dentry that was freed
+/// is never trusted for another one allocated at the same address with the same name.
 pub const DENTRY_EPOCHS: &str = "DENTRY_EPOCHS";
 
 /// Every map the kernel object must define.
@@ -182,8 +182,9 @@ pub mod globals {
     pub const OFF_FS_ROOT_DENTRY: &str = "OFF_FS_ROOT_DENTRY";
     /// `file.f_path` plus `path.mnt`: the mount the file was opened through.
     pub const OFF_FILE_MNT: &str = "OFF_FILE_MNT";
-    /// `dentry.d_name` plus `qstr.hash`: the hash of the entry's name.
+    /// `dentry.d_name` plus `qstr.hash` / `qstr.len`: the hash and length of its name.
     pub const OFF_DENTRY_NAME_HASH: &str = "OFF_DENTRY_NAME_HASH";
+    pub const OFF_DENTRY_NAME_LEN: &str = "OFF_DENTRY_NAME_LEN";
     /// `dentry.d_hash` plus `hlist_bl_node.pprev`: null while the dentry is unhashed
     /// (removed from its directory).
     pub const OFF_DENTRY_HASH_PPREV: &str = "OFF_DENTRY_HASH_PPREV";
@@ -595,8 +596,12 @@ pub struct AggEntry {
 
 /// Key of [`OPEN_CACHE`]: the opened file as the kernel names it (its dentry and mount),
 /// the root the caller's paths are shown from, and who asks under which slot. Addresses
-/// are only compared, never followed. Each dentry comes with its name's hash, which also
-/// picks its [`DENTRY_EPOCHS`] bucket.
+/// are only compared, never followed. The dentry comes with its name's
+/// [`dentry_name_id`], which also picks its [`DENTRY_EPOCHS`] bucket.
+///
+/// The root needs no epoch: a root directory that is an ancestor of the file is pinned
+/// by it (it cannot be freed and its address reused), and every root that is not one
+/// shows the file by the same path.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpenCacheKey {
@@ -604,10 +609,18 @@ pub struct OpenCacheKey {
     pub mnt: u64,
     pub root_dentry: u64,
     pub root_mnt: u64,
-    pub dentry_hash: u32,
-    pub root_hash: u32,
+    pub name_id: u32,
     pub identity: u32,
     pub slot: u32,
+    pub pad: u32,
+}
+
+/// What stands for a dentry's name in [`OpenCacheKey`] and picks its [`DENTRY_EPOCHS`]
+/// bucket: the name's hash mixed with its length. Names the kernel makes up without a
+/// hash (pipes, sockets, anonymous inodes, each file system's root `/`) differ by length.
+#[must_use]
+pub const fn dentry_name_id(hash: u32, len: u32) -> u32 {
+    hash ^ len.wrapping_mul(0x9e37_79b9)
 }
 
 /// What can change the path a dentry is shown by, or the rules that judge it, read
@@ -617,9 +630,8 @@ pub struct OpenCacheKey {
 pub struct OpenStamp {
     /// [`SLOT_GENERATION`] of the slot judged with.
     pub generation: u64,
-    /// [`DENTRY_EPOCHS`] buckets of the file's dentry and of the caller's root dentry.
+    /// The [`DENTRY_EPOCHS`] bucket of the file's dentry.
     pub dentry_epoch: u64,
-    pub root_epoch: u64,
     /// The kernel's `rename_lock` and `mount_lock` sequence counts: every rename (of the
     /// file or any directory above it) and every mount-tree change moves one of them.
     pub rename_seq: u32,
@@ -645,8 +657,8 @@ pub struct OpenCacheEntry {
 }
 
 const _: () = assert!(size_of::<OpenCacheKey>() == 48);
-const _: () = assert!(size_of::<OpenStamp>() == 32);
-const _: () = assert!(size_of::<OpenCacheEntry>() == 64);
+const _: () = assert!(size_of::<OpenStamp>() == 24);
+const _: () = assert!(size_of::<OpenCacheEntry>() == 56);
 const _: () = assert!(size_of::<AggKey>() == 64);
 const _: () = assert!(size_of::<AggEntry>() == 40);
 const _: () = assert!(size_of::<CgroupKey>() == 16);
@@ -661,8 +673,8 @@ const _: () = assert!(size_of::<InodeRuleKey>() == 24);
 const _: () = assert!(size_of::<NetKey>() == 24);
 const _: () = assert!(size_of::<NetRule>() == 12);
 const _: () = assert!(size_of::<NetEntry>() == 8 + 12 * crate::MAX_NET_RULES_PER_PREFIX);
-const _: () = assert!(size_of::<Scratch>() == 8 + 88 + crate::MAX_PATH);
-const _: () = assert!(size_of::<OpenStaged>() == 88);
+const _: () = assert!(size_of::<Scratch>() == 8 + 80 + crate::MAX_PATH);
+const _: () = assert!(size_of::<OpenStaged>() == 80);
 const _: () = assert!(size_of::<Quarantine>() == 8);
 const _: () = assert!(size_of::<IdentityLine>() == 40);
 const _: () = assert!(size_of::<CpuTask>() == 32);

@@ -27,8 +27,8 @@ use crate::{
     emit::{self, Target, Verdict},
     guard, inodes,
     offsets::{
-        OFF_BPRM_FILE, OFF_DENTRY_NAME, OFF_DENTRY_NAME_HASH, OFF_FILE_DENTRY, OFF_FILE_F_MODE,
-        OFF_FILE_F_PATH, OFF_VMA_VM_FILE, load, offset, read,
+        OFF_BPRM_FILE, OFF_DENTRY_NAME, OFF_FILE_DENTRY, OFF_FILE_F_MODE, OFF_FILE_F_PATH, OFF_VMA_VM_FILE,
+        load, offset, read,
     },
     open_cache,
     path::{self, Resolved},
@@ -210,11 +210,9 @@ pub fn file_mprotect(ctx: LsmContext) -> i32 {
 /// bucket are stale from now on (`open_cache`). A void hook: it never refuses anything.
 #[lsm(hook = "d_instantiate")]
 pub fn d_instantiate(ctx: LsmContext) -> i32 {
-    let dentry: *const u8 = ctx.arg(0);
-    // SAFETY: typed hook argument plus the BTF offset of its name's hash. The kernel's
-    // own argument does not fault; if a load did, it would read 0 and move bucket 0 only.
-    let name_hash = unsafe { load::<u32>(dentry, &OFF_DENTRY_NAME_HASH) };
-    open_cache::dentry_instantiated(name_hash);
+    // The kernel's own argument: its loads do not fault (one that did would read 0 and
+    // move the wrong bucket).
+    open_cache::dentry_instantiated(ctx.arg(0));
     0
 }
 

@@ -80,9 +80,11 @@ pub static OFF_FILE_MNT: u64 = 0;
 /// `dentry.d_hash` plus `hlist_bl_node.pprev`.
 #[unsafe(no_mangle)]
 pub static OFF_DENTRY_HASH_PPREV: u64 = 0;
-/// `dentry.d_name` plus `qstr.hash`.
+/// `dentry.d_name` plus `qstr.hash` / `qstr.len`.
 #[unsafe(no_mangle)]
 pub static OFF_DENTRY_NAME_HASH: u64 = 0;
+#[unsafe(no_mangle)]
+pub static OFF_DENTRY_NAME_LEN: u64 = 0;
 
 #[inline(always)]
 pub fn offset(global: &'static u64) -> usize {

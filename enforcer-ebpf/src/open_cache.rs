@@ -5,7 +5,7 @@
 //! An entry is keyed by the file's dentry and mount, the caller's root, identity and slot,
 //! and stamped with everything that could make the same key stand for another path or
 //! another rule (`OpenStamp`): the slot's generation, the kernel's rename and mount
-//! sequence counts, and the epochs of the dentries' name-hash buckets, which move when a
+//! sequence counts, and the epoch of the file dentry's name bucket, which moves when a
 //! dentry in the bucket is given an inode (a freed dentry's address reused by another
 //! file). A stamp is read before a judgement (staged in the per-CPU path buffer, not on
 //! the stack), so a change during one leaves its entry stale. An entry is used only while
@@ -20,14 +20,14 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use aya_ebpf::helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel};
 use enforcer_common::{
     capacity,
-    maps::{OpenCacheEntry, OpenCacheKey, OpenStaged, OpenStamp},
+    maps::{OpenCacheEntry, OpenCacheKey, OpenStaged, OpenStamp, dentry_name_id},
 };
 
 use crate::{
     maps::{DENTRY_EPOCHS, OPEN_CACHE, SLOT_GENERATION},
     offsets::{
-        OFF_DENTRY_HASH_PPREV, OFF_DENTRY_NAME_HASH, OFF_FILE_DENTRY, OFF_FILE_MNT, OFF_FS_ROOT_DENTRY,
-        OFF_FS_ROOT_MNT, OFF_FS_SEQ, OFF_TASK_FS, load, offset,
+        OFF_DENTRY_HASH_PPREV, OFF_DENTRY_NAME_HASH, OFF_DENTRY_NAME_LEN, OFF_FILE_DENTRY, OFF_FILE_MNT,
+        OFF_FS_ROOT_DENTRY, OFF_FS_ROOT_MNT, OFF_FS_SEQ, OFF_TASK_FS, load, offset,
     },
     path::Found,
 };
@@ -45,8 +45,7 @@ struct Names {
     mnt: *const u8,
     root_dentry: *const u8,
     root_mnt: *const u8,
-    dentry_hash: u32,
-    root_hash: u32,
+    name_id: u32,
 }
 
 /// What an entry gives back: the findings and the path's length.
@@ -65,8 +64,7 @@ pub fn get(file: *const u8, identity: u32, slot: u32) -> Option<Hit> {
     // SAFETY: a map value valid for the program's run; its fields are read one by one.
     let (stamp, entry) = unsafe { (&(*entry).stamp, &*entry) };
     let holds = SLOT_GENERATION.get(slot).copied() == Some(stamp.generation)
-        && epoch(names.dentry_hash) == Some(stamp.dentry_epoch)
-        && epoch(names.root_hash) == Some(stamp.root_epoch)
+        && epoch(names.name_id) == Some(stamp.dentry_epoch)
         && sequence(&RENAME_LOCK_ADDR) == Some(stamp.rename_seq)
         && sequence(&MOUNT_LOCK_ADDR) == Some(stamp.mount_seq);
     if !holds {
@@ -143,7 +141,7 @@ fn names(file: *const u8) -> Option<Names> {
     if unsafe { load::<*const u8>(dentry, &OFF_DENTRY_HASH_PPREV) }.is_null() {
         return None;
     }
-    let dentry_hash = unsafe { load::<u32>(dentry, &OFF_DENTRY_NAME_HASH) };
+    let name_id = name_id(dentry);
     let task = unsafe { bpf_get_current_task_btf() }.cast::<u8>().cast_const();
     let fs = unsafe { load::<*const u8>(task, &OFF_TASK_FS) };
     if fs.is_null() {
@@ -159,8 +157,7 @@ fn names(file: *const u8) -> Option<Names> {
     if before & 1 != 0 || before != after || root_dentry.is_null() || root_mnt.is_null() {
         return None;
     }
-    let root_hash = unsafe { load::<u32>(root_dentry, &OFF_DENTRY_NAME_HASH) };
-    Some(Names { dentry, mnt, root_dentry, root_mnt, dentry_hash, root_hash })
+    Some(Names { dentry, mnt, root_dentry, root_mnt, name_id })
 }
 
 /// What the findings for `names` under `slot` depend on, read now; `None` if the cache
@@ -169,8 +166,7 @@ fn names(file: *const u8) -> Option<Names> {
 fn stamp(names: &Names, slot: u32) -> Option<OpenStamp> {
     Some(OpenStamp {
         generation: SLOT_GENERATION.get(slot).copied()?,
-        dentry_epoch: epoch(names.dentry_hash)?,
-        root_epoch: epoch(names.root_hash)?,
+        dentry_epoch: epoch(names.name_id)?,
         rename_seq: sequence(&RENAME_LOCK_ADDR)?,
         mount_seq: sequence(&MOUNT_LOCK_ADDR)?,
     })
@@ -183,18 +179,28 @@ fn key(names: &Names, identity: u32, slot: u32) -> OpenCacheKey {
         mnt: names.mnt as u64,
         root_dentry: names.root_dentry as u64,
         root_mnt: names.root_mnt as u64,
-        dentry_hash: names.dentry_hash,
-        root_hash: names.root_hash,
+        name_id: names.name_id,
         identity,
         slot,
+        pad: 0,
     }
 }
 
-/// A dentry named with hash `name_hash` is being given an inode: entries made for any
-/// dentry in its bucket are stale from now on.
+/// The [`dentry_name_id`] of `dentry` (BTF-typed). Plain loads of the kernel's own
+/// pointers: a load that faulted would read 0.
 #[inline(always)]
-pub fn dentry_instantiated(name_hash: u32) {
-    if let Some(epoch) = DENTRY_EPOCHS.get_ptr_mut(bucket(name_hash)) {
+pub fn name_id(dentry: *const u8) -> u32 {
+    // SAFETY: a BTF-typed pointer at offsets from the kernel's BTF.
+    unsafe {
+        dentry_name_id(load::<u32>(dentry, &OFF_DENTRY_NAME_HASH), load::<u32>(dentry, &OFF_DENTRY_NAME_LEN))
+    }
+}
+
+/// `dentry` (BTF-typed) is being given an inode: entries made for any dentry in its
+/// bucket are stale from now on.
+#[inline(always)]
+pub fn dentry_instantiated(dentry: *const u8) {
+    if let Some(epoch) = DENTRY_EPOCHS.get_ptr_mut(bucket(name_id(dentry))) {
         // SAFETY: a valid map value; the add is atomic (several CPUs instantiate at once).
         unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(epoch, 1) };
     }
@@ -211,14 +217,14 @@ unsafe fn fresh<T: Copy>(base: *const u8, at: &'static u64) -> T {
 }
 
 #[inline(always)]
-fn bucket(name_hash: u32) -> u32 {
-    name_hash & (capacity::DENTRY_EPOCHS - 1)
+fn bucket(name_id: u32) -> u32 {
+    name_id & (capacity::DENTRY_EPOCHS - 1)
 }
 
 #[inline(always)]
-fn epoch(name_hash: u32) -> Option<u64> {
+fn epoch(name_id: u32) -> Option<u64> {
     // SAFETY: a plain read of a counter only ever added to atomically.
-    DENTRY_EPOCHS.get_ptr(bucket(name_hash)).map(|epoch| unsafe { core::ptr::read_volatile(epoch) })
+    DENTRY_EPOCHS.get_ptr(bucket(name_id)).map(|epoch| unsafe { core::ptr::read_volatile(epoch) })
 }
 
 /// The sequence count of the kernel sequence lock at `*addr` (its first word); `None` if

@@ -316,6 +316,7 @@ fn offsets(btf: &Btf) -> Result<Vec<(&'static str, u64)>, LoadError> {
         (globals::OFF_FILE_MNT, member("file", "f_path")? + member("path", "mnt")?),
         (globals::OFF_DENTRY_HASH_PPREV, member("dentry", "d_hash")? + member("hlist_bl_node", "pprev")?),
         (globals::OFF_DENTRY_NAME_HASH, member("dentry", "d_name")? + member("qstr", "hash")?),
+        (globals::OFF_DENTRY_NAME_LEN, member("dentry", "d_name")? + member("qstr", "len")?),
     ])
 }
 
