@@ -102,37 +102,36 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     }
     // Opens for writing are judged in full: the guard of the kernel's and the enforcer's
     // own files comes first, and has no room in the cached judgement's stack frame.
-    if wanted == access::READ
-        && let Some(errno) = cached_open(file, wanted)
-    {
-        return policy::lsm_return(errno);
+    if wanted == access::READ && cached_open(file) {
+        return 0;
     }
     judge_registered(hook::FILE_OPEN, file, wanted)
 }
 
-/// An open decided from the open cache (`open_cache`): the errno, or `None` where the
-/// full judgement must run (no valid entry, a caller this CPU's identity line does not
-/// already show as managed, or a verdict to report, whose record shows the path only the
-/// full judgement resolves). Not inlined: its stack frame is its own, apart from the
-/// full judgement's, and the two together must fit the kernel's 512 bytes.
+/// Whether an open for reading is allowed from the open cache (`open_cache`). False
+/// where the full judgement must run: a caller this CPU's identity line does not already
+/// show as managed, no valid entry, or a verdict to report, whose record shows the path
+/// only the full judgement resolves. Only allows that are not reported are decided here.
+///
+/// It reads no map the agent rewrites with a slot, only the slot's generation, which an
+/// entry must match: it needs no reader registration. Not inlined: its stack frame is
+/// its own, apart from the full judgement's, and the two together must fit the kernel's
+/// 512 bytes.
 #[inline(never)]
-fn cached_open(file: *const u8, wanted: u32) -> Option<i32> {
-    let slot = readers::enter()?;
-    let decided = cached_open_in(slot, file, wanted);
-    readers::leave(slot);
-    decided
-}
-
-#[inline(always)]
-fn cached_open_in(slot: u32, file: *const u8, wanted: u32) -> Option<i32> {
-    let subject = policy::managed_seen(slot)?;
-    if setup::in_setup(subject.cgroup_id) {
-        return None;
+fn cached_open(file: *const u8) -> bool {
+    let Some(subject) = policy::managed_seen() else { return false };
+    let subject = &subject;
+    let Some(hit) = open_cache::get(file, subject.identity, subject.slot) else { return false };
+    let path = (hit.found.hash, hit.len, hit.found.proof);
+    let judgement = live_state(hook::FILE_OPEN, subject.identity, path, access::READ)
+        .unwrap_or_else(|| file_judgement(subject, hit.found, access::READ, path));
+    let (decision, _) = policy::decision_of(&subject.config, &judgement);
+    if policy::reported(&subject.config, decision, judgement.reason) {
+        return false;
     }
-    let hit = open_cache::get(file, subject.identity, slot)?;
-    let judgement = cached_judgement(wanted, &subject, &hit)?;
     crate::maps::count(stat::OPEN_CACHE_HITS);
-    Some(policy::decide(&subject.config, &judgement).1)
+    crate::maps::count(stat::ALLOW);
+    true
 }
 
 /// Mapping a file executable is running its code: judged by the exec rules that name the
@@ -362,18 +361,6 @@ fn assess(hook: u32, file: *const u8, wanted: u32, slot: u32) -> Option<Assessed
     // record shows, never the decision.
     let fileless = hook == hook::EXEC && fileless(&resolved);
     Some(Assessed { buf: resolved.buf(), len: resolved.len, hash, fileless, ..unjudged(judgement) })
-}
-
-/// The judgement of an open for reading from cached rule findings, or `None` where the
-/// verdict will be reported (its record shows the path, which only the full judgement
-/// resolves).
-#[inline(always)]
-fn cached_judgement(wanted: u32, subject: &Subject, hit: &open_cache::Hit) -> Option<Judgement> {
-    let path = (hit.found.hash, hit.len, hit.found.proof);
-    let judgement = live_state(hook::FILE_OPEN, subject.identity, path, wanted)
-        .unwrap_or_else(|| file_judgement(subject, hit.found, wanted, path));
-    let (decision, _) = policy::decision_of(&subject.config, &judgement);
-    (!policy::reported(&subject.config, decision, judgement.reason)).then_some(judgement)
 }
 
 /// What the rules and live state say about the resolved path (`None`: a mapping no rule

@@ -147,12 +147,13 @@ pub fn unmanaged_now() -> bool {
     false
 }
 
-/// The current task as a managed subject of `slot`, if this CPU's identity line already
-/// says so (a line is trusted only under the epoch it was written in). `None` covers
-/// every other case, which the full judgement resolves: a cheap look for the open cache's
-/// own stack frame (`lsm::cached_open`), which has no room for a resolution.
+/// The current task as a managed subject of the set in force, if this CPU's identity
+/// line already says so (a line is trusted only under the epoch it was written in).
+/// `None` covers every other case, which the full judgement resolves: a look cheap
+/// enough for the open cache's own stack frame (`lsm::cached_open`).
 #[inline(always)]
-pub fn managed_seen(slot: u32) -> Option<Subject> {
+pub fn managed_seen() -> Option<Subject> {
+    let slot = ACTIVE.get(0).copied()?;
     let (cgroup_id, epoch) = identity::from_task();
     let line = lines::get(cgroup_id, slot, epoch)?;
     if line.identity == 0 {
