@@ -177,10 +177,9 @@ pub mod globals {
     pub const OFF_TASK_FS: &str = "OFF_TASK_FS";
     /// `fs_struct.seq`: moved around every change of the task's root or working directory.
     pub const OFF_FS_SEQ: &str = "OFF_FS_SEQ";
-    /// `fs_struct.root` plus `path.mnt` / `path.dentry`: the task's root directory.
+    /// `fs_struct.root` plus `path.mnt`: the task's root directory (a `struct path`).
     pub const OFF_FS_ROOT_MNT: &str = "OFF_FS_ROOT_MNT";
-    pub const OFF_FS_ROOT_DENTRY: &str = "OFF_FS_ROOT_DENTRY";
-    /// `file.f_path` plus `path.mnt`: the mount the file was opened through.
+    /// `file.f_path` plus `path.mnt`: the file's `struct path` (mount, then dentry).
     pub const OFF_FILE_MNT: &str = "OFF_FILE_MNT";
     /// `dentry.d_name` plus `qstr.hash` / `qstr.len`: the hash and length of its name.
     pub const OFF_DENTRY_NAME_HASH: &str = "OFF_DENTRY_NAME_HASH";
@@ -522,6 +521,9 @@ pub struct OpenStaged {
     pub valid: u64,
     pub key: OpenCacheKey,
     pub stamp: OpenStamp,
+    /// The entry, built here rather than on the stack. Another task reusing the buffer
+    /// meanwhile can only make an entry whose check fails, or its own consistent one.
+    pub entry: OpenCacheEntry,
 }
 
 /// Key of [`VERDICT_AGG`]: what makes two verdicts the same verdict. Built from the
@@ -605,14 +607,15 @@ pub struct AggEntry {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpenCacheKey {
-    pub dentry: u64,
+    /// The file's `struct path` (mount, then dentry), then the root's: the kernel's order,
+    /// so each pair is read in one.
     pub mnt: u64,
-    pub root_dentry: u64,
+    pub dentry: u64,
     pub root_mnt: u64,
+    pub root_dentry: u64,
     pub name_id: u32,
-    pub identity: u32,
-    pub slot: u32,
-    pub pad: u32,
+    /// [`OpenCacheKey::who`]: the identity and the slot in one word.
+    pub who: u32,
 }
 
 /// What stands for a dentry's name in [`OpenCacheKey`] and picks its [`DENTRY_EPOCHS`]
@@ -640,25 +643,101 @@ pub struct OpenStamp {
 
 /// Value of [`OPEN_CACHE`]: what the path scan and the walk by file identity found
 /// (the path's hash, length and keyed proof, and the rule for each access), valid while
-/// `stamp` matches the one read at the call. Live state (quarantine, revoked credentials,
-/// grants) is never cached: it is consulted at every call.
+/// its [`OpenStamp`] matches the one read at the call. Live state (quarantine, revoked
+/// credentials, grants) is never cached: it is consulted at every call.
+///
+/// Held as words under a keyed check: the kernel may hand an element that a program is
+/// reading to another update (of this key or another) on another CPU, so a reader can
+/// see a mix of two values. A reader reads each word once and uses the words only if
+/// their check, with its own key, is `check`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpenCacheEntry {
+    /// See [`OpenFindings::words`].
+    pub words: [u64; OPEN_CACHE_WORDS],
+    /// SipHash-1-3 under the agent's path key ([`crate::sip`]) of the key's words, then
+    /// `words`.
+    pub check: u64,
+}
+
+/// Words of an [`OpenCacheEntry`] before its check.
+pub const OPEN_CACHE_WORDS: usize = 7;
+
+/// Words of an [`OpenCacheKey`], hashed into an entry's check.
+pub const OPEN_CACHE_KEY_WORDS: usize = 5;
+
+/// An [`OpenCacheEntry`]'s contents, unpacked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenFindings {
     pub stamp: OpenStamp,
     pub hash: u64,
     pub proof: u64,
-    pub read_rule: u32,
-    pub write_rule: u32,
-    pub read_action: u8,
-    pub write_action: u8,
+    /// (action, rule index) for reading and for writing.
+    pub read: (u8, u32),
+    pub write: (u8, u32),
     pub len: u16,
-    pub pad: u32,
 }
 
-const _: () = assert!(size_of::<OpenCacheKey>() == 48);
+impl OpenFindings {
+    /// The entry's words: generation, dentry epoch, rename and mount sequences, hash,
+    /// proof, rules, then actions and length.
+    #[must_use]
+    pub const fn words(&self) -> [u64; OPEN_CACHE_WORDS] {
+        [
+            self.stamp.generation,
+            self.stamp.dentry_epoch,
+            self.stamp.rename_seq as u64 | (self.stamp.mount_seq as u64) << 32,
+            self.hash,
+            self.proof,
+            self.read.1 as u64 | (self.write.1 as u64) << 32,
+            self.read.0 as u64 | (self.write.0 as u64) << 8 | (self.len as u64) << 16,
+        ]
+    }
+
+    /// The findings `words` hold (what [`Self::words`] made).
+    #[must_use]
+    #[expect(clippy::cast_possible_truncation, reason = "unpacking what words() packed")]
+    pub const fn of(words: &[u64; OPEN_CACHE_WORDS]) -> Self {
+        Self {
+            stamp: OpenStamp {
+                generation: words[0],
+                dentry_epoch: words[1],
+                rename_seq: words[2] as u32,
+                mount_seq: (words[2] >> 32) as u32,
+            },
+            hash: words[3],
+            proof: words[4],
+            read: (words[6] as u8, words[5] as u32),
+            write: ((words[6] >> 8) as u8, (words[5] >> 32) as u32),
+            len: (words[6] >> 16) as u16,
+        }
+    }
+}
+
+impl OpenCacheKey {
+    /// The key as words, in order.
+    #[must_use]
+    pub const fn words(&self) -> [u64; OPEN_CACHE_KEY_WORDS] {
+        [
+            self.dentry,
+            self.mnt,
+            self.root_dentry,
+            self.root_mnt,
+            self.name_id as u64 | (self.who as u64) << 32,
+        ]
+    }
+
+    /// `identity` (below 2^31: identity numbers are below [`crate::capacity::IDENTITIES`])
+    /// and `slot` (0 or 1) in one word.
+    #[must_use]
+    pub const fn who(identity: u32, slot: u32) -> u32 {
+        identity | slot << 31
+    }
+}
+
+const _: () = assert!(size_of::<OpenCacheKey>() == 40);
 const _: () = assert!(size_of::<OpenStamp>() == 24);
-const _: () = assert!(size_of::<OpenCacheEntry>() == 56);
+const _: () = assert!(size_of::<OpenCacheEntry>() == 64);
 const _: () = assert!(size_of::<AggKey>() == 64);
 const _: () = assert!(size_of::<AggEntry>() == 40);
 const _: () = assert!(size_of::<CgroupKey>() == 16);
@@ -673,8 +752,8 @@ const _: () = assert!(size_of::<InodeRuleKey>() == 24);
 const _: () = assert!(size_of::<NetKey>() == 24);
 const _: () = assert!(size_of::<NetRule>() == 12);
 const _: () = assert!(size_of::<NetEntry>() == 8 + 12 * crate::MAX_NET_RULES_PER_PREFIX);
-const _: () = assert!(size_of::<Scratch>() == 8 + 80 + crate::MAX_PATH);
-const _: () = assert!(size_of::<OpenStaged>() == 80);
+const _: () = assert!(size_of::<Scratch>() == 8 + 136 + crate::MAX_PATH);
+const _: () = assert!(size_of::<OpenStaged>() == 136);
 const _: () = assert!(size_of::<Quarantine>() == 8);
 const _: () = assert!(size_of::<IdentityLine>() == 40);
 const _: () = assert!(size_of::<CpuTask>() == 32);
@@ -710,4 +789,27 @@ mod pod {
     unsafe impl aya::Pod for super::AggKey {}
     unsafe impl aya::Pod for super::AggEntry {}
     unsafe impl aya::Pod for crate::rule_filter::RuleFilter {}
+}
+
+#[cfg(test)]
+mod open_cache_tests {
+    use super::*;
+
+    #[test]
+    fn findings_round_trip_through_their_words() {
+        let findings = OpenFindings {
+            stamp: OpenStamp {
+                generation: 7,
+                dentry_epoch: u64::MAX - 1,
+                rename_seq: 0xfffe,
+                mount_seq: u32::MAX,
+            },
+            hash: 0x0123_4567_89ab_cdef,
+            proof: 42,
+            read: (crate::verdict::action::DENY, 3),
+            write: (crate::verdict::action::ALLOW, u32::MAX),
+            len: 4095,
+        };
+        assert_eq!(OpenFindings::of(&findings.words()), findings);
+    }
 }

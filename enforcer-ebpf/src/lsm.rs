@@ -17,8 +17,8 @@ use enforcer_common::{
     MAX_PATH,
     maps::{IdentityConfig, grant_kind, path_kind},
     verdict::{
-        IDENTITY_ALLOW_FILELESS_EXEC, IDENTITY_HAS_RUNTIMES, RULE_DEFAULT, access, action, hook, reason,
-        restrict, stat,
+        IDENTITY_ALLOW_FILELESS_EXEC, IDENTITY_HAS_RUNTIMES, IDENTITY_LOG_ALLOW, RULE_DEFAULT, access,
+        action, hook, reason, restrict, stat,
     },
 };
 
@@ -114,20 +114,33 @@ pub fn file_open(ctx: LsmContext) -> i32 {
 /// only the full judgement resolves. Only allows that are not reported are decided here.
 ///
 /// It reads no map the agent rewrites with a slot, only the slot's generation, which an
-/// entry must match: it needs no reader registration. Not inlined: its stack frame is
-/// its own, apart from the full judgement's, and the two together must fit the kernel's
-/// 512 bytes.
+/// entry must match: it needs no reader registration. Not inlined: its stack frame is its
+/// own, and with the full judgement's it must fit the verifier's 512 bytes.
 #[inline(never)]
 fn cached_open(file: *const u8) -> bool {
-    let Some(subject) = policy::managed_seen() else { return false };
-    let subject = &subject;
-    let Some(hit) = open_cache::get(file, subject.identity, subject.slot) else { return false };
-    let path = (hit.found.hash, hit.len, hit.found.proof);
-    let judgement = live_state(hook::FILE_OPEN, subject.identity, path, access::READ)
-        .unwrap_or_else(|| file_judgement(subject, hit.found, access::READ, path));
-    let (decision, _) = policy::decision_of(&subject.config, &judgement);
-    if policy::reported(&subject.config, decision, judgement.reason) {
+    // Only what is needed is kept: this frame must stay small.
+    let Some((slot, identity, file_default)) = policy::managed_seen()
+        // An allow the identity asks to see is reported, with its path.
+        .filter(|subject| subject.config.flags & IDENTITY_LOG_ALLOW == 0)
+        .map(|subject| (subject.slot, subject.identity, subject.config.file_default))
+    else {
         return false;
+    };
+    let Some(hit) = open_cache::get(file, identity, slot) else { return false };
+    // Live state only ever refuses, and a refusal is reported.
+    let path = (hit.found.hash, hit.len, hit.found.proof);
+    if live_state(hook::FILE_OPEN, identity, path, access::READ).is_some() {
+        return false;
+    }
+    // Anything but an allow is reported (a denial, an audit, a pending approval) or may
+    // be granted, which is reported too. An allow by the default or a rule is not.
+    let by_default = hit.found.read.0 == action::NONE;
+    let allowed = if by_default { file_default } else { hit.found.read.0 };
+    if allowed != action::ALLOW {
+        return false;
+    }
+    if by_default {
+        crate::maps::count(stat::DEFAULT_FALLBACK);
     }
     crate::maps::count(stat::OPEN_CACHE_HITS);
     crate::maps::count(stat::ALLOW);
@@ -433,7 +446,7 @@ fn judge_resolved(
     // Only findings made from this task's own path: another task may have reused the
     // buffer while this one was preempted (refused as `busy` below).
     if hook == hook::FILE_OPEN && resolved.still_ours() {
-        open_cache::put(resolved.staged(), file, subject.identity, subject.slot, &found, resolved.len);
+        open_cache::put(resolved.staged(), file, subject, &found, resolved.len);
     }
     // Mappings are judged only where a rule names the file.
     if hook == hook::MMAP_EXEC && found.read.0 == action::NONE {

@@ -69,11 +69,9 @@ pub static OFF_TASK_FS: u64 = 0;
 /// `fs_struct.seq` (its sequence count is the first word).
 #[unsafe(no_mangle)]
 pub static OFF_FS_SEQ: u64 = 0;
-/// `fs_struct.root` plus `path.mnt` / `path.dentry`.
+/// `fs_struct.root` plus `path.mnt`: a `struct path` (mount, then dentry).
 #[unsafe(no_mangle)]
 pub static OFF_FS_ROOT_MNT: u64 = 0;
-#[unsafe(no_mangle)]
-pub static OFF_FS_ROOT_DENTRY: u64 = 0;
 /// `file.f_path` plus `path.mnt`.
 #[unsafe(no_mangle)]
 pub static OFF_FILE_MNT: u64 = 0;

@@ -12,24 +12,33 @@
 //! its stamp equals the one read at the call; where any part cannot be read, nothing is
 //! cached and the full judgement runs.
 //!
+//! An entry's words carry a keyed check over the key and themselves: the kernel can
+//! hand an element a program is reading to another update on another CPU, and a mix of
+//! two values, or another key's value, fails the check.
+//!
 //! Only rule findings are cached. Live state (quarantine, revoked credentials, grants),
 //! the write guard and the verdict's reporting are decided at every call.
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use aya_ebpf::helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel};
+use aya_ebpf::helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
 use enforcer_common::{
     capacity,
-    maps::{OpenCacheEntry, OpenCacheKey, OpenStaged, OpenStamp, dentry_name_id},
+    maps::{
+        OPEN_CACHE_KEY_WORDS, OPEN_CACHE_WORDS, OpenCacheKey, OpenFindings, OpenStaged, OpenStamp,
+        dentry_name_id,
+    },
+    sip::Sip,
 };
 
 use crate::{
     maps::{DENTRY_EPOCHS, OPEN_CACHE, SLOT_GENERATION},
     offsets::{
         OFF_DENTRY_HASH_PPREV, OFF_DENTRY_NAME_HASH, OFF_DENTRY_NAME_LEN, OFF_FILE_DENTRY, OFF_FILE_MNT,
-        OFF_FS_ROOT_DENTRY, OFF_FS_ROOT_MNT, OFF_FS_SEQ, OFF_TASK_FS, load, offset,
+        OFF_FS_ROOT_MNT, OFF_FS_SEQ, OFF_TASK_FS, load, offset,
     },
     path::Found,
+    policy::Subject,
 };
 
 /// Kernel addresses of `rename_lock` and `mount_lock` (set by the agent from
@@ -39,15 +48,6 @@ static RENAME_LOCK_ADDR: u64 = 0;
 #[unsafe(no_mangle)]
 static MOUNT_LOCK_ADDR: u64 = 0;
 
-/// What names the opened file and the caller's root, as the key holds them.
-struct Names {
-    dentry: *const u8,
-    mnt: *const u8,
-    root_dentry: *const u8,
-    root_mnt: *const u8,
-    name_id: u32,
-}
-
 /// What an entry gives back: the findings and the path's length.
 pub struct Hit {
     pub found: Found,
@@ -55,28 +55,72 @@ pub struct Hit {
 }
 
 /// The findings cached for an open of `file` (BTF-typed) by `identity` under `slot`, if
-/// an entry exists and its stamp is the one read now. The entry is read in place (this
-/// runs in its own small stack frame, `lsm::cached_open`).
+/// an entry exists, its words pass their check, and its stamp is the one read now. Each
+/// word is read once (the element can be rewritten meanwhile, see `OpenCacheEntry`).
 #[inline(always)]
 pub fn get(file: *const u8, identity: u32, slot: u32) -> Option<Hit> {
-    let names = names(file)?;
-    let entry = OPEN_CACHE.get_ptr(&key(&names, identity, slot))?;
-    // SAFETY: a map value valid for the program's run; its fields are read one by one.
-    let (stamp, entry) = unsafe { (&(*entry).stamp, &*entry) };
+    let key = key_now(file, identity, slot)?;
+    let entry = OPEN_CACHE.get_ptr(&key)?;
+    // Word by word, without copying the entry or the key: this runs in the small stack
+    // frame of `lsm::cached_open`.
+    let mut sip = Sip::new(crate::path::secret());
+    // `key.words()`, field by field: no copy of the key on the stack.
+    sip.word(key.mnt);
+    sip.word(key.dentry);
+    sip.word(key.root_mnt);
+    sip.word(key.root_dentry);
+    sip.word(u64::from(key.name_id) | u64::from(key.who) << 32);
+    // SAFETY: a map value valid for the program's run; each word read once, volatile.
+    let at = unsafe { (&raw const (*entry).words).cast::<u64>() };
+    let word = |i: usize, sip: &mut Sip| {
+        // SAFETY: as above; `i` < OPEN_CACHE_WORDS.
+        let w = unsafe { core::ptr::read_volatile(at.add(i)) };
+        sip.word(w);
+        w
+    };
+    let (generation, epoch_of_entry, seqs) = (word(0, &mut sip), word(1, &mut sip), word(2, &mut sip));
+    let (hash, proof, rules, marks) =
+        (word(3, &mut sip), word(4, &mut sip), word(5, &mut sip), word(6, &mut sip));
+    // SAFETY: as above.
+    let check = unsafe { core::ptr::read_volatile(&raw const (*entry).check) };
+    if sip.finish(0, 8 * (OPEN_CACHE_KEY_WORDS + OPEN_CACHE_WORDS)) != check {
+        return None;
+    }
+    let findings = OpenFindings::of(&[generation, epoch_of_entry, seqs, hash, proof, rules, marks]);
+    let stamp = &findings.stamp;
     let holds = SLOT_GENERATION.get(slot).copied() == Some(stamp.generation)
-        && epoch(names.name_id) == Some(stamp.dentry_epoch)
+        && epoch(key.name_id) == Some(stamp.dentry_epoch)
         && sequence(&RENAME_LOCK_ADDR) == Some(stamp.rename_seq)
         && sequence(&MOUNT_LOCK_ADDR) == Some(stamp.mount_seq);
     if !holds {
         return None;
     }
-    let found = Found {
-        read: (entry.read_action, entry.read_rule),
-        write: (entry.write_action, entry.write_rule),
-        hash: entry.hash,
-        proof: entry.proof,
-    };
-    Some(Hit { found, len: usize::from(entry.len) })
+    let found =
+        Found { read: findings.read, write: findings.write, hash: findings.hash, proof: findings.proof };
+    Some(Hit { found, len: usize::from(findings.len) })
+}
+
+/// The keyed check of the entry words at `words` under the key at `key` (both in map
+/// memory, as `get` computes it from its own copies): word by word, with no array on the
+/// stack, where the verifier could take a stale spilled pointer for a word.
+#[inline(always)]
+fn check_of(key: *const OpenCacheKey, words: *const [u64; OPEN_CACHE_WORDS]) -> u64 {
+    let mut sip = Sip::new(crate::path::secret());
+    // SAFETY: both point into a map value valid for the program's run.
+    unsafe {
+        sip.word(core::ptr::read_volatile(&raw const (*key).mnt));
+        sip.word(core::ptr::read_volatile(&raw const (*key).dentry));
+        sip.word(core::ptr::read_volatile(&raw const (*key).root_mnt));
+        sip.word(core::ptr::read_volatile(&raw const (*key).root_dentry));
+        let name_id = core::ptr::read_volatile(&raw const (*key).name_id);
+        let who = core::ptr::read_volatile(&raw const (*key).who);
+        sip.word(u64::from(name_id) | u64::from(who) << 32);
+        let at = words.cast::<u64>();
+        for i in 0..OPEN_CACHE_WORDS {
+            sip.word(core::ptr::read_volatile(at.add(i)));
+        }
+    }
+    sip.finish(0, 8 * (OPEN_CACHE_KEY_WORDS + OPEN_CACHE_WORDS))
 }
 
 /// Stages the key and stamp of an open of `file` in the per-CPU buffer, before the full
@@ -85,55 +129,57 @@ pub fn get(file: *const u8, identity: u32, slot: u32) -> Option<Hit> {
 pub fn stage(staged: *mut OpenStaged, file: *const u8, identity: u32, slot: u32) {
     // SAFETY (all writes): `staged` points into the per-CPU buffer, a map value.
     unsafe { (*staged).valid = 0 };
-    let Some(names) = names(file) else { return };
-    let Some(stamp) = stamp(&names, slot) else { return };
+    let Some(key) = key_now(file, identity, slot) else { return };
+    let Some(stamp) = stamp(key.name_id, slot) else { return };
     unsafe {
         (*staged).stamp = stamp;
-        (*staged).key = key(&names, identity, slot);
+        (*staged).key = key;
         (*staged).valid = 1;
     }
 }
 
 /// Caches what the full judgement of an open of `file` found (a path of `len` bytes),
 /// under the key and stamp staged before it. The caller has checked the buffer is still
-/// its own; the key is read again and must be the staged one (the root unchanged).
+/// its own; the key is read again and must be the staged one (the root unchanged). The
+/// entry is built in the buffer too: the full judgement's stack frame has little room.
 #[inline(always)]
-pub fn put(staged: *const OpenStaged, file: *const u8, identity: u32, slot: u32, found: &Found, len: usize) {
-    // SAFETY (all reads): `staged` points into the per-CPU buffer, a map value.
+pub fn put(staged: *mut OpenStaged, file: *const u8, subject: &Subject, found: &Found, len: usize) {
+    // SAFETY (all accesses): `staged` points into the per-CPU buffer, a map value.
     if unsafe { (*staged).valid } != 1 {
         return;
     }
-    let Some(names) = names(file) else { return };
-    if key(&names, identity, slot) != unsafe { (*staged).key } {
+    if key_now(file, subject.identity, subject.slot) != Some(unsafe { (*staged).key }) {
         return;
     }
     #[expect(clippy::cast_possible_truncation, reason = "len < MAX_PATH")]
-    let entry = OpenCacheEntry {
+    let findings = OpenFindings {
         stamp: unsafe { (*staged).stamp },
         hash: found.hash,
         proof: found.proof,
-        read_rule: found.read.1,
-        write_rule: found.write.1,
-        read_action: found.read.0,
-        write_action: found.write.0,
+        read: found.read,
+        write: found.write,
         len: len as u16,
-        pad: 0,
     };
-    // A full map evicts its least used entry; a failed insert only costs the next open
-    // a full judgement.
-    let _ = OPEN_CACHE.insert(unsafe { &(*staged).key }, &entry, 0);
+    unsafe {
+        let entry = &raw mut (*staged).entry;
+        (*entry).words = findings.words();
+        (*entry).check = check_of(&raw const (*staged).key, &raw const (*entry).words);
+        // A full map evicts its least used entry; a failed insert only costs the next
+        // open a full judgement.
+        let _ = OPEN_CACHE.insert(&(*staged).key, &*entry, 0);
+    }
 }
 
-/// The file's dentry and mount and the caller's root; `None` where the cache cannot be
-/// used: the file removed from its directory, or the root unreadable or changing.
+/// The key of an open of `file` by `identity` under `slot`: the file's dentry and
+/// mount and the caller's root. `None` where the cache cannot be used: the file removed
+/// from its directory, or the root unreadable or changing.
 #[inline(always)]
-fn names(file: *const u8) -> Option<Names> {
+fn key_now(file: *const u8, identity: u32, slot: u32) -> Option<OpenCacheKey> {
     // SAFETY (all loads): BTF-typed pointers (the hook's argument, the current task, and
     // pointers loaded from them) at offsets from the kernel's BTF; a load that faults
     // reads 0, refused below wherever 0 cannot be right.
-    let (dentry, mnt) =
-        unsafe { (load::<*const u8>(file, &OFF_FILE_DENTRY), load::<*const u8>(file, &OFF_FILE_MNT)) };
-    if dentry.is_null() || mnt.is_null() {
+    let dentry = unsafe { load::<*const u8>(file, &OFF_FILE_DENTRY) };
+    if dentry.is_null() {
         return None;
     }
     // An unhashed dentry (its name removed) is shown with a ` (deleted)` suffix: judged
@@ -142,6 +188,17 @@ fn names(file: *const u8) -> Option<Names> {
         return None;
     }
     let name_id = name_id(dentry);
+    // The addresses the key holds are read as numbers (helper reads into the key): the
+    // verifier does not let a pointer it knows as one be hashed into the entry's check.
+    let mut key = OpenCacheKey {
+        mnt: 0,
+        dentry: 0,
+        root_mnt: 0,
+        root_dentry: 0,
+        name_id,
+        who: OpenCacheKey::who(identity, slot),
+    };
+    path_into(&raw mut key.mnt, file, &OFF_FILE_MNT)?;
     let task = unsafe { bpf_get_current_task_btf() }.cast::<u8>().cast_const();
     let fs = unsafe { load::<*const u8>(task, &OFF_TASK_FS) };
     if fs.is_null() {
@@ -151,38 +208,23 @@ fn names(file: *const u8) -> Option<Names> {
     // odd or moved count is a `chroot` or `pivot_root` under way. Volatile, so the
     // compiler keeps the reads in this order (x86 keeps loads in order).
     let before = unsafe { fresh::<u32>(fs, &OFF_FS_SEQ) };
-    let (root_dentry, root_mnt) =
-        unsafe { (fresh::<*const u8>(fs, &OFF_FS_ROOT_DENTRY), fresh::<*const u8>(fs, &OFF_FS_ROOT_MNT)) };
+    path_into(&raw mut key.root_mnt, fs, &OFF_FS_ROOT_MNT)?;
     let after = unsafe { fresh::<u32>(fs, &OFF_FS_SEQ) };
-    if before & 1 != 0 || before != after || root_dentry.is_null() || root_mnt.is_null() {
+    let unset = key.mnt == 0 || key.dentry == 0 || key.root_mnt == 0 || key.root_dentry == 0;
+    if before & 1 != 0 || before != after || unset {
         return None;
     }
-    Some(Names { dentry, mnt, root_dentry, root_mnt, name_id })
+    Some(key)
 }
 
-/// What the findings for `names` under `slot` depend on, read now; `None` if the cache
-/// is off or a rename or mount change is under way.
+/// Copies the `struct path` at `base + at` (its `mnt`, then its `dentry`) as two numbers
+/// to `into` (two words of a key), with one helper call; `None` if the read fails.
 #[inline(always)]
-fn stamp(names: &Names, slot: u32) -> Option<OpenStamp> {
-    Some(OpenStamp {
-        generation: SLOT_GENERATION.get(slot).copied()?,
-        dentry_epoch: epoch(names.name_id)?,
-        rename_seq: sequence(&RENAME_LOCK_ADDR)?,
-        mount_seq: sequence(&MOUNT_LOCK_ADDR)?,
-    })
-}
-
-#[inline(always)]
-fn key(names: &Names, identity: u32, slot: u32) -> OpenCacheKey {
-    OpenCacheKey {
-        dentry: names.dentry as u64,
-        mnt: names.mnt as u64,
-        root_dentry: names.root_dentry as u64,
-        root_mnt: names.root_mnt as u64,
-        name_id: names.name_id,
-        identity,
-        slot,
-        pad: 0,
+fn path_into(into: *mut u64, base: *const u8, at: &'static u64) -> Option<()> {
+    // SAFETY: `into` is two words of a key on the stack; a checked kernel read.
+    unsafe {
+        let dst = core::slice::from_raw_parts_mut(into.cast::<u8>(), 16);
+        bpf_probe_read_kernel_buf(base.add(offset(at)), dst).ok()
     }
 }
 
@@ -204,6 +246,18 @@ pub fn dentry_instantiated(dentry: *const u8) {
         // SAFETY: a valid map value; the add is atomic (several CPUs instantiate at once).
         unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(epoch, 1) };
     }
+}
+
+/// What the findings for a dentry named `name_id` under `slot` depend on, read now;
+/// `None` if the cache is off or a rename or mount change is under way.
+#[inline(always)]
+fn stamp(name_id: u32, slot: u32) -> Option<OpenStamp> {
+    Some(OpenStamp {
+        generation: SLOT_GENERATION.get(slot).copied()?,
+        dentry_epoch: epoch(name_id)?,
+        rename_seq: sequence(&RENAME_LOCK_ADDR)?,
+        mount_seq: sequence(&MOUNT_LOCK_ADDR)?,
+    })
 }
 
 /// [`load`], volatile: never merged with or moved across another volatile read.
