@@ -607,12 +607,9 @@ pub struct AggEntry {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpenCacheKey {
-    /// The file's `struct path` (mount, then dentry), then the root's: the kernel's order,
-    /// so each pair is read in one.
+    /// The file's `struct path` (mount, then dentry: the kernel's order, read in one).
     pub mnt: u64,
     pub dentry: u64,
-    pub root_mnt: u64,
-    pub root_dentry: u64,
     pub name_id: u32,
     /// [`OpenCacheKey::who`]: the identity and the slot in one word.
     pub who: u32,
@@ -635,6 +632,10 @@ pub struct OpenStamp {
     pub generation: u64,
     /// The [`DENTRY_EPOCHS`] bucket of the file's dentry.
     pub dentry_epoch: u64,
+    /// The caller's root directory (`struct path`: mount, then dentry), which the path
+    /// is shown from.
+    pub root_mnt: u64,
+    pub root_dentry: u64,
     /// The kernel's `rename_lock` and `mount_lock` sequence counts: every rename (of the
     /// file or any directory above it) and every mount-tree change moves one of them.
     pub rename_seq: u32,
@@ -661,10 +662,10 @@ pub struct OpenCacheEntry {
 }
 
 /// Words of an [`OpenCacheEntry`] before its check.
-pub const OPEN_CACHE_WORDS: usize = 7;
+pub const OPEN_CACHE_WORDS: usize = 9;
 
 /// Words of an [`OpenCacheKey`], hashed into an entry's check.
-pub const OPEN_CACHE_KEY_WORDS: usize = 5;
+pub const OPEN_CACHE_KEY_WORDS: usize = 3;
 
 /// An [`OpenCacheEntry`]'s contents, unpacked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -686,6 +687,8 @@ impl OpenFindings {
         [
             self.stamp.generation,
             self.stamp.dentry_epoch,
+            self.stamp.root_mnt,
+            self.stamp.root_dentry,
             self.stamp.rename_seq as u64 | (self.stamp.mount_seq as u64) << 32,
             self.hash,
             self.proof,
@@ -702,14 +705,16 @@ impl OpenFindings {
             stamp: OpenStamp {
                 generation: words[0],
                 dentry_epoch: words[1],
-                rename_seq: words[2] as u32,
-                mount_seq: (words[2] >> 32) as u32,
+                root_mnt: words[2],
+                root_dentry: words[3],
+                rename_seq: words[4] as u32,
+                mount_seq: (words[4] >> 32) as u32,
             },
-            hash: words[3],
-            proof: words[4],
-            read: (words[6] as u8, words[5] as u32),
-            write: ((words[6] >> 8) as u8, (words[5] >> 32) as u32),
-            len: (words[6] >> 16) as u16,
+            hash: words[5],
+            proof: words[6],
+            read: (words[8] as u8, words[7] as u32),
+            write: ((words[8] >> 8) as u8, (words[7] >> 32) as u32),
+            len: (words[8] >> 16) as u16,
         }
     }
 }
@@ -718,13 +723,7 @@ impl OpenCacheKey {
     /// The key as words, in order.
     #[must_use]
     pub const fn words(&self) -> [u64; OPEN_CACHE_KEY_WORDS] {
-        [
-            self.dentry,
-            self.mnt,
-            self.root_dentry,
-            self.root_mnt,
-            self.name_id as u64 | (self.who as u64) << 32,
-        ]
+        [self.mnt, self.dentry, self.name_id as u64 | (self.who as u64) << 32]
     }
 
     /// `identity` (below 2^31: identity numbers are below [`crate::capacity::IDENTITIES`])
@@ -735,9 +734,9 @@ impl OpenCacheKey {
     }
 }
 
-const _: () = assert!(size_of::<OpenCacheKey>() == 40);
-const _: () = assert!(size_of::<OpenStamp>() == 24);
-const _: () = assert!(size_of::<OpenCacheEntry>() == 64);
+const _: () = assert!(size_of::<OpenCacheKey>() == 24);
+const _: () = assert!(size_of::<OpenStamp>() == 40);
+const _: () = assert!(size_of::<OpenCacheEntry>() == 80);
 const _: () = assert!(size_of::<AggKey>() == 64);
 const _: () = assert!(size_of::<AggEntry>() == 40);
 const _: () = assert!(size_of::<CgroupKey>() == 16);
@@ -752,8 +751,8 @@ const _: () = assert!(size_of::<InodeRuleKey>() == 24);
 const _: () = assert!(size_of::<NetKey>() == 24);
 const _: () = assert!(size_of::<NetRule>() == 12);
 const _: () = assert!(size_of::<NetEntry>() == 8 + 12 * crate::MAX_NET_RULES_PER_PREFIX);
-const _: () = assert!(size_of::<Scratch>() == 8 + 136 + crate::MAX_PATH);
-const _: () = assert!(size_of::<OpenStaged>() == 136);
+const _: () = assert!(size_of::<Scratch>() == 8 + 152 + crate::MAX_PATH);
+const _: () = assert!(size_of::<OpenStaged>() == 152);
 const _: () = assert!(size_of::<Quarantine>() == 8);
 const _: () = assert!(size_of::<IdentityLine>() == 40);
 const _: () = assert!(size_of::<CpuTask>() == 32);
@@ -801,6 +800,8 @@ mod open_cache_tests {
             stamp: OpenStamp {
                 generation: 7,
                 dentry_epoch: u64::MAX - 1,
+                root_mnt: 0xffff_8880_0000_1000,
+                root_dentry: 0xffff_8880_0000_2000,
                 rename_seq: 0xfffe,
                 mount_seq: u32::MAX,
             },

@@ -128,14 +128,14 @@ fn cached_open(file: *const u8) -> bool {
     };
     let Some(hit) = open_cache::get(file, identity, slot) else { return false };
     // Live state only ever refuses, and a refusal is reported.
-    let path = (hit.found.hash, hit.len, hit.found.proof);
+    let path = (hit.hash, hit.len, hit.proof);
     if live_state(hook::FILE_OPEN, identity, path, access::READ).is_some() {
         return false;
     }
     // Anything but an allow is reported (a denial, an audit, a pending approval) or may
     // be granted, which is reported too. An allow by the default or a rule is not.
-    let by_default = hit.found.read.0 == action::NONE;
-    let allowed = if by_default { file_default } else { hit.found.read.0 };
+    let by_default = hit.read.0 == action::NONE;
+    let allowed = if by_default { file_default } else { hit.read.0 };
     if allowed != action::ALLOW {
         return false;
     }

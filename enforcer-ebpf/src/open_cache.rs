@@ -21,7 +21,7 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use aya_ebpf::helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
+use aya_ebpf::helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel};
 use enforcer_common::{
     capacity,
     maps::{
@@ -48,9 +48,12 @@ static RENAME_LOCK_ADDR: u64 = 0;
 #[unsafe(no_mangle)]
 static MOUNT_LOCK_ADDR: u64 = 0;
 
-/// What an entry gives back: the findings and the path's length.
+/// What an entry gives back for a read: the rule found for reading (action, index),
+/// the path's hash and keyed proof, and its length.
 pub struct Hit {
-    pub found: Found,
+    pub read: (u8, u32),
+    pub hash: u64,
+    pub proof: u64,
     pub len: usize,
 }
 
@@ -59,16 +62,16 @@ pub struct Hit {
 /// word is read once (the element can be rewritten meanwhile, see `OpenCacheEntry`).
 #[inline(always)]
 pub fn get(file: *const u8, identity: u32, slot: u32) -> Option<Hit> {
-    let key = key_now(file, identity, slot)?;
+    let (key, root) = key_now(file, identity, slot)?;
+    // The stamp of now first: the helper calls it takes come before the entry's words
+    // are read, which then stay in registers (this runs in the small stack frame of
+    // `lsm::cached_open`).
+    let now = stamp(key.name_id, root, slot)?;
     let entry = OPEN_CACHE.get_ptr(&key)?;
-    // Word by word, without copying the entry or the key: this runs in the small stack
-    // frame of `lsm::cached_open`.
     let mut sip = Sip::new(crate::path::secret());
     // `key.words()`, field by field: no copy of the key on the stack.
     sip.word(key.mnt);
     sip.word(key.dentry);
-    sip.word(key.root_mnt);
-    sip.word(key.root_dentry);
     sip.word(u64::from(key.name_id) | u64::from(key.who) << 32);
     // SAFETY: a map value valid for the program's run; each word read once, volatile.
     let at = unsafe { (&raw const (*entry).words).cast::<u64>() };
@@ -78,26 +81,21 @@ pub fn get(file: *const u8, identity: u32, slot: u32) -> Option<Hit> {
         sip.word(w);
         w
     };
-    let (generation, epoch_of_entry, seqs) = (word(0, &mut sip), word(1, &mut sip), word(2, &mut sip));
+    // The words as `OpenFindings::words` packs them, the stamp compared as it is read.
+    let mut same = word(0, &mut sip) == now.generation;
+    same &= word(1, &mut sip) == now.dentry_epoch;
+    same &= word(2, &mut sip) == now.root_mnt;
+    same &= word(3, &mut sip) == now.root_dentry;
+    same &= word(4, &mut sip) == u64::from(now.rename_seq) | u64::from(now.mount_seq) << 32;
     let (hash, proof, rules, marks) =
-        (word(3, &mut sip), word(4, &mut sip), word(5, &mut sip), word(6, &mut sip));
+        (word(5, &mut sip), word(6, &mut sip), word(7, &mut sip), word(8, &mut sip));
     // SAFETY: as above.
     let check = unsafe { core::ptr::read_volatile(&raw const (*entry).check) };
-    if sip.finish(0, 8 * (OPEN_CACHE_KEY_WORDS + OPEN_CACHE_WORDS)) != check {
+    if !same || sip.finish(0, 8 * (OPEN_CACHE_KEY_WORDS + OPEN_CACHE_WORDS)) != check {
         return None;
     }
-    let findings = OpenFindings::of(&[generation, epoch_of_entry, seqs, hash, proof, rules, marks]);
-    let stamp = &findings.stamp;
-    let holds = SLOT_GENERATION.get(slot).copied() == Some(stamp.generation)
-        && epoch(key.name_id) == Some(stamp.dentry_epoch)
-        && sequence(&RENAME_LOCK_ADDR) == Some(stamp.rename_seq)
-        && sequence(&MOUNT_LOCK_ADDR) == Some(stamp.mount_seq);
-    if !holds {
-        return None;
-    }
-    let found =
-        Found { read: findings.read, write: findings.write, hash: findings.hash, proof: findings.proof };
-    Some(Hit { found, len: usize::from(findings.len) })
+    #[expect(clippy::cast_possible_truncation, reason = "unpacking what OpenFindings::words packed")]
+    Some(Hit { read: (marks as u8, rules as u32), hash, proof, len: usize::from((marks >> 16) as u16) })
 }
 
 /// The keyed check of the entry words at `words` under the key at `key` (both in map
@@ -110,8 +108,6 @@ fn check_of(key: *const OpenCacheKey, words: *const [u64; OPEN_CACHE_WORDS]) -> 
     unsafe {
         sip.word(core::ptr::read_volatile(&raw const (*key).mnt));
         sip.word(core::ptr::read_volatile(&raw const (*key).dentry));
-        sip.word(core::ptr::read_volatile(&raw const (*key).root_mnt));
-        sip.word(core::ptr::read_volatile(&raw const (*key).root_dentry));
         let name_id = core::ptr::read_volatile(&raw const (*key).name_id);
         let who = core::ptr::read_volatile(&raw const (*key).who);
         sip.word(u64::from(name_id) | u64::from(who) << 32);
@@ -129,8 +125,8 @@ fn check_of(key: *const OpenCacheKey, words: *const [u64; OPEN_CACHE_WORDS]) -> 
 pub fn stage(staged: *mut OpenStaged, file: *const u8, identity: u32, slot: u32) {
     // SAFETY (all writes): `staged` points into the per-CPU buffer, a map value.
     unsafe { (*staged).valid = 0 };
-    let Some(key) = key_now(file, identity, slot) else { return };
-    let Some(stamp) = stamp(key.name_id, slot) else { return };
+    let Some((key, root)) = key_now(file, identity, slot) else { return };
+    let Some(stamp) = stamp(key.name_id, root, slot) else { return };
     unsafe {
         (*staged).stamp = stamp;
         (*staged).key = key;
@@ -140,15 +136,19 @@ pub fn stage(staged: *mut OpenStaged, file: *const u8, identity: u32, slot: u32)
 
 /// Caches what the full judgement of an open of `file` found (a path of `len` bytes),
 /// under the key and stamp staged before it. The caller has checked the buffer is still
-/// its own; the key is read again and must be the staged one (the root unchanged). The
-/// entry is built in the buffer too: the full judgement's stack frame has little room.
+/// its own; the key and root are read again and must be the staged ones. The entry is
+/// built in the buffer too: the full judgement's stack frame has little room.
 #[inline(always)]
 pub fn put(staged: *mut OpenStaged, file: *const u8, subject: &Subject, found: &Found, len: usize) {
     // SAFETY (all accesses): `staged` points into the per-CPU buffer, a map value.
     if unsafe { (*staged).valid } != 1 {
         return;
     }
-    if key_now(file, subject.identity, subject.slot) != Some(unsafe { (*staged).key }) {
+    let Some((key, root)) = key_now(file, subject.identity, subject.slot) else { return };
+    let same = unsafe {
+        key == (*staged).key && root[0] == (*staged).stamp.root_mnt && root[1] == (*staged).stamp.root_dentry
+    };
+    if !same {
         return;
     }
     #[expect(clippy::cast_possible_truncation, reason = "len < MAX_PATH")]
@@ -170,11 +170,11 @@ pub fn put(staged: *mut OpenStaged, file: *const u8, subject: &Subject, found: &
     }
 }
 
-/// The key of an open of `file` by `identity` under `slot`: the file's dentry and
-/// mount and the caller's root. `None` where the cache cannot be used: the file removed
-/// from its directory, or the root unreadable or changing.
+/// The key of an open of `file` by `identity` under `slot` (the file's mount and
+/// dentry), and the caller's root (mount, dentry). `None` where the cache cannot be used:
+/// the file removed from its directory, or the root unreadable or changing.
 #[inline(always)]
-fn key_now(file: *const u8, identity: u32, slot: u32) -> Option<OpenCacheKey> {
+fn key_now(file: *const u8, identity: u32, slot: u32) -> Option<(OpenCacheKey, [u64; 2])> {
     // SAFETY (all loads): BTF-typed pointers (the hook's argument, the current task, and
     // pointers loaded from them) at offsets from the kernel's BTF; a load that faults
     // reads 0, refused below wherever 0 cannot be right.
@@ -188,17 +188,9 @@ fn key_now(file: *const u8, identity: u32, slot: u32) -> Option<OpenCacheKey> {
         return None;
     }
     let name_id = name_id(dentry);
-    // The addresses the key holds are read as numbers (helper reads into the key): the
-    // verifier does not let a pointer it knows as one be hashed into the entry's check.
-    let mut key = OpenCacheKey {
-        mnt: 0,
-        dentry: 0,
-        root_mnt: 0,
-        root_dentry: 0,
-        name_id,
-        who: OpenCacheKey::who(identity, slot),
-    };
-    path_into(&raw mut key.mnt, file, &OFF_FILE_MNT)?;
+    // The addresses are read as numbers (helper reads): the verifier does not let a
+    // pointer it knows as one be hashed into an entry's check.
+    let [mnt, dentry] = path_at(file, &OFF_FILE_MNT)?;
     let task = unsafe { bpf_get_current_task_btf() }.cast::<u8>().cast_const();
     let fs = unsafe { load::<*const u8>(task, &OFF_TASK_FS) };
     if fs.is_null() {
@@ -208,24 +200,20 @@ fn key_now(file: *const u8, identity: u32, slot: u32) -> Option<OpenCacheKey> {
     // odd or moved count is a `chroot` or `pivot_root` under way. Volatile, so the
     // compiler keeps the reads in this order (x86 keeps loads in order).
     let before = unsafe { fresh::<u32>(fs, &OFF_FS_SEQ) };
-    path_into(&raw mut key.root_mnt, fs, &OFF_FS_ROOT_MNT)?;
+    let root = path_at(fs, &OFF_FS_ROOT_MNT)?;
     let after = unsafe { fresh::<u32>(fs, &OFF_FS_SEQ) };
-    let unset = key.mnt == 0 || key.dentry == 0 || key.root_mnt == 0 || key.root_dentry == 0;
-    if before & 1 != 0 || before != after || unset {
+    if before & 1 != 0 || before != after || mnt == 0 || dentry == 0 || root[0] == 0 || root[1] == 0 {
         return None;
     }
-    Some(key)
+    Some((OpenCacheKey { mnt, dentry, name_id, who: OpenCacheKey::who(identity, slot) }, root))
 }
 
-/// Copies the `struct path` at `base + at` (its `mnt`, then its `dentry`) as two numbers
-/// to `into` (two words of a key), with one helper call; `None` if the read fails.
+/// The `struct path` at `base + at` (its `mnt`, then its `dentry`) as two numbers, read
+/// with one helper call; `None` if the read fails.
 #[inline(always)]
-fn path_into(into: *mut u64, base: *const u8, at: &'static u64) -> Option<()> {
-    // SAFETY: `into` is two words of a key on the stack; a checked kernel read.
-    unsafe {
-        let dst = core::slice::from_raw_parts_mut(into.cast::<u8>(), 16);
-        bpf_probe_read_kernel_buf(base.add(offset(at)), dst).ok()
-    }
+fn path_at(base: *const u8, at: &'static u64) -> Option<[u64; 2]> {
+    // SAFETY: a checked kernel read; a bad address returns an error, never faults.
+    unsafe { bpf_probe_read_kernel(base.add(offset(at)).cast::<[u64; 2]>()) }.ok()
 }
 
 /// The [`dentry_name_id`] of `dentry` (BTF-typed). Plain loads of the kernel's own
@@ -251,10 +239,12 @@ pub fn dentry_instantiated(dentry: *const u8) {
 /// What the findings for a dentry named `name_id` under `slot` depend on, read now;
 /// `None` if the cache is off or a rename or mount change is under way.
 #[inline(always)]
-fn stamp(name_id: u32, slot: u32) -> Option<OpenStamp> {
+fn stamp(name_id: u32, root: [u64; 2], slot: u32) -> Option<OpenStamp> {
     Some(OpenStamp {
         generation: SLOT_GENERATION.get(slot).copied()?,
         dentry_epoch: epoch(name_id)?,
+        root_mnt: root[0],
+        root_dentry: root[1],
         rename_seq: sequence(&RENAME_LOCK_ADDR)?,
         mount_seq: sequence(&MOUNT_LOCK_ADDR)?,
     })
