@@ -596,14 +596,13 @@ pub struct AggEntry {
     pub last_ns: u64,
 }
 
-/// Key of [`OPEN_CACHE`]: the opened file as the kernel names it (its dentry and mount),
-/// the root the caller's paths are shown from, and who asks under which slot. Addresses
-/// are only compared, never followed. The dentry comes with its name's
-/// [`dentry_name_id`], which also picks its [`DENTRY_EPOCHS`] bucket.
-///
-/// The root needs no epoch: a root directory that is an ancestor of the file is pinned
-/// by it (it cannot be freed and its address reused), and every root that is not one
-/// shows the file by the same path.
+/// Key of [`OPEN_CACHE`]: the opened file as the kernel names it (its mount and dentry)
+/// and who asks under which slot. Addresses are only compared, never followed. The
+/// dentry comes with its name's [`dentry_name_id`], which also picks its
+/// [`DENTRY_EPOCHS`] bucket. The caller's root is part of the [`OpenStamp`]; it needs no
+/// epoch: a root directory that is an ancestor of the file is pinned by it (it cannot be
+/// freed and its address reused), and every root that is not one shows the file by the
+/// same path.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpenCacheKey {

@@ -2,9 +2,9 @@
 //! again skips the path's resolution (`bpf_d_path`), its scan and the walk by file
 //! identity: the costly part of a managed open.
 //!
-//! An entry is keyed by the file's dentry and mount, the caller's root, identity and slot,
-//! and stamped with everything that could make the same key stand for another path or
-//! another rule (`OpenStamp`): the slot's generation, the kernel's rename and mount
+//! An entry is keyed by the file's mount and dentry, identity and slot, and stamped with
+//! everything that could make the same key stand for another path or another rule
+//! (`OpenStamp`): the slot's generation, the caller's root, the kernel's rename and mount
 //! sequence counts, and the epoch of the file dentry's name bucket, which moves when a
 //! dentry in the bucket is given an inode (a freed dentry's address reused by another
 //! file). A stamp is read before a judgement (staged in the per-CPU path buffer, not on
