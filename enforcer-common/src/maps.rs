@@ -100,7 +100,9 @@ pub const CPU_TASKS: &str = "CPU_TASKS";
 pub const TASK_MOVES: &str = "TASK_MOVES";
 
 /// `LruHashMap<OpenCacheKey, OpenCacheEntry>`: what the file rules found for recently
-/// opened files (see [`OpenCacheEntry`]). Written and read by `file_open` only.
+/// opened files, and the exec rules for recently executed ones (see [`OpenCacheEntry`]).
+/// Written and read by `file_open`, `bprm_check_security` and `mmap_file` only, each
+/// under its [`cache_kind`].
 pub const OPEN_CACHE: &str = "OPEN_CACHE";
 
 /// `Array<u64>`, [`crate::capacity::DENTRY_EPOCHS`] entries, one per bucket of
@@ -597,7 +599,7 @@ pub struct AggEntry {
 }
 
 /// Key of [`OPEN_CACHE`]: the opened file as the kernel names it (its mount and dentry)
-/// and who asks under which slot. Addresses are only compared, never followed. The
+/// and who asks under which slot, for which rules. Addresses are only compared, never followed. The
 /// dentry comes with its name's [`dentry_name_id`], which also picks its
 /// [`DENTRY_EPOCHS`] bucket. The caller's root is part of the [`OpenStamp`]; it needs no
 /// epoch: a root directory that is an ancestor of the file is pinned by it (it cannot be
@@ -610,7 +612,7 @@ pub struct OpenCacheKey {
     pub mnt: u64,
     pub dentry: u64,
     pub name_id: u32,
-    /// [`OpenCacheKey::who`]: the identity and the slot in one word.
+    /// [`OpenCacheKey::who`]: the identity, the kind of rules and the slot in one word.
     pub who: u32,
 }
 
@@ -725,13 +727,23 @@ impl OpenCacheKey {
         [self.mnt, self.dentry, self.name_id as u64 | (self.who as u64) << 32]
     }
 
-    /// `identity` (below 2^31: identity numbers are below [`crate::capacity::IDENTITIES`])
-    /// and `slot` (0 or 1) in one word.
+    /// `identity` (below 2^30: identity numbers are below [`crate::capacity::IDENTITIES`]),
+    /// the [`cache_kind`] of the findings and `slot` (0 or 1) in one word.
     #[must_use]
-    pub const fn who(identity: u32, slot: u32) -> u32 {
-        identity | slot << 31
+    pub const fn who(identity: u32, kind: u32, slot: u32) -> u32 {
+        identity | (kind & 1) << 30 | slot << 31
     }
 }
+
+/// Which rules an [`OPEN_CACHE`] entry holds the findings of: an open's file rules or
+/// the exec rules (looked up alike for an exec and an executable mapping), for the same
+/// file. Part of the key, so neither is ever taken for the other.
+pub mod cache_kind {
+    pub const OPEN: u32 = 0;
+    pub const EXEC: u32 = 1;
+}
+
+const _: () = assert!(crate::capacity::IDENTITIES <= 1 << 30);
 
 const _: () = assert!(size_of::<OpenCacheKey>() == 24);
 const _: () = assert!(size_of::<OpenStamp>() == 40);

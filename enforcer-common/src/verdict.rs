@@ -219,7 +219,10 @@ pub mod stat {
     pub const RESTRICTED: u32 = 13;
     /// Managed opens judged from the open cache's findings (no path resolution or scan).
     pub const OPEN_CACHE_HITS: u32 = 14;
-    pub const COUNT: u32 = 15;
+    /// Managed execs and executable mappings judged from the cache's findings (no path
+    /// resolution or scan).
+    pub const EXEC_CACHE_HITS: u32 = 15;
+    pub const COUNT: u32 = 16;
     pub const NAMES: [&str; COUNT as usize] = [
         "allow",
         "deny",
@@ -236,5 +239,6 @@ pub mod stat {
         "self_protection",
         "restricted",
         "open_cache_hits",
+        "exec_cache_hits",
     ];
 }

@@ -52,10 +52,22 @@ pub fn current_rcu() -> (u64, u64) {
 /// verifier's million instructions on 6.12.
 #[inline(always)]
 pub fn from_task() -> (u64, u64) {
+    of_task(current_task())
+}
+
+/// The current task (BTF-typed).
+#[inline(always)]
+pub fn current_task() -> *const u8 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_get_current_task_btf() }.cast::<u8>().cast_const()
+}
+
+/// [`from_task`] for the current task already found (BTF-typed).
+#[inline(always)]
+pub fn of_task(task: *const u8) -> (u64, u64) {
     // SAFETY: BTF-typed loads at offsets from the kernel's BTF; the verifier checks each
     // against the member's type, and a faulting load reads 0 instead of trapping.
     let id = unsafe {
-        let task = bpf_get_current_task_btf().cast::<u8>().cast_const();
         let set = *task.add(offset(&OFF_TASK_CGROUPS)).cast::<*const u8>();
         let cgroup = *set.add(offset(&OFF_CSS_SET_DFL_CGRP)).cast::<*const u8>();
         let kn = *cgroup.add(offset(&OFF_CGROUP_KN)).cast::<*const u8>();

@@ -15,7 +15,7 @@ use aya_ebpf::{
 };
 use enforcer_common::{
     MAX_PATH,
-    maps::{IdentityConfig, grant_kind, path_kind},
+    maps::{IdentityConfig, cache_kind, grant_kind, path_kind},
     verdict::{
         IDENTITY_ALLOW_FILELESS_EXEC, IDENTITY_HAS_RUNTIMES, IDENTITY_LOG_ALLOW, RULE_DEFAULT, access,
         action, hook, reason, restrict, stat,
@@ -25,14 +25,14 @@ use enforcer_common::{
 use crate::{
     diag,
     emit::{self, Target, Verdict},
-    guard, inodes,
+    guard, identity, inodes,
     offsets::{
         OFF_BPRM_FILE, OFF_DENTRY_NAME, OFF_FILE_DENTRY, OFF_FILE_F_MODE, OFF_FILE_F_PATH, OFF_VMA_VM_FILE,
         load, offset, read,
     },
     open_cache,
     path::{self, Resolved},
-    policy::{self, Caller, Judgement, Subject},
+    policy::{self, Caller, Judgement, Seen, Subject},
     readers, restricted, runtime, setup,
 };
 
@@ -40,7 +40,6 @@ const PROT_EXEC: u64 = 0x4;
 
 const FMODE_READ: u32 = 0x1;
 const FMODE_WRITE: u32 = 0x2;
-const FMODE_EXEC: u32 = 0x20;
 
 /// Decides whether the current task may execute the binary in `bprm->file`.
 /// Unmanaged tasks: allowed after one lookup. Errors for managed tasks: denied.
@@ -51,45 +50,51 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
     if earlier != 0 {
         return policy::pass_on(earlier);
     }
-    if policy::unmanaged_now() {
+    let task = identity::current_task();
+    let seen = policy::seen(task);
+    if seen.unmanaged {
         return 0;
     }
     let bprm: *const u8 = ctx.arg(0);
     // SAFETY: `bprm` is the hook's typed argument and the offset is that of its `file`
     // member, so the verifier treats this load as a (trusted) `struct file *`.
     let file = unsafe { *(bprm.add(offset(&OFF_BPRM_FILE)).cast::<*const u8>()) };
+    if let Some(subject) = cacheable(&seen, hook::EXEC)
+        && cached(file, task, hook::EXEC, subject)
+    {
+        return 0;
+    }
+    judge_exec(file)
+}
+
+/// The full judgement of an exec, in a frame of its own (see [`judge_open`]).
+#[inline(never)]
+fn judge_exec(file: *const u8) -> i32 {
     judge_registered(hook::EXEC, file, 0)
 }
 
 /// Decides whether the current task may open a file for the access its mode asks.
-/// Opens made by exec are judged by `bprm_check_security` instead.
+///
+/// The kernel's own open of a program for `execve` asks to read it (the kernel marks it
+/// in `f_flags`, not in `f_mode`) and is judged as a read: running a program lets it read
+/// its own code, so a program whose reading is denied cannot be run. Its exec rules are
+/// judged by `bprm_check_security` after this.
 #[lsm(hook = "file_open")]
 pub fn file_open(ctx: LsmContext) -> i32 {
     let earlier: i32 = ctx.arg(1);
     if earlier != 0 {
         return policy::pass_on(earlier);
     }
-    if policy::unmanaged_now() {
+    let task = identity::current_task();
+    let seen = policy::seen(task);
+    if seen.unmanaged {
         return 0;
     }
     let file: *const u8 = ctx.arg(0);
-    // SAFETY: typed hook argument plus the BTF offset of `f_mode`.
-    let mode = unsafe { bpf_probe_read_kernel(file.add(offset(&OFF_FILE_F_MODE)).cast::<u32>()) };
-    // Fail-closed is decided in judge_path for managed tasks; an unreadable mode is
-    // treated as read+write so the strictest rules apply.
-    let mode = mode.unwrap_or_else(|e| {
-        diag::error!(
-            "hook {}: f_mode unreadable ({}): judged as a read-write open",
-            hook: u32 = hook::FILE_OPEN,
-            error: i32 = e,
-        );
-        FMODE_READ | FMODE_WRITE
-    });
-    // Allowed here on purpose: the kernel's own open of a binary for execve is judged by
-    // bprm_check_security (exec rules, exec quarantine), not as a file read.
-    if mode & FMODE_EXEC != 0 {
-        return 0;
-    }
+    // SAFETY: the hook's typed argument at the BTF offset of `f_mode`: a load of the
+    // kernel's own pointer, which does not fault (one that did would read 0: no mode,
+    // judged as a read below, as the kernel's opens without one are).
+    let mode = unsafe { load::<u32>(file, &OFF_FILE_F_MODE) };
     let mut wanted = 0;
     if mode & FMODE_READ != 0 {
         wanted |= access::READ;
@@ -102,13 +107,16 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     }
     // Opens for writing are judged in full: the guard of the kernel's and the enforcer's
     // own files comes first, and has no room in the cached judgement's stack frame.
-    if wanted == access::READ && cached_open(file) {
+    if wanted == access::READ
+        && let Some(subject) = cacheable(&seen, hook::FILE_OPEN)
+        && cached(file, task, hook::FILE_OPEN, subject)
+    {
         return 0;
     }
     judge_open(file, wanted)
 }
 
-/// The full judgement of an open. Not inlined, like [`cached_open`]: each has its own
+/// The full judgement of an open. Not inlined, like [`cached`]: each has its own
 /// stack frame below this program's small one, and only one of them runs at a time, so
 /// the verifier's 512 bytes hold the larger, not the sum.
 #[inline(never)]
@@ -116,41 +124,71 @@ fn judge_open(file: *const u8, wanted: u32) -> i32 {
     judge_registered(hook::FILE_OPEN, file, wanted)
 }
 
-/// Whether an open for reading is allowed from the open cache (`open_cache`). False
-/// where the full judgement must run: a caller this CPU's identity line does not already
-/// show as managed, no valid entry, or a verdict to report, whose record shows the path
-/// only the full judgement resolves. Only allows that are not reported are decided here.
+/// What [`cached`] needs of a caller `seen` managed by its identity line, packed in one
+/// word (identity, slot, then the default that judges `hook`): `None` where the full
+/// judgement must run for any file. A caller the line does not show as managed is
+/// resolved there; an allow the identity asks to see is reported, with its path; and the
+/// execs of an identity that names container runtimes mark the runtime's processes
+/// (`runtime`).
+#[inline(always)]
+fn cacheable(seen: &Seen, hook: u32) -> Option<u64> {
+    if !seen.managed {
+        return None;
+    }
+    let subject = &seen.subject;
+    let flags = subject.config.flags;
+    if flags & IDENTITY_LOG_ALLOW != 0 || (hook == hook::EXEC && flags & IDENTITY_HAS_RUNTIMES != 0) {
+        return None;
+    }
+    let default =
+        if hook == hook::FILE_OPEN { subject.config.file_default } else { subject.config.exec_default };
+    Some(u64::from(subject.identity) | u64::from(subject.slot & 1) << 32 | u64::from(default) << 40)
+}
+
+/// Whether an open for reading (`hook::FILE_OPEN`), an exec (`hook::EXEC`) or an
+/// executable mapping (`hook::MMAP_EXEC`) of `file` by `task`, the current task, is
+/// allowed from the cache of rule findings (`open_cache`); `subject` is the caller as
+/// [`cacheable`] packs it. False where the full judgement must run: no valid entry, or a
+/// verdict to report, whose record shows the path only the full judgement resolves. Only
+/// allows that are not reported are decided here.
 ///
 /// It reads no map the agent rewrites with a slot, only the slot's generation, which an
 /// entry must match: it needs no reader registration. Not inlined: its stack frame is its
 /// own, and with the full judgement's it must fit the verifier's 512 bytes.
 #[inline(never)]
-fn cached_open(file: *const u8) -> bool {
-    // Only what is needed is kept: this frame must stay small.
-    let Some((slot, identity, file_default)) = policy::managed_seen()
-        // An allow the identity asks to see is reported, with its path.
-        .filter(|subject| subject.config.flags & IDENTITY_LOG_ALLOW == 0)
-        .map(|subject| (subject.slot, subject.identity, subject.config.file_default))
-    else {
-        return false;
-    };
-    let Some(hit) = open_cache::get(file, identity, slot) else { return false };
+fn cached(file: *const u8, task: *const u8, hook: u32, subject: u64) -> bool {
+    let exec = hook == hook::EXEC;
+    let mapping = hook == hook::MMAP_EXEC;
+    #[expect(clippy::cast_possible_truncation, reason = "unpacking what `cacheable` packed")]
+    let (identity, slot, default) = (subject as u32, (subject >> 32) as u32 & 1, (subject >> 40) as u8);
+    let kind = if exec || mapping { cache_kind::EXEC } else { cache_kind::OPEN };
+    let Some(hit) = open_cache::get(file, task, identity, kind, slot) else { return false };
+    // A mapping no exec rule names is allowed without a verdict, as in the full judgement.
+    if mapping && hit.read.0 == action::NONE {
+        crate::maps::count(stat::EXEC_CACHE_HITS);
+        return true;
+    }
     // Live state only ever refuses, and a refusal is reported.
     let path = (hit.hash, hit.len, hit.proof);
-    if live_state(hook::FILE_OPEN, identity, path, access::READ).is_some() {
+    if live_state(hook, identity, path, access::READ).is_some() {
         return false;
     }
     // Anything but an allow is reported (a denial, an audit, a pending approval) or may
     // be granted, which is reported too. An allow by the default or a rule is not.
     let by_default = hit.read.0 == action::NONE;
-    let allowed = if by_default { file_default } else { hit.read.0 };
+    let allowed = if by_default { default } else { hit.read.0 };
     if allowed != action::ALLOW {
         return false;
+    }
+    // As in the full judgement: a container's init process executing its entrypoint
+    // ends its set-up.
+    if exec {
+        setup::end_setup();
     }
     if by_default {
         crate::maps::count(stat::DEFAULT_FALLBACK);
     }
-    crate::maps::count(stat::OPEN_CACHE_HITS);
+    crate::maps::count(if exec || mapping { stat::EXEC_CACHE_HITS } else { stat::OPEN_CACHE_HITS });
     crate::maps::count(stat::ALLOW);
     true
 }
@@ -167,9 +205,25 @@ pub fn mmap_file(ctx: LsmContext) -> i32 {
     }
     let prot: u64 = ctx.arg(2);
     let file: *const u8 = ctx.arg(0);
-    if prot & PROT_EXEC == 0 || file.is_null() || policy::unmanaged_now() {
+    if prot & PROT_EXEC == 0 || file.is_null() {
         return 0;
     }
+    let task = identity::current_task();
+    let seen = policy::seen(task);
+    if seen.unmanaged {
+        return 0;
+    }
+    if let Some(subject) = cacheable(&seen, hook::MMAP_EXEC)
+        && cached(file, task, hook::MMAP_EXEC, subject)
+    {
+        return 0;
+    }
+    judge_mmap(file)
+}
+
+/// The full judgement of an executable mapping, in a frame of its own (see [`judge_open`]).
+#[inline(never)]
+fn judge_mmap(file: *const u8) -> i32 {
     judge_registered(hook::MMAP_EXEC, file, 0)
 }
 
@@ -362,8 +416,8 @@ fn assess(hook: u32, file: *const u8, wanted: u32, slot: u32) -> Option<Assessed
         Err(why) => return Some(unjudged(Judgement::refuse(why))),
     };
     // Read before the path: a change from here on leaves the entry made stale.
-    if hook == hook::FILE_OPEN {
-        open_cache::stage(claimed.staged(), file, subject.identity, subject.slot);
+    if let Some(kind) = cache_kind_of(hook) {
+        open_cache::stage(claimed.staged(), file, subject.identity, kind, subject.slot);
     }
     let resolved = match claimed.resolve(f_path, hook) {
         Ok(resolved) => resolved,
@@ -453,8 +507,10 @@ fn judge_resolved(
     };
     // Only findings made from this task's own path: another task may have reused the
     // buffer while this one was preempted (refused as `busy` below).
-    if hook == hook::FILE_OPEN && resolved.still_ours() {
-        open_cache::put(resolved.staged(), file, subject, &found, resolved.len);
+    if let Some(kind) = cache_kind_of(hook)
+        && resolved.still_ours()
+    {
+        open_cache::put(resolved.staged(), file, subject, kind, &found, resolved.len);
     }
     // Mappings are judged only where a rule names the file.
     if hook == hook::MMAP_EXEC && found.read.0 == action::NONE {
@@ -472,6 +528,17 @@ fn judge_resolved(
         ),
     };
     Some((judgement, found.proof))
+}
+
+/// Which findings of `hook` are cached (`open_cache`): an open's file rules, or the
+/// exec rules an exec and an executable mapping look up alike.
+#[inline(always)]
+fn cache_kind_of(hook: u32) -> Option<u32> {
+    match hook {
+        hook::FILE_OPEN => Some(cache_kind::OPEN),
+        hook::EXEC | hook::MMAP_EXEC => Some(cache_kind::EXEC),
+        _ => None,
+    }
 }
 
 /// The dentry of `file` (BTF-typed, so `inodes::lookup` can walk it); `None` if the load

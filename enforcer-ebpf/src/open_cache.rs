@@ -1,8 +1,10 @@
-//! What the file rules found for recently opened files, so that opening the same file
-//! again skips the path's resolution (`bpf_d_path`), its scan and the walk by file
-//! identity: the costly part of a managed open.
+//! What the file rules found for recently opened files, and the exec rules for recently
+//! executed ones, so that opening or executing the same file again skips the path's
+//! resolution (`bpf_d_path`), its scan and the walk by file identity: the costly part of
+//! a managed open or exec.
 //!
-//! An entry is keyed by the file's mount and dentry, identity and slot, and stamped with
+//! An entry is keyed by the file's mount and dentry, identity, kind of rules
+//! (`cache_kind`) and slot, and stamped with
 //! everything that could make the same key stand for another path or another rule
 //! (`OpenStamp`): the slot's generation, the caller's root, the kernel's rename and mount
 //! sequence counts, and the epoch of the file dentry's name bucket, which moves when a
@@ -21,7 +23,7 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use aya_ebpf::helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel};
+use aya_ebpf::helpers::bpf_probe_read_kernel;
 use enforcer_common::{
     capacity,
     maps::{
@@ -32,6 +34,7 @@ use enforcer_common::{
 };
 
 use crate::{
+    identity::current_task,
     maps::{DENTRY_EPOCHS, OPEN_CACHE, SLOT_GENERATION},
     offsets::{
         OFF_DENTRY_HASH_PPREV, OFF_DENTRY_NAME_HASH, OFF_DENTRY_NAME_LEN, OFF_FILE_DENTRY, OFF_FILE_MNT,
@@ -57,15 +60,16 @@ pub struct Hit {
     pub len: usize,
 }
 
-/// The findings cached for an open of `file` (BTF-typed) by `identity` under `slot`, if
-/// an entry exists, its words pass their check, and its stamp is the one read now. Each
-/// word is read once (the element can be rewritten meanwhile, see `OpenCacheEntry`).
+/// The findings of `kind` cached for `file` (BTF-typed) and `identity` under `slot`, if
+/// an entry exists, its words pass their check, and its stamp is the one read now for
+/// `task`, the current task (BTF-typed). Each word is read once (the element can be
+/// rewritten meanwhile, see `OpenCacheEntry`).
 #[inline(always)]
-pub fn get(file: *const u8, identity: u32, slot: u32) -> Option<Hit> {
-    let (key, root) = key_now(file, identity, slot)?;
+pub fn get(file: *const u8, task: *const u8, identity: u32, kind: u32, slot: u32) -> Option<Hit> {
+    let (key, root) = key_now(file, task, identity, kind, slot)?;
     // The stamp of now first: the helper calls it takes come before the entry's words
     // are read, which then stay in registers (this runs in the small stack frame of
-    // `lsm::cached_open`).
+    // `lsm::cached`).
     let now = stamp(key.name_id, root, slot)?;
     let entry = OPEN_CACHE.get_ptr(&key)?;
     let mut sip = Sip::new(crate::path::secret());
@@ -119,13 +123,13 @@ fn check_of(key: *const OpenCacheKey, words: *const [u64; OPEN_CACHE_WORDS]) -> 
     sip.finish(0, 8 * (OPEN_CACHE_KEY_WORDS + OPEN_CACHE_WORDS))
 }
 
-/// Stages the key and stamp of an open of `file` in the per-CPU buffer, before the full
-/// judgement resolves its path (`valid` 0 where the cache cannot be used).
+/// Stages the key and stamp of an open or exec (`kind`) of `file` in the per-CPU buffer,
+/// before the full judgement resolves its path (`valid` 0 where the cache cannot be used).
 #[inline(always)]
-pub fn stage(staged: *mut OpenStaged, file: *const u8, identity: u32, slot: u32) {
+pub fn stage(staged: *mut OpenStaged, file: *const u8, identity: u32, kind: u32, slot: u32) {
     // SAFETY (all writes): `staged` points into the per-CPU buffer, a map value.
     unsafe { (*staged).valid = 0 };
-    let Some((key, root)) = key_now(file, identity, slot) else { return };
+    let Some((key, root)) = key_now(file, current_task(), identity, kind, slot) else { return };
     let Some(stamp) = stamp(key.name_id, root, slot) else { return };
     unsafe {
         (*staged).stamp = stamp;
@@ -134,17 +138,26 @@ pub fn stage(staged: *mut OpenStaged, file: *const u8, identity: u32, slot: u32)
     }
 }
 
-/// Caches what the full judgement of an open of `file` found (a path of `len` bytes),
-/// under the key and stamp staged before it. The caller has checked the buffer is still
-/// its own; the key and root are read again and must be the staged ones. The entry is
-/// built in the buffer too: the full judgement's stack frame has little room.
+/// Caches what the full judgement of an open or exec (`kind`) of `file` found (a path of
+/// `len` bytes), under the key and stamp staged before it. The caller has checked the
+/// buffer is still its own; the key and root are read again and must be the staged ones.
+/// The entry is built in the buffer too: the full judgement's stack frame has little room.
 #[inline(always)]
-pub fn put(staged: *mut OpenStaged, file: *const u8, subject: &Subject, found: &Found, len: usize) {
+pub fn put(
+    staged: *mut OpenStaged,
+    file: *const u8,
+    subject: &Subject,
+    kind: u32,
+    found: &Found,
+    len: usize,
+) {
     // SAFETY (all accesses): `staged` points into the per-CPU buffer, a map value.
     if unsafe { (*staged).valid } != 1 {
         return;
     }
-    let Some((key, root)) = key_now(file, subject.identity, subject.slot) else { return };
+    let Some((key, root)) = key_now(file, current_task(), subject.identity, kind, subject.slot) else {
+        return;
+    };
     let same = unsafe {
         key == (*staged).key && root[0] == (*staged).stamp.root_mnt && root[1] == (*staged).stamp.root_dentry
     };
@@ -170,11 +183,17 @@ pub fn put(staged: *mut OpenStaged, file: *const u8, subject: &Subject, found: &
     }
 }
 
-/// The key of an open of `file` by `identity` under `slot` (the file's mount and
-/// dentry), and the caller's root (mount, dentry). `None` where the cache cannot be used:
+/// The key of findings of `kind` for `file` and `identity` under `slot` (the file's
+/// mount and dentry), and the root (mount, dentry) of `task`, the current task. `None` where the cache cannot be used:
 /// the file removed from its directory, or the root unreadable or changing.
 #[inline(always)]
-fn key_now(file: *const u8, identity: u32, slot: u32) -> Option<(OpenCacheKey, [u64; 2])> {
+fn key_now(
+    file: *const u8,
+    task: *const u8,
+    identity: u32,
+    kind: u32,
+    slot: u32,
+) -> Option<(OpenCacheKey, [u64; 2])> {
     // SAFETY (all loads): BTF-typed pointers (the hook's argument, the current task, and
     // pointers loaded from them) at offsets from the kernel's BTF; a load that faults
     // reads 0, refused below wherever 0 cannot be right.
@@ -182,8 +201,9 @@ fn key_now(file: *const u8, identity: u32, slot: u32) -> Option<(OpenCacheKey, [
     if dentry.is_null() {
         return None;
     }
-    // An unhashed dentry (its name removed) is shown with a ` (deleted)` suffix: judged
-    // in full every time.
+    // An unhashed dentry (its name removed, or never given one: memfd, `O_TMPFILE`) is
+    // shown with a ` (deleted)` suffix: judged in full every time, where an exec of it is
+    // a fileless one.
     if unsafe { load::<*const u8>(dentry, &OFF_DENTRY_HASH_PPREV) }.is_null() {
         return None;
     }
@@ -191,7 +211,6 @@ fn key_now(file: *const u8, identity: u32, slot: u32) -> Option<(OpenCacheKey, [
     // The addresses are read as numbers (helper reads): the verifier does not let a
     // pointer it knows as one be hashed into an entry's check.
     let [mnt, dentry] = path_at(file, &OFF_FILE_MNT)?;
-    let task = unsafe { bpf_get_current_task_btf() }.cast::<u8>().cast_const();
     let fs = unsafe { load::<*const u8>(task, &OFF_TASK_FS) };
     if fs.is_null() {
         return None;
@@ -205,7 +224,7 @@ fn key_now(file: *const u8, identity: u32, slot: u32) -> Option<(OpenCacheKey, [
     if before & 1 != 0 || before != after || mnt == 0 || dentry == 0 || root[0] == 0 || root[1] == 0 {
         return None;
     }
-    Some((OpenCacheKey { mnt, dentry, name_id, who: OpenCacheKey::who(identity, slot) }, root))
+    Some((OpenCacheKey { mnt, dentry, name_id, who: OpenCacheKey::who(identity, kind, slot) }, root))
 }
 
 /// The `struct path` at `base + at` (its `mnt`, then its `dentry`) as two numbers, read

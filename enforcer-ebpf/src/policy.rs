@@ -128,38 +128,41 @@ fn subject(slot: u32, cgroup_id: u64, resolved: Resolved) -> Caller {
     Caller::Managed(Subject { slot, identity: resolved.identity, cgroup_id, config: resolved.config })
 }
 
-/// Whether this CPU's identity line already says the current task is unmanaged in the
-/// set in force: the LSM programs then allow without registering as a slot reader. A
-/// line is trusted only under the epoch it was written in, which moves before every
-/// flip, so the answer is the set in force at the moment of these reads.
-#[inline(always)]
-pub fn unmanaged_now() -> bool {
-    // Neither open nor closed: the full judgement that follows decides (see `caller`).
-    let Some(slot) = ACTIVE.get(0).copied() else {
-        return false;
-    };
-    let (cgroup_id, epoch) = identity::from_task();
-    if let Some(line) = lines::get(cgroup_id, slot, epoch)
-        && line.identity == 0
-    {
-        return true;
-    }
-    false
+/// What this CPU's identity line says of the current task under the set in force, read
+/// once by an LSM hook before anything else. Every field is set on every path: the
+/// verifier follows each path on its own, and a field left unset on one (as an enum's
+/// payload is) reads as uninitialised there.
+pub struct Seen {
+    /// The line shows the task unmanaged: allowed without registering as a slot reader.
+    pub unmanaged: bool,
+    /// The line shows the task managed by `subject.identity` (not 0): its open and exec
+    /// findings may be cached. Neither flag: no line for the task (or one from an older
+    /// epoch), which the full judgement resolves.
+    pub managed: bool,
+    pub subject: Subject,
 }
 
-/// The current task as a managed subject of the set in force, if this CPU's identity
-/// line already says so (a line is trusted only under the epoch it was written in).
-/// `None` covers every other case, which the full judgement resolves: a look cheap
-/// enough for the open cache's own stack frame (`lsm::cached_open`).
+/// What this CPU's identity line says of `task`, the current task (BTF-typed). A line is
+/// trusted only under the epoch it was written in, which moves before every flip, so the
+/// answer is the set in force at the moment of these reads.
 #[inline(always)]
-pub fn managed_seen() -> Option<Subject> {
-    let slot = ACTIVE.get(0).copied()?;
-    let (cgroup_id, epoch) = identity::from_task();
-    let line = lines::get(cgroup_id, slot, epoch)?;
-    if line.identity == 0 {
-        return None;
+pub fn seen(task: *const u8) -> Seen {
+    let mut seen = Seen {
+        unmanaged: false,
+        managed: false,
+        subject: Subject { slot: 0, identity: 0, cgroup_id: 0, config: IdentityConfig::default() },
+    };
+    // Neither open nor closed: the full judgement that follows decides (see `caller`).
+    let Some(slot) = ACTIVE.get(0).copied() else {
+        return seen;
+    };
+    let (cgroup_id, epoch) = identity::of_task(task);
+    if let Some(line) = lines::get(cgroup_id, slot, epoch) {
+        seen.unmanaged = line.identity == 0;
+        seen.managed = line.identity != 0;
+        seen.subject = Subject { slot, identity: line.identity, cgroup_id, config: line.config };
     }
-    Some(Subject { slot, identity: line.identity, cgroup_id, config: line.config })
+    seen
 }
 
 /// Generation of the policy set in `slot` (0 if unknown; only used for reporting).

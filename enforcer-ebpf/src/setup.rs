@@ -18,6 +18,11 @@ pub fn in_setup(cgroup_id: u64) -> bool {
 #[inline(always)]
 pub fn end_setup() {
     let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
-    // Nothing to do when absent: the usual case for every other exec.
-    let _ = SETUP_TASKS.remove(&tgid);
+    // Absent for every other exec: looked up first, without the lock a delete takes. A
+    // delete fails only while another program on this CPU holds the bucket's lock; the
+    // exemption then lasts until the process exits (fail-open, for this one process).
+    // SAFETY: a plain value read from a hash map entry.
+    if unsafe { SETUP_TASKS.get(&tgid) }.is_some() {
+        let _ = SETUP_TASKS.remove(&tgid);
+    }
 }

@@ -165,6 +165,27 @@ pub fn exec_errno(path: &str) -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(255)
 }
 
+/// `mmap` of `path` with `prot`, then (if `then` is not 0) `mprotect` to `then`: 0 or the
+/// errno of the first call that fails.
+pub fn map_errno(path: &str, prot: i32, then: i32) -> i32 {
+    let Ok(file) = fs::File::open(path) else { return 255 };
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    // SAFETY: a private read-only mapping of one page, unmapped below.
+    let at = unsafe { libc::mmap(std::ptr::null_mut(), 4096, prot, libc::MAP_PRIVATE, fd, 0) };
+    if at == libc::MAP_FAILED {
+        return std::io::Error::last_os_error().raw_os_error().unwrap_or(255);
+    }
+    // SAFETY: our own mapping.
+    let result = if then != 0 && unsafe { libc::mprotect(at, 4096, then) } < 0 {
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(255)
+    } else {
+        0
+    };
+    // SAFETY: as above.
+    unsafe { libc::munmap(at, 4096) };
+    result
+}
+
 /// Copies busybox to `dir/name` as a real file (not a symlink), so exec rules see that
 /// path; run with no arguments it acts as the applet `name` (e.g. `true`).
 pub fn tool(dir: &str, name: &str) -> String {

@@ -6,7 +6,9 @@
 
 use std::{ffi::CString, fs, os::unix::fs::PermissionsExt as _, path::Path, time::Duration};
 
-use enforcer_tests::{Agent, AgentDirs, TestCgroup, field, open_errno, policy, run_in, tool, write_file};
+use enforcer_tests::{
+    Agent, AgentDirs, TestCgroup, field, map_errno, open_errno, policy, run_in, tool, write_file,
+};
 use libc::{EPERM, O_RDONLY, O_WRONLY};
 use serde_json::Value;
 
@@ -240,23 +242,6 @@ fn exec_policy(name: &str, cgroup: &TestCgroup, extra: &str) -> String {
             "{extra}  exec:\n    - dir: {BINS}/denied\n      action: deny\n    - path: {BINS}/single/prog\n      action: deny\n"
         ),
     )
-}
-
-/// `mmap` of `path` with `prot`, then (if `then` is not 0) `mprotect` to `then`: 0 or the
-/// errno of the first call that fails.
-fn map_errno(path: &str, prot: i32, then: i32) -> i32 {
-    let Ok(file) = fs::File::open(path) else { return 255 };
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
-    // SAFETY: a private read-only mapping of one page, unmapped below.
-    let at = unsafe { libc::mmap(std::ptr::null_mut(), 4096, prot, libc::MAP_PRIVATE, fd, 0) };
-    if at == libc::MAP_FAILED {
-        return errno();
-    }
-    // SAFETY: our own mapping.
-    let result = if then != 0 && unsafe { libc::mprotect(at, 4096, then) } < 0 { errno() } else { 0 };
-    // SAFETY: as above.
-    unsafe { libc::munmap(at, 4096) };
-    result
 }
 
 /// Copies busybox into a memfd and `fexecve`s it as `true`: the errno, or the exit status

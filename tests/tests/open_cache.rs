@@ -1,14 +1,16 @@
-//! The open cache: a managed open of a file opened before is judged from the rule
-//! findings cached for it, and every change that could make the same file stand for
-//! another path or another rule sends the next open through the full judgement. Each
-//! step opens a file (so its findings are cached), changes what its name or rules mean,
-//! and opens it again as root inside the workload: the second open is refused, with a
-//! verdict naming the rule.
+//! The open cache: a managed open (or exec) of a file opened (or executed) before is
+//! judged from the rule findings cached for it, and every change that could make the same
+//! file stand for another path or another rule sends the next one through the full
+//! judgement. Each step opens or executes a file (so its findings are cached), changes
+//! what its name or rules mean, and tries it again as root inside the workload: the
+//! second try is refused, with a verdict naming the rule.
 
-use std::{ffi::CString, fs};
+use std::{ffi::CString, fs, os::fd::AsRawFd};
 
-use enforcer_tests::{Agent, AgentDirs, TestCgroup, field, open_errno, policy, run_in, write_file};
-use libc::{EPERM, O_RDONLY};
+use enforcer_tests::{
+    Agent, AgentDirs, TestCgroup, exec_errno, field, map_errno, open_errno, policy, run_in, tool, write_file,
+};
+use libc::{EPERM, O_RDONLY, PROT_EXEC, PROT_READ};
 use serde_json::Value;
 
 const C: &str = "/tmp/open-cache";
@@ -143,4 +145,165 @@ fn a_cached_open_is_judged_again_after_every_change_of_its_path_or_rules() {
     agent.wait_record(|r| field(r, "type") == "policy" && r["generation"] == 2);
     assert_eq!(twice(&workload, &format!("{C}/pub/p")), [EPERM, EPERM], "after the policy change");
     assert_eq!(verdict_for(&agent, &format!("{C}/pub/p"))["rule"], "file[3]");
+}
+
+const X: &str = "/tmp/exec-cache";
+
+fn exec_cache_policy(cgroup: &TestCgroup, extra_rule: &str) -> String {
+    policy(
+        "exec-cache-policy",
+        cgroup,
+        &format!(
+            "  exec:\n    - dir: {X}/denied\n      action: deny\n    - path: {X}/read-only/true\n      action: deny\n{extra_rule}  file:\n    - path: {X}/unreadable/true\n      action: deny\n"
+        ),
+    )
+}
+
+/// Executes `path` twice in the workload, each in a child of its own: the errnos (0 or
+/// `EPERM`; anything else fails).
+fn exec_twice(workload: &TestCgroup, path: &str) -> [i32; 2] {
+    let path = path.to_owned();
+    let code = run_in(Some(workload), move || {
+        bits(&[run_in(None, || exec_errno(&path)), run_in(None, || exec_errno(&path))])
+    });
+    assert!(code < 4, "an exec failed otherwise than with EPERM (exit {code})");
+    [code >> 1, code & 1]
+}
+
+/// `execveat(fd, "", AT_EMPTY_PATH)` in a child: 0 if the program ran, else the errno.
+fn fd_exec_errno(fd: i32) -> i32 {
+    run_in(None, || {
+        let (empty, name) = (c(""), c("true"));
+        // Busybox picks its applet by `argv[0]`.
+        let argv = [name.as_ptr(), std::ptr::null()];
+        let envp = [std::ptr::null::<libc::c_char>()];
+        // SAFETY: NUL-terminated argv and envp of valid C strings.
+        unsafe {
+            libc::syscall(
+                libc::SYS_execveat,
+                fd,
+                empty.as_ptr(),
+                argv.as_ptr(),
+                envp.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            )
+        };
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(255)
+    })
+}
+
+fn exec_verdict(agent: &Agent, what: impl Fn(&Value) -> bool) -> Value {
+    agent.wait_record(|r| field(r, "type") == "verdict" && field(r, "hook") == "exec" && what(r))
+}
+
+#[test]
+fn a_cached_exec_is_judged_again_after_every_change_of_its_path_or_rules() {
+    let _ = fs::remove_dir_all(X);
+    let program = tool(&format!("{X}/bin"), "true");
+    // Busybox runs as the applet its file is named after: every program is a `true`.
+    let read_only = tool(&format!("{X}/read-only"), "true");
+    let unreadable = tool(&format!("{X}/unreadable"), "true");
+    let moving = tool(&format!("{X}/bin/d"), "true");
+    let gone = tool(&format!("{X}/gone"), "true");
+    fs::create_dir_all(format!("{X}/denied")).unwrap();
+    let workload = TestCgroup::new("exec-cache");
+    let dirs = AgentDirs::new("exec-cache", &exec_cache_policy(&workload, ""));
+    let agent = Agent::start(&dirs, "detach");
+
+    // Repeats: allowed twice, and the second from the cache; denied every time.
+    let before = counter(&agent, "exec_cache_hits");
+    assert_eq!(exec_twice(&workload, &program), [0, 0]);
+    assert!(counter(&agent, "exec_cache_hits") > before, "the second exec was judged from the cache");
+
+    // An open's findings and an exec's are kept apart: a file read (and cached) is still
+    // judged by the exec rules.
+    assert_eq!(twice(&workload, &read_only), [0, 0], "reading a file only its exec is denied");
+    assert_eq!(exec_twice(&workload, &read_only), [EPERM, EPERM], "executing it after reads");
+    assert_eq!(exec_verdict(&agent, |r| r["target"]["path"] == read_only.as_str())["rule"], "exec[1]");
+    // Running a program reads it: one whose reading is denied is refused at the kernel's
+    // own open of it, by the file rule.
+    assert_eq!(
+        exec_twice(&workload, &unreadable),
+        [EPERM, EPERM],
+        "executing a file whose reading is denied"
+    );
+    assert_eq!(verdict_for(&agent, &unreadable)["rule"], "file[0]");
+
+    // A directory above the program renamed into the denied directory.
+    assert_eq!(exec_twice(&workload, &moving), [0, 0]);
+    fs::rename(format!("{X}/bin/d"), format!("{X}/denied/d")).unwrap();
+    let moved = format!("{X}/denied/d/true");
+    assert_eq!(exec_twice(&workload, &moved), [EPERM, EPERM], "after the rename of its directory");
+    assert_eq!(exec_verdict(&agent, |r| r["target"]["path"] == moved.as_str())["rule"], "exec[0]");
+
+    // Executable mappings: judged by the exec rules, whose findings they share with execs.
+    let library = tool(&format!("{X}/lib/d"), "true");
+    let map_twice = |path: String| {
+        let code = run_in(Some(&workload), move || {
+            bits(&[map_errno(&path, PROT_READ | PROT_EXEC, 0), map_errno(&path, PROT_READ | PROT_EXEC, 0)])
+        });
+        assert!(code < 4, "a mapping failed otherwise than with EPERM (exit {code})");
+        [code >> 1, code & 1]
+    };
+    let before = counter(&agent, "exec_cache_hits");
+    assert_eq!(map_twice(library), [0, 0]);
+    assert!(counter(&agent, "exec_cache_hits") > before, "the second mapping was judged from the cache");
+    fs::rename(format!("{X}/lib/d"), format!("{X}/denied/lib")).unwrap();
+    let moved_library = format!("{X}/denied/lib/true");
+    assert_eq!(map_twice(moved_library.clone()), [EPERM, EPERM], "after the rename of its directory");
+    let r = agent.wait_record(|r| {
+        field(r, "type") == "verdict"
+            && field(r, "hook") == "mmap_exec"
+            && r["target"]["path"] == moved_library
+    });
+    assert_eq!(r["rule"], "exec[0]");
+
+    // The same file through a descriptor: from the cache while it has a name, a fileless
+    // exec once its name is removed.
+    let held = fs::File::open(&gone).unwrap();
+    let fd = held.as_raw_fd();
+    let (name, named) = (gone.clone(), gone.clone());
+    let outcome = run_in(Some(&workload), move || {
+        let got = [run_in(None, || exec_errno(&name)), fd_exec_errno(fd), fd_exec_errno(fd)];
+        if got != [0, 0, 0] {
+            return 10;
+        }
+        if fs::remove_file(&named).is_err() {
+            return 11;
+        }
+        match fd_exec_errno(fd) {
+            0 => 12,
+            EPERM => 0,
+            _ => 13,
+        }
+    });
+    drop(held);
+    assert_eq!(
+        outcome, 0,
+        "10: not allowed while named; 11: unlink failed; 12: ran once unlinked; 13: other errno"
+    );
+    let r = exec_verdict(&agent, |r| field(r, "reason") == "restricted");
+    assert_eq!(r["target"]["path"], format!("{gone} (deleted)"), "{r}");
+    assert_eq!(r["errno"], EPERM, "{r}");
+
+    // A quarantine: live state is consulted at every exec.
+    assert_eq!(exec_twice(&workload, &program), [0, 0]);
+    let (code, _, err) = agent.cli(&["quarantine", "exec-cache-policy", "--reason", "exec cache step"]);
+    assert_eq!(code, 0, "quarantine: {err}");
+    assert_eq!(exec_twice(&workload, &program), [EPERM, EPERM], "a quarantined identity executes nothing");
+    let r = exec_verdict(&agent, |r| {
+        field(r, "reason") == "quarantined" && r["target"]["path"] == program.as_str()
+    });
+    assert_eq!(r["errno"], EPERM, "{r}");
+    let (code, _, err) = agent.cli(&["release", "exec-cache-policy"]);
+    assert_eq!(code, 0, "release: {err}");
+    assert_eq!(exec_twice(&workload, &program), [0, 0], "after the release");
+
+    // A new policy set denying the program.
+    dirs.set_policy(&exec_cache_policy(&workload, &format!("    - path: {program}\n      action: deny\n")));
+    agent.reload();
+    agent.wait_record(|r| field(r, "type") == "policy" && r["generation"] == 2);
+    assert_eq!(exec_twice(&workload, &program), [EPERM, EPERM], "after the policy change");
+    let r = exec_verdict(&agent, |r| field(r, "reason") == "rule" && r["target"]["path"] == program.as_str());
+    assert_eq!(r["rule"], "exec[2]");
 }
