@@ -10,7 +10,7 @@ use enforcer_common::verdict::restrict;
 use crate::{
     daemon::live::{GrantTarget, LiveState},
     policy::{
-        evaluate::{Explanation, Request, evaluate},
+        evaluate::{Explanation, Request, evaluate, exec_rules, program_read},
         model::{Access, Protocol},
         net::{self, cidr},
         validate::{Valid, normalise},
@@ -34,11 +34,18 @@ pub fn explain(
     };
     match request {
         Request::Exec { path } => {
+            // As the kernel judges an exec: its own open of the program is a read, judged
+            // (revoked credential, quarantine, policy, grant) first; a read not allowed
+            // decides.
+            let read = explain(live, policy, &program_read(path), now_unix_ns)?;
+            if read.decision != "allow" {
+                return Ok(read);
+            }
             if quarantined & restrict::EXEC != 0 {
                 return Ok(quarantine("exec"));
             }
             let path = normalise(path)?;
-            let judged = evaluate(policy, request)?;
+            let judged = exec_rules(policy, &path)?;
             let grant =
                 live_grants().find(|g| matches!(&g.target, GrantTarget::Exec { path: p } if *p == path));
             Ok(granted(judged, grant.map(|g| g.id)))
@@ -182,6 +189,8 @@ mod tests {
         // A revoked credential and a quarantine deny even in audit mode, grants or not.
         live.revoke("/secret", "leaked", 0, "t".into()).unwrap();
         assert_eq!(answer(&live, &read), s("deny", "credential[1]"));
+        // Running a program reads it: a revoked credential cannot be run either.
+        assert_eq!(answer(&live, &Request::Exec { path: "/secret".into() }), s("deny", "credential[1]"));
         live.quarantines.insert(
             "p".into(),
             crate::daemon::live::QuarantineEntry { reason: "r".into(), uid: 0, since: "t".into() },

@@ -31,6 +31,14 @@ pub struct Explanation {
 
 /// Explains `request` for `policy`. Errors name a malformed request (relative path, …).
 pub fn evaluate(policy: &Valid, request: &Request) -> Result<Explanation, String> {
+    if let Request::Exec { path } = request {
+        // As the kernel judges an exec: its own open of the program is a read, judged by
+        // the file rules first; a read not allowed decides.
+        let read = evaluate(policy, &program_read(path))?;
+        if read.decision != "allow" {
+            return Ok(read);
+        }
+    }
     let (action, rule, because) = match request {
         Request::Exec { path } => {
             let path = normalise(path)?;
@@ -63,13 +71,30 @@ pub fn evaluate(policy: &Valid, request: &Request) -> Result<Explanation, String
         }
         Request::Connect { address, port, protocol } => decide_net(policy, *address, *port, *protocol),
     };
+    Ok(explained(policy, action, rule, because))
+}
+
+fn explained(policy: &Valid, action: Action, rule: String, because: String) -> Explanation {
     let decision = match (action, policy.mode) {
         (Action::Allow, _) => "allow",
         (Action::Deny, Mode::Enforce) => "deny",
         (Action::Deny | Action::Approve, Mode::Audit) => "audit",
         (Action::Approve, Mode::Enforce) => "pending",
     };
-    Ok(Explanation { decision: decision.to_owned(), rule, because })
+    Explanation { decision: decision.to_owned(), rule, because }
+}
+
+/// The read of the program at `path` that the kernel's own open for `execve` asks for.
+#[must_use]
+pub fn program_read(path: &str) -> Request {
+    Request::File { path: path.to_owned(), access: vec![Access::Read] }
+}
+
+/// [`evaluate`] of an exec by the exec rules alone, its program's read left aside.
+pub fn exec_rules(policy: &Valid, path: &str) -> Result<Explanation, String> {
+    let path = normalise(path)?;
+    let (action, rule, because) = decide_path(&policy.exec, &path, |_| true, policy.defaults.exec, "exec");
+    Ok(explained(policy, action, rule, because))
 }
 
 fn covers(rule: &PathRuleSpec, path: &str) -> bool {
@@ -180,6 +205,9 @@ spec:
     fn exec_and_file_follow_most_specific_rule() {
         assert_eq!(check(&Request::Exec { path: "/opt/tools/sh".into() }), s("deny", "exec[0]"));
         assert_eq!(check(&Request::Exec { path: "/opt/toolsx".into() }), s("allow", "default"));
+        // Running a program reads it: a program whose reading is denied is refused.
+        assert_eq!(check(&Request::Exec { path: "/etc/tool".into() }), s("deny", "file[1]"));
+        assert_eq!(check(&Request::Exec { path: "/etc/app/tool".into() }), s("allow", "default"));
         let file = |path: &str, access: Vec<Access>| Request::File { path: path.into(), access };
         assert_eq!(check(&file("/etc/app/x", vec![Access::Read])), s("allow", "file[0]"));
         assert_eq!(check(&file("/etc/app/x", vec![Access::Write])), s("deny", "file[1]"));

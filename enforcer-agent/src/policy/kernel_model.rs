@@ -21,8 +21,16 @@ pub fn decide(set: &CompiledSet, identity: u32, request: &Request) -> (String, S
     let config = set.identities.iter().find(|(id, _)| *id == identity).expect("identity in the set").1;
     let (judged, resource) = match request {
         Request::Exec { path } => {
-            let found = scan(set, identity, path, path_kind::EXEC_EXACT, path_kind::EXEC_DIR);
-            (from_rule(found.0, config.exec_default), "exec")
+            // `lsm.rs::file_open`: the kernel's own open of the program is judged as a read
+            // before `bprm_check_security` judges the exec.
+            let (read, _) = scan(set, identity, path, path_kind::FILE_EXACT, path_kind::FILE_DIR);
+            let read = from_rule(read, config.file_default);
+            if read.0 == action::ALLOW {
+                let found = scan(set, identity, path, path_kind::EXEC_EXACT, path_kind::EXEC_DIR);
+                (from_rule(found.0, config.exec_default), "exec")
+            } else {
+                (read, "file")
+            }
         }
         Request::File { path, access } => {
             let (read, write) = scan(set, identity, path, path_kind::FILE_EXACT, path_kind::FILE_DIR);
