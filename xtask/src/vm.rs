@@ -91,6 +91,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
 }
 
 #[derive(Default)]
+#[expect(clippy::struct_excessive_bools, reason = "independent findings about one guest run")]
 struct Summary {
     series: &'static str,
     release: Option<String>,
@@ -110,6 +111,9 @@ struct Summary {
     /// set-up). An emulator fault, not a result of the code under test: worth one more
     /// boot, wherever it happened.
     patch_trap: bool,
+    /// The guest's kernel reported a CPU stuck for [`WEDGED`] or longer (see
+    /// [`Ending::Wedged`]): worth one more boot, wherever it happened.
+    wedged: bool,
 }
 
 /// How a guest run ended.
@@ -121,6 +125,24 @@ pub enum Ending {
     /// The guest's init printed nothing within [`BOOT_STALL`] (the kernel hung while
     /// booting) and QEMU was killed.
     Stalled,
+    /// The guest's kernel reported a CPU stuck in the kernel (a soft lockup) for
+    /// [`WEDGED`] or longer, and QEMU was killed. Under multi-threaded TCG on a busy host
+    /// a vCPU can stop taking its timer interrupts for minutes (the kernel then also
+    /// reports RCU's timer wakeups not happening on that CPU), and a CPU waiting for it
+    /// (a text-patching sync, a cross-CPU call) is stuck meanwhile; such stalls were seen
+    /// to last 300 s and end on their own, and one outlasted the guest's whole budget.
+    Wedged,
+}
+
+/// How long a CPU may be reported stuck before the guest counts as wedged: past the
+/// stalls seen to end on their own.
+const WEDGED: Duration = Duration::from_secs(420);
+
+/// The seconds in a kernel's `watchdog: BUG: soft lockup - CPU#1 stuck for 630s!`.
+fn stuck_seconds(line: &str) -> Option<u64> {
+    let (_, rest) = line.split_once("soft lockup - CPU#")?;
+    let (_, rest) = rest.split_once(" stuck for ")?;
+    rest.split_once("s!")?.0.parse().ok()
 }
 
 /// How long a guest may take to reach its init: under TCG a kernel boots in well under a
@@ -180,6 +202,10 @@ pub fn qemu(
                 writeln!(log, "{line}")?;
                 booted |= line.contains(MARK);
                 on_line(&line);
+                if stuck_seconds(&line).is_some_and(|s| s >= WEDGED.as_secs()) {
+                    let _ = child.kill();
+                    break Ending::Wedged;
+                }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break Ending::Exited,
@@ -222,6 +248,7 @@ pub fn guest(
     match ending {
         Ending::TimedOut => bail!("the {name} VM did not finish within 15 minutes (see {})", log.display()),
         Ending::Stalled => bail!("the {name} VM hung while booting (see {})", log.display()),
+        Ending::Wedged => bail!("the {name} VM had a CPU stuck for minutes (see {})", log.display()),
         Ending::Exited => {}
     }
     if !finished {
@@ -260,16 +287,17 @@ fn seconds_reported(word: &str) -> Option<f64> {
 
 fn boot(kernel: &Kernel, initrd: &Path, options: &Options) -> anyhow::Result<Summary> {
     let summary = boot_once(kernel, initrd, options)?;
-    if !summary.early_panic && !summary.stalled && !summary.patch_trap {
+    if !summary.early_panic && !summary.stalled && !summary.patch_trap && !summary.wedged {
         return Ok(summary);
     }
     // Multi-threaded TCG occasionally crashes or hangs a guest while it boots, before any
     // test ran, or traps on the kernel's own text patching; that says nothing about the
     // code under test, so the kernel gets one more boot (all of its tests run again).
     println!(
-        "kernel {}: the guest panicked or hung before the first test, or trapped on kernel text \
-         patching (emulator fault); booting it once more",
-        kernel.series
+        "kernel {}: the guest panicked or hung before the first test, trapped on kernel text \
+         patching, or had a CPU stuck for {} s or more (emulator faults); booting it once more",
+        kernel.series,
+        WEDGED.as_secs()
     );
     boot_once(kernel, initrd, options)
 }
@@ -298,6 +326,14 @@ fn boot_once(kernel: &Kernel, initrd: &Path, options: &Options) -> anyhow::Resul
             console.summary.problems.push(format!(
                 "hung while booting: no output from init within {} s (see {})",
                 BOOT_STALL.as_secs(),
+                log_path.display()
+            ));
+        }
+        Ending::Wedged => {
+            console.summary.wedged = true;
+            console.summary.problems.push(format!(
+                "a CPU was stuck in the guest's kernel for {} s or more (see {})",
+                WEDGED.as_secs(),
                 log_path.display()
             ));
         }
@@ -614,6 +650,13 @@ mod tests {
             console.feed(line);
         }
         console.finish("log").0
+    }
+
+    #[test]
+    fn a_soft_lockup_line_gives_its_seconds() {
+        let line = "[ 1872.689323] watchdog: BUG: soft lockup - CPU#1 stuck for 630s! [enforcer:1330]";
+        assert_eq!(stuck_seconds(line), Some(630));
+        assert_eq!(stuck_seconds("[ 1217.8] rcu: INFO: rcu_preempt self-detected stall on CPU"), None);
     }
 
     #[test]
