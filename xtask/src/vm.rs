@@ -161,7 +161,24 @@ pub fn qemu(
 ) -> anyhow::Result<Ending> {
     let mut log = fs::File::create(log_path).with_context(|| format!("creating {}", log_path.display()))?;
     let mut child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-cpu", "max", "-m", "1G", "-smp", "2", "-nographic", "-no-reboot"])
+        // One host thread runs both vCPUs in turn (`thread=single`). With a thread per
+        // vCPU, two guests on a two-CPU host have four busy threads: a descheduled vCPU
+        // stops taking its timer interrupts for minutes (soft lockups on the other one,
+        // waiting for it), and one vCPU can run an instruction another is half-way
+        // through patching (`Oops: int3`). Neither can happen with one thread, and a
+        // guest spends little time running two CPUs at once anyway.
+        .args([
+            "-accel",
+            "tcg,thread=single",
+            "-cpu",
+            "max",
+            "-m",
+            "1G",
+            "-smp",
+            "2",
+            "-nographic",
+            "-no-reboot",
+        ])
         .arg("-kernel")
         .arg(&kernel.vmlinuz)
         .arg("-initrd")
