@@ -42,8 +42,20 @@ enum Command {
     Image(image::Options),
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+/// A failure prints its chain of causes and nothing else: a backtrace of the task runner
+/// would push the run's own summary out of a log's tail.
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse().command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Ci => ci::run(),
         Command::Demo => demo::run(),
         Command::Bench { kernel, only } => bench::run(&kernel, only),

@@ -80,6 +80,11 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         failed += s.failed.len();
         problems.extend(s.problems.iter().map(|p| format!("kernel {}: {p}", s.series)));
     }
+    for s in &summaries {
+        for cause in &s.causes {
+            println!("failed on {}: {cause}", s.series);
+        }
+    }
     for problem in &problems {
         println!("error: {problem}");
     }
@@ -99,6 +104,9 @@ struct Summary {
     failed: Vec<String>,
     skipped: Vec<String>,
     problems: Vec<String>,
+    /// `NAME: where it panicked: the message`, for each failed test: repeated at the very
+    /// end of the run, where a log's tail shows it.
+    causes: Vec<String>,
     /// Seconds each finished test took, as the test binary reported it.
     seconds: Vec<(String, f64)>,
     /// The guest kernel panicked before any test binary started (worth one more boot).
@@ -502,8 +510,19 @@ impl Console {
         for binary in &self.binaries {
             summary.problems.extend(binary.problems());
         }
+        summary.causes = summary.failed.iter().map(|name| failure_cause(&self.test_output, name)).collect();
         (self.summary, self.test_output)
     }
+}
+
+/// `NAME: tests/x.rs:12:5: the message` from libtest's `thread 'NAME' panicked at
+/// tests/x.rs:12:5:` and the line after it, or just `NAME` without such a line.
+fn failure_cause(output: &str, name: &str) -> String {
+    let header = format!("thread '{name}' panicked at ");
+    let mut lines = output.lines().skip_while(|line| !line.starts_with(&header));
+    let Some(at) = lines.next() else { return name.to_owned() };
+    let message = lines.next().unwrap_or_default();
+    format!("{name}: {} {message}", &at[header.len()..])
 }
 
 impl Binary {
@@ -674,6 +693,26 @@ mod tests {
         let line = "[ 1872.689323] watchdog: BUG: soft lockup - CPU#1 stuck for 630s! [enforcer:1330]";
         assert_eq!(stuck_seconds(line), Some(630));
         assert_eq!(stuck_seconds("[ 1217.8] rcu: INFO: rcu_preempt self-detected stall on CPU"), None);
+    }
+
+    #[test]
+    fn a_failed_test_names_where_it_panicked() {
+        let s = read(&[
+            "ENFORCER-VM lsm=bpf",
+            "ENFORCER-VM running /tests/agent-0123",
+            "running 2 tests",
+            "test a ... ok",
+            "test b ... FAILED",
+            "failures:",
+            "---- b stdout ----",
+            "thread 'b' panicked at tests/tests/x.rs:12:5:",
+            "assertion `left == right` failed: the second open",
+            "test result: FAILED. 1 passed; 1 failed",
+            "ENFORCER-VM exit 101",
+            "ENFORCER-VM done",
+        ]);
+        assert_eq!(s.causes, ["b: tests/tests/x.rs:12:5: assertion `left == right` failed: the second open"]);
+        assert_eq!(failure_cause("", "c"), "c");
     }
 
     #[test]
