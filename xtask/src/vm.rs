@@ -122,6 +122,30 @@ struct Summary {
     /// The guest's kernel reported a CPU stuck for [`WEDGED`] or longer (see
     /// [`Ending::Wedged`]): worth one more boot, wherever it happened.
     wedged: bool,
+    /// The guest printed its last marker (`ENFORCER-VM done`).
+    finished: bool,
+    /// Test files whose binary ran to its end with every test passed, and nothing amiss.
+    completed: Vec<Completed>,
+    /// Test files started but not completed (a failure, a problem, or cut short).
+    unclean: usize,
+}
+
+/// A test file whose binary passed in full: its results stand if the guest is booted again.
+struct Completed {
+    /// The file's name (`open_cache` for `/tests/open_cache-0123…`).
+    file: String,
+    passed: Vec<String>,
+    seconds: Vec<(String, f64)>,
+}
+
+impl Summary {
+    /// Adds the results of test files completed in earlier boots of the same kernel.
+    fn absorb(&mut self, earlier: impl IntoIterator<Item = Completed>) {
+        for completed in earlier {
+            self.passed.extend(completed.passed);
+            self.seconds.extend(completed.seconds);
+        }
+    }
 }
 
 /// How a guest run ended.
@@ -310,27 +334,57 @@ fn seconds_reported(word: &str) -> Option<f64> {
     word.strip_prefix('<')?.strip_suffix("s>")?.parse().ok()
 }
 
+/// How many more boots a guest gets after emulator faults.
+const REBOOTS: usize = 2;
+
 fn boot(kernel: &Kernel, initrd: &Path, options: &Options) -> anyhow::Result<Summary> {
-    let summary = boot_once(kernel, initrd, options)?;
-    if !summary.early_panic && !summary.stalled && !summary.patch_trap && !summary.wedged {
-        return Ok(summary);
+    let mut carried: Vec<Completed> = Vec::new();
+    for attempt in 0.. {
+        let mut summary = boot_once(kernel, initrd, options, attempt, &carried)?;
+        let faulted = summary.early_panic || summary.stalled || summary.patch_trap || summary.wedged;
+        let nothing_left = summary.finished && summary.unclean == 0;
+        if !faulted || attempt == REBOOTS || nothing_left {
+            summary.absorb(carried);
+            return Ok(summary);
+        }
+        let finished_here = std::mem::take(&mut summary.completed);
+        // TCG occasionally crashes or hangs a guest while it boots, traps on the kernel's
+        // own text patching, or leaves a CPU stuck: that says nothing about the code under
+        // test. The kernel is booted again, and runs the test files that did not finish
+        // cleanly; those that did keep their results.
+        carried.extend(finished_here);
+        println!(
+            "kernel {}: the guest panicked or hung before the first test, trapped on kernel text \
+             patching, or had a CPU stuck for {} s or more (emulator faults); booting it again \
+             for the test files that did not finish ({} did: {})",
+            kernel.series,
+            WEDGED.as_secs(),
+            carried.len(),
+            carried.iter().map(|c| c.file.as_str()).collect::<Vec<_>>().join(", ")
+        );
     }
-    // Multi-threaded TCG occasionally crashes or hangs a guest while it boots, before any
-    // test ran, or traps on the kernel's own text patching; that says nothing about the
-    // code under test, so the kernel gets one more boot (all of its tests run again).
-    println!(
-        "kernel {}: the guest panicked or hung before the first test, trapped on kernel text \
-         patching, or had a CPU stuck for {} s or more (emulator faults); booting it once more",
-        kernel.series,
-        WEDGED.as_secs()
-    );
-    boot_once(kernel, initrd, options)
+    unreachable!("the loop returns by its last attempt")
 }
 
-fn boot_once(kernel: &Kernel, initrd: &Path, options: &Options) -> anyhow::Result<Summary> {
-    let log_path = workspace_root().join(format!("target/vm/{}.log", kernel.series));
+fn boot_once(
+    kernel: &Kernel,
+    initrd: &Path,
+    options: &Options,
+    attempt: usize,
+    done: &[Completed],
+) -> anyhow::Result<Summary> {
+    let log_path = workspace_root().join(if attempt == 0 {
+        format!("target/vm/{}.log", kernel.series)
+    } else {
+        format!("target/vm/{}.boot{}.log", kernel.series, attempt + 1)
+    });
     eprintln!("vm-test: booting {} ({})", kernel.series, kernel.package);
-    let append = options.filter.as_ref().map(|f| format!("enforcer.filter={f}")).unwrap_or_default();
+    let mut words: Vec<String> = options.filter.iter().map(|f| format!("enforcer.filter={f}")).collect();
+    if !done.is_empty() {
+        let files: Vec<&str> = done.iter().map(|c| c.file.as_str()).collect();
+        words.push(format!("enforcer.done={}", files.join(",")));
+    }
+    let append = words.join(" ");
     let mut console =
         Console { summary: Summary { series: kernel.series, ..Summary::default() }, ..Console::default() };
     let verbose = std::env::var_os("ENFORCER_VM_VERBOSE").is_some();
@@ -401,6 +455,11 @@ struct Binary {
     summarised: bool,
     /// Exit status reported by /init.
     status: Option<i32>,
+    /// Tests that passed, with their times where reported.
+    passed: Vec<String>,
+    seconds: Vec<(String, f64)>,
+    /// A test failed or was skipped.
+    bad: bool,
 }
 
 impl Console {
@@ -455,6 +514,12 @@ impl Console {
             if let Some(binary) = self.binaries.last_mut() {
                 if known {
                     binary.reported += 1;
+                    if verdict == "ok" {
+                        binary.passed.push(name.clone());
+                        binary.seconds.extend(summary.seconds.last().filter(|(n, _)| *n == name).cloned());
+                    } else {
+                        binary.bad = true;
+                    }
                 } else {
                     binary.unfinished.push(name);
                 }
@@ -507,8 +572,17 @@ impl Console {
         if self.finished && summary.passed.is_empty() && summary.failed.is_empty() {
             summary.problems.push("no test ran (does the filter match any test?)".to_owned());
         }
-        for binary in &self.binaries {
-            summary.problems.extend(binary.problems());
+        summary.finished = self.finished;
+        for binary in self.binaries {
+            let problems = binary.problems();
+            if problems.is_empty() && !binary.bad {
+                let file =
+                    binary.name.rsplit_once('-').map_or(binary.name.as_str(), |(file, _)| file).to_owned();
+                summary.completed.push(Completed { file, passed: binary.passed, seconds: binary.seconds });
+            } else {
+                summary.unclean += 1;
+            }
+            summary.problems.extend(problems);
         }
         summary.causes = summary.failed.iter().map(|name| failure_cause(&self.test_output, name)).collect();
         (self.summary, self.test_output)
@@ -574,8 +648,13 @@ echo "ENFORCER-VM lsm=$(cat /sys/kernel/security/lsm)"
 /// The test guest: runs every test binary, then powers off.
 const INIT_TESTS: &str = r#"
 filter=""
+done=""
 for word in $(cat /proc/cmdline); do
-  case "$word" in enforcer.filter=*) filter="${word#enforcer.filter=}" ;; esac
+  case "$word" in
+    enforcer.filter=*) filter="${word#enforcer.filter=}" ;;
+    # Test files that passed in an earlier boot of this kernel (`a,b`).
+    enforcer.done=*) done=",${word#enforcer.done=}," ;;
+  esac
 done
 export ENFORCER_BIN=/bin/enforcer RUST_BACKTRACE=1
 # One cgroup with the cpuset controller, alive for the whole boot: the kernel's cpuset
@@ -585,6 +664,8 @@ export ENFORCER_BIN=/bin/enforcer RUST_BACKTRACE=1
 echo +cpuset > /sys/fs/cgroup/cgroup.subtree_control
 mkdir -p /sys/fs/cgroup/vm-cpuset-pin
 for t in /tests/*; do
+  file="$(basename "$t")"
+  case "$done" in *",${file%-*},"*) continue ;; esac
   echo "ENFORCER-VM running $t"
   # A filter naming a test file (e.g. `integrity`) runs all of that file's tests.
   case "$(basename "$t")" in "$filter"-*) only="" ;; *) only="$filter" ;; esac
@@ -713,6 +794,46 @@ mod tests {
         ]);
         assert_eq!(s.causes, ["b: tests/tests/x.rs:12:5: assertion `left == right` failed: the second open"]);
         assert_eq!(failure_cause("", "c"), "c");
+    }
+
+    #[test]
+    fn a_test_file_that_passed_in_full_keeps_its_results_for_another_boot() {
+        let mut s = read(&[
+            "ENFORCER-VM lsm=bpf",
+            "ENFORCER-VM running /tests/agent-0123",
+            "running 2 tests",
+            "test a ... ok <1.5s>",
+            "test b ... ok <2.0s>",
+            "test result: ok. 2 passed; 0 failed",
+            "ENFORCER-VM exit 0",
+            "ENFORCER-VM running /tests/open_cache-4567",
+            "running 2 tests",
+            "test c ... ok <3.0s>",
+            "test d ... ",
+            "[ 900.1] Oops: int3",
+        ]);
+        assert!(s.patch_trap && !s.finished);
+        assert_eq!(s.unclean, 1);
+        let completed = std::mem::take(&mut s.completed);
+        assert_eq!(completed.len(), 1);
+        assert_eq!(completed[0].file, "agent");
+        assert_eq!(completed[0].passed, ["a", "b"]);
+        assert_eq!(completed[0].seconds, [("a".to_owned(), 1.5), ("b".to_owned(), 2.0)]);
+        // The next boot runs only open_cache; its summary takes in agent's results.
+        let mut next = read(&[
+            "ENFORCER-VM lsm=bpf",
+            "ENFORCER-VM running /tests/open_cache-4567",
+            "running 2 tests",
+            "test c ... ok <3.0s>",
+            "test d ... ok <1.0s>",
+            "test result: ok. 2 passed; 0 failed",
+            "ENFORCER-VM exit 0",
+            "ENFORCER-VM done",
+        ]);
+        assert!(next.problems.is_empty(), "{:?}", next.problems);
+        next.absorb(completed);
+        assert_eq!(next.passed, ["c", "d", "a", "b"]);
+        assert_eq!(next.seconds.len(), 4);
     }
 
     #[test]
