@@ -159,10 +159,7 @@ async fn apply(
     // policies), which reads many times faster than YAML; anything else is YAML.
     let json = headers.get(header::CONTENT_TYPE).is_some_and(|v| v == "application/json");
     let docs = if json {
-        let de = &mut serde_json::Deserializer::from_str(&body);
-        serde_path_to_error::deserialize::<_, Vec<Policy>>(de).map_err(|e| {
-            Reject::new(StatusCode::BAD_REQUEST, format!("request body: {}: {}", e.path(), e.inner()))
-        })?
+        policies_from_json(&body).map_err(|message| Reject::new(StatusCode::BAD_REQUEST, message))?
     } else {
         validate::parse("request body", &body)
             .map_err(|e| Reject::new(StatusCode::BAD_REQUEST, e.to_string()))?
@@ -173,6 +170,18 @@ async fn apply(
     let (dry_run, diff, uid) = (flag(&query, "dryRun"), flag(&query, "diff"), caller.uid);
     let result = call(&h, |reply| Command::Apply { docs, dry_run, diff, uid, reply }).await?;
     result.map(Json).map_err(|message| Reject::new(StatusCode::BAD_REQUEST, message))
+}
+
+/// A JSON list of policies. Read without tracking where the reader is (a third of the
+/// time for 10,000 rules); a body that fails is read again with it, to name the field.
+fn policies_from_json(body: &str) -> Result<Vec<Policy>, String> {
+    serde_json::from_str(body).map_err(|first| {
+        let de = &mut serde_json::Deserializer::from_str(body);
+        match serde_path_to_error::deserialize::<_, Vec<Policy>>(de) {
+            Err(e) => format!("request body: {}: {}", e.path(), e.inner()),
+            Ok(_) => format!("request body: {first}"),
+        }
+    })
 }
 
 async fn delete_policy(
@@ -321,4 +330,22 @@ async fn container(
         }
     }
     Err(unavailable(format!("pod {}/{} is not known to the agent", start.namespace, start.pod)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_json_body_that_fails_names_the_field() {
+        let body = r#"[{"apiVersion":"enforcer.dev/v1","kind":"Policy","metadata":{"name":"a"},
+            "spec":{"selector":{"cgroupPath":"/a"},"network":[{"cidr":"10.0.0.0/8","action":"sideways"}]}}]"#;
+        let message = policies_from_json(body).unwrap_err();
+        assert!(
+            message.starts_with("request body: [0].spec.network[0].action: unknown variant"),
+            "{message}"
+        );
+        let good = body.replace("sideways", "deny");
+        assert_eq!(policies_from_json(&good).expect("a valid body")[0].spec.network.len(), 1);
+    }
 }

@@ -227,9 +227,10 @@ pub fn validate(policy: &Policy) -> Result<Valid, PolicyError> {
     }
     let mut network = Vec::new();
     for (i, rule) in policy.spec.network.iter().enumerate() {
-        let field = format!("spec.network[{i}]");
-        let (addr, prefix_len) = cidr(&rule.cidr).map_err(|p| err(&format!("{field}.cidr"), p))?;
-        let (port_lo, port_hi) = ports(rule.ports.as_ref()).map_err(|p| err(&format!("{field}.ports"), p))?;
+        // Named only on error: a set can hold tens of thousands of these rules.
+        let field = |part: &str| format!("spec.network[{i}].{part}");
+        let (addr, prefix_len) = cidr(&rule.cidr).map_err(|p| err(&field("cidr"), p))?;
+        let (port_lo, port_hi) = ports(rule.ports.as_ref()).map_err(|p| err(&field("ports"), p))?;
         network.push(NetRuleSpec {
             index: index(i),
             addr,
