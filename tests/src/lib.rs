@@ -73,11 +73,36 @@ pub fn run_in(cgroup: Option<&TestCgroup>, f: impl FnOnce() -> i32) -> i32 {
     run_in_dir(cgroup.map(|c| c.path.as_path()), f)
 }
 
+/// Held while this process forks or spawns a child. A command's pipes are close-on-exec,
+/// but a child forked by [`run_in`] never execs: forked while another thread spawned a
+/// command, it would keep that command's pipe ends open, and whoever waits for the
+/// command's output (the end of the pipes) would wait for that child to exit too.
+static FORKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn forking() -> std::sync::MutexGuard<'static, ()> {
+    FORKING.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Spawns `command` under [`FORKING`].
+pub fn spawn(command: &mut std::process::Command) -> std::io::Result<std::process::Child> {
+    let _forking = forking();
+    command.spawn()
+}
+
+/// `command.output()`, spawned under [`FORKING`].
+pub fn output(command: &mut std::process::Command) -> std::io::Result<std::process::Output> {
+    use std::process::Stdio;
+    spawn(command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()))?.wait_with_output()
+}
+
 /// [`run_in`] for a cgroup given by its directory.
 pub fn run_in_dir(cgroup: Option<&Path>, f: impl FnOnce() -> i32) -> i32 {
-    // SAFETY: the tests run single-threaded (--test-threads=1 in the VM); the child only
-    // writes a file, runs `f` and exits.
+    let forking = forking();
+    // SAFETY: the child only writes a file, runs `f` and exits; other threads of the test
+    // may run meanwhile, but none is spawning (see `FORKING`).
     let pid = unsafe { libc::fork() };
+    // In the child too: its copy of the lock, released by its only thread.
+    drop(forking);
     assert!(pid >= 0, "fork failed: {}", std::io::Error::last_os_error());
     if pid == 0 {
         if let Some(cgroup) = cgroup
@@ -272,7 +297,8 @@ impl Agent {
 
     fn spawn(dirs: &AgentDirs, args: &[&str]) -> Self {
         use std::io::BufRead as _;
-        let mut child = std::process::Command::new(agent_binary())
+        let mut command = std::process::Command::new(agent_binary());
+        command
             .arg("agent")
             .arg("--state-dir")
             .arg(&dirs.state_dir)
@@ -291,9 +317,8 @@ impl Agent {
             .args(args)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("starting the enforcer agent");
+            .stderr(std::process::Stdio::piped());
+        let mut child = spawn(&mut command).expect("starting the enforcer agent");
         let stderr = child.stderr.take().expect("piped stderr");
         let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -452,7 +477,7 @@ pub fn cli_as(socket: &Path, uid: Option<u32>, args: &[&str]) -> (i32, String, S
     if let Some(uid) = uid {
         command.uid(uid).gid(uid);
     }
-    let output = command.output().expect("running the enforcer CLI");
+    let output = output(&mut command).expect("running the enforcer CLI");
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),
