@@ -161,13 +161,13 @@ pub enum Ending {
     /// [`WEDGED`] or longer, and QEMU was killed. Under multi-threaded TCG on a busy host
     /// a vCPU can stop taking its timer interrupts for minutes (the kernel then also
     /// reports RCU's timer wakeups not happening on that CPU), and a CPU waiting for it
-    /// (a text-patching sync, a cross-CPU call) is stuck meanwhile; such stalls were seen
-    /// to last 300 s and end on their own, and one outlasted the guest's whole budget.
+    /// (a text-patching sync, a cross-CPU call) is stuck meanwhile; one such stall
+    /// outlasted the guest's whole budget.
     Wedged,
 }
 
-/// How long a CPU may be reported stuck before the guest counts as wedged: past the
-/// stalls seen to end on their own.
+/// How long a CPU may be reported stuck before the guest counts as wedged: the kernel
+/// reports a soft lockup from 20 s on, and a report of minutes is no passing hiccup.
 const WEDGED: Duration = Duration::from_secs(420);
 
 /// The seconds in a kernel's `watchdog: BUG: soft lockup - CPU#1 stuck for 630s!`.
