@@ -589,14 +589,17 @@ impl Console {
     }
 }
 
-/// `NAME: tests/x.rs:12:5: the message` from libtest's `thread 'NAME' panicked at
-/// tests/x.rs:12:5:` and the line after it, or just `NAME` without such a line.
+/// `NAME: tests/x.rs:12:5: the message` from libtest's `thread 'NAME' (123) panicked at
+/// tests/x.rs:12:5:` (the thread id only in newer toolchains) and the line after it, or
+/// just `NAME` without such a line.
 fn failure_cause(output: &str, name: &str) -> String {
-    let header = format!("thread '{name}' panicked at ");
-    let mut lines = output.lines().skip_while(|line| !line.starts_with(&header));
-    let Some(at) = lines.next() else { return name.to_owned() };
+    const PANICKED: &str = " panicked at ";
+    let thread = format!("thread '{name}'");
+    let mut lines = output.lines().skip_while(|line| !(line.starts_with(&thread) && line.contains(PANICKED)));
+    let Some(header) = lines.next() else { return name.to_owned() };
+    let at = header.split_once(PANICKED).map_or("", |(_, at)| at);
     let message = lines.next().unwrap_or_default();
-    format!("{name}: {} {message}", &at[header.len()..])
+    format!("{name}: {at} {message}")
 }
 
 impl Binary {
@@ -794,6 +797,8 @@ mod tests {
         ]);
         assert_eq!(s.causes, ["b: tests/tests/x.rs:12:5: assertion `left == right` failed: the second open"]);
         assert_eq!(failure_cause("", "c"), "c");
+        let output = "thread 'c' (172) panicked at tests/tests/y.rs:3:9:\nround 2\n";
+        assert_eq!(failure_cause(output, "c"), "c: tests/tests/y.rs:3:9: round 2");
     }
 
     #[test]
