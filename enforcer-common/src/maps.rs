@@ -111,8 +111,13 @@ pub const OPEN_CACHE: &str = "OPEN_CACHE";
 /// is never trusted for another one allocated at the same address with the same name.
 pub const DENTRY_EPOCHS: &str = "DENTRY_EPOCHS";
 
+/// `PerCpuArray<[u64; 4]>`, one entry: where the open cache's lookup turns the kernel
+/// pointers of its key into numbers (a store and a load, where a helper read costs a
+/// function call).
+pub const NUMBERS: &str = "NUMBERS";
+
 /// Every map the kernel object must define.
-pub const ALL: [&str; 32] = [
+pub const ALL: [&str; 33] = [
     ACTIVE,
     SLOT_GENERATION,
     CGROUP_BINDINGS,
@@ -145,6 +150,7 @@ pub const ALL: [&str; 32] = [
     TASK_MOVES,
     OPEN_CACHE,
     DENTRY_EPOCHS,
+    NUMBERS,
 ];
 
 /// Names of the global constants the agent sets at load time: field offsets read from
@@ -181,6 +187,8 @@ pub mod globals {
     pub const OFF_FS_SEQ: &str = "OFF_FS_SEQ";
     /// `fs_struct.root` plus `path.mnt`: the task's root directory (a `struct path`).
     pub const OFF_FS_ROOT_MNT: &str = "OFF_FS_ROOT_MNT";
+    /// `fs_struct.root` plus `path.dentry`.
+    pub const OFF_FS_ROOT_DENTRY: &str = "OFF_FS_ROOT_DENTRY";
     /// `file.f_path` plus `path.mnt`: the file's `struct path` (mount, then dentry).
     pub const OFF_FILE_MNT: &str = "OFF_FILE_MNT";
     /// `dentry.d_name` plus `qstr.hash` / `qstr.len`: the hash and length of its name.

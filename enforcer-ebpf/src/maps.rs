@@ -116,6 +116,11 @@ pub static VERDICT_AGG: LruHashMap<AggKey, AggEntry> = LruHashMap::with_max_entr
 #[map(name = "STATS")]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 
+/// Per-CPU words where the open cache turns kernel pointers into numbers (see
+/// `open_cache::numbers`).
+#[map(name = "NUMBERS")]
+pub static NUMBERS: PerCpuArray<[u64; 4]> = PerCpuArray::with_max_entries(1, 0);
+
 /// Per-CPU path buffer: a 4 KiB path does not fit on the 512-byte BPF stack.
 #[map(name = "SCRATCH")]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);

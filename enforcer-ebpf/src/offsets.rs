@@ -72,6 +72,9 @@ pub static OFF_FS_SEQ: u64 = 0;
 /// `fs_struct.root` plus `path.mnt`: a `struct path` (mount, then dentry).
 #[unsafe(no_mangle)]
 pub static OFF_FS_ROOT_MNT: u64 = 0;
+/// `fs_struct.root` plus `path.dentry`.
+#[unsafe(no_mangle)]
+pub static OFF_FS_ROOT_DENTRY: u64 = 0;
 /// `file.f_path` plus `path.mnt`.
 #[unsafe(no_mangle)]
 pub static OFF_FILE_MNT: u64 = 0;

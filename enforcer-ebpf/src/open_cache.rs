@@ -35,10 +35,10 @@ use enforcer_common::{
 
 use crate::{
     identity::current_task,
-    maps::{DENTRY_EPOCHS, OPEN_CACHE, SLOT_GENERATION},
+    maps::{DENTRY_EPOCHS, NUMBERS, OPEN_CACHE, SLOT_GENERATION},
     offsets::{
         OFF_DENTRY_HASH_PPREV, OFF_DENTRY_NAME_HASH, OFF_DENTRY_NAME_LEN, OFF_FILE_DENTRY, OFF_FILE_MNT,
-        OFF_FS_ROOT_MNT, OFF_FS_SEQ, OFF_TASK_FS, load, offset,
+        OFF_FS_ROOT_DENTRY, OFF_FS_ROOT_MNT, OFF_FS_SEQ, OFF_TASK_FS, load, offset,
     },
     path::Found,
     policy::Subject,
@@ -66,7 +66,7 @@ pub struct Hit {
 /// rewritten meanwhile, see `OpenCacheEntry`).
 #[inline(always)]
 pub fn get(file: *const u8, task: *const u8, identity: u32, kind: u32, slot: u32) -> Option<Hit> {
-    let (key, root) = key_now(file, task, identity, kind, slot)?;
+    let (key, root) = key_now::<true>(file, task, identity, kind, slot)?;
     // The stamp of now first: the helper calls it takes come before the entry's words
     // are read, which then stay in registers (this runs in the small stack frame of
     // `lsm::cached`).
@@ -129,7 +129,7 @@ fn check_of(key: *const OpenCacheKey, words: *const [u64; OPEN_CACHE_WORDS]) -> 
 pub fn stage(staged: *mut OpenStaged, file: *const u8, identity: u32, kind: u32, slot: u32) {
     // SAFETY (all writes): `staged` points into the per-CPU buffer, a map value.
     unsafe { (*staged).valid = 0 };
-    let Some((key, root)) = key_now(file, current_task(), identity, kind, slot) else { return };
+    let Some((key, root)) = key_now::<false>(file, current_task(), identity, kind, slot) else { return };
     let Some(stamp) = stamp(key.name_id, root, slot) else { return };
     unsafe {
         (*staged).stamp = stamp;
@@ -155,7 +155,8 @@ pub fn put(
     if unsafe { (*staged).valid } != 1 {
         return;
     }
-    let Some((key, root)) = key_now(file, current_task(), subject.identity, kind, subject.slot) else {
+    let Some((key, root)) = key_now::<false>(file, current_task(), subject.identity, kind, subject.slot)
+    else {
         return;
     };
     let same = unsafe {
@@ -184,10 +185,16 @@ pub fn put(
 }
 
 /// The key of findings of `kind` for `file` and `identity` under `slot` (the file's
-/// mount and dentry), and the root (mount, dentry) of `task`, the current task. `None` where the cache cannot be used:
-/// the file removed from its directory, or the root unreadable or changing.
+/// mount and dentry), and the root (mount, dentry) of `task`, the current task. `None`
+/// where the cache cannot be used: the file removed from its directory, or the root
+/// unreadable or changing.
+///
+/// The lookup (`BY_STORE`) turns the addresses into numbers through [`NUMBERS`]: a few
+/// loads and stores instead of two helper calls. The full judgement, whose frames already
+/// fill 6.1's stack budget, keeps the helper reads, which need no stack of their own;
+/// both give the same numbers.
 #[inline(always)]
-fn key_now(
+fn key_now<const BY_STORE: bool>(
     file: *const u8,
     task: *const u8,
     identity: u32,
@@ -208,23 +215,46 @@ fn key_now(
         return None;
     }
     let name_id = name_id(dentry);
-    // The addresses are read as numbers (helper reads): the verifier does not let a
-    // pointer it knows as one be hashed into an entry's check.
-    let [mnt, dentry] = path_at(file, &OFF_FILE_MNT)?;
+    if !BY_STORE {
+        // The addresses read as numbers (helper reads): the verifier does not let a
+        // pointer it knows as one be hashed into an entry's check.
+        let [mnt, dentry] = path_at(file, &OFF_FILE_MNT)?;
+        let fs = unsafe { load::<*const u8>(task, &OFF_TASK_FS) };
+        if fs.is_null() {
+            return None;
+        }
+        // The root is read between two reads of its sequence count, as the kernel does:
+        // an odd or moved count is a `chroot` or `pivot_root` under way. Volatile, so
+        // the compiler keeps the reads in this order (x86 keeps loads in order).
+        let before = unsafe { fresh::<u32>(fs, &OFF_FS_SEQ) };
+        let root = path_at(fs, &OFF_FS_ROOT_MNT)?;
+        let after = unsafe { fresh::<u32>(fs, &OFF_FS_SEQ) };
+        if before & 1 != 0 || before != after || mnt == 0 || dentry == 0 || root[0] == 0 || root[1] == 0 {
+            return None;
+        }
+        return Some((
+            OpenCacheKey { mnt, dentry, name_id, who: OpenCacheKey::who(identity, kind, slot) },
+            root,
+        ));
+    }
+    let mnt = unsafe { load::<*const u8>(file, &OFF_FILE_MNT) };
     let fs = unsafe { load::<*const u8>(task, &OFF_TASK_FS) };
     if fs.is_null() {
         return None;
     }
-    // The root is read between two reads of its sequence count, as the kernel does: an
-    // odd or moved count is a `chroot` or `pivot_root` under way. Volatile, so the
-    // compiler keeps the reads in this order (x86 keeps loads in order).
+    // As above, with plain loads.
     let before = unsafe { fresh::<u32>(fs, &OFF_FS_SEQ) };
-    let root = path_at(fs, &OFF_FS_ROOT_MNT)?;
+    let root_mnt = unsafe { fresh::<*const u8>(fs, &OFF_FS_ROOT_MNT) };
+    let root_dentry = unsafe { fresh::<*const u8>(fs, &OFF_FS_ROOT_DENTRY) };
     let after = unsafe { fresh::<u32>(fs, &OFF_FS_SEQ) };
-    if before & 1 != 0 || before != after || mnt == 0 || dentry == 0 || root[0] == 0 || root[1] == 0 {
+    if before & 1 != 0 || before != after || mnt.is_null() || root_mnt.is_null() || root_dentry.is_null() {
         return None;
     }
-    Some((OpenCacheKey { mnt, dentry, name_id, who: OpenCacheKey::who(identity, kind, slot) }, root))
+    let [mnt, dentry, root_mnt, root_dentry] = numbers([mnt, dentry, root_mnt, root_dentry])?;
+    Some((
+        OpenCacheKey { mnt, dentry, name_id, who: OpenCacheKey::who(identity, kind, slot) },
+        [root_mnt, root_dentry],
+    ))
 }
 
 /// The `struct path` at `base + at` (its `mnt`, then its `dentry`) as two numbers, read
@@ -233,6 +263,38 @@ fn key_now(
 fn path_at(base: *const u8, at: &'static u64) -> Option<[u64; 2]> {
     // SAFETY: a checked kernel read; a bad address returns an error, never faults.
     unsafe { bpf_probe_read_kernel(base.add(offset(at)).cast::<[u64; 2]>()) }.ok()
+}
+
+/// `pointers` (kernel pointers, as the verifier knows them) as numbers, which can be
+/// hashed into an entry's check: stored into this CPU's [`NUMBERS`] and loaded back (a
+/// privileged program may store a pointer in a map value, and what it loads from one is
+/// a number). A store and a load each, where a helper read of the kernel's memory costs
+/// a function call. `None` if the map cannot be read, or a program that preempted this
+/// one on this CPU rewrote the words in between: each number must equal its pointer.
+#[inline(always)]
+fn numbers(pointers: [*const u8; 4]) -> Option<[u64; 4]> {
+    let at = NUMBERS.get_ptr_mut(0)?.cast::<u64>();
+    // SAFETY: this CPU's map value of four words; volatile, so each word is stored and
+    // loaded back rather than forwarded.
+    let loaded = unsafe {
+        for (i, pointer) in pointers.iter().enumerate() {
+            core::ptr::write_volatile(at.add(i), *pointer as u64);
+        }
+        [
+            core::ptr::read_volatile(at),
+            core::ptr::read_volatile(at.add(1)),
+            core::ptr::read_volatile(at.add(2)),
+            core::ptr::read_volatile(at.add(3)),
+        ]
+    };
+    // Compared on one copy, returned from another the compiler cannot relate to it: were
+    // it to know a number equal to its pointer, it could hand back the pointer.
+    let numbers = core::hint::black_box(loaded);
+    let same = loaded[0] == pointers[0] as u64
+        && loaded[1] == pointers[1] as u64
+        && loaded[2] == pointers[2] as u64
+        && loaded[3] == pointers[3] as u64;
+    same.then_some(numbers)
 }
 
 /// The [`dentry_name_id`] of `dentry` (BTF-typed). Plain loads of the kernel's own

@@ -312,6 +312,7 @@ fn offsets(btf: &Btf) -> Result<Vec<(&'static str, u64)>, LoadError> {
         (globals::OFF_TASK_FS, member("task_struct", "fs")?),
         (globals::OFF_FS_SEQ, member("fs_struct", "seq")?),
         (globals::OFF_FS_ROOT_MNT, member("fs_struct", "root")? + member("path", "mnt")?),
+        (globals::OFF_FS_ROOT_DENTRY, member("fs_struct", "root")? + member("path", "dentry")?),
         (globals::OFF_FILE_MNT, member("file", "f_path")? + member("path", "mnt")?),
         (globals::OFF_DENTRY_HASH_PPREV, member("dentry", "d_hash")? + member("hlist_bl_node", "pprev")?),
         (globals::OFF_DENTRY_NAME_HASH, member("dentry", "d_name")? + member("qstr", "hash")?),
