@@ -47,8 +47,9 @@ pub fn current_rcu() -> (u64, u64) {
     from_task()
 }
 
-/// [`current_rcu`] without the CPU's task record, for the exec, open and mapping
-/// programs: verified with both ways of finding the caller, `file_open` exceeds the
+/// [`current_rcu`] without the CPU's task record, for the full judgements of the exec,
+/// open and mapping programs (their first look at the caller, `policy::seen`, uses the
+/// record): with both ways of finding the caller there too, `file_open` once exceeded the
 /// verifier's million instructions on 6.12.
 #[inline(always)]
 pub fn from_task() -> (u64, u64) {

@@ -3,8 +3,10 @@
 //!
 //! None is sleepable: `bpf_d_path` is open to every program on a hook the kernel lists as
 //! sleepable (these three are), whether or not the program sleeps, and a non-sleepable
-//! program runs inside RCU, so it reads the caller's cgroup through the task's pointers
-//! (`identity::current_rcu`) instead of the helper. Each access is judged by
+//! program runs inside RCU, so it reads the caller's cgroup from this CPU's task record or
+//! through the task's pointers (`identity::current_rcu`) instead of the helper. An
+//! unmanaged caller is allowed on that and its identity line alone, without looking up
+//! its task. Each access is judged by
 //! the path the kernel shows (`path.rs`) and by the file's identity (`inodes.rs`); where
 //! both find a rule the stricter decides.
 
@@ -50,11 +52,11 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
     if earlier != 0 {
         return policy::pass_on(earlier);
     }
-    let task = identity::current_task();
-    let seen = policy::seen(task);
+    let seen = policy::seen();
     if seen.unmanaged {
         return 0;
     }
+    let task = identity::current_task();
     let bprm: *const u8 = ctx.arg(0);
     // SAFETY: `bprm` is the hook's typed argument and the offset is that of its `file`
     // member, so the verifier treats this load as a (trusted) `struct file *`.
@@ -85,11 +87,11 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     if earlier != 0 {
         return policy::pass_on(earlier);
     }
-    let task = identity::current_task();
-    let seen = policy::seen(task);
+    let seen = policy::seen();
     if seen.unmanaged {
         return 0;
     }
+    let task = identity::current_task();
     let file: *const u8 = ctx.arg(0);
     // SAFETY: the hook's typed argument at the BTF offset of `f_mode`: a load of the
     // kernel's own pointer, which does not fault (one that did would read 0: no mode,
@@ -208,11 +210,11 @@ pub fn mmap_file(ctx: LsmContext) -> i32 {
     if prot & PROT_EXEC == 0 || file.is_null() {
         return 0;
     }
-    let task = identity::current_task();
-    let seen = policy::seen(task);
+    let seen = policy::seen();
     if seen.unmanaged {
         return 0;
     }
+    let task = identity::current_task();
     if let Some(subject) = cacheable(&seen, hook::MMAP_EXEC)
         && cached(file, task, hook::MMAP_EXEC, subject)
     {

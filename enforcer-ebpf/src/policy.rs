@@ -142,11 +142,12 @@ pub struct Seen {
     pub subject: Subject,
 }
 
-/// What this CPU's identity line says of `task`, the current task (BTF-typed). A line is
-/// trusted only under the epoch it was written in, which moves before every flip, so the
-/// answer is the set in force at the moment of these reads.
+/// What this CPU's identity line says of the current task. A line is trusted only under
+/// the epoch it was written in, which moves before every flip, so the answer is the set
+/// in force at the moment of these reads. The caller's cgroup comes from this CPU's task
+/// record where it provably is the caller's (no function call), else from the task.
 #[inline(always)]
-pub fn seen(task: *const u8) -> Seen {
+pub fn seen() -> Seen {
     let mut seen = Seen {
         unmanaged: false,
         managed: false,
@@ -156,7 +157,7 @@ pub fn seen(task: *const u8) -> Seen {
     let Some(slot) = ACTIVE.get(0).copied() else {
         return seen;
     };
-    let (cgroup_id, epoch) = identity::of_task(task);
+    let (cgroup_id, epoch) = identity::current_rcu();
     if let Some(line) = lines::get(cgroup_id, slot, epoch) {
         seen.unmanaged = line.identity == 0;
         seen.managed = line.identity != 0;
