@@ -116,8 +116,13 @@ pub const DENTRY_EPOCHS: &str = "DENTRY_EPOCHS";
 /// function call).
 pub const NUMBERS: &str = "NUMBERS";
 
+/// `Array<u32>`, one entry: non-zero while [`SETUP_TASKS`] may hold an entry. Raised by
+/// the agent before it adds one and lowered only once it finds the table empty (the
+/// programs only ever remove entries), so a hook that reads 0 may skip the lookup.
+pub const SETUP_ANY: &str = "SETUP_ANY";
+
 /// Every map the kernel object must define.
-pub const ALL: [&str; 33] = [
+pub const ALL: [&str; 34] = [
     ACTIVE,
     SLOT_GENERATION,
     CGROUP_BINDINGS,
@@ -151,6 +156,7 @@ pub const ALL: [&str; 33] = [
     OPEN_CACHE,
     DENTRY_EPOCHS,
     NUMBERS,
+    SETUP_ANY,
 ];
 
 /// Names of the global constants the agent sets at load time: field offsets read from

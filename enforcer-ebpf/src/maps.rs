@@ -135,6 +135,10 @@ pub static RUNTIME_TASKS: HashMap<u32, u32> = HashMap::with_max_entries(capacity
 #[map(name = "SETUP_TASKS")]
 pub static SETUP_TASKS: HashMap<u32, u64> = HashMap::with_max_entries(capacity::SETUP_TASKS, 0);
 
+/// Non-zero while [`SETUP_TASKS`] may hold an entry (`enforcer_common::maps::SETUP_ANY`).
+#[map(name = "SETUP_ANY")]
+pub static SETUP_ANY: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Quarantined identities and what their quarantine restricts. Checked before the
 /// policy, on every call, so a quarantine takes effect on the identity's next syscall.
 #[map(name = "QUARANTINE")]

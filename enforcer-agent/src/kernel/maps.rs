@@ -89,6 +89,7 @@ pub struct KernelMaps {
     grants: HashMap<MapData, GrantKey, Grant>,
     net_grants: LpmTrie<MapData, NetGrantKey, NetGrant>,
     setup_tasks: HashMap<MapData, u32, u64>,
+    setup_any: Array<MapData, u32>,
     runtime_tasks: HashMap<MapData, u32, u32>,
     /// What the agent wrote into each slot; `None` once unknown (a write failed part-way).
     /// The maps are created empty at load, so both start known and empty.
@@ -102,7 +103,7 @@ fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, MapsError> {
 impl KernelMaps {
     /// Takes the maps out of a loaded object (the programs keep their own references).
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
-        Ok(Self {
+        let mut maps = Self {
             active: Array::try_from(take(ebpf, names::ACTIVE)?).map_err(err(names::ACTIVE))?,
             generation: Array::try_from(take(ebpf, names::SLOT_GENERATION)?)
                 .map_err(err(names::SLOT_GENERATION))?,
@@ -133,10 +134,17 @@ impl KernelMaps {
             net_grants: LpmTrie::try_from(take(ebpf, names::NET_GRANTS)?).map_err(err(names::NET_GRANTS))?,
             setup_tasks: HashMap::try_from(take(ebpf, names::SETUP_TASKS)?)
                 .map_err(err(names::SETUP_TASKS))?,
+            setup_any: Array::try_from(take(ebpf, names::SETUP_ANY)?).map_err(err(names::SETUP_ANY))?,
             runtime_tasks: HashMap::try_from(take(ebpf, names::RUNTIME_TASKS)?)
                 .map_err(err(names::RUNTIME_TASKS))?,
             held: [Some(SlotContents::default()), Some(SlotContents::default())],
-        })
+        };
+        // Maps handed over by an agent that did not keep the flag: raised while entries
+        // are left (the next prune lowers it once they are gone).
+        if maps.setup_tasks.keys().next().is_some() {
+            maps.setup_any.set(0, &1, 0).map_err(err(names::SETUP_ANY))?;
+        }
+        Ok(maps)
     }
 
     /// Slot of the set in force.
@@ -345,14 +353,21 @@ impl KernelMaps {
 
     /// Exempts container init process `pid` in cgroup `cgroup_id` from the mount
     /// restrictions until it executes its entrypoint (the kernel removes the entry then).
+    /// The "set-up under way" flag is raised first, so no hook skips the entry.
     pub fn begin_setup(&mut self, pid: u32, cgroup_id: u64) -> Result<(), MapsError> {
+        self.setup_any.set(0, &1, 0).map_err(err(names::SETUP_ANY))?;
         self.setup_tasks.insert(&pid, &cgroup_id, 0).map_err(err(names::SETUP_TASKS))
     }
 
     /// Removes the set-up and runtime entries `keep` refuses (processes that died before
-    /// their exec; the kernel removes a runtime's entry at its exit too).
+    /// their exec; the kernel removes a runtime's entry at its exit too), and lowers the
+    /// "set-up under way" flag once no entry is left. Only this agent adds entries, and
+    /// not meanwhile (it runs on the main loop, as `begin_setup` does).
     pub fn prune_setup(&mut self, keep: impl Fn(u32) -> bool) -> Result<(), MapsError> {
         remove_where(&mut self.setup_tasks, names::SETUP_TASKS, |pid| !keep(*pid))?;
+        if self.setup_tasks.keys().next().is_none() {
+            self.setup_any.set(0, &0, 0).map_err(err(names::SETUP_ANY))?;
+        }
         remove_where(&mut self.runtime_tasks, names::RUNTIME_TASKS, |pid| !keep(*pid))
     }
 
