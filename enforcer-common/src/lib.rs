@@ -31,7 +31,7 @@ pub const MAX_DIR_DEPTH: u32 = 64;
 pub const MAX_NET_RULES_PER_PREFIX: usize = 16;
 
 /// Policy sets are double-buffered: userspace fills the inactive slot, then flips
-/// [`maps::ACTIVE`] so each syscall sees one whole set.
+/// [`maps::word::ACTIVE`] so each syscall sees one whole set.
 pub const SLOTS: u32 = 2;
 
 /// Capacities of the maps (entries over both slots).

@@ -1,14 +1,47 @@
 //! Keys and values of the BPF maps, and the maps' names.
 //!
 //! Every policy-derived key carries the slot it belongs to, so a whole policy set can be
-//! written next to the running one and switched in with one store to [`ACTIVE`].
+//! written next to the running one and switched in with one store to [`word::ACTIVE`].
 
 use core::mem::size_of;
 
-/// `Array<u32>`, one entry: the slot whose policy set is in force.
-pub const ACTIVE: &str = "ACTIVE";
-/// `Array<u64>`, one entry per slot: the generation number of the set in that slot.
-pub const SLOT_GENERATION: &str = "SLOT_GENERATION";
+/// `Array<u64>`, [`word::COUNT`] entries: the single words the hooks read at nearly every
+/// call (indices in [`word`]), side by side in one map value. Each map value is memory of
+/// its own, and a hook's first look at its caller used to touch one page per word; where a
+/// page costs a walk of the page tables (after a context switch, or under emulation, where
+/// an exec's three such words measured a microsecond) one page for all of them is the
+/// difference. Each word is an element of its own: the agent writes one without touching
+/// the others, and the programs add to theirs atomically.
+pub const WORDS: &str = "WORDS";
+
+/// The elements of [`WORDS`].
+pub mod word {
+    /// The slot whose policy set is in force (0 or 1).
+    pub const ACTIVE: u32 = 0;
+    /// The generation number of the set in each slot: element `SLOT_GENERATION + slot`.
+    pub const SLOT_GENERATION: u32 = 1;
+    /// Bumped by the agent after every binding change, so cached resolutions made before
+    /// it are never trusted again.
+    pub const BIND_EPOCH: u32 = 3;
+    /// Moved at every cgroup migration of a task, so no CPU's
+    /// [`CPU_TASKS`](super::CPU_TASKS) entry written before the move is trusted after it.
+    pub const TASK_MOVES: u32 = 4;
+    /// Non-zero while [`QUARANTINE`](super::QUARANTINE) may hold an entry. Raised before
+    /// the first entry is added and lowered after the last is removed, so a hook that
+    /// reads 0 may skip the quarantine lookup.
+    pub const QUARANTINE_ANY: u32 = 5;
+    /// Non-zero while [`REVOKED`](super::REVOKED) may hold an entry, kept like
+    /// [`QUARANTINE_ANY`].
+    pub const REVOKED_ANY: u32 = 6;
+    /// Non-zero while [`SETUP_TASKS`](super::SETUP_TASKS) may hold an entry. Raised by the
+    /// agent before it adds one and lowered only once it finds the table empty (the
+    /// programs only ever remove entries), so a hook that reads 0 may skip the lookup.
+    pub const SETUP_ANY: u32 = 7;
+    /// Elements in all.
+    pub const COUNT: u32 = 8;
+
+    const _: () = assert!(SLOT_GENERATION + crate::SLOTS == BIND_EPOCH, "one generation per slot");
+}
 /// `HashMap<CgroupKey, Binding>`: cgroups selected by an identity.
 pub const CGROUP_BINDINGS: &str = "CGROUP_BINDINGS";
 /// `LruHashMap<CgroupKey, u32>`: resolved identity (0 = none) of cgroups seen by a hook.
@@ -34,9 +67,6 @@ pub const REVOKED: &str = "REVOKED";
 pub const GRANTS: &str = "GRANTS";
 /// `LpmTrie<NetGrantKey, NetGrant>`: time-bound network grants (live state).
 pub const NET_GRANTS: &str = "NET_GRANTS";
-/// `Array<u64>`, one entry: bumped by the agent after every binding change, so cached
-/// resolutions made before it are never trusted again.
-pub const BIND_EPOCH: &str = "BIND_EPOCH";
 /// `HashMap<InodeKey, u32>`: the enforcer's own files and directories (state, socket, log).
 pub const PROTECTED_INODES: &str = "PROTECTED_INODES";
 /// `HashMap<u32, u32>`: process ids of the agent, which managed tasks may not signal or trace.
@@ -77,27 +107,14 @@ pub const VERDICT_AGG: &str = "VERDICT_AGG";
 /// configuration, read without a hash lookup (see [`IdentityLine`]).
 pub const IDENTITY_LINES: &str = "IDENTITY_LINES";
 
-/// `Array<u32>`, one entry: non-zero while [`QUARANTINE`] may hold an entry. Raised
-/// before the first entry is added and lowered after the last is removed, so a hook that
-/// reads 0 may skip the quarantine lookup.
-pub const QUARANTINE_ANY: &str = "QUARANTINE_ANY";
-
 /// `Array<RuleFilter>`, `SLOTS * 2` entries ([`crate::rule_filter::index`]): per slot,
 /// the filters of [`PATH_RULES`] and [`INODE_RULES`] keys. Written by the agent with the
 /// slot, before the flip; a clear bit lets a hook skip a lookup.
 pub const RULE_FILTERS: &str = "RULE_FILTERS";
 
-/// `Array<u32>`, one entry: non-zero while [`REVOKED`] may hold an entry, kept like
-/// [`QUARANTINE_ANY`].
-pub const REVOKED_ANY: &str = "REVOKED_ANY";
-
 /// `PerCpuArray<CpuTask>`, one entry: which task each CPU runs and its cgroup, written
 /// at every context switch (see [`CpuTask`]).
 pub const CPU_TASKS: &str = "CPU_TASKS";
-
-/// `Array<u64>`, one entry: moved at every cgroup migration of a task, so no CPU's
-/// [`CPU_TASKS`] entry written before the move is trusted after it.
-pub const TASK_MOVES: &str = "TASK_MOVES";
 
 /// `LruHashMap<OpenCacheKey, OpenCacheEntry>`: what the file rules found for recently
 /// opened files, and the exec rules for recently executed ones (see [`OpenCacheEntry`]).
@@ -111,20 +128,9 @@ pub const OPEN_CACHE: &str = "OPEN_CACHE";
 /// is never trusted for another one allocated at the same address with the same name.
 pub const DENTRY_EPOCHS: &str = "DENTRY_EPOCHS";
 
-/// `PerCpuArray<[u64; 4]>`, one entry: where the open cache's lookup turns the kernel
-/// pointers of its key into numbers (a store and a load, where a helper read costs a
-/// function call).
-pub const NUMBERS: &str = "NUMBERS";
-
-/// `Array<u32>`, one entry: non-zero while [`SETUP_TASKS`] may hold an entry. Raised by
-/// the agent before it adds one and lowered only once it finds the table empty (the
-/// programs only ever remove entries), so a hook that reads 0 may skip the lookup.
-pub const SETUP_ANY: &str = "SETUP_ANY";
-
 /// Every map the kernel object must define.
-pub const ALL: [&str; 34] = [
-    ACTIVE,
-    SLOT_GENERATION,
+pub const ALL: [&str; 27] = [
+    WORDS,
     CGROUP_BINDINGS,
     CGROUP_CACHE,
     IDENTITIES,
@@ -137,7 +143,6 @@ pub const ALL: [&str; 34] = [
     REVOKED,
     GRANTS,
     NET_GRANTS,
-    BIND_EPOCH,
     PROTECTED_INODES,
     PROTECTED_PIDS,
     READERS,
@@ -148,15 +153,10 @@ pub const ALL: [&str; 34] = [
     EVENT_BUF,
     VERDICT_AGG,
     IDENTITY_LINES,
-    QUARANTINE_ANY,
     RULE_FILTERS,
-    REVOKED_ANY,
     CPU_TASKS,
-    TASK_MOVES,
     OPEN_CACHE,
     DENTRY_EPOCHS,
-    NUMBERS,
-    SETUP_ANY,
 ];
 
 /// Names of the global constants the agent sets at load time: field offsets read from
@@ -226,7 +226,7 @@ pub struct CgroupKey {
 }
 
 /// Value of [`CGROUP_CACHE`]: the identity resolved for a cgroup, valid only while
-/// [`BIND_EPOCH`] still holds `epoch`.
+/// [`word::BIND_EPOCH`] still holds `epoch`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CacheEntry {
@@ -297,7 +297,7 @@ pub struct IdentityConfig {
 pub struct IdentityLine {
     pub seq: u64,
     pub cgroup_id: u64,
-    /// [`BIND_EPOCH`] when the resolution started; the agent bumps it after every
+    /// [`word::BIND_EPOCH`] when the resolution started; the agent bumps it after every
     /// binding change and before every flip, so an older line is never trusted.
     pub epoch: u64,
     /// Identity number, 0 = none (then `config` is unused).
@@ -314,7 +314,7 @@ pub struct IdentityLine {
 /// the task itself:
 /// - `seq` is even and unchanged around its reads (the writer runs at the context switch
 ///   with interrupts off, so a reader sees a torn entry only across its own preemption);
-/// - `moves` equals [`TASK_MOVES`]: no task changed cgroup since the entry was written;
+/// - `moves` equals [`word::TASK_MOVES`]: no task changed cgroup since the entry was written;
 /// - the hook's own stack frame lies within [`TASK_STACK_SPAN`] bytes above `stack`: the
 ///   entry is the running task's (live tasks' kernel stacks never overlap), whatever
 ///   context switch the recorder might not have seen.
@@ -326,8 +326,13 @@ pub struct CpuTask {
     pub stack: u64,
     /// The task's cgroup v2 id.
     pub cgroup_id: u64,
-    /// [`TASK_MOVES`] when the entry was written.
+    /// [`word::TASK_MOVES`] when the entry was written.
     pub moves: u64,
+    /// Not part of the record: where the open cache's lookup turns the kernel pointers of
+    /// its key into numbers (a store and a load, where a helper read costs a function
+    /// call). Here, not in a map of its own, so the lookup touches no page of memory the
+    /// hook has not already read.
+    pub numbers: [u64; 4],
 }
 
 /// Bytes of a kernel stack a hook's frame may lie above `CpuTask::stack`: the x86-64
@@ -643,7 +648,7 @@ pub const fn dentry_name_id(hash: u32, len: u32) -> u32 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpenStamp {
-    /// [`SLOT_GENERATION`] of the slot judged with.
+    /// [`word::SLOT_GENERATION`] of the slot judged with.
     pub generation: u64,
     /// The [`DENTRY_EPOCHS`] bucket of the file's dentry.
     pub dentry_epoch: u64,
@@ -780,7 +785,7 @@ const _: () = assert!(size_of::<Scratch>() == 8 + 152 + crate::MAX_PATH);
 const _: () = assert!(size_of::<OpenStaged>() == 152);
 const _: () = assert!(size_of::<Quarantine>() == 8);
 const _: () = assert!(size_of::<IdentityLine>() == 40);
-const _: () = assert!(size_of::<CpuTask>() == 32);
+const _: () = assert!(size_of::<CpuTask>() == 64);
 const _: () = assert!(size_of::<RevokedKey>() == 16);
 const _: () = assert!(size_of::<GrantKey>() == 16);
 const _: () = assert!(size_of::<Grant>() == 24);

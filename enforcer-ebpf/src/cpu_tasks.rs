@@ -9,10 +9,10 @@ use core::{
 };
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
-use enforcer_common::maps::TASK_STACK_SPAN;
+use enforcer_common::maps::{TASK_STACK_SPAN, word};
 
 use crate::{
-    maps::{CPU_TASKS, TASK_MOVES},
+    maps::{CPU_TASKS, WORDS, word_value},
     offsets::{OFF_CGROUP_KN, OFF_CSS_SET_DFL_CGRP, OFF_KERNFS_ID, OFF_TASK_CGROUPS, OFF_TASK_STACK, load},
 };
 
@@ -22,7 +22,7 @@ use crate::{
 pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     let next: *const u8 = ctx.arg(2);
     // Read before the task: a move after this read leaves the entry stale-stamped.
-    let moves = TASK_MOVES.get(0).copied().unwrap_or(0);
+    let moves = word_value(word::TASK_MOVES).unwrap_or(0);
     // SAFETY: BTF-typed loads from the tracepoint's task argument (see `offsets::load`).
     let (stack, cgroup_id) = unsafe {
         let stack: u64 = load(next, &OFF_TASK_STACK);
@@ -58,8 +58,8 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
 pub fn cgroup_attach_task(_ctx: BtfTracePointContext) -> i32 {
     // Index 0 of an array always exists, so the bump cannot be skipped; were it skipped,
     // records would outlive a move (fail-open), which is why hooks also require the same
-    // `TASK_MOVES` value they can read: a map they cannot read sends them the slow way.
-    if let Some(moves) = TASK_MOVES.get_ptr_mut(0) {
+    // task moves value they can read: a map they cannot read sends them the slow way.
+    if let Some(moves) = WORDS.get_ptr_mut(word::TASK_MOVES) {
         // SAFETY: a map value, updated atomically.
         unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(moves, 1) };
     }
@@ -89,7 +89,7 @@ pub fn current_cgroup() -> Option<u64> {
         if seq & 1 != 0 || read_volatile(&raw const (*entry).seq) != seq || stack == 0 {
             return None;
         }
-        if moves != TASK_MOVES.get(0).copied()? {
+        if moves != word_value(word::TASK_MOVES)? {
             return None;
         }
         (stack, cgroup_id)

@@ -7,12 +7,12 @@ use aya_ebpf::helpers::{
 };
 use enforcer_common::{
     MAX_CGROUP_DEPTH,
-    maps::{BINDING_SUBTREE, CacheEntry, CgroupKey},
+    maps::{BINDING_SUBTREE, CacheEntry, CgroupKey, word},
 };
 
 use crate::{
     diag,
-    maps::{BIND_EPOCH, CGROUP_BINDINGS, CGROUP_CACHE},
+    maps::{CGROUP_BINDINGS, CGROUP_CACHE, word_value},
     offsets::{OFF_CGROUP_KN, OFF_CSS_SET_DFL_CGRP, OFF_KERNFS_ID, OFF_TASK_CGROUPS, offset},
 };
 
@@ -29,7 +29,7 @@ pub fn current() -> (u64, u64) {
 /// until the agent's first bump, as before any binding change.)
 #[inline(always)]
 fn epoch() -> u64 {
-    BIND_EPOCH.get(0).copied().unwrap_or(0)
+    word_value(word::BIND_EPOCH).unwrap_or(0)
 }
 
 /// [`current`] for programs that run inside an RCU read-side section (every program here:

@@ -299,16 +299,16 @@ fn judge_registered(hook: u32, file: *const u8, wanted: u32) -> i32 {
     let (slot, registered) = if let Some(slot) = readers::enter() {
         (slot, true)
     } else {
-        // Only if ACTIVE flipped three times within a few instructions (or is unreadable):
+        // Only if the active slot flipped three times within a few instructions (or is unreadable):
         // judged with the slot in force now, without the reader registration.
         // Fail-open as in `policy::caller`: index 0 of an array always exists; without it
         // there would be no policy set to apply.
-        let Some(slot) = crate::maps::ACTIVE.get(0).copied() else {
-            diag::error!("hook {}: ACTIVE unreadable: allowed (fail-open)", hook: u32 = hook);
+        let Some(slot) = crate::maps::active_slot() else {
+            diag::error!("hook {}: the active slot unreadable: allowed (fail-open)", hook: u32 = hook);
             return 0;
         };
         diag::warning!(
-            "hook {}: reader registration failed (ACTIVE moving or READERS missing): judged by slot {}",
+            "hook {}: reader registration failed (the active slot moving or READERS missing): judged by slot {}",
             hook: u32 = hook,
             slot: u32 = slot,
         );

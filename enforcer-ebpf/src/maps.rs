@@ -11,19 +11,44 @@ use enforcer_common::{
     maps::{
         AggEntry, AggKey, Binding, CacheEntry, CgroupKey, CpuTask, Grant, GrantKey, IdentityConfig,
         IdentityKey, IdentityLine, InodeKey, InodeRuleKey, NetEntry, NetGrant, NetGrantKey, NetKey,
-        OpenCacheEntry, OpenCacheKey, PathKey, PathRule, Quarantine, Revoked, RevokedKey, Scratch,
+        OpenCacheEntry, OpenCacheKey, PathKey, PathRule, Quarantine, Revoked, RevokedKey, Scratch, word,
     },
     rule_filter::{RuleFilter, which},
     verdict::stat,
 };
 
-/// Slot of the policy set in force. Read once per hook so a syscall never mixes sets.
-#[map(name = "ACTIVE")]
-pub static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+/// The words nearly every hook reads, in one map value (`enforcer_common::maps::WORDS`;
+/// indices in `word`): the slot in force and each slot's generation, the binding epoch,
+/// the task moves, and the "any entry" flags of the quarantine, revoked and set-up
+/// tables.
+#[map(name = "WORDS")]
+pub static WORDS: Array<u64> = Array::with_max_entries(word::COUNT, 0);
 
-/// Generation number of the policy set in each slot; copied into verdicts.
-#[map(name = "SLOT_GENERATION")]
-pub static SLOT_GENERATION: Array<u64> = Array::with_max_entries(SLOTS, 0);
+/// Element `index` of [`WORDS`] (`None` only were the map unreadable).
+#[inline(always)]
+pub fn word_value(index: u32) -> Option<u64> {
+    WORDS.get(index).copied()
+}
+
+/// Element `index` of [`WORDS`] read as the `u32` its low half holds (little-endian): a
+/// flag, or the slot in force (`None` only were the map unreadable).
+#[inline(always)]
+pub fn word_low(index: u32) -> Option<u32> {
+    // SAFETY: a map value of eight bytes, read once.
+    WORDS.get_ptr(index).map(|at| unsafe { *at.cast::<u32>() })
+}
+
+/// The slot whose policy set is in force (0 or 1; the agent writes nothing else).
+#[inline(always)]
+pub fn active_slot() -> Option<u32> {
+    word_low(word::ACTIVE)
+}
+
+/// The generation of the set in `slot` (0 or 1).
+#[inline(always)]
+pub fn slot_generation(slot: u32) -> Option<u64> {
+    word_value(word::SLOT_GENERATION + slot)
+}
 
 /// Cgroups selected by an identity, directly or as the root of a subtree.
 #[map(name = "CGROUP_BINDINGS")]
@@ -31,7 +56,7 @@ pub static CGROUP_BINDINGS: HashMap<CgroupKey, Binding> =
     HashMap::with_max_entries(capacity::CGROUP_BINDINGS, 0);
 
 /// Identity resolved for a cgroup (0 = none), so repeat callers cost one lookup.
-/// An eviction only costs a new ancestor walk; an entry older than [`BIND_EPOCH`] is
+/// An eviction only costs a new ancestor walk; an entry older than the binding epoch is
 /// walked again.
 #[map(name = "CGROUP_CACHE")]
 pub static CGROUP_CACHE: LruHashMap<CgroupKey, CacheEntry> =
@@ -47,15 +72,6 @@ pub static IDENTITY_LINES: PerCpuArray<IdentityLine> =
 /// `cpu_tasks`).
 #[map(name = "CPU_TASKS")]
 pub static CPU_TASKS: PerCpuArray<CpuTask> = PerCpuArray::with_max_entries(1, 0);
-
-/// Moved at every cgroup migration: older [`CPU_TASKS`] entries are not trusted.
-#[map(name = "TASK_MOVES")]
-pub static TASK_MOVES: Array<u64> = Array::with_max_entries(1, 0);
-
-/// Bumped by the agent after every binding change: cache entries stamped with an older
-/// value were resolved before the change and are not trusted.
-#[map(name = "BIND_EPOCH")]
-pub static BIND_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
 
 /// The enforcer's own files and directories; managed tasks may not write, remove or
 /// rename them (or entries of protected directories).
@@ -116,11 +132,6 @@ pub static VERDICT_AGG: LruHashMap<AggKey, AggEntry> = LruHashMap::with_max_entr
 #[map(name = "STATS")]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 
-/// Per-CPU words where the open cache turns kernel pointers into numbers (see
-/// `open_cache::numbers`).
-#[map(name = "NUMBERS")]
-pub static NUMBERS: PerCpuArray<[u64; 4]> = PerCpuArray::with_max_entries(1, 0);
-
 /// Per-CPU path buffer: a 4 KiB path does not fit on the 512-byte BPF stack.
 #[map(name = "SCRATCH")]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
@@ -135,22 +146,10 @@ pub static RUNTIME_TASKS: HashMap<u32, u32> = HashMap::with_max_entries(capacity
 #[map(name = "SETUP_TASKS")]
 pub static SETUP_TASKS: HashMap<u32, u64> = HashMap::with_max_entries(capacity::SETUP_TASKS, 0);
 
-/// Non-zero while [`SETUP_TASKS`] may hold an entry (`enforcer_common::maps::SETUP_ANY`).
-#[map(name = "SETUP_ANY")]
-pub static SETUP_ANY: Array<u32> = Array::with_max_entries(1, 0);
-
 /// Quarantined identities and what their quarantine restricts. Checked before the
 /// policy, on every call, so a quarantine takes effect on the identity's next syscall.
 #[map(name = "QUARANTINE")]
 pub static QUARANTINE: HashMap<u32, Quarantine> = HashMap::with_max_entries(capacity::QUARANTINE, 0);
-
-/// Non-zero while [`QUARANTINE`] may hold an entry: while it is 0, no lookup is needed.
-#[map(name = "QUARANTINE_ANY")]
-pub static QUARANTINE_ANY: Array<u32> = Array::with_max_entries(1, 0);
-
-/// Non-zero while [`REVOKED`] may hold an entry: while it is 0, no lookup is needed.
-#[map(name = "REVOKED_ANY")]
-pub static REVOKED_ANY: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Per slot, the filters of [`PATH_RULES`] and [`INODE_RULES`] keys (see
 /// `enforcer_common::rule_filter`): 32 KiB each, 128 KiB in all.

@@ -35,7 +35,7 @@ use enforcer_common::{
 
 use crate::{
     identity::current_task,
-    maps::{DENTRY_EPOCHS, NUMBERS, OPEN_CACHE, SLOT_GENERATION},
+    maps::{CPU_TASKS, DENTRY_EPOCHS, OPEN_CACHE, slot_generation},
     offsets::{
         OFF_DENTRY_HASH_PPREV, OFF_DENTRY_NAME_HASH, OFF_DENTRY_NAME_LEN, OFF_FILE_DENTRY, OFF_FILE_MNT,
         OFF_FS_ROOT_DENTRY, OFF_FS_ROOT_MNT, OFF_FS_SEQ, OFF_TASK_FS, load, offset,
@@ -189,7 +189,7 @@ pub fn put(
 /// where the cache cannot be used: the file removed from its directory, or the root
 /// unreadable or changing.
 ///
-/// The lookup (`BY_STORE`) turns the addresses into numbers through [`NUMBERS`]: a few
+/// The lookup (`BY_STORE`) turns the addresses into numbers through this CPU's words (`CpuTask::numbers`): a few
 /// loads and stores instead of two helper calls. The full judgement, whose frames already
 /// fill 6.1's stack budget, keeps the helper reads, which need no stack of their own;
 /// both give the same numbers.
@@ -266,17 +266,20 @@ fn path_at(base: *const u8, at: &'static u64) -> Option<[u64; 2]> {
 }
 
 /// `pointers` (kernel pointers, as the verifier knows them) as numbers, which can be
-/// hashed into an entry's check: stored into this CPU's [`NUMBERS`] and loaded back (a
+/// hashed into an entry's check: stored into this CPU's words in [`CPU_TASKS`]
+/// (`CpuTask::numbers`, in the page the hook read its caller from) and loaded back (a
 /// privileged program may store a pointer in a map value, and what it loads from one is
 /// a number). A store and a load each, where a helper read of the kernel's memory costs
 /// a function call. `None` if the map cannot be read, or a program that preempted this
 /// one on this CPU rewrote the words in between: each number must equal its pointer.
 #[inline(always)]
 fn numbers(pointers: [*const u8; 4]) -> Option<[u64; 4]> {
-    let at = NUMBERS.get_ptr_mut(0)?.cast::<u64>();
-    // SAFETY: this CPU's map value of four words; volatile, so each word is stored and
+    let entry = CPU_TASKS.get_ptr_mut(0)?;
+    // SAFETY: four words of this CPU's map value, used only here (a program preempting
+    // this one may rewrite them: compared below); volatile, so each word is stored and
     // loaded back rather than forwarded.
     let loaded = unsafe {
+        let at = (&raw mut (*entry).numbers).cast::<u64>();
         for (i, pointer) in pointers.iter().enumerate() {
             core::ptr::write_volatile(at.add(i), *pointer as u64);
         }
@@ -322,7 +325,7 @@ pub fn dentry_instantiated(dentry: *const u8) {
 #[inline(always)]
 fn stamp(name_id: u32, root: [u64; 2], slot: u32) -> Option<OpenStamp> {
     Some(OpenStamp {
-        generation: SLOT_GENERATION.get(slot).copied()?,
+        generation: slot_generation(slot)?,
         dentry_epoch: epoch(name_id)?,
         root_mnt: root[0],
         root_dentry: root[1],

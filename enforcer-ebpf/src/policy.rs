@@ -1,7 +1,7 @@
 //! The policy set in force for the current task, and how a judgement becomes a verdict.
 
 use enforcer_common::{
-    maps::{GrantKey, IdentityConfig, IdentityKey, NET_GRANT_FIXED_BITS, NetGrantKey, RevokedKey},
+    maps::{GrantKey, IdentityConfig, IdentityKey, NET_GRANT_FIXED_BITS, NetGrantKey, RevokedKey, word},
     verdict::{IDENTITY_LOG_ALLOW, RULE_DEFAULT, action, decision, mode, proto, reason, stat},
 };
 
@@ -9,8 +9,7 @@ use crate::{
     diag, identity,
     lines::{self, Resolved},
     maps::{
-        ACTIVE, GRANTS, IDENTITIES, NET_GRANTS, QUARANTINE, QUARANTINE_ANY, REVOKED, REVOKED_ANY,
-        SLOT_GENERATION, count,
+        GRANTS, IDENTITIES, NET_GRANTS, QUARANTINE, REVOKED, active_slot, count, slot_generation, word_low,
     },
 };
 use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, maps::lpm_trie::Key};
@@ -68,8 +67,8 @@ pub enum Caller {
 pub fn caller(hook: u32) -> Caller {
     // Fail-open: index 0 of an array always exists, so this is unreachable; if it ever
     // were reached there would be no policy set to apply.
-    let Some(slot) = ACTIVE.get(0).copied() else {
-        diag::error!("hook {}: ACTIVE unreadable: allowed as unmanaged (fail-open)", hook: u32 = hook);
+    let Some(slot) = active_slot() else {
+        diag::error!("hook {}: the active slot unreadable: allowed as unmanaged (fail-open)", hook: u32 = hook);
         return Caller::Unmanaged;
     };
     caller_of(slot, hook, identity::current_rcu())
@@ -154,7 +153,7 @@ pub fn seen() -> Seen {
         subject: Subject { slot: 0, identity: 0, cgroup_id: 0, config: IdentityConfig::default() },
     };
     // Neither open nor closed: the full judgement that follows decides (see `caller`).
-    let Some(slot) = ACTIVE.get(0).copied() else {
+    let Some(slot) = active_slot() else {
         return seen;
     };
     let (cgroup_id, epoch) = identity::current_rcu();
@@ -169,7 +168,7 @@ pub fn seen() -> Seen {
 /// Generation of the policy set in `slot` (0 if unknown; only used for reporting).
 #[inline(always)]
 pub fn generation(slot: u32) -> u64 {
-    SLOT_GENERATION.get(slot).copied().unwrap_or(0)
+    slot_generation(slot).unwrap_or(0)
 }
 
 /// What the rules (or the default) say about one access.
@@ -204,7 +203,7 @@ impl Judgement {
 pub fn quarantined(identity: u32, bits: u32) -> Option<Judgement> {
     // No quarantine anywhere (the flag is raised before an entry is added): no lookup.
     // An unreadable flag is taken as raised (fail-closed: the lookup is made).
-    if QUARANTINE_ANY.get(0).copied() == Some(0) {
+    if word_low(word::QUARANTINE_ANY) == Some(0) {
         return None;
     }
     // SAFETY: plain value read once.
@@ -223,7 +222,7 @@ pub fn quarantined(identity: u32, bits: u32) -> Option<Judgement> {
 pub fn revoked(hash: u64, len: usize, proof: u64) -> Option<Judgement> {
     // No revoked credential anywhere (the flag is raised before an entry is added): no
     // lookup. An unreadable flag is taken as raised (fail-closed: the lookup is made).
-    if REVOKED_ANY.get(0).copied() == Some(0) {
+    if word_low(word::REVOKED_ANY) == Some(0) {
         return None;
     }
     #[expect(clippy::cast_possible_truncation, reason = "len < MAX_PATH")]

@@ -1,13 +1,13 @@
 //! Reader counts of the policy slots, for the path-judging LSM programs (exec, open,
 //! mapping): their judgement is long (path, scan, inode walk) and, on a preemptible
 //! kernel, the task running one can be preempted inside its RCU section between reading
-//! `ACTIVE` and its last map lookup, for long enough that
+//! the active slot word (`word::ACTIVE`) and its last map lookup, for long enough that
 //! two policy applies could flip back to its slot and start rewriting it. The agent waits
 //! until a slot has no reader before rewriting it.
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use crate::maps::{ACTIVE, READERS};
+use crate::maps::{READERS, active_slot};
 
 /// Adds `delta` (wrapping) to a counter atomically. `core`'s atomic types offer no
 /// read-modify-write on the BPF target, so the intrinsic is used directly; LLVM lowers it
@@ -20,17 +20,17 @@ fn add(counter: *mut u64, delta: u64) {
 
 /// Registers the program as a reader of the slot in force and returns that slot.
 ///
-/// The count is raised before `ACTIVE` is read again: either the agent's check sees the
+/// The count is raised before the active slot is read again: either the agent's check sees the
 /// count, or this re-read sees the agent's flip and the program moves to the new slot.
 #[inline(always)]
 pub fn enter() -> Option<u32> {
     for _ in 0..3 {
-        let slot = ACTIVE.get(0).copied()?;
+        let slot = active_slot()?;
         // Updated only atomically: a program preempting this one on the same CPU may
         // update the same counter.
         let counter = READERS.get_ptr_mut(slot)?;
         add(counter, 1);
-        if ACTIVE.get(0).copied() == Some(slot) {
+        if active_slot() == Some(slot) {
             return Some(slot);
         }
         add(counter, u64::MAX);

@@ -2,13 +2,15 @@
 //! container's root (mounts, `pivot_root`, the runtime's own opens) unmanaged, until it
 //! executes the entrypoint.
 
-use crate::maps::{SETUP_ANY, SETUP_TASKS};
+use enforcer_common::maps::word;
+
+use crate::maps::{SETUP_TASKS, word_low};
 
 /// Whether [`SETUP_TASKS`] may hold an entry: while no container is being set up, every
 /// exec and open skips its lookup. Unreadable (never: index 0 of an array), it may.
 #[inline(always)]
 fn any() -> bool {
-    SETUP_ANY.get(0).copied() != Some(0)
+    word_low(word::SETUP_ANY) != Some(0)
 }
 
 /// Whether the current process is a container's init process still being set up by its

@@ -14,7 +14,7 @@ use enforcer_common::{
     maps::{
         self as names, AggEntry, AggKey, Binding, CgroupKey, Grant, GrantKey, IdentityConfig, IdentityKey,
         InodeKey, InodeRuleKey as KernelInodeRuleKey, NET_GRANT_FIXED_BITS, NET_KEY_FIXED_BITS, NetEntry,
-        NetGrant, NetGrantKey, NetKey, PathKey, PathRule, Quarantine, Revoked, RevokedKey,
+        NetGrant, NetGrantKey, NetKey, PathKey, PathRule, Quarantine, Revoked, RevokedKey, word,
     },
     rule_filter::{self, RuleFilter},
     verdict::stat,
@@ -65,10 +65,9 @@ fn err(map: &'static str) -> impl FnOnce(MapError) -> MapsError {
 
 /// Typed handles on the policy maps.
 pub struct KernelMaps {
-    active: Array<MapData, u32>,
-    generation: Array<MapData, u64>,
+    /// The single words the hooks read (`names::word`).
+    words: Array<MapData, u64>,
     bindings: HashMap<MapData, CgroupKey, Binding>,
-    epoch: Array<MapData, u64>,
     protected_inodes: HashMap<MapData, InodeKey, u32>,
     protected_pids: HashMap<MapData, u32, u32>,
     readers: PerCpuArray<MapData, u64>,
@@ -79,17 +78,12 @@ pub struct KernelMaps {
     listen_rules: HashMap<MapData, IdentityKey, NetEntry>,
     stats: PerCpuArray<MapData, u64>,
     quarantine: HashMap<MapData, u32, Quarantine>,
-    /// Non-zero while `quarantine` may hold an entry (hooks skip the lookup while 0).
-    quarantine_any: Array<MapData, u32>,
     revoked: HashMap<MapData, RevokedKey, Revoked>,
-    /// Non-zero while `revoked` may hold an entry (hooks skip the lookup while 0).
-    revoked_any: Array<MapData, u32>,
     /// Per slot, the filters of its path rule and file identity rule keys.
     rule_filters: Array<MapData, RuleFilter>,
     grants: HashMap<MapData, GrantKey, Grant>,
     net_grants: LpmTrie<MapData, NetGrantKey, NetGrant>,
     setup_tasks: HashMap<MapData, u32, u64>,
-    setup_any: Array<MapData, u32>,
     runtime_tasks: HashMap<MapData, u32, u32>,
     /// What the agent wrote into each slot; `None` once unknown (a write failed part-way).
     /// The maps are created empty at load, so both start known and empty.
@@ -104,12 +98,9 @@ impl KernelMaps {
     /// Takes the maps out of a loaded object (the programs keep their own references).
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
         let mut maps = Self {
-            active: Array::try_from(take(ebpf, names::ACTIVE)?).map_err(err(names::ACTIVE))?,
-            generation: Array::try_from(take(ebpf, names::SLOT_GENERATION)?)
-                .map_err(err(names::SLOT_GENERATION))?,
+            words: Array::try_from(take(ebpf, names::WORDS)?).map_err(err(names::WORDS))?,
             bindings: HashMap::try_from(take(ebpf, names::CGROUP_BINDINGS)?)
                 .map_err(err(names::CGROUP_BINDINGS))?,
-            epoch: Array::try_from(take(ebpf, names::BIND_EPOCH)?).map_err(err(names::BIND_EPOCH))?,
             protected_inodes: HashMap::try_from(take(ebpf, names::PROTECTED_INODES)?)
                 .map_err(err(names::PROTECTED_INODES))?,
             protected_pids: HashMap::try_from(take(ebpf, names::PROTECTED_PIDS)?)
@@ -124,17 +115,13 @@ impl KernelMaps {
                 .map_err(err(names::LISTEN_RULES))?,
             stats: PerCpuArray::try_from(take(ebpf, names::STATS)?).map_err(err(names::STATS))?,
             quarantine: HashMap::try_from(take(ebpf, names::QUARANTINE)?).map_err(err(names::QUARANTINE))?,
-            quarantine_any: Array::try_from(take(ebpf, names::QUARANTINE_ANY)?)
-                .map_err(err(names::QUARANTINE_ANY))?,
             revoked: HashMap::try_from(take(ebpf, names::REVOKED)?).map_err(err(names::REVOKED))?,
-            revoked_any: Array::try_from(take(ebpf, names::REVOKED_ANY)?).map_err(err(names::REVOKED_ANY))?,
             rule_filters: Array::try_from(take(ebpf, names::RULE_FILTERS)?)
                 .map_err(err(names::RULE_FILTERS))?,
             grants: HashMap::try_from(take(ebpf, names::GRANTS)?).map_err(err(names::GRANTS))?,
             net_grants: LpmTrie::try_from(take(ebpf, names::NET_GRANTS)?).map_err(err(names::NET_GRANTS))?,
             setup_tasks: HashMap::try_from(take(ebpf, names::SETUP_TASKS)?)
                 .map_err(err(names::SETUP_TASKS))?,
-            setup_any: Array::try_from(take(ebpf, names::SETUP_ANY)?).map_err(err(names::SETUP_ANY))?,
             runtime_tasks: HashMap::try_from(take(ebpf, names::RUNTIME_TASKS)?)
                 .map_err(err(names::RUNTIME_TASKS))?,
             held: [Some(SlotContents::default()), Some(SlotContents::default())],
@@ -142,20 +129,31 @@ impl KernelMaps {
         // Maps handed over by an agent that did not keep the flag: raised while entries
         // are left (the next prune lowers it once they are gone).
         if maps.setup_tasks.keys().next().is_some() {
-            maps.setup_any.set(0, &1, 0).map_err(err(names::SETUP_ANY))?;
+            maps.set_word(word::SETUP_ANY, 1)?;
         }
         Ok(maps)
     }
 
+    /// Element `index` of the hooks' words (`names::word`).
+    fn word(&self, index: u32) -> Result<u64, MapsError> {
+        self.words.get(&index, 0).map_err(err(names::WORDS))
+    }
+
+    /// Writes element `index` of the hooks' words, and no other.
+    fn set_word(&mut self, index: u32, value: u64) -> Result<(), MapsError> {
+        self.words.set(index, &value, 0).map_err(err(names::WORDS))
+    }
+
     /// Slot of the set in force.
     pub fn active_slot(&self) -> Result<u32, MapsError> {
-        self.active.get(&0, 0).map_err(err(names::ACTIVE))
+        // Only this agent writes the word, and only with a slot number.
+        Ok(u32::try_from(self.word(word::ACTIVE)? % u64::from(SLOTS)).expect("a slot number"))
     }
 
     /// Generation of the set in force.
     pub fn active_generation(&self) -> Result<u64, MapsError> {
         let slot = self.active_slot()?;
-        self.generation.get(&slot, 0).map_err(err(names::SLOT_GENERATION))
+        self.word(word::SLOT_GENERATION + slot)
     }
 
     /// Writes `wanted` (the set of `generation`) into the inactive slot, then switches to it with one store, so every
@@ -167,7 +165,7 @@ impl KernelMaps {
     /// is then cleared in full before its next use).
     pub fn install(&mut self, generation: u64, wanted: SlotContents) -> Result<u32, MapsError> {
         let slot = (self.active_slot()? + 1) % SLOTS;
-        // A path-judging program that read ACTIVE before the last flip may still be judging
+        // A path-judging program that read the active slot before the last flip may still be judging
         // with this slot: it is rewritten only once none is.
         self.wait_for_readers(slot)?;
         let held = if let Some(held) = self.held[slot as usize].take() {
@@ -178,11 +176,11 @@ impl KernelMaps {
         };
         self.rewrite_slot(slot, &held, &wanted)?;
         self.held[slot as usize] = Some(wanted);
-        self.generation.set(slot, &generation, 0).map_err(err(names::SLOT_GENERATION))?;
+        self.set_word(word::SLOT_GENERATION + slot, generation)?;
         // Before the flip: resolutions cached while this slot held an older set carry an
         // older epoch, and every entry written for it from now on is about the new set.
         self.bump_epoch()?;
-        self.active.set(0, &slot, 0).map_err(err(names::ACTIVE))?;
+        self.set_word(word::ACTIVE, u64::from(slot))?;
         Ok(slot)
     }
 
@@ -335,8 +333,8 @@ impl KernelMaps {
 
     /// The agent is the only writer of the epoch, so read-then-write cannot lose a bump.
     fn bump_epoch(&mut self) -> Result<(), MapsError> {
-        let epoch = self.epoch.get(&0, 0).map_err(err(names::BIND_EPOCH))?;
-        self.epoch.set(0, &epoch.wrapping_add(1), 0).map_err(err(names::BIND_EPOCH))
+        let epoch = self.word(word::BIND_EPOCH)?;
+        self.set_word(word::BIND_EPOCH, epoch.wrapping_add(1))
     }
 
     /// Makes the protected-file table exactly `wanted` ((kernel device, inode) pairs).
@@ -355,7 +353,7 @@ impl KernelMaps {
     /// restrictions until it executes its entrypoint (the kernel removes the entry then).
     /// The "set-up under way" flag is raised first, so no hook skips the entry.
     pub fn begin_setup(&mut self, pid: u32, cgroup_id: u64) -> Result<(), MapsError> {
-        self.setup_any.set(0, &1, 0).map_err(err(names::SETUP_ANY))?;
+        self.set_word(word::SETUP_ANY, 1)?;
         self.setup_tasks.insert(&pid, &cgroup_id, 0).map_err(err(names::SETUP_TASKS))
     }
 
@@ -366,7 +364,7 @@ impl KernelMaps {
     pub fn prune_setup(&mut self, keep: impl Fn(u32) -> bool) -> Result<(), MapsError> {
         remove_where(&mut self.setup_tasks, names::SETUP_TASKS, |pid| !keep(*pid))?;
         if self.setup_tasks.keys().next().is_none() {
-            self.setup_any.set(0, &0, 0).map_err(err(names::SETUP_ANY))?;
+            self.set_word(word::SETUP_ANY, 0)?;
         }
         remove_where(&mut self.runtime_tasks, names::RUNTIME_TASKS, |pid| !keep(*pid))
     }
@@ -404,7 +402,7 @@ impl KernelMaps {
         wanted: &std::collections::BTreeMap<u32, u32>,
     ) -> Result<(), MapsError> {
         if !wanted.is_empty() {
-            self.quarantine_any.set(0, &1, 0).map_err(err(names::QUARANTINE_ANY))?;
+            self.set_word(word::QUARANTINE_ANY, 1)?;
         }
         for (identity, restricts) in wanted {
             self.quarantine
@@ -413,7 +411,7 @@ impl KernelMaps {
         }
         remove_where(&mut self.quarantine, names::QUARANTINE, |id| !wanted.contains_key(id))?;
         if wanted.is_empty() {
-            self.quarantine_any.set(0, &0, 0).map_err(err(names::QUARANTINE_ANY))?;
+            self.set_word(word::QUARANTINE_ANY, 0)?;
         }
         Ok(())
     }
@@ -425,7 +423,7 @@ impl KernelMaps {
         wanted: &std::collections::BTreeMap<(u64, u32), Revoked>,
     ) -> Result<(), MapsError> {
         if !wanted.is_empty() {
-            self.revoked_any.set(0, &1, 0).map_err(err(names::REVOKED_ANY))?;
+            self.set_word(word::REVOKED_ANY, 1)?;
         }
         for ((hash, len), entry) in wanted {
             self.revoked
@@ -434,7 +432,7 @@ impl KernelMaps {
         }
         remove_where(&mut self.revoked, names::REVOKED, |k| !wanted.contains_key(&(k.hash, k.len)))?;
         if wanted.is_empty() {
-            self.revoked_any.set(0, &0, 0).map_err(err(names::REVOKED_ANY))?;
+            self.set_word(word::REVOKED_ANY, 0)?;
         }
         Ok(())
     }
