@@ -152,27 +152,31 @@ fn identity_of<const TYPED: bool>(inode: *const u8) -> Option<(u32, u64)> {
 }
 
 ///
-/// Built as three words: written field by field, the six bytes of padding became a call
-/// of `memset`, a fourth frame below the full judgement's that 6.1's 512-byte budget for
-/// the chain of calls has no room for.
+/// The padding is zeroed with two stores the compiler may not merge: left to it, the six
+/// bytes became a call of `memset`, a fourth frame below the full judgement's that 6.1's
+/// 512-byte budget for the chain of calls has no room for.
 #[inline(always)]
 fn key(ino: u64, dev: u32, walk: &Walk, kind: u8) -> InodeRuleKey {
     const _: () = assert!(
-        core::mem::size_of::<InodeRuleKey>() == 24
-            && core::mem::offset_of!(InodeRuleKey, dev) == 8
-            && core::mem::offset_of!(InodeRuleKey, identity) == 12
-            && core::mem::offset_of!(InodeRuleKey, kind) == 16
-            && core::mem::offset_of!(InodeRuleKey, slot) == 17,
-        "the words below follow the key's layout (little-endian)"
+        core::mem::offset_of!(InodeRuleKey, pad) == 18 && core::mem::size_of::<InodeRuleKey>() == 24,
+        "the padding is a 2-byte and a 4-byte store, both aligned"
     );
-    let words = [
-        ino,
-        u64::from(dev) | u64::from(walk.identity) << 32,
-        u64::from(kind) | u64::from(walk.slot & 0xff) << 8,
-    ];
-    // SAFETY: 24 bytes for a 24-byte plain struct of integers, laid out as asserted above
-    // (the target is little-endian); the padding bytes are the words' zero high bytes.
-    unsafe { core::mem::transmute::<[u64; 3], InodeRuleKey>(words) }
+    let mut key = core::mem::MaybeUninit::<InodeRuleKey>::uninit();
+    let at = key.as_mut_ptr();
+    // SAFETY: writes of every field of a local, then of its six padding bytes (offsets 18
+    // and 20 of an 8-aligned struct: aligned for the u16 and the u32).
+    unsafe {
+        (&raw mut (*at).ino).write(ino);
+        (&raw mut (*at).dev).write(dev);
+        (&raw mut (*at).identity).write(walk.identity);
+        (&raw mut (*at).kind).write(kind);
+        #[expect(clippy::cast_possible_truncation, reason = "slot < SLOTS")]
+        (&raw mut (*at).slot).write(walk.slot as u8);
+        let pad = (&raw mut (*at).pad).cast::<u16>();
+        core::ptr::write_volatile(pad, 0);
+        core::ptr::write_volatile(pad.add(1).cast::<u32>(), 0);
+        key.assume_init()
+    }
 }
 
 /// The walk goes from the file upwards, so the first rule found is the most specific:
