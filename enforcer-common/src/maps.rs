@@ -42,6 +42,7 @@ pub mod word {
 
     const _: () = assert!(SLOT_GENERATION + crate::SLOTS == BIND_EPOCH, "one generation per slot");
 }
+
 /// `HashMap<CgroupKey, Binding>`: cgroups selected by an identity.
 pub const CGROUP_BINDINGS: &str = "CGROUP_BINDINGS";
 /// `LruHashMap<CgroupKey, u32>`: resolved identity (0 = none) of cgroups seen by a hook.
