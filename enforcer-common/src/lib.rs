@@ -61,7 +61,7 @@ pub mod capacity {
     pub const PROTECTED_PIDS: u32 = 16;
     pub const SETUP_TASKS: u32 = 1024;
     pub const RUNTIME_TASKS: u32 = 4096;
-    /// 104 bytes of key and value each, plus the kernel's own: about 2.5 MiB of kernel
+    /// A power of two (see `OpenCacheKey::index`); 80 bytes each: 1.25 MiB of kernel
     /// memory.
     pub const OPEN_CACHE: u32 = 16_384;
     /// A power of two: a dentry's bucket is taken from its address.

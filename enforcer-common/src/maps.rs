@@ -117,10 +117,10 @@ pub const RULE_FILTERS: &str = "RULE_FILTERS";
 /// at every context switch (see [`CpuTask`]).
 pub const CPU_TASKS: &str = "CPU_TASKS";
 
-/// `LruHashMap<OpenCacheKey, OpenCacheEntry>`: what the file rules found for recently
-/// opened files, and the exec rules for recently executed ones (see [`OpenCacheEntry`]).
-/// Written and read by `file_open`, `bprm_check_security` and `mmap_file` only, each
-/// under its [`cache_kind`].
+/// `Array<OpenCacheEntry>`: what the file rules found for recently opened files, and the
+/// exec rules for recently executed ones (see [`OpenCacheEntry`]), each entry in the
+/// element [`OpenCacheKey::index`] picks for its key. Written and read by `file_open`,
+/// `bprm_check_security` and `mmap_file` only, each under its [`cache_kind`].
 pub const OPEN_CACHE: &str = "OPEN_CACHE";
 
 /// `Array<u64>`, [`crate::capacity::DENTRY_EPOCHS`] entries, one per bucket of
@@ -334,6 +334,13 @@ pub struct CpuTask {
     /// call). Here, not in a map of its own, so the lookup touches no page of memory the
     /// hook has not already read.
     pub numbers: [u64; 4],
+    /// A copy of the task's line of [`IDENTITY_LINES`] for the slot and binding epoch in
+    /// force, made by the context switch where this CPU has one (else a cgroup id of 0),
+    /// and tried by hooks before the lines, whose lookup touches two more pages of
+    /// memory. Its `epoch` is the binding epoch shifted left by one with the slot in the
+    /// low bit, as a line's index holds the slot. Under its own `seq`, read as a line is;
+    /// only the context switch writes it.
+    pub line: IdentityLine,
 }
 
 /// Bytes of a kernel stack a hook's frame may lie above `CpuTask::stack`: the x86-64
@@ -663,15 +670,16 @@ pub struct OpenStamp {
     pub mount_seq: u32,
 }
 
-/// Value of [`OPEN_CACHE`]: what the path scan and the walk by file identity found
-/// (the path's hash, length and keyed proof, and the rule for each access), valid while
-/// its [`OpenStamp`] matches the one read at the call. Live state (quarantine, revoked
-/// credentials, grants) is never cached: it is consulted at every call.
+/// Element of [`OPEN_CACHE`]: what the path scan and the walk by file identity found
+/// for one key (the path's hash, length and keyed proof, and the rule for each access),
+/// valid while its [`OpenStamp`] matches the one read at the call. Live state
+/// (quarantine, revoked credentials, grants) is never cached: it is consulted at every
+/// call.
 ///
-/// Held as words under a keyed check: the kernel may hand an element that a program is
-/// reading to another update (of this key or another) on another CPU, so a reader can
-/// see a mix of two values. A reader reads each word once and uses the words only if
-/// their check, with its own key, is `check`.
+/// Held as words under a keyed check: another CPU may be writing the element (for this
+/// key or another sharing it) while a program reads it, so a reader can see a mix of two
+/// entries, or another key's. A reader reads each word once and uses the words only if
+/// their check, with its own key, is `check`. A zeroed element matches no key.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpenCacheEntry {
@@ -741,6 +749,20 @@ impl OpenFindings {
 }
 
 impl OpenCacheKey {
+    /// The [`OPEN_CACHE`] element this key's entry lives in: the key's words mixed and
+    /// multiplied, the product's top bits. Two keys that share an element take turns in
+    /// it (the later entry replaces the earlier); the element holds no key, its entry's
+    /// keyed check names the key it was made for.
+    #[must_use]
+    #[inline]
+    pub const fn index(&self) -> u32 {
+        const BITS: u32 = crate::capacity::OPEN_CACHE.trailing_zeros();
+        let mixed = self.mnt
+            ^ self.dentry.rotate_left(29)
+            ^ (self.name_id as u64 | (self.who as u64) << 32).rotate_left(47);
+        (mixed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - BITS)) as u32
+    }
+
     /// The key as words, in order.
     #[must_use]
     pub const fn words(&self) -> [u64; OPEN_CACHE_KEY_WORDS] {
@@ -786,7 +808,10 @@ const _: () = assert!(size_of::<Scratch>() == 8 + 152 + crate::MAX_PATH);
 const _: () = assert!(size_of::<OpenStaged>() == 152);
 const _: () = assert!(size_of::<Quarantine>() == 8);
 const _: () = assert!(size_of::<IdentityLine>() == 40);
-const _: () = assert!(size_of::<CpuTask>() == 64);
+// Five words: `seq`, `cgroup_id`, `epoch`, then `identity` and `config` (copied as two
+// words at the context switch, see `CpuTask::line`).
+const _: () = assert!(core::mem::offset_of!(IdentityLine, identity) == 24);
+const _: () = assert!(size_of::<CpuTask>() == 104);
 const _: () = assert!(size_of::<RevokedKey>() == 16);
 const _: () = assert!(size_of::<GrantKey>() == 16);
 const _: () = assert!(size_of::<Grant>() == 24);
@@ -843,5 +868,37 @@ mod open_cache_tests {
             len: 4095,
         };
         assert_eq!(OpenFindings::of(&findings.words()), findings);
+    }
+
+    /// Dentries come from one slab, 192 bytes apart: the files of a directory, opened by
+    /// one identity, must spread over the elements rather than share a few.
+    #[test]
+    fn neighbouring_dentries_spread_over_the_elements() {
+        let mut used = [0u64; crate::capacity::OPEN_CACHE as usize / 64];
+        for i in 0..4096u64 {
+            let key = OpenCacheKey {
+                mnt: 0xffff_8880_0412_3400,
+                dentry: 0xffff_8880_1234_0000 + i * 192,
+                name_id: dentry_name_id(0x1234_5678 ^ u32::try_from(i).unwrap(), 8),
+                who: OpenCacheKey::who(3, cache_kind::OPEN, 1),
+            };
+            let index = key.index() as usize;
+            assert!(index < crate::capacity::OPEN_CACHE as usize);
+            used[index / 64] |= 1 << (index % 64);
+        }
+        // 4,096 keys thrown at 16,384 elements at random fill about 3,600.
+        let filled: u32 = used.iter().map(|bits| bits.count_ones()).sum();
+        assert!(filled > 3400, "{filled} elements");
+        // The same file for another identity, or for the exec rules, is another element.
+        let key = OpenCacheKey {
+            mnt: 1 << 40,
+            dentry: 1 << 41,
+            name_id: 5,
+            who: OpenCacheKey::who(3, cache_kind::OPEN, 0),
+        };
+        let exec = OpenCacheKey { who: OpenCacheKey::who(3, cache_kind::EXEC, 0), ..key };
+        let other = OpenCacheKey { who: OpenCacheKey::who(4, cache_kind::OPEN, 0), ..key };
+        assert_ne!(key.index(), exec.index());
+        assert_ne!(key.index(), other.index());
     }
 }

@@ -1,7 +1,8 @@
 //! Which task each CPU runs, recorded at every context switch (`enforcer_common::maps::CpuTask`),
 //! so a hook finds its caller's cgroup with loads from this CPU's entry instead of a
 //! function call. The entry is a hint a hook checks against its own stack; any doubt
-//! sends the hook to `identity::current_rcu`'s slower path.
+//! sends the hook to `identity::current_rcu`'s slower path. The entry also carries a copy
+//! of the task's identity line (`lines::copy_for`).
 
 use core::{
     intrinsics::{AtomicOrdering, atomic_xadd},
@@ -9,7 +10,7 @@ use core::{
 };
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
-use enforcer_common::maps::{TASK_STACK_SPAN, word};
+use enforcer_common::maps::{CpuTask, TASK_STACK_SPAN, word};
 
 use crate::{
     maps::{CPU_TASKS, WORDS, word_value},
@@ -36,18 +37,22 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     let Some(entry) = CPU_TASKS.get_ptr_mut(0) else {
         return 0;
     };
+    let known;
     // SAFETY: this CPU's map value; no other writer runs on this CPU meanwhile.
     unsafe {
         let seq = read_volatile(&raw const (*entry).seq) | 1;
         write_volatile(&raw mut (*entry).seq, seq);
         // A load that faulted read 0 (no task has either): recorded as nothing, so hooks
         // on this CPU take the slower path until the next switch.
-        let known = stack != 0 && cgroup_id != 0;
+        known = stack != 0 && cgroup_id != 0;
         write_volatile(&raw mut (*entry).stack, if known { stack } else { 0 });
         write_volatile(&raw mut (*entry).cgroup_id, cgroup_id);
         write_volatile(&raw mut (*entry).moves, moves);
         write_volatile(&raw mut (*entry).seq, seq.wrapping_add(1));
     }
+    // The task's identity line, where this CPU has one, so its hooks need not look it
+    // up (a task recorded as nothing gets an empty copy).
+    crate::lines::copy_for(entry, if known { cgroup_id } else { 0 });
     0
 }
 
@@ -66,12 +71,11 @@ pub fn cgroup_attach_task(_ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// The running task's cgroup id from this CPU's entry, if the entry is provably the
-/// running task's and no task changed cgroup since it was written.
+/// This CPU's entry, for [`current_cgroup`] and the copy of an identity line it holds.
+/// Every `None` is neither open nor closed: the caller then reads the cgroup from the
+/// task itself and its line from `IDENTITY_LINES`.
 #[inline(always)]
-pub fn current_cgroup() -> Option<u64> {
-    // Every `None` here is neither open nor closed: the caller then reads the cgroup from
-    // the task itself.
+pub fn record() -> Option<*mut CpuTask> {
     // With kernel diagnostics on, the programs carry their logging code, and `file_open`
     // verified with both ways of finding the caller exceeds the verifier's million
     // instructions: diagnostics take the task's way only (the verifier sees the constant
@@ -79,7 +83,15 @@ pub fn current_cgroup() -> Option<u64> {
     if crate::diag::enabled(crate::diag::ERROR) {
         return None;
     }
-    let entry = CPU_TASKS.get_ptr(0)?;
+    CPU_TASKS.get_ptr_mut(0)
+}
+
+/// The running task's cgroup id from this CPU's entry (`record`), if the entry is
+/// provably the running task's and no task changed cgroup since it was written.
+#[inline(always)]
+pub fn current_cgroup(entry: *const CpuTask) -> Option<u64> {
+    // Every `None` here is neither open nor closed: the caller then reads the cgroup from
+    // the task itself.
     // SAFETY: this CPU's map value; volatile reads keep their order around `seq`.
     let (stack, cgroup_id) = unsafe {
         let seq = read_volatile(&raw const (*entry).seq);

@@ -7,7 +7,7 @@ use aya_ebpf::helpers::{
 };
 use enforcer_common::{
     MAX_CGROUP_DEPTH,
-    maps::{BINDING_SUBTREE, CacheEntry, CgroupKey, word},
+    maps::{BINDING_SUBTREE, CacheEntry, CgroupKey, CpuTask, word},
 };
 
 use crate::{
@@ -38,13 +38,17 @@ fn epoch() -> u64 {
 /// A sleepable program would have to use [`current`]: outside RCU the task's `css_set`
 /// may be freed under the read.
 #[inline(always)]
-pub fn current_rcu() -> (u64, u64) {
-    // This CPU's record of its running task, when it provably is the running task's: no
-    // function call at all.
-    if let Some(id) = crate::cpu_tasks::current_cgroup() {
-        return (id, epoch());
+pub fn current_rcu() -> (u64, u64, Option<*mut CpuTask>) {
+    // This CPU's record of its running task (`cpu_tasks::record`), when it provably is the
+    // running task's: no function call at all. The record comes back with it: it holds a
+    // copy of an identity line (see `lines::get`).
+    if let Some(record) = crate::cpu_tasks::record()
+        && let Some(id) = crate::cpu_tasks::current_cgroup(record)
+    {
+        return (id, epoch(), Some(record));
     }
-    from_task()
+    let (id, epoch) = from_task();
+    (id, epoch, None)
 }
 
 /// [`current_rcu`] without the CPU's task record, for the full judgements of the exec,

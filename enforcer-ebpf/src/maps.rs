@@ -11,7 +11,7 @@ use enforcer_common::{
     maps::{
         AggEntry, AggKey, Binding, CacheEntry, CgroupKey, CpuTask, Grant, GrantKey, IdentityConfig,
         IdentityKey, IdentityLine, InodeKey, InodeRuleKey, NetEntry, NetGrant, NetGrantKey, NetKey,
-        OpenCacheEntry, OpenCacheKey, PathKey, PathRule, Quarantine, Revoked, RevokedKey, Scratch, word,
+        OpenCacheEntry, PathKey, PathRule, Quarantine, Revoked, RevokedKey, Scratch, word,
     },
     rule_filter::{RuleFilter, which},
     verdict::stat,
@@ -169,10 +169,11 @@ pub static GRANTS: HashMap<GrantKey, Grant> = HashMap::with_max_entries(capacity
 #[map(name = "NET_GRANTS")]
 pub static NET_GRANTS: LpmTrie<NetGrantKey, NetGrant> = LpmTrie::with_max_entries(capacity::NET_GRANTS, 0);
 
-/// What the file rules found for recently opened files (see `open_cache`).
+/// What the file rules found for recently opened files (see `open_cache`): an array,
+/// each key's entry in the element its index picks, so a lookup is an address computed
+/// in line (no hash function call, no bucket to read).
 #[map(name = "OPEN_CACHE")]
-pub static OPEN_CACHE: LruHashMap<OpenCacheKey, OpenCacheEntry> =
-    LruHashMap::with_max_entries(capacity::OPEN_CACHE, 0);
+pub static OPEN_CACHE: Array<OpenCacheEntry> = Array::with_max_entries(capacity::OPEN_CACHE, 0);
 
 /// Epochs of the dentry name-hash buckets, moved by `d_instantiate` (see `open_cache`).
 #[map(name = "DENTRY_EPOCHS")]

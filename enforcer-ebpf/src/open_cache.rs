@@ -14,9 +14,10 @@
 //! its stamp equals the one read at the call; where any part cannot be read, nothing is
 //! cached and the full judgement runs.
 //!
-//! An entry's words carry a keyed check over the key and themselves: the kernel can
-//! hand an element a program is reading to another update on another CPU, and a mix of
-//! two values, or another key's value, fails the check.
+//! Each key has one element of the map (`OpenCacheKey::index`); keys that share it take
+//! turns. An entry's words carry a keyed check over the key and themselves: another CPU
+//! can be writing the element a program is reading, and a mix of two entries, or another
+//! key's entry, fails the check.
 //!
 //! Only rule findings are cached. Live state (quarantine, revoked credentials, grants),
 //! the write guard and the verdict's reporting are decided at every call.
@@ -71,7 +72,7 @@ pub fn get(file: *const u8, task: *const u8, identity: u32, kind: u32, slot: u32
     // are read, which then stay in registers (this runs in the small stack frame of
     // `lsm::cached`).
     let now = stamp(key.name_id, root, slot)?;
-    let entry = OPEN_CACHE.get_ptr(&key)?;
+    let entry = OPEN_CACHE.get_ptr(key.index())?;
     let mut sip = Sip::new(crate::path::secret());
     // `key.words()`, field by field: no copy of the key on the stack.
     sip.word(key.mnt);
@@ -178,9 +179,32 @@ pub fn put(
         let entry = &raw mut (*staged).entry;
         (*entry).words = findings.words();
         (*entry).check = check_of(&raw const (*staged).key, &raw const (*entry).words);
-        // A full map evicts its least used entry; a failed insert only costs the next
-        // open a full judgement.
-        let _ = OPEN_CACHE.insert(&(*staged).key, &*entry, 0);
+    }
+    store(staged);
+}
+
+/// Writes the entry built in `staged` into its key's element, over whatever entry it
+/// held: a key sharing it judges in full next time. In a frame of its own, after the
+/// full judgement's, which has no room for the values this keeps.
+#[inline(never)]
+fn store(staged: *const OpenStaged) {
+    // SAFETY (all accesses): `staged` points into the per-CPU buffer, `element` into a
+    // map value.
+    unsafe {
+        // Missing (it cannot be), nothing is cached.
+        let Some(element) = OPEN_CACHE.get_ptr_mut((*staged).key.index()) else { return };
+        let entry = &raw const (*staged).entry;
+        // Word by word, the check last: a reader on another CPU meanwhile sees a mix,
+        // which fails the check, and judges in full.
+        let (from, to) =
+            ((&raw const (*entry).words).cast::<u64>(), (&raw mut (*element).words).cast::<u64>());
+        for i in 0..OPEN_CACHE_WORDS {
+            core::ptr::write_volatile(to.add(i), core::ptr::read_volatile(from.add(i)));
+        }
+        core::ptr::write_volatile(
+            &raw mut (*element).check,
+            core::ptr::read_volatile(&raw const (*entry).check),
+        );
     }
 }
 

@@ -1,7 +1,9 @@
 //! The policy set in force for the current task, and how a judgement becomes a verdict.
 
 use enforcer_common::{
-    maps::{GrantKey, IdentityConfig, IdentityKey, NET_GRANT_FIXED_BITS, NetGrantKey, RevokedKey, word},
+    maps::{
+        CpuTask, GrantKey, IdentityConfig, IdentityKey, NET_GRANT_FIXED_BITS, NetGrantKey, RevokedKey, word,
+    },
     verdict::{IDENTITY_LOG_ALLOW, RULE_DEFAULT, action, decision, mode, proto, reason, stat},
 };
 
@@ -71,7 +73,8 @@ pub fn caller(hook: u32) -> Caller {
         diag::error!("hook {}: the active slot unreadable: allowed as unmanaged (fail-open)", hook: u32 = hook);
         return Caller::Unmanaged;
     };
-    caller_of(slot, hook, identity::current_rcu())
+    let (cgroup_id, epoch, record) = identity::current_rcu();
+    caller_of(slot, hook, (cgroup_id, epoch), record)
 }
 
 /// The caller of `hook` judged by the set in `slot` (a slot the program registered as
@@ -83,13 +86,14 @@ pub fn caller(hook: u32) -> Caller {
 /// line never outlives what it was read from.
 #[inline(always)]
 pub fn caller_in(slot: u32, hook: u32) -> Caller {
-    caller_of(slot, hook, identity::from_task())
+    caller_of(slot, hook, identity::from_task(), None)
 }
 
-/// [`caller_in`] for the cgroup id and binding epoch already read.
+/// [`caller_in`] for the cgroup id and binding epoch already read, and with this CPU's
+/// task record if the hook read it (see `lines::get`).
 #[inline(always)]
-fn caller_of(slot: u32, hook: u32, (cgroup_id, epoch): (u64, u64)) -> Caller {
-    if let Some(line) = lines::get(cgroup_id, slot, epoch) {
+fn caller_of(slot: u32, hook: u32, (cgroup_id, epoch): (u64, u64), record: Option<*mut CpuTask>) -> Caller {
+    if let Some(line) = lines::get(cgroup_id, slot, epoch, record) {
         return subject(slot, cgroup_id, line);
     }
     // Fail-open (see `identity::resolve`): an unresolvable cgroup is unmanaged, uncached.
@@ -156,8 +160,8 @@ pub fn seen() -> Seen {
     let Some(slot) = active_slot() else {
         return seen;
     };
-    let (cgroup_id, epoch) = identity::current_rcu();
-    if let Some(line) = lines::get(cgroup_id, slot, epoch) {
+    let (cgroup_id, epoch, record) = identity::current_rcu();
+    if let Some(line) = lines::get(cgroup_id, slot, epoch, record) {
         seen.unmanaged = line.identity == 0;
         seen.managed = line.identity != 0;
         seen.subject = Subject { slot, identity: line.identity, cgroup_id, config: line.config };

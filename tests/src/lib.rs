@@ -97,6 +97,12 @@ pub fn output(command: &mut std::process::Command) -> std::io::Result<std::proce
 
 /// [`run_in`] for a cgroup given by its directory.
 pub fn run_in_dir(cgroup: Option<&Path>, f: impl FnOnce() -> i32) -> i32 {
+    wait_child(fork_in_dir(cgroup, f))
+}
+
+/// Forks a child placed in `cgroup` (or left where it is when `None`) that runs `f` and
+/// exits with its result; returns the child's pid, for [`wait_child`].
+pub fn fork_in_dir(cgroup: Option<&Path>, f: impl FnOnce() -> i32) -> libc::pid_t {
     let forking = forking();
     // SAFETY: the child only writes a file, runs `f` and exits; other threads of the test
     // may run meanwhile, but none is spawning (see `FORKING`).
@@ -115,14 +121,31 @@ pub fn run_in_dir(cgroup: Option<&Path>, f: impl FnOnce() -> i32) -> i32 {
         // SAFETY: as above.
         unsafe { libc::_exit(code) };
     }
+    pid
+}
+
+/// Waits for a child of [`fork_in_dir`]: its exit code (it must exit normally, and must
+/// have entered its cgroup).
+pub fn wait_child(pid: libc::pid_t) -> i32 {
     let mut status = 0;
     // SAFETY: waiting for our own child.
     let waited = unsafe { libc::waitpid(pid, &raw mut status, 0) };
     assert_eq!(waited, pid, "waitpid failed");
     assert!(libc::WIFEXITED(status), "child did not exit normally: status {status}");
     let code = libc::WEXITSTATUS(status);
-    assert_ne!(code, 200, "could not move the child into {cgroup:?}");
+    assert_ne!(code, 200, "could not move the child {pid} into its cgroup");
     code
+}
+
+/// Pins the calling thread, and the children it forks from now on, to CPU `cpu`; false
+/// if the kernel refused.
+pub fn pin_to_cpu(cpu: usize) -> bool {
+    // SAFETY: a zeroed CPU set with one bit set, passed with its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = core::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &raw const set) == 0
+    }
 }
 
 /// `open(path, flags)` in the calling process: 0 on success, else the errno.

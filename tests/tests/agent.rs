@@ -9,8 +9,8 @@ use std::{
 };
 
 use enforcer_tests::{
-    Agent, AgentDirs, TestCgroup, connect_errno, descend_long_path, exec_errno, field, open_errno, policy,
-    run_in, run_in_dir, tool, udp_send_errno, write_file,
+    Agent, AgentDirs, TestCgroup, connect_errno, descend_long_path, exec_errno, field, fork_in_dir,
+    open_errno, pin_to_cpu, policy, run_in, run_in_dir, tool, udp_send_errno, wait_child, write_file,
 };
 use libc::{EPERM, O_RDONLY, O_RDWR, O_WRONLY};
 
@@ -513,4 +513,94 @@ fn policies_at_the_documented_limits_apply() {
         assert!(Instant::now() < deadline, "no refusal:\n{}", agent.stderr());
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Processes of two identities and an unmanaged one taking turns on one CPU, a token
+/// passed round a ring of pipes so that every open follows a context switch from a
+/// process of another cgroup: the switch copies the incoming task's identity line into
+/// the CPU's task record, and each open is judged by its caller's own identity, every
+/// time. The denials add up exactly in the log, all under the denying policy.
+#[test]
+fn processes_taking_turns_on_one_cpu_are_each_judged_as_themselves() {
+    const ROUNDS: u64 = 300;
+    const SECRET: &str = "/tmp/turns/secret";
+    write_file(SECRET, "s");
+    let denying = TestCgroup::new("turns-deny");
+    let allowing = TestCgroup::new("turns-allow");
+    let unmanaged = TestCgroup::new("turns-none");
+    let text = format!(
+        "{}\n---\n{}",
+        policy("turns-deny", &denying, &format!("  file:\n    - path: {SECRET}\n      action: deny\n")),
+        policy("turns-allow", &allowing, "  file:\n    - path: /tmp/turns/other\n      action: deny\n"),
+    );
+    let dirs = AgentDirs::new("turns", &text);
+    let agent = Agent::start(&dirs, "detach");
+
+    // Three pipes in a ring: process i reads the token from pipe i and writes it to pipe
+    // i + 1. Each exits with how many of its opens did not get the errno it should (or
+    // 95-99 if it could not take part).
+    let ring: Vec<[i32; 2]> = (0..3)
+        .map(|_| {
+            let mut ends = [0; 2];
+            // SAFETY: an array of two descriptors for the pipe's ends.
+            assert_eq!(unsafe { libc::pipe(ends.as_mut_ptr()) }, 0, "pipe");
+            ends
+        })
+        .collect();
+    let turn = |cgroup: &TestCgroup, i: usize, want: i32| {
+        let (from, to) = (ring[i][0], ring[(i + 1) % 3][1]);
+        fork_in_dir(Some(&cgroup.path), move || {
+            if !pin_to_cpu(0) {
+                return 99;
+            }
+            let mut wrong = 0;
+            let mut token = [0u8; 1];
+            for _ in 0..ROUNDS {
+                let mut ready = libc::pollfd { fd: from, events: libc::POLLIN, revents: 0 };
+                // SAFETY: one pollfd of ours; reads and writes one byte of our own buffer
+                // on our pipe ends.
+                unsafe {
+                    if libc::poll(&raw mut ready, 1, 30_000) != 1 {
+                        return 98;
+                    }
+                    if libc::read(from, token.as_mut_ptr().cast(), 1) != 1 {
+                        return 97;
+                    }
+                }
+                if open_errno(SECRET, O_RDONLY) != want {
+                    wrong += 1;
+                }
+                // SAFETY: as above.
+                if unsafe { libc::write(to, token.as_ptr().cast(), 1) } != 1 {
+                    return 96;
+                }
+            }
+            wrong.min(95)
+        })
+    };
+    let children = [turn(&denying, 0, EPERM), turn(&allowing, 1, 0), turn(&unmanaged, 2, 0)];
+    // SAFETY: one byte of a constant, on the ring's first pipe.
+    assert_eq!(unsafe { libc::write(ring[0][1], [1u8].as_ptr().cast(), 1) }, 1, "the first token");
+    let codes: Vec<i32> = children.into_iter().map(wait_child).collect();
+    assert_eq!(
+        codes,
+        [0, 0, 0],
+        "opens not judged by their caller's identity (denying, allowing, unmanaged)"
+    );
+
+    // Every denial in the log (full and aggregated records), under the denying policy.
+    let denials = || {
+        let records: Vec<_> = agent
+            .records()
+            .into_iter()
+            .filter(|r| is_verdict(r, "deny", "file_open") && r["target"]["path"] == SECRET)
+            .collect();
+        let elsewhere = records.iter().filter(|r| r["policy"] != "turns-deny").count();
+        (records.iter().map(|r| r["count"].as_u64().unwrap_or(1)).sum::<u64>(), elsewhere)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while denials().0 < ROUNDS && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(denials(), (ROUNDS, 0), "(denials logged, records under another policy)");
 }

@@ -34,14 +34,9 @@ fn counter(agent: &Agent, name: &str) -> anyhow::Result<u64> {
 /// Pins the calling process, and the children it forks from now on, to `cpu`: every
 /// round then runs the same way. Left to the scheduler, an exec's child runs on one CPU
 /// or the other and may move at the exec itself, and the empty program's time per exec
-/// measured anywhere from 0.8 to 2.1 µs between runs.
+/// measured anywhere from 0.8 to 2.1 µs between runs. A refusal leaves it unpinned.
 fn pin_to(cpu: usize) {
-    // SAFETY: a zeroed CPU set with one bit set, passed with its size.
-    unsafe {
-        let mut set: libc::cpu_set_t = core::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &raw const set);
-    }
+    let _ = enforcer_tests::pin_to_cpu(cpu);
 }
 
 /// The CPU the measured loops run on (the guest has two).
