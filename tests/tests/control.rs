@@ -453,3 +453,61 @@ fn the_metrics_endpoint_scrapes_in_prometheus_format() {
     assert!(answer.contains("enforcer_map_capacity{map=\"PATH_RULES\"}"), "{answer}");
     assert!(answer.contains("enforcer_apply_errors_total 0"), "{answer}");
 }
+
+/// An apply answers with each changed policy's line diff only when asked (`diff=true`)
+/// or on a dry run, and a dry run changes nothing in the kernel: the denied port stays
+/// the one applied before it.
+#[test]
+fn an_apply_returns_line_diffs_only_when_asked() {
+    let cgroup = TestCgroup::new("diffs");
+    let (dirs, agent) = network_api_agent("diffs", &[]);
+    let apply = |query: &str, port: u16| {
+        let body = policy(
+            "diffs-policy",
+            &cgroup,
+            &format!(
+                "  network:\n    - cidr: 127.0.0.0/8\n      ports: {port}\n      protocol: tcp\n      action: deny\n"
+            ),
+        );
+        let request = format!(
+            "POST /v1/policies{query} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let answer = raw_request(&dirs.socket, request.as_bytes());
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let change = json(answer.split_once("\r\n\r\n").map_or("", |(_, body)| body));
+        assert_eq!(change["changes"][0]["name"], "diffs-policy", "{change}");
+        change
+    };
+    let lines = |change: &Value| -> Vec<String> {
+        let diff =
+            change["changes"][0]["diff"].as_array().unwrap_or_else(|| panic!("no diff list: {change}"));
+        diff.iter().map(|l| l.as_str().expect("a diff line").to_owned()).collect()
+    };
+    let has = |lines: &[String], mark: char, port: u16| {
+        lines.iter().any(|l| l.starts_with(mark) && l.ends_with(&format!("ports: {port}")))
+    };
+
+    // Not asked: no diff.
+    let created = apply("", 9);
+    assert_eq!(created["changes"][0]["change"], "created");
+    assert!(lines(&created).is_empty(), "a diff nobody asked for: {created}");
+    // Asked: the changed line, removed and added.
+    let changed = apply("?diff=true", 10);
+    assert_eq!(changed["changes"][0]["change"], "changed");
+    let diff = lines(&changed);
+    assert!(has(&diff, '-', 9) && has(&diff, '+', 10), "{diff:?}");
+    // A dry run shows its diff and changes nothing: the next apply's diff starts from 10.
+    let dry = apply("?dryRun=true", 11);
+    assert_eq!(dry["dryRun"], true);
+    assert!(has(&lines(&dry), '+', 11), "{dry}");
+    assert_eq!(run_in(Some(&cgroup), || connect_errno("127.0.0.1:10")), EPERM, "port 10 still denied");
+    assert_ne!(run_in(Some(&cgroup), || connect_errno("127.0.0.1:11")), EPERM, "the dry run denied nothing");
+    let again = apply("?diff=true", 12);
+    let diff = lines(&again);
+    assert!(has(&diff, '-', 10) && has(&diff, '+', 12) && !has(&diff, '-', 11), "{diff:?}");
+    let r = agent.wait_record(|r| {
+        field(r, "type") == "verdict" && field(r, "decision") == "deny" && r["target"]["port"] == 10
+    });
+    assert_eq!(r["rule"], "network[0]");
+}
