@@ -23,22 +23,19 @@ pub mod word {
     /// Bumped by the agent after every binding change, so cached resolutions made before
     /// it are never trusted again.
     pub const BIND_EPOCH: u32 = 3;
-    /// Moved at every cgroup migration of a task, so no CPU's
-    /// [`CPU_TASKS`](super::CPU_TASKS) entry written before the move is trusted after it.
-    pub const TASK_MOVES: u32 = 4;
     /// Non-zero while [`QUARANTINE`](super::QUARANTINE) may hold an entry. Raised before
     /// the first entry is added and lowered after the last is removed, so a hook that
     /// reads 0 may skip the quarantine lookup.
-    pub const QUARANTINE_ANY: u32 = 5;
+    pub const QUARANTINE_ANY: u32 = 4;
     /// Non-zero while [`REVOKED`](super::REVOKED) may hold an entry, kept like
     /// [`QUARANTINE_ANY`].
-    pub const REVOKED_ANY: u32 = 6;
+    pub const REVOKED_ANY: u32 = 5;
     /// Non-zero while [`SETUP_TASKS`](super::SETUP_TASKS) may hold an entry. Raised by the
     /// agent before it adds one and lowered only once it finds the table empty (the
     /// programs only ever remove entries), so a hook that reads 0 may skip the lookup.
-    pub const SETUP_ANY: u32 = 7;
+    pub const SETUP_ANY: u32 = 6;
     /// Elements in all.
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 7;
 
     const _: () = assert!(SLOT_GENERATION + crate::SLOTS == BIND_EPOCH, "one generation per slot");
 }
@@ -113,10 +110,6 @@ pub const IDENTITY_LINES: &str = "IDENTITY_LINES";
 /// slot, before the flip; a clear bit lets a hook skip a lookup.
 pub const RULE_FILTERS: &str = "RULE_FILTERS";
 
-/// `PerCpuArray<CpuTask>`, one entry: which task each CPU runs and its cgroup, written
-/// at every context switch (see [`CpuTask`]).
-pub const CPU_TASKS: &str = "CPU_TASKS";
-
 /// `Array<OpenCacheEntry>`: what the file rules found for recently opened files, and the
 /// exec rules for recently executed ones (see [`OpenCacheEntry`]), each entry in the
 /// element [`OpenCacheKey::index`] picks for its key. Written and read by `file_open`,
@@ -130,7 +123,7 @@ pub const OPEN_CACHE: &str = "OPEN_CACHE";
 pub const DENTRY_EPOCHS: &str = "DENTRY_EPOCHS";
 
 /// Every map the kernel object must define.
-pub const ALL: [&str; 27] = [
+pub const ALL: [&str; 26] = [
     WORDS,
     CGROUP_BINDINGS,
     CGROUP_CACHE,
@@ -155,7 +148,6 @@ pub const ALL: [&str; 27] = [
     VERDICT_AGG,
     IDENTITY_LINES,
     RULE_FILTERS,
-    CPU_TASKS,
     OPEN_CACHE,
     DENTRY_EPOCHS,
 ];
@@ -214,6 +206,9 @@ pub mod globals {
     /// The most verbose kernel diagnostics the programs log (aya-log's level numbering;
     /// 0 = none): the gate of every log call.
     pub const KERNEL_LOG: &str = "KERNEL_LOG";
+    /// Non-zero if every possible CPU has a record in `CpuRecords` (at most
+    /// `RECORDED_CPUS`): only then do the programs use the records.
+    pub const CPU_RECORDS: &str = "CPU_RECORDS";
 }
 
 /// Key of [`CGROUP_BINDINGS`] and [`CGROUP_CACHE`].
@@ -306,8 +301,8 @@ pub struct IdentityLine {
     pub config: IdentityConfig,
 }
 
-/// The task a CPU runs, as the context switch into it recorded it: the one entry of
-/// [`CPU_TASKS`] of that CPU. It spares the hooks the function call that finds the
+/// The task a CPU runs, as the context switch into it recorded it: that CPU's element of
+/// [`CpuRecords::records`]. It spares the hooks the function call that finds the
 /// current task (on CPUs whose return mitigations make every call costly, the largest
 /// part of an unmanaged call's cost).
 ///
@@ -315,7 +310,7 @@ pub struct IdentityLine {
 /// the task itself:
 /// - `seq` is even and unchanged around its reads (the writer runs at the context switch
 ///   with interrupts off, so a reader sees a torn entry only across its own preemption);
-/// - `moves` equals [`word::TASK_MOVES`]: no task changed cgroup since the entry was written;
+/// - `moves` equals [`CpuRecords::moves`]: no task changed cgroup since the entry was written;
 /// - the hook's own stack frame lies within [`TASK_STACK_SPAN`] bytes above `stack`: the
 ///   entry is the running task's (live tasks' kernel stacks never overlap), whatever
 ///   context switch the recorder might not have seen.
@@ -327,7 +322,7 @@ pub struct CpuTask {
     pub stack: u64,
     /// The task's cgroup v2 id.
     pub cgroup_id: u64,
-    /// [`word::TASK_MOVES`] when the entry was written.
+    /// [`CpuRecords::moves`] when the entry was written.
     pub moves: u64,
     /// Not part of the record: where the open cache's lookup turns the kernel pointers of
     /// its key into numbers (a store and a load, where a helper read costs a function
@@ -337,11 +332,51 @@ pub struct CpuTask {
     /// A copy of the task's line of [`IDENTITY_LINES`] for the slot and binding epoch in
     /// force, made by the context switch where this CPU has one (else a cgroup id of 0),
     /// and tried by hooks before the lines, whose lookup touches two more pages of
-    /// memory. Its `epoch` is the binding epoch shifted left by one with the slot in the
-    /// low bit, as a line's index holds the slot. Under its own `seq`, read as a line is;
-    /// only the context switch writes it.
+    /// memory. Its `epoch` is the [`stamp`] of the slot and binding epoch it was copied
+    /// under ([`CpuRecords::stamp`]). Under its own `seq`, read as a line is; only the
+    /// context switch writes it.
     pub line: IdentityLine,
+    /// To 128 bytes: two CPUs' records never share a cache line.
+    pub pad: [u64; 3],
 }
+
+/// CPUs [`CpuRecords`] has a record for. A machine with more possible CPUs uses none
+/// (the agent tells the programs at load, see [`globals::CPU_RECORDS`]): every hook then
+/// finds its caller the slower way.
+pub const RECORDED_CPUS: usize = 1024;
+
+/// The kernel programs' own global state (their `.bss`, a map value the agent never
+/// writes): the record of each CPU's task and the two words a hook checks a record
+/// against, side by side, so an unmanaged caller's whole decision reads one page of
+/// memory on a machine of up to 31 CPUs, and two on a larger one. Under emulation a page
+/// first touched after a context switch costs 300–600 ns, and a map lookup two or three
+/// branches of about 200 ns each (there each branch ends a block of translated code,
+/// and the next block is looked up again after every switch of address space).
+#[repr(C)]
+pub struct CpuRecords {
+    /// Moved at every cgroup migration of a task, so no CPU's record written before the
+    /// move is trusted after it.
+    pub moves: u64,
+    /// The slot in force and the binding epoch as last published ([`stamp`]; 0 = never
+    /// published, which no record matches). Written only by the `publish` program, which
+    /// writes the same two values into [`WORDS`] first, so it never claims more than
+    /// they say.
+    pub stamp: u64,
+    pub pad: [u64; 14],
+    /// Element `cpu` is that CPU's: written by the context switch on it and read by the
+    /// hooks that run there.
+    pub records: [CpuTask; RECORDED_CPUS],
+}
+
+/// [`CpuRecords::stamp`] for a slot and binding epoch: a bit no unpublished word has,
+/// the epoch, and the slot in the lowest bit (as a line's index holds it).
+#[must_use]
+pub const fn stamp(epoch: u64, slot: u32) -> u64 {
+    STAMP_PUBLISHED | (epoch << 1) | (slot & 1) as u64
+}
+
+/// The bit every published [`stamp`] has.
+pub const STAMP_PUBLISHED: u64 = 1 << 63;
 
 /// Bytes of a kernel stack a hook's frame may lie above `CpuTask::stack`: the x86-64
 /// and arm64 `THREAD_SIZE`. A kernel with larger stacks (KASAN) puts frames higher: the
@@ -811,7 +846,9 @@ const _: () = assert!(size_of::<IdentityLine>() == 40);
 // Five words: `seq`, `cgroup_id`, `epoch`, then `identity` and `config` (copied as two
 // words at the context switch, see `CpuTask::line`).
 const _: () = assert!(core::mem::offset_of!(IdentityLine, identity) == 24);
-const _: () = assert!(size_of::<CpuTask>() == 104);
+const _: () = assert!(size_of::<CpuTask>() == 128);
+const _: () = assert!(core::mem::offset_of!(CpuRecords, records) == 128);
+const _: () = assert!(RECORDED_CPUS.is_power_of_two());
 const _: () = assert!(size_of::<RevokedKey>() == 16);
 const _: () = assert!(size_of::<GrantKey>() == 16);
 const _: () = assert!(size_of::<Grant>() == 24);

@@ -39,10 +39,10 @@ fn epoch() -> u64 {
 /// may be freed under the read.
 #[inline(always)]
 pub fn current_rcu() -> (u64, u64, Option<*mut CpuTask>) {
-    // This CPU's record of its running task (`cpu_tasks::record`), when it provably is the
+    // This CPU's record of its running task (`cpu_tasks::caller_record`), when it provably is the
     // running task's: no function call at all. The record comes back with it: it holds a
     // copy of an identity line (see `lines::get`).
-    if let Some(record) = crate::cpu_tasks::record()
+    if let Some(record) = crate::cpu_tasks::caller_record()
         && let Some(id) = crate::cpu_tasks::current_cgroup(record)
     {
         return (id, epoch(), Some(record));

@@ -12,10 +12,10 @@ use core::ptr::{read_volatile, write_volatile};
 
 use enforcer_common::{
     SLOTS, capacity,
-    maps::{CpuTask, IdentityConfig, IdentityLine, word},
+    maps::{CpuTask, IdentityConfig, IdentityLine, STAMP_PUBLISHED, stamp},
 };
 
-use crate::maps::{IDENTITY_LINES, active_slot, word_value};
+use crate::maps::IDENTITY_LINES;
 
 const _: () = assert!(SLOTS == 2, "a line's index carries the slot in its lowest bit");
 const _: () = assert!(capacity::IDENTITY_LINES.is_power_of_two());
@@ -34,13 +34,6 @@ fn line(cgroup_id: u64, slot: u32) -> Option<*mut IdentityLine> {
     IDENTITY_LINES.get_ptr_mut(index)
 }
 
-/// The `epoch` word of the copy in a CPU's task record: the binding epoch with the slot,
-/// which a line of [`IDENTITY_LINES`] holds in its index.
-#[inline(always)]
-fn copy_epoch(epoch: u64, slot: u32) -> u64 {
-    epoch << 1 | u64::from(slot & 1)
-}
-
 /// The line for `cgroup_id` in `slot`, if it was written under `epoch` and no writer on
 /// this CPU was inside it while it was read. With this CPU's task record (`record`), the
 /// record's copy of a line (see [`copy_for`]) is tried first.
@@ -49,7 +42,7 @@ pub fn get(cgroup_id: u64, slot: u32, epoch: u64, record: Option<*mut CpuTask>) 
     if let Some(record) = record {
         // SAFETY: a field of this CPU's map value.
         let copy = unsafe { &raw const (*record).line };
-        if let Some(found) = read(copy, cgroup_id, copy_epoch(epoch, slot)) {
+        if let Some(found) = read(copy, cgroup_id, stamp(epoch, slot)) {
             return Some(found);
         }
     }
@@ -57,7 +50,8 @@ pub fn get(cgroup_id: u64, slot: u32, epoch: u64, record: Option<*mut CpuTask>) 
 }
 
 /// Copies into `record` (this CPU's task record) the line of `cgroup_id` under the slot
-/// and binding epoch in force, or marks the copy empty where there is none. Called at
+/// and binding epoch last published (`cpu_tasks::stamp`), or marks the copy empty where
+/// there is none. Called at
 /// the context switch to a task of that cgroup, with interrupts off: no hook on this CPU
 /// runs meanwhile, and a hook preempted inside its read of the copy sees `seq` moved.
 /// Hooks only read the copy; the lines themselves are written by hooks.
@@ -67,8 +61,12 @@ pub fn copy_for(record: *mut CpuTask, cgroup_id: u64) {
     // configuration as two words, copied as they are. No line: no caller has cgroup id
     // 0, nor an epoch word of all ones.
     let mut words = [0, u64::MAX, 0, 0];
+    let published = crate::cpu_tasks::stamp();
+    let epoch = (published & !STAMP_PUBLISHED) >> 1;
+    #[expect(clippy::cast_possible_truncation, reason = "the lowest bit")]
+    let slot = published as u32 & 1;
     if cgroup_id != 0
-        && let (Some(slot), Some(epoch)) = (active_slot(), word_value(word::BIND_EPOCH))
+        && published & STAMP_PUBLISHED != 0
         && let Some(line) = line(cgroup_id, slot)
     {
         // SAFETY: this CPU's map value, read under its `seq` as in `read`.
@@ -82,7 +80,7 @@ pub fn copy_for(record: *mut CpuTask, cgroup_id: u64) {
                 read_volatile(at.add(4)),
             ];
             if seq & 1 == 0 && read_volatile(at) == seq && found[0] == cgroup_id && found[1] == epoch {
-                words = [cgroup_id, copy_epoch(epoch, slot), found[2], found[3]];
+                words = [cgroup_id, published, found[2], found[3]];
             }
         }
     }

@@ -27,7 +27,7 @@ use enforcer_common::{
 use crate::{
     diag,
     emit::{self, Target, Verdict},
-    guard, identity, inodes,
+    fast_path, guard, identity, inodes,
     offsets::{
         OFF_BPRM_FILE, OFF_DENTRY_NAME, OFF_FILE_DENTRY, OFF_FILE_F_MODE, OFF_FILE_F_PATH, OFF_VMA_VM_FILE,
         load, offset, read,
@@ -44,11 +44,25 @@ const FMODE_READ: u32 = 0x1;
 const FMODE_WRITE: u32 = 0x2;
 
 /// Decides whether the current task may execute the binary in `bprm->file`.
-/// Unmanaged tasks: allowed after one lookup. Errors for managed tasks: denied.
+/// Unmanaged tasks: allowed from their CPU's record (`fast_path`), else after one lookup.
+/// Errors for managed tasks: denied.
 #[lsm(hook = "bprm_check_security")]
 pub fn bprm_check_security(ctx: LsmContext) -> i32 {
-    // Respect an earlier LSM's denial.
     let earlier: i32 = ctx.arg(1);
+    if fast_path::unmanaged(earlier) {
+        return 0;
+    }
+    exec(ctx.arg(0), earlier)
+}
+
+/// [`bprm_check_security`] past its fast path, in a frame of its own: the program's own
+/// code is then the fast path alone, its allow a few instructions from its start. An
+/// exec's hook runs just after switches of address space, where under emulation each
+/// page of code it runs costs a lookup again; with the whole judgement inline, the
+/// allow's exit lay two kilobytes in.
+#[inline(never)]
+fn exec(bprm: *const u8, earlier: i32) -> i32 {
+    // Respect an earlier LSM's denial.
     if earlier != 0 {
         return policy::pass_on(earlier);
     }
@@ -57,7 +71,6 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
         return 0;
     }
     let task = identity::current_task();
-    let bprm: *const u8 = ctx.arg(0);
     // SAFETY: `bprm` is the hook's typed argument and the offset is that of its `file`
     // member, so the verifier treats this load as a (trusted) `struct file *`.
     let file = unsafe { *(bprm.add(offset(&OFF_BPRM_FILE)).cast::<*const u8>()) };
@@ -84,6 +97,9 @@ fn judge_exec(file: *const u8) -> i32 {
 #[lsm(hook = "file_open")]
 pub fn file_open(ctx: LsmContext) -> i32 {
     let earlier: i32 = ctx.arg(1);
+    if fast_path::unmanaged(earlier) {
+        return 0;
+    }
     if earlier != 0 {
         return policy::pass_on(earlier);
     }
@@ -207,7 +223,7 @@ pub fn mmap_file(ctx: LsmContext) -> i32 {
     }
     let prot: u64 = ctx.arg(2);
     let file: *const u8 = ctx.arg(0);
-    if prot & PROT_EXEC == 0 || file.is_null() {
+    if prot & PROT_EXEC == 0 || file.is_null() || fast_path::unmanaged(0) {
         return 0;
     }
     let seen = policy::seen();

@@ -6,6 +6,9 @@
 // Atomic adds and compare-and-swap on map values (`readers.rs`, `aggregate.rs`): the BPF
 // target's `core` has no atomic RMW.
 #![feature(core_intrinsics)]
+// The frame offset of `cpu_tasks::frame_offset`, in two instructions the compiler would
+// not keep.
+#![feature(asm_experimental_arch)]
 #![allow(internal_features, reason = "atomic_xadd is the only atomic add on this target")]
 #![expect(
     clippy::inline_always,
@@ -19,6 +22,7 @@ mod cgroups;
 mod cpu_tasks;
 mod diag;
 mod emit;
+mod fast_path;
 mod guard;
 mod identity;
 mod inodes;
@@ -29,6 +33,7 @@ mod offsets;
 mod open_cache;
 mod path;
 mod policy;
+mod publish;
 mod readers;
 mod restricted;
 mod rule_filters;

@@ -9,9 +9,9 @@ use enforcer_common::{
     SLOTS, aggregate, capacity,
     event::EventBuf,
     maps::{
-        AggEntry, AggKey, Binding, CacheEntry, CgroupKey, CpuTask, Grant, GrantKey, IdentityConfig,
-        IdentityKey, IdentityLine, InodeKey, InodeRuleKey, NetEntry, NetGrant, NetGrantKey, NetKey,
-        OpenCacheEntry, PathKey, PathRule, Quarantine, Revoked, RevokedKey, Scratch, word,
+        AggEntry, AggKey, Binding, CacheEntry, CgroupKey, Grant, GrantKey, IdentityConfig, IdentityKey,
+        IdentityLine, InodeKey, InodeRuleKey, NetEntry, NetGrant, NetGrantKey, NetKey, OpenCacheEntry,
+        PathKey, PathRule, Quarantine, Revoked, RevokedKey, Scratch, word,
     },
     rule_filter::{RuleFilter, which},
     verdict::stat,
@@ -19,7 +19,7 @@ use enforcer_common::{
 
 /// The words nearly every hook reads, in one map value (`enforcer_common::maps::WORDS`;
 /// indices in `word`): the slot in force and each slot's generation, the binding epoch,
-/// the task moves, and the "any entry" flags of the quarantine, revoked and set-up
+/// and the "any entry" flags of the quarantine, revoked and set-up
 /// tables.
 #[map(name = "WORDS")]
 pub static WORDS: Array<u64> = Array::with_max_entries(word::COUNT, 0);
@@ -67,11 +67,6 @@ pub static CGROUP_CACHE: LruHashMap<CgroupKey, CacheEntry> =
 #[map(name = "IDENTITY_LINES")]
 pub static IDENTITY_LINES: PerCpuArray<IdentityLine> =
     PerCpuArray::with_max_entries(capacity::IDENTITY_LINES, 0);
-
-/// Each CPU's running task and its cgroup, written at every context switch (see
-/// `cpu_tasks`).
-#[map(name = "CPU_TASKS")]
-pub static CPU_TASKS: PerCpuArray<CpuTask> = PerCpuArray::with_max_entries(1, 0);
 
 /// The enforcer's own files and directories; managed tasks may not write, remove or
 /// rename them (or entries of protected directories).

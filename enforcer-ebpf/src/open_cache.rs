@@ -36,7 +36,7 @@ use enforcer_common::{
 
 use crate::{
     identity::current_task,
-    maps::{CPU_TASKS, DENTRY_EPOCHS, OPEN_CACHE, slot_generation},
+    maps::{DENTRY_EPOCHS, OPEN_CACHE, slot_generation},
     offsets::{
         OFF_DENTRY_HASH_PPREV, OFF_DENTRY_NAME_HASH, OFF_DENTRY_NAME_LEN, OFF_FILE_DENTRY, OFF_FILE_MNT,
         OFF_FS_ROOT_DENTRY, OFF_FS_ROOT_MNT, OFF_FS_SEQ, OFF_TASK_FS, load, offset,
@@ -290,15 +290,15 @@ fn path_at(base: *const u8, at: &'static u64) -> Option<[u64; 2]> {
 }
 
 /// `pointers` (kernel pointers, as the verifier knows them) as numbers, which can be
-/// hashed into an entry's check: stored into this CPU's words in [`CPU_TASKS`]
+/// hashed into an entry's check: stored into this CPU's words in its task record
 /// (`CpuTask::numbers`, in the page the hook read its caller from) and loaded back (a
 /// privileged program may store a pointer in a map value, and what it loads from one is
 /// a number). A store and a load each, where a helper read of the kernel's memory costs
-/// a function call. `None` if the map cannot be read, or a program that preempted this
+/// a function call. `None` if the records are not in use, or a program that preempted this
 /// one on this CPU rewrote the words in between: each number must equal its pointer.
 #[inline(always)]
 fn numbers(pointers: [*const u8; 4]) -> Option<[u64; 4]> {
-    let entry = CPU_TASKS.get_ptr_mut(0)?;
+    let entry = crate::cpu_tasks::record()?;
     // SAFETY: four words of this CPU's map value, used only here (a program preempting
     // this one may rewrite them: compared below); volatile, so each word is stored and
     // loaded back rather than forwarded.

@@ -204,6 +204,48 @@ fn a_mode_change_reaches_a_process_already_running() {
     );
 }
 
+/// A process that never sleeps keeps its CPU's task record, and the record's copy of its
+/// (unmanaged) identity line, from one context switch to the next: binding its cgroup
+/// must reach it at its next call all the same, without a switch in between.
+#[test]
+fn binding_reaches_a_process_that_never_sleeps() {
+    write_file("/tmp/never-sleeps/secret", "s");
+    let marker = "/tmp/never-sleeps-bound";
+    let stop = "/tmp/never-sleeps-stop";
+    let _ = fs::remove_file(marker);
+    let _ = fs::remove_file(stop);
+    let spinning = TestCgroup::new("never-sleeps");
+    let elsewhere = TestCgroup::new("never-sleeps-elsewhere");
+    let rules = "  file:\n    - path: /tmp/never-sleeps/secret\n      action: deny\n";
+    let dirs = AgentDirs::new("never-sleeps", &policy("never-sleeps", &elsewhere, rules));
+    let agent = Agent::start(&dirs, "detach");
+    // The child opens the file in a tight loop, pinned to one CPU: its exit code is the
+    // number of opens allowed once the binding was known to be in force, or 100 if no open
+    // was allowed before it (the test would then not have tested anything).
+    let child = fork_in_dir(Some(&spinning.path), move || {
+        let _ = pin_to_cpu(1);
+        let (mut before, mut allowed_after) = (0, 0);
+        while !std::path::Path::new(stop).exists() {
+            let bound = std::path::Path::new(marker).exists();
+            let e = open_errno("/tmp/never-sleeps/secret", O_RDONLY);
+            if e == 0 {
+                if bound { allowed_after += 1 } else { before += 1 }
+            }
+        }
+        if before == 0 { 100 } else { allowed_after.min(99) }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    dirs.set_policy(&policy("never-sleeps", &spinning, rules));
+    agent.reload();
+    agent.wait_record(|r| field(r, "type") == "policy" && r["generation"] == 2);
+    fs::write(marker, "").unwrap();
+    let r = agent.wait_record(|r| is_verdict(r, "deny", "file_open") && r["generation"] == 2);
+    assert_eq!(r["errno"], EPERM);
+    assert_eq!(field(&r, "identity"), "never-sleeps");
+    fs::write(stop, "").unwrap();
+    assert_eq!(wait_child(child), 0, "opens allowed after the binding was in force (100: none before it)");
+}
+
 #[test]
 fn children_and_new_child_cgroups_inherit_the_identity() {
     write_file("/tmp/inherit/secret", "s");

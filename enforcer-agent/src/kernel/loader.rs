@@ -8,9 +8,9 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{BtfTracePoint, CgroupAttachMode, CgroupSockAddr, Lsm, links::FdLink},
+    programs::{BtfTracePoint, CgroupAttachMode, CgroupSockAddr, Lsm, RawTracePoint, links::FdLink},
 };
-use enforcer_common::maps::globals;
+use enforcer_common::maps::{RECORDED_CPUS, globals};
 
 use crate::kernel::{
     btf::{Btf, BtfError},
@@ -68,6 +68,10 @@ pub const TRACE_PROGRAMS: [(&str, &str); 5] = [
 /// Programs the hooks' record of each CPU's task depends on (`CpuTask`): while hooks of
 /// the same instance are attached, these stay attached, so they detach last.
 pub const DETACH_LAST: [&str; 2] = ["sched_switch", "cgroup_attach_task"];
+
+/// The program that writes the slot in force and the binding epoch (run, never attached;
+/// see `KernelMaps::publish`).
+pub const PUBLISH: &str = "publish";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -169,6 +173,8 @@ pub fn load(options: &Options) -> Result<Ebpf, LoadError> {
         loader.override_global(globals::RENAME_LOCK_ADDR, &rename_lock, true);
         loader.override_global(globals::MOUNT_LOCK_ADDR, &mount_lock, true);
     }
+    let cpu_records = u8::from(records_fit());
+    loader.override_global(globals::CPU_RECORDS, &cpu_records, true);
     let [key0, key1] = crate::kernel::path_key::key();
     loader.override_global(globals::PATH_KEY0, &key0, true);
     loader.override_global(globals::PATH_KEY1, &key1, true);
@@ -194,6 +200,7 @@ pub fn load(options: &Options) -> Result<Ebpf, LoadError> {
     }
     jobs.extend(TRACE_PROGRAMS.iter().map(|&(name, tracepoint)| (name, Kind::Trace(tracepoint))));
     jobs.extend(CGROUP_PROGRAMS.iter().map(|&name| (name, Kind::Cgroup)));
+    jobs.push((PUBLISH, Kind::Run));
     load_programs(&mut ebpf, jobs, &kernel_btf)?;
     tracing::info!(
         maps_ms = maps_created.as_millis(),
@@ -202,6 +209,18 @@ pub fn load(options: &Options) -> Result<Ebpf, LoadError> {
         "kernel object loaded"
     );
     Ok(ebpf)
+}
+
+/// Whether every possible CPU has a task record in the programs' global state
+/// (`enforcer_common::maps::CpuRecords`); if not, the programs use none.
+fn records_fit() -> bool {
+    match aya::util::nr_cpus() {
+        Ok(cpus) => usize::try_from(cpus.get()).is_ok_and(|n| n <= RECORDED_CPUS),
+        Err((path, e)) => {
+            tracing::warn!("reading {path}: {e}: the hooks find their caller without the CPUs' task records");
+            false
+        }
+    }
 }
 
 /// The kernel addresses of `rename_lock` and `mount_lock`, or 0s: without them
@@ -226,6 +245,8 @@ enum Kind {
     Lsm(&'static str),
     Trace(&'static str),
     Cgroup,
+    /// Never attached: run by the agent (`BPF_PROG_TEST_RUN`).
+    Run,
 }
 
 /// Loads `jobs` into the kernel one after another, each timed in the log (the kernel's
@@ -262,6 +283,10 @@ fn load_one(
         }
         Kind::Cgroup => {
             let program: &mut CgroupSockAddr = program.try_into().map_err(failed)?;
+            program.load().map_err(failed)
+        }
+        Kind::Run => {
+            let program: &mut RawTracePoint = program.try_into().map_err(failed)?;
             program.load().map_err(failed)
         }
     }

@@ -8,6 +8,7 @@ use aya::{
     maps::{
         Array, HashMap, IterableMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf, lpm_trie::Key,
     },
+    programs::{RawTracePoint, RawTracePointRunOptions, TestRun as _},
 };
 use enforcer_common::{
     SLOTS,
@@ -23,6 +24,7 @@ use enforcer_common::{
 use crate::{
     kernel::{
         batch,
+        loader::PUBLISH,
         slot::{SlotContents, SlotDelta},
     },
     policy::compiled::{InodeRuleKey, NetPrefix, PathRuleKey},
@@ -53,6 +55,8 @@ pub enum MapsError {
         "kernel programs still read policy slot {0} after {READER_WAIT:?}; nothing was changed, try again"
     )]
     SlotBusy(u32),
+    #[error("program {PUBLISH}: {0}")]
+    Publish(String),
 }
 
 /// How long an install waits for the path-judging programs to stop reading the slot it
@@ -67,6 +71,8 @@ fn err(map: &'static str) -> impl FnOnce(MapError) -> MapsError {
 pub struct KernelMaps {
     /// The single words the hooks read (`names::word`).
     words: Array<MapData, u64>,
+    /// The writer of the slot in force and the binding epoch ([`Self::publish`]).
+    publish: RawTracePoint,
     bindings: HashMap<MapData, CgroupKey, Binding>,
     protected_inodes: HashMap<MapData, InodeKey, u32>,
     protected_pids: HashMap<MapData, u32, u32>,
@@ -97,8 +103,15 @@ fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, MapsError> {
 impl KernelMaps {
     /// Takes the maps out of a loaded object (the programs keep their own references).
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
+        let publish = ebpf
+            .program(PUBLISH)
+            .ok_or(MapsError::Missing(PUBLISH))?
+            .info()
+            .and_then(|info| RawTracePoint::from_program_info(info, PUBLISH.into()))
+            .map_err(|e| MapsError::Publish(e.to_string()))?;
         let mut maps = Self {
             words: Array::try_from(take(ebpf, names::WORDS)?).map_err(err(names::WORDS))?,
+            publish,
             bindings: HashMap::try_from(take(ebpf, names::CGROUP_BINDINGS)?)
                 .map_err(err(names::CGROUP_BINDINGS))?,
             protected_inodes: HashMap::try_from(take(ebpf, names::PROTECTED_INODES)?)
@@ -131,7 +144,27 @@ impl KernelMaps {
         if maps.setup_tasks.keys().next().is_some() {
             maps.set_word(word::SETUP_ANY, 1)?;
         }
+        // The records' stamp starts unpublished, which no record matches: published once
+        // here, the hooks use the records from the first context switch on.
+        let (epoch, slot) = (maps.word(word::BIND_EPOCH)?, maps.active_slot()?);
+        maps.publish(epoch, slot)?;
         Ok(maps)
+    }
+
+    /// Makes `epoch` the binding epoch and `slot` the slot in force, in the words and in
+    /// the stamp the CPUs' task records are checked against, with one run of the `publish`
+    /// program: the only way either changes. Nothing is written if it fails.
+    fn publish(&mut self, epoch: u64, slot: u32) -> Result<(), MapsError> {
+        let mut options = RawTracePointRunOptions::new();
+        options.args[0] = epoch;
+        options.args[1] = u64::from(slot);
+        match self.publish.test_run(options) {
+            Ok(run) if run.return_value == 0 => Ok(()),
+            Ok(run) => {
+                Err(MapsError::Publish(format!("returned {}: a word was unreachable", run.return_value)))
+            }
+            Err(e) => Err(MapsError::Publish(e.to_string())),
+        }
     }
 
     /// Element `index` of the hooks' words (`names::word`).
@@ -177,10 +210,11 @@ impl KernelMaps {
         self.rewrite_slot(slot, &held, &wanted)?;
         self.held[slot as usize] = Some(wanted);
         self.set_word(word::SLOT_GENERATION + slot, generation)?;
-        // Before the flip: resolutions cached while this slot held an older set carry an
-        // older epoch, and every entry written for it from now on is about the new set.
-        self.bump_epoch()?;
-        self.set_word(word::ACTIVE, u64::from(slot))?;
+        // The epoch moves with the flip, written first: resolutions cached while this slot
+        // held an older set carry an older epoch, and every entry written for it from
+        // now on is about the new set.
+        let epoch = self.word(word::BIND_EPOCH)?.wrapping_add(1);
+        self.publish(epoch, slot)?;
         Ok(slot)
     }
 
@@ -334,7 +368,8 @@ impl KernelMaps {
     /// The agent is the only writer of the epoch, so read-then-write cannot lose a bump.
     fn bump_epoch(&mut self) -> Result<(), MapsError> {
         let epoch = self.word(word::BIND_EPOCH)?;
-        self.set_word(word::BIND_EPOCH, epoch.wrapping_add(1))
+        let slot = self.active_slot()?;
+        self.publish(epoch.wrapping_add(1), slot)
     }
 
     /// Makes the protected-file table exactly `wanted` ((kernel device, inode) pairs).

@@ -1,0 +1,72 @@
+//! The unmanaged caller's whole decision, from its CPU's record alone
+//! (`enforcer_common::maps::CpuRecords`): a caller whose record shows no identity under
+//! the slot and binding epoch in force is allowed after a dozen loads and one branch.
+//!
+//! Under emulation, where the LSM figures are measured, an exec's hook pays for every
+//! branch it takes (each ends a block of translated code, looked up again after the
+//! exec's switches of address space) and every page of memory it first touches: the
+//! checks are folded into one word with `|` and `^`, and the words read share one page.
+
+use core::ptr::read_volatile;
+
+use enforcer_common::maps::{STAMP_PUBLISHED, TASK_STACK_SPAN};
+
+use crate::cpu_tasks;
+
+/// Whether the caller is allowed as unmanaged from its CPU's record, `earlier` being the
+/// verdict of the LSMs before this one (which this path only ever passes on as 0). False
+/// means nothing: the hook's own path decides, as it would have without this one.
+///
+/// True only if all of these hold, each as a term of one word that must be 0:
+/// - the record and its copy of an identity line were not being written while read
+///   (`seq` even and unchanged);
+/// - no task changed cgroup since the record was written (`moves`);
+/// - the copy was made under the published slot and binding epoch, and the stamp is
+///   published (a record of zeros matches no published stamp);
+/// - the copy is of the recorded cgroup's line, and names no identity;
+/// - this program's stack frame is on the recorded task's stack (in the low 32 bits: a
+///   stack 4 GiB away from the recorded one would pass, but the record is the running
+///   task's anyway unless a context switch went unrecorded, and the frame check is the
+///   second line of that defence);
+/// - no earlier LSM refused.
+///
+/// It reads no read-only global either (each such read is a load from one more page):
+/// where the records are not in use, no stamp is published (`cpu_tasks::set_stamp`).
+#[inline(always)]
+pub fn unmanaged(earlier: i32) -> bool {
+    let record = cpu_tasks::this_cpu();
+    // SAFETY: this CPU's record in our own global; volatile reads keep their order around
+    // the `seq` words (a writer that preempts this program runs on this CPU).
+    let bad = unsafe {
+        let seq = read_volatile(&raw const (*record).seq);
+        let stack = read_volatile(&raw const (*record).stack);
+        let cgroup_id = read_volatile(&raw const (*record).cgroup_id);
+        let moves = read_volatile(&raw const (*record).moves);
+        let line = &raw const (*record).line;
+        let line_seq = read_volatile(&raw const (*line).seq);
+        let line_cgroup = read_volatile(&raw const (*line).cgroup_id);
+        let line_stamp = read_volatile(&raw const (*line).epoch);
+        let identity = read_volatile(&raw const (*line).identity);
+        let line_seq_after = read_volatile(&raw const (*line).seq);
+        let seq_after = read_volatile(&raw const (*record).seq);
+        let stamp = cpu_tasks::stamp();
+        #[expect(clippy::cast_possible_truncation, reason = "the span is 16 KiB")]
+        let outside = cpu_tasks::frame_offset(stack) & !(TASK_STACK_SPAN as u32 - 1);
+        #[expect(clippy::cast_sign_loss, reason = "only zero or not matters")]
+        let earlier = u64::from(earlier as u32);
+        (seq & 1)
+            | (seq ^ seq_after)
+            | (line_seq & 1)
+            | (line_seq ^ line_seq_after)
+            | (moves ^ cpu_tasks::moves())
+            | (line_stamp ^ stamp)
+            | (!stamp & STAMP_PUBLISHED)
+            | (line_cgroup ^ cgroup_id)
+            | u64::from(identity)
+            | u64::from(outside)
+            | earlier
+    };
+    // Laid out so that the allow falls through to the program's exit, on the code page
+    // already being run.
+    core::intrinsics::likely(bad == 0)
+}
