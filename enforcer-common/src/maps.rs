@@ -939,3 +939,26 @@ mod open_cache_tests {
         assert_ne!(key.index(), other.index());
     }
 }
+
+#[cfg(test)]
+mod stamp_tests {
+    use super::*;
+
+    #[test]
+    fn a_stamp_is_published_and_names_its_slot_and_epoch() {
+        let stamps = [stamp(0, 0), stamp(0, 1), stamp(1, 0), stamp(1, 1), stamp(7, 1)];
+        for (i, a) in stamps.iter().enumerate() {
+            assert_ne!(a & STAMP_PUBLISHED, 0, "published");
+            // Neither a record of zeros nor an empty copy (epoch word of all ones).
+            assert_ne!(*a, 0);
+            assert_ne!(*a, u64::MAX);
+            for b in &stamps[i + 1..] {
+                assert_ne!(a, b, "distinct slots and epochs give distinct stamps");
+            }
+        }
+        // The copy at the context switch reads the slot and epoch back from the stamp.
+        let s = stamp(41, 1);
+        assert_eq!((s & !STAMP_PUBLISHED) >> 1, 41);
+        assert_eq!(s & 1, 1);
+    }
+}
