@@ -362,7 +362,13 @@ pub struct CpuRecords {
     /// writes the same two values into [`WORDS`] first, so it never claims more than
     /// they say.
     pub stamp: u64,
-    pub pad: [u64; 14],
+    /// A copy of [`WORDS`] (indices in [`word`]) as of the last publication, made by
+    /// `publish` before it writes the stamp: the slots' generations and the "any entry"
+    /// flags, for the hooks' fast paths to read without a lookup. The agent publishes
+    /// again after each change of a flag, raised before its table gains an entry and
+    /// lowered after the table is empty, so the copy errs as the words do.
+    pub words: [u64; word::COUNT as usize],
+    pub pad: [u64; 14 - word::COUNT as usize],
     /// Element `cpu` is that CPU's: written by the context switch on it and read by the
     /// hooks that run there.
     pub records: [CpuTask; RECORDED_CPUS],

@@ -11,7 +11,7 @@ use core::{
 };
 
 use aya_ebpf::{helpers::bpf_get_smp_processor_id, macros::btf_tracepoint, programs::BtfTracePointContext};
-use enforcer_common::maps::{CpuRecords, CpuTask, RECORDED_CPUS, TASK_STACK_SPAN};
+use enforcer_common::maps::{CpuRecords, CpuTask, RECORDED_CPUS, TASK_STACK_SPAN, word};
 
 use crate::offsets::{
     OFF_CGROUP_KN, OFF_CSS_SET_DFL_CGRP, OFF_KERNFS_ID, OFF_TASK_CGROUPS, OFF_TASK_STACK, load,
@@ -60,6 +60,23 @@ pub fn moves() -> u64 {
 pub fn stamp() -> u64 {
     // SAFETY: a word of our own global, read once.
     unsafe { read_volatile(&raw const RECORDS.stamp) }
+}
+
+/// Word `index` of the copy of `WORDS` (`CpuRecords::words`; `index` is masked into it).
+#[inline(always)]
+pub fn word(index: u32) -> u64 {
+    // SAFETY: a word of our own global, read once.
+    unsafe { read_volatile(&raw const RECORDS.words[index as usize % word::COUNT as usize]) }
+}
+
+/// Writes word `index` of the copy of `WORDS` (`publish` only; an index out of range
+/// writes nothing).
+#[inline(always)]
+pub fn set_word(index: u32, value: u64) {
+    if index < word::COUNT {
+        // SAFETY: a word of our own global; only `publish` writes it.
+        unsafe { write_volatile(&raw mut RECORDS.words[index as usize], value) };
+    }
 }
 
 /// Writes the stamp (`publish` only), or leaves it unpublished where records are not in

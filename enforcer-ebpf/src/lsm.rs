@@ -17,7 +17,7 @@ use aya_ebpf::{
 };
 use enforcer_common::{
     MAX_PATH,
-    maps::{IdentityConfig, cache_kind, grant_kind, path_kind},
+    maps::{IdentityConfig, cache_kind, grant_kind, path_kind, word},
     verdict::{
         IDENTITY_ALLOW_FILELESS_EXEC, IDENTITY_HAS_RUNTIMES, IDENTITY_LOG_ALLOW, RULE_DEFAULT, access,
         action, hook, reason, restrict, stat,
@@ -66,14 +66,17 @@ fn exec(bprm: *const u8, earlier: i32) -> i32 {
     if earlier != 0 {
         return policy::pass_on(earlier);
     }
+    // SAFETY: `bprm` is the hook's typed argument and the offset is that of its `file`
+    // member, so the verifier treats this load as a (trusted) `struct file *`.
+    let file = unsafe { *(bprm.add(offset(&OFF_BPRM_FILE)).cast::<*const u8>()) };
+    if quick::<true>(file) {
+        return 0;
+    }
     let seen = policy::seen();
     if seen.unmanaged {
         return 0;
     }
     let task = identity::current_task();
-    // SAFETY: `bprm` is the hook's typed argument and the offset is that of its `file`
-    // member, so the verifier treats this load as a (trusted) `struct file *`.
-    let file = unsafe { *(bprm.add(offset(&OFF_BPRM_FILE)).cast::<*const u8>()) };
     if let Some(subject) = cacheable(&seen, hook::EXEC)
         && cached(file, task, hook::EXEC, subject)
     {
@@ -103,11 +106,6 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     if earlier != 0 {
         return policy::pass_on(earlier);
     }
-    let seen = policy::seen();
-    if seen.unmanaged {
-        return 0;
-    }
-    let task = identity::current_task();
     let file: *const u8 = ctx.arg(0);
     // SAFETY: the hook's typed argument at the BTF offset of `f_mode`: a load of the
     // kernel's own pointer, which does not fault (one that did would read 0: no mode,
@@ -123,6 +121,14 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     if wanted == 0 {
         wanted = access::READ;
     }
+    if wanted == access::READ && quick::<false>(file) {
+        return 0;
+    }
+    let seen = policy::seen();
+    if seen.unmanaged {
+        return 0;
+    }
+    let task = identity::current_task();
     // Opens for writing are judged in full: the guard of the kernel's and the enforcer's
     // own files comes first, and has no room in the cached judgement's stack frame.
     if wanted == access::READ
@@ -161,6 +167,46 @@ fn cacheable(seen: &Seen, hook: u32) -> Option<u64> {
     let default =
         if hook == hook::FILE_OPEN { subject.config.file_default } else { subject.config.exec_default };
     Some(u64::from(subject.identity) | u64::from(subject.slot & 1) << 32 | u64::from(default) << 40)
+}
+
+/// Whether an exec (`EXEC`) or an open for reading of `file` by a caller its CPU's
+/// record shows managed is allowed from the cache, decided as [`cached`] decides it but
+/// from the record's copy of the caller's line, with every check folded into one word
+/// and one branch on it (see `fast_path`). False where the record cannot be trusted,
+/// the entry does not hold, the allow would be reported, or any live state (quarantine,
+/// revoked credential, container set-up) exists: the slower ways decide then, as before.
+/// Not inlined, for the stack frame (see [`cached`]).
+#[inline(never)]
+fn quick<const EXEC: bool>(file: *const u8) -> bool {
+    let line = fast_path::read(0);
+    // Before the helper calls: a record that cannot be trusted (or an unmanaged caller
+    // here after all) costs nothing more.
+    if line.bad | fast_path::zero(u64::from(line.identity)) != 0 {
+        return false;
+    }
+    let task = identity::current_task();
+    let kind = if EXEC { cache_kind::EXEC } else { cache_kind::OPEN };
+    let (mut bad, hit) = open_cache::quick(file, task, &line, kind);
+    let found = u64::from(hit.read.0);
+    let by_default = fast_path::zero(found ^ u64::from(action::NONE));
+    let default = if EXEC { line.exec_default() } else { line.file_default() };
+    let decided = found ^ ((found ^ default) & by_default.wrapping_neg());
+    // Live state only ever refuses, and a refusal is reported: any of it in force sends
+    // the call to the judgement that looks it up. So does an exec that may end a
+    // container's set-up.
+    let words = crate::cpu_tasks::word(word::QUARANTINE_ANY)
+        | crate::cpu_tasks::word(if EXEC { word::SETUP_ANY } else { word::REVOKED_ANY });
+    let unreported = if EXEC { IDENTITY_LOG_ALLOW | IDENTITY_HAS_RUNTIMES } else { IDENTITY_LOG_ALLOW };
+    bad |= (decided ^ u64::from(action::ALLOW)) | words | (line.flags() & u64::from(unreported));
+    if bad != 0 {
+        return false;
+    }
+    if by_default != 0 {
+        crate::maps::count(stat::DEFAULT_FALLBACK);
+    }
+    crate::maps::count(if EXEC { stat::EXEC_CACHE_HITS } else { stat::OPEN_CACHE_HITS });
+    crate::maps::count(stat::ALLOW);
+    true
 }
 
 /// Whether an open for reading (`hook::FILE_OPEN`), an exec (`hook::EXEC`) or an

@@ -22,19 +22,23 @@
 //! Only rule findings are cached. Live state (quarantine, revoked credentials, grants),
 //! the write guard and the verdict's reporting are decided at every call.
 
-use core::intrinsics::{AtomicOrdering, atomic_xadd};
+use core::{
+    intrinsics::{AtomicOrdering, atomic_xadd},
+    ptr::{read_volatile, write_volatile},
+};
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
 use enforcer_common::{
     capacity,
     maps::{
         OPEN_CACHE_KEY_WORDS, OPEN_CACHE_WORDS, OpenCacheKey, OpenFindings, OpenStaged, OpenStamp,
-        dentry_name_id,
+        dentry_name_id, word,
     },
     sip::Sip,
 };
 
 use crate::{
+    fast_path::{self, Line},
     identity::current_task,
     maps::{DENTRY_EPOCHS, OPEN_CACHE, slot_generation},
     offsets::{
@@ -101,6 +105,124 @@ pub fn get(file: *const u8, task: *const u8, identity: u32, kind: u32, slot: u32
     }
     #[expect(clippy::cast_possible_truncation, reason = "unpacking what OpenFindings::words packed")]
     Some(Hit { read: (marks as u8, rules as u32), hash, proof, len: usize::from((marks >> 16) as u16) })
+}
+
+/// [`get`] for a caller its CPU's record shows managed (`line`, checked by the caller:
+/// its slot and generation are taken from it), with every check folded into one word and
+/// no branch but the two lookups' (see `fast_path` on why branches are what costs): the
+/// findings, and a word that is 0 only if the entry holds for this call as [`get`]'s
+/// would. The key's pointers become numbers through this CPU's record as in [`numbers`],
+/// with the record's `seq` read around the stores and loads in place of comparing them:
+/// only a program that preempted this one could have rewritten them in between, and the
+/// context switch that let it run moved `seq`.
+#[inline(always)]
+pub fn quick(file: *const u8, task: *const u8, line: &Line, kind: u32) -> (u64, Hit) {
+    #[expect(clippy::cast_possible_truncation, reason = "the lowest bit")]
+    let slot = line.stamp as u32 & 1;
+    // SAFETY (all loads): BTF-typed pointers (the hook's argument, the current task, and
+    // pointers loaded from them) at offsets from the kernel's BTF; a load that faults
+    // reads 0, which makes the word below non-zero wherever 0 cannot be right.
+    let (dentry, pprev, mnt, fs) = unsafe {
+        let dentry = load::<*const u8>(file, &OFF_FILE_DENTRY);
+        (
+            dentry,
+            load::<u64>(dentry, &OFF_DENTRY_HASH_PPREV),
+            load::<*const u8>(file, &OFF_FILE_MNT),
+            load::<*const u8>(task, &OFF_TASK_FS),
+        )
+    };
+    let name_id = name_id(dentry);
+    // As in `key_now`: the root between two reads of its sequence count.
+    let (before, root_mnt, root_dentry, after) = unsafe {
+        (
+            fresh::<u32>(fs, &OFF_FS_SEQ),
+            fresh::<*const u8>(fs, &OFF_FS_ROOT_MNT),
+            fresh::<*const u8>(fs, &OFF_FS_ROOT_DENTRY),
+            fresh::<u32>(fs, &OFF_FS_SEQ),
+        )
+    };
+    let record = crate::cpu_tasks::this_cpu();
+    // SAFETY: this CPU's record in our own global (see `numbers`); volatile, so each
+    // word is stored and loaded back in this order.
+    let (seq, [mnt, dentry, root_mnt, root_dentry], seq_after) = unsafe {
+        let seq = read_volatile(&raw const (*record).seq);
+        let at = (&raw mut (*record).numbers).cast::<u64>();
+        for (i, pointer) in [mnt, dentry, root_mnt, root_dentry].iter().enumerate() {
+            write_volatile(at.add(i), *pointer as u64);
+        }
+        let numbers =
+            [read_volatile(at), read_volatile(at.add(1)), read_volatile(at.add(2)), read_volatile(at.add(3))];
+        (seq, numbers, read_volatile(&raw const (*record).seq))
+    };
+    let key = OpenCacheKey { mnt, dentry, name_id, who: OpenCacheKey::who(line.identity, kind, slot) };
+    let (rename_seq, rename_bad) = sequence_word(&RENAME_LOCK_ADDR);
+    let (mount_seq, mount_bad) = sequence_word(&MOUNT_LOCK_ADDR);
+    let generation = crate::cpu_tasks::word(word::SLOT_GENERATION + slot);
+    let mut bad = line.bad
+        | (seq ^ seq_after)
+        | u64::from(before & 1)
+        | u64::from(before ^ after)
+        | fast_path::zero(pprev)
+        | fast_path::zero(mnt)
+        | fast_path::zero(dentry)
+        | fast_path::zero(root_mnt)
+        | fast_path::zero(root_dentry)
+        | rename_bad
+        | mount_bad;
+    let miss = Hit { read: (0, 0), hash: 0, proof: 0, len: 0 };
+    // SAFETY: a plain read of a counter only ever added to atomically.
+    let Some(dentry_epoch) =
+        DENTRY_EPOCHS.get_ptr(bucket(name_id)).map(|epoch| unsafe { read_volatile(epoch) })
+    else {
+        return (1, miss);
+    };
+    let Some(entry) = OPEN_CACHE.get_ptr(key.index()) else {
+        return (1, miss);
+    };
+    let mut sip = Sip::new(crate::path::secret());
+    sip.word(key.mnt);
+    sip.word(key.dentry);
+    sip.word(u64::from(key.name_id) | u64::from(key.who) << 32);
+    // SAFETY: a map value valid for the program's run; each word read once, volatile.
+    let at = unsafe { (&raw const (*entry).words).cast::<u64>() };
+    let word = |i: usize, sip: &mut Sip| {
+        // SAFETY: as above; `i` < OPEN_CACHE_WORDS.
+        let w = unsafe { read_volatile(at.add(i)) };
+        sip.word(w);
+        w
+    };
+    bad |= word(0, &mut sip) ^ generation;
+    bad |= word(1, &mut sip) ^ dentry_epoch;
+    bad |= word(2, &mut sip) ^ root_mnt;
+    bad |= word(3, &mut sip) ^ root_dentry;
+    bad |= word(4, &mut sip) ^ (rename_seq | mount_seq << 32);
+    let (hash, proof, rules, marks) =
+        (word(5, &mut sip), word(6, &mut sip), word(7, &mut sip), word(8, &mut sip));
+    // SAFETY: as above.
+    let check = unsafe { read_volatile(&raw const (*entry).check) };
+    bad |= sip.finish(0, 8 * (OPEN_CACHE_KEY_WORDS + OPEN_CACHE_WORDS)) ^ check;
+    #[expect(clippy::cast_possible_truncation, reason = "unpacking what OpenFindings::words packed")]
+    (bad, Hit { read: (marks as u8, rules as u32), hash, proof, len: usize::from((marks >> 16) as u16) })
+}
+
+/// [`sequence`] without a branch: the count, and a word that is non-zero if the address
+/// is unknown (the read of address 0 fails), the read failed, or a writer holds the lock.
+#[inline(always)]
+fn sequence_word(addr: &'static u64) -> (u64, u64) {
+    // SAFETY: a read of our own global; volatile so the compiler does not fold the 0.
+    let at = unsafe { read_volatile(addr) };
+    let mut seq = 0u32;
+    // SAFETY: a checked kernel read into a local; a bad address returns an error (and
+    // zeroes the local), never faults.
+    let failed = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            (&raw mut seq).cast(),
+            4,
+            at as *const core::ffi::c_void,
+        )
+    };
+    #[expect(clippy::cast_sign_loss, reason = "only zero or not matters")]
+    (u64::from(seq), failed as u64 | u64::from(seq & 1))
 }
 
 /// The keyed check of the entry words at `words` under the key at `key` (both in map

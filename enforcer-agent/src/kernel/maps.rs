@@ -142,7 +142,7 @@ impl KernelMaps {
         // Maps handed over by an agent that did not keep the flag: raised while entries
         // are left (the next prune lowers it once they are gone).
         if maps.setup_tasks.keys().next().is_some() {
-            maps.set_word(word::SETUP_ANY, 1)?;
+            maps.set_flag(word::SETUP_ANY, 1)?;
         }
         // The records' stamp starts unpublished, which no record matches: published once
         // here, the hooks use the records from the first context switch on.
@@ -175,6 +175,15 @@ impl KernelMaps {
     /// Writes element `index` of the hooks' words, and no other.
     fn set_word(&mut self, index: u32, value: u64) -> Result<(), MapsError> {
         self.words.set(index, &value, 0).map_err(err(names::WORDS))
+    }
+
+    /// Writes flag `index` of the hooks' words ("any entry" flags) and publishes the
+    /// slot and epoch in force again, unchanged, which refreshes the programs' copy of
+    /// the words: the fast paths see the flag from when this returns.
+    fn set_flag(&mut self, index: u32, value: u64) -> Result<(), MapsError> {
+        self.set_word(index, value)?;
+        let (epoch, slot) = (self.word(word::BIND_EPOCH)?, self.active_slot()?);
+        self.publish(epoch, slot)
     }
 
     /// Slot of the set in force.
@@ -388,7 +397,7 @@ impl KernelMaps {
     /// restrictions until it executes its entrypoint (the kernel removes the entry then).
     /// The "set-up under way" flag is raised first, so no hook skips the entry.
     pub fn begin_setup(&mut self, pid: u32, cgroup_id: u64) -> Result<(), MapsError> {
-        self.set_word(word::SETUP_ANY, 1)?;
+        self.set_flag(word::SETUP_ANY, 1)?;
         self.setup_tasks.insert(&pid, &cgroup_id, 0).map_err(err(names::SETUP_TASKS))
     }
 
@@ -399,7 +408,7 @@ impl KernelMaps {
     pub fn prune_setup(&mut self, keep: impl Fn(u32) -> bool) -> Result<(), MapsError> {
         remove_where(&mut self.setup_tasks, names::SETUP_TASKS, |pid| !keep(*pid))?;
         if self.setup_tasks.keys().next().is_none() {
-            self.set_word(word::SETUP_ANY, 0)?;
+            self.set_flag(word::SETUP_ANY, 0)?;
         }
         remove_where(&mut self.runtime_tasks, names::RUNTIME_TASKS, |pid| !keep(*pid))
     }
@@ -437,7 +446,7 @@ impl KernelMaps {
         wanted: &std::collections::BTreeMap<u32, u32>,
     ) -> Result<(), MapsError> {
         if !wanted.is_empty() {
-            self.set_word(word::QUARANTINE_ANY, 1)?;
+            self.set_flag(word::QUARANTINE_ANY, 1)?;
         }
         for (identity, restricts) in wanted {
             self.quarantine
@@ -446,7 +455,7 @@ impl KernelMaps {
         }
         remove_where(&mut self.quarantine, names::QUARANTINE, |id| !wanted.contains_key(id))?;
         if wanted.is_empty() {
-            self.set_word(word::QUARANTINE_ANY, 0)?;
+            self.set_flag(word::QUARANTINE_ANY, 0)?;
         }
         Ok(())
     }
@@ -458,7 +467,7 @@ impl KernelMaps {
         wanted: &std::collections::BTreeMap<(u64, u32), Revoked>,
     ) -> Result<(), MapsError> {
         if !wanted.is_empty() {
-            self.set_word(word::REVOKED_ANY, 1)?;
+            self.set_flag(word::REVOKED_ANY, 1)?;
         }
         for ((hash, len), entry) in wanted {
             self.revoked
@@ -467,7 +476,7 @@ impl KernelMaps {
         }
         remove_where(&mut self.revoked, names::REVOKED, |k| !wanted.contains_key(&(k.hash, k.len)))?;
         if wanted.is_empty() {
-            self.set_word(word::REVOKED_ANY, 0)?;
+            self.set_flag(word::REVOKED_ANY, 0)?;
         }
         Ok(())
     }
