@@ -1,6 +1,8 @@
 //! The unmanaged caller's whole decision, from its CPU's record alone
 //! (`enforcer_common::maps::CpuRecords`): a caller whose record shows no identity under
-//! the slot and binding epoch in force is allowed after a dozen loads and one branch.
+//! the slot and binding epoch in force is allowed after a dozen loads and one branch. The
+//! same reading ([`read`]) gives a managed caller's identity and configuration to the
+//! open cache's branch-free lookup (`lsm::quick`).
 //!
 //! Under emulation, where the LSM figures are measured, an exec's hook pays for every
 //! branch it takes (each ends a block of translated code, looked up again after the
