@@ -36,12 +36,7 @@ pub fn judge_probed(hook: u32, dentry: *const u8, wanted: u32) -> i32 {
     judge_by::<false>(hook, dentry, wanted)
 }
 
-/// In a frame of its own: a hook that judges after something else (an entry's change, the
-/// other end of a rename or link) reaches it with the same few states whatever way the
-/// first part took, so the verifier explores the judgement once per call instead of once
-/// per path through what came before (`inode_rename` took a quarter of every agent start
-/// under emulation with both ends inline).
-#[inline(never)]
+#[inline(always)]
 fn judge_by<const TYPED: bool>(hook: u32, dentry: *const u8, wanted: u32) -> i32 {
     let subject = match managed(hook) {
         Ok(subject) => subject,
@@ -144,22 +139,17 @@ pub fn inode_rename(ctx: LsmContext) -> i32 {
     if earlier != 0 {
         return policy::pass_on(earlier);
     }
-    let ret = rename_end(ctx.arg(0), ctx.arg(1));
-    if ret != 0 {
-        return ret;
+    for (dir, dentry) in [(ctx.arg(0), ctx.arg(1)), (ctx.arg(2), ctx.arg(3))] {
+        let ret = entry_change(hook::INODE_RENAME, dir, dentry);
+        if ret != 0 {
+            return ret;
+        }
+        let ret = judge(hook::INODE_RENAME, dentry, access::WRITE);
+        if ret != 0 {
+            return ret;
+        }
     }
-    rename_end(ctx.arg(2), ctx.arg(3))
-}
-
-/// One end of a rename: the change of `dir`'s entry, then the write to `dentry`'s file.
-/// In a frame of its own, as [`judge_by`] is.
-#[inline(never)]
-fn rename_end(dir: *const u8, dentry: *const u8) -> i32 {
-    let ret = entry_change(hook::INODE_RENAME, dir, dentry);
-    if ret != 0 {
-        return ret;
-    }
-    judge(hook::INODE_RENAME, dentry, access::WRITE)
+    0
 }
 
 /// A hard link gives the file another name: refused unless the caller may both read and
