@@ -260,7 +260,8 @@ fn load_programs(ebpf: &mut Ebpf, jobs: Vec<(&'static str, Kind)>, btf: &aya::Bt
         let program = ebpf.program_mut(name).ok_or(LoadError::MissingProgram(name))?;
         let at = Instant::now();
         load_one(name, kind, program, btf)?;
-        tracing::debug!(program = name, ms = at.elapsed().as_millis(), "program loaded");
+        let verified = program.info().ok().and_then(|info| info.verified_instruction_count());
+        tracing::debug!(program = name, ms = at.elapsed().as_millis(), verified, "program loaded");
     }
     Ok(())
 }
