@@ -11,6 +11,13 @@ use enforcer_common::{
 
 use crate::maps::VERDICT_AGG;
 
+/// Room for [`repeat`]'s key and new entry.
+#[repr(C)]
+pub struct Scratch {
+    key: AggKey,
+    fresh: AggEntry,
+}
+
 /// `BPF_NOEXIST`: create only.
 const NOEXIST: u64 = 1;
 
@@ -22,18 +29,24 @@ const NOEXIST: u64 = 1;
 /// created it first, or the map is out of memory) leaves this verdict reported on its
 /// own, with sequence 0.
 ///
+/// The key and new entry are built in `scratch`, a map value, not on the stack: the
+/// report's frame is the last of the deepest call chains (see `emit::enforcer_report`).
+///
 /// # Safety
-/// `ev` points at a filled `VerdictEvent` in a map value.
+/// `ev` points at a filled `VerdictEvent` in a map value, `scratch` into a map value.
 #[inline(always)]
-pub unsafe fn repeat(ev: *mut VerdictEvent) -> bool {
+pub unsafe fn repeat(ev: *mut VerdictEvent, scratch: *mut Scratch) -> bool {
     // SAFETY: as the caller promises; entry pointers are map values, updated atomically
     // where another CPU may update them too, plainly where a lost store only blurs a time.
     unsafe {
-        let key = AggKey::of(&*ev);
+        let key = &raw mut (*scratch).key;
+        key.write(AggKey::of(&*ev));
+        let key = &*key;
         let now = (*ev).boot_ns;
-        let Some(entry) = VERDICT_AGG.get_ptr_mut(&key) else {
-            let fresh = AggEntry { hits: 1, window_ns: now, epoch: now, first_ns: 0, last_ns: now };
-            if VERDICT_AGG.insert(&key, &fresh, NOEXIST).is_ok() {
+        let Some(entry) = VERDICT_AGG.get_ptr_mut(key) else {
+            let fresh = &raw mut (*scratch).fresh;
+            fresh.write(AggEntry { hits: 1, window_ns: now, epoch: now, first_ns: 0, last_ns: now });
+            if VERDICT_AGG.insert(key, &*fresh, NOEXIST).is_ok() {
                 (*ev).sequence = 1;
                 (*ev).epoch = now;
             }

@@ -15,7 +15,7 @@ use enforcer_common::{
 
 use crate::{
     aggregate, diag,
-    maps::{EVENT_BUF, EVENTS, count},
+    maps::{EVENT_BUF, EVENTS, REPORT_BUF, count},
     policy::{self, Judgement, Subject, generation},
 };
 
@@ -78,43 +78,168 @@ pub fn conclude(hook: u32, subject: &Subject, judgement: Judgement, target: &Tar
 }
 
 /// Sends one verdict, unless it repeats one reported less than a window ago (then it is
-/// only counted, see `aggregate`). The event is built in the per-CPU `EVENT_BUF` and only
-/// its header and the path bytes in use are copied into the ring buffer. A full ring
-/// buffer (or a missing or reused build buffer) is counted as a dropped event, never
-/// turned into a different verdict.
+/// only counted, see `aggregate`): writes it, flat, into this CPU's `REPORT_BUF` for
+/// [`enforcer_report`], which builds and sends the event.
 #[inline(always)]
 pub fn verdict(v: &Verdict, target: &Target) {
+    if stage(v, target) {
+        enforcer_report();
+    }
+}
+
+/// Writes `v` and `target` into this CPU's `REPORT_BUF`; false if it cannot.
+#[inline(always)]
+fn stage(v: &Verdict, target: &Target) -> bool {
     // Fail-open for the report only: index 0 of a per-CPU array always exists; without it
-    // no event can be built, and the verdict stands.
-    let Some(buf) = EVENT_BUF.get_ptr_mut(0) else {
+    // the verdict cannot be reported, and it stands.
+    let Some(r) = REPORT_BUF.get_ptr_mut(0) else {
         dropped(v.hook);
+        return false;
+    };
+    let (kind, access, buf, len, hash) = match *target {
+        Target::Path { access, buf, len, hash } => (report_kind::PATH, access, buf as u64, len, hash),
+        Target::Object { what, name } => (report_kind::OBJECT, what, name as u64, 0, 0),
+        Target::Net { .. } => (report_kind::NET, 0, 0, 0, 0),
+    };
+    let (family, addr, port, proto) = match *target {
+        Target::Net { family, addr, port, proto } => (family, addr, port, proto),
+        _ => (0, [0; 16], 0, 0),
+    };
+    // SAFETY: `r` is this CPU's map value; every field is plain data.
+    unsafe {
+        r.write(Report {
+            owner: bpf_get_current_pid_tgid(),
+            hook: v.hook,
+            slot: v.slot,
+            identity: v.identity,
+            rule: v.judgement.rule,
+            reason: v.judgement.reason,
+            decision: v.decision,
+            errno: v.errno,
+            access,
+            cgroup_id: v.cgroup_id,
+            kind,
+            len,
+            buf,
+            hash,
+            family,
+            port,
+            proto,
+            pad: [0; 3],
+            addr,
+            aggregating: core::mem::zeroed(),
+        });
+    }
+    true
+}
+
+/// [`verdict`] with the event built and sent inline, for the exec, open and map judgement
+/// (`lsm`), whose deepest call chain reports: the report's own frame on top of theirs
+/// passed the kernel's 512 bytes for a chain of calls ("combined stack size"). They
+/// report from two places, so inline costs their verification little.
+#[inline(always)]
+pub fn verdict_inline(v: &Verdict, target: &Target) {
+    if stage(v, target) {
+        send();
+    }
+}
+
+/// What a [`Report`]'s target fields hold.
+mod report_kind {
+    pub const PATH: u32 = 0;
+    pub const OBJECT: u32 = 1;
+    pub const NET: u32 = 2;
+}
+
+/// A verdict and its target as [`enforcer_report`] reads them from `REPORT_BUF`: plain
+/// numbers, kernel addresses included (read with helpers only).
+#[repr(C)]
+pub struct Report {
+    /// The reporter's pid/tgid: a program that preempted it on this CPU and reported in
+    /// between wrote its own (see [`enforcer_report`]).
+    owner: u64,
+    hook: u32,
+    slot: u32,
+    identity: u32,
+    rule: u32,
+    reason: u32,
+    decision: u32,
+    errno: i32,
+    /// The event's `access` field: a path's access or an object's `what`.
+    access: u32,
+    cgroup_id: u64,
+    /// One of `report_kind`.
+    kind: u32,
+    /// Bytes of path at `buf` (a path target; an object's `buf` is a kernel string).
+    len: u32,
+    buf: u64,
+    hash: u64,
+    family: u16,
+    port: u16,
+    proto: u8,
+    pad: [u8; 3],
+    addr: [u8; 16],
+    /// Written by [`enforcer_report`] only.
+    aggregating: aggregate::Scratch,
+}
+
+/// Builds the event of this CPU's `REPORT_BUF` in its `EVENT_BUF` and copies only its
+/// header and the path bytes in use into the ring buffer. A full ring buffer (or a
+/// missing or reused build buffer) is counted as a dropped event, never turned into a
+/// different verdict.
+///
+/// A global function (exported, not inlined, no argument: its frame is all it adds to
+/// the stack), so the kernel verifies it once per program from an unknown state, instead
+/// of once more for every state in which a program's paths reach a report. Always
+/// returns 0 (a global function returns a number).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn enforcer_report() -> i32 {
+    send();
+    0
+}
+
+/// Builds and sends the event of this CPU's `REPORT_BUF` (see [`enforcer_report`]).
+#[inline(always)]
+fn send() {
+    // Fail-open for the report only: index 0 of a per-CPU array always exists; without
+    // them no event can be built, and the verdict stands.
+    let (Some(r), Some(buf)) = (REPORT_BUF.get_ptr_mut(0), EVENT_BUF.get_ptr_mut(0)) else {
+        dropped(0);
         return;
     };
-    // SAFETY: `buf` is this CPU's map value, large enough for every field written below;
-    // every field is plain data.
+    // SAFETY: `r` and `buf` are this CPU's map values, `buf` large enough for every field
+    // written below; every field is plain data.
     unsafe {
         let owner = bpf_get_current_pid_tgid();
         core::ptr::write_volatile(&raw mut (*buf).owner, owner);
+        // A program that preempted the reporter on this CPU before this call reported in
+        // between: ours is lost (counted), the verdict stands.
+        if core::ptr::read_volatile(&raw const (*r).owner) != owner {
+            dropped((*r).hook);
+            return;
+        }
         let ev = &raw mut (*buf).event;
-        fill(ev, v, target);
+        fill(ev, &*r);
         // Approval requests are never folded into others: each one opens its own request.
         // Nor is a verdict whose target has bytes but no hash (see `fill`).
         let unkeyed = (*ev).path_len != 0 && (*ev).target_hash == 0;
-        if v.decision != decision::PENDING && !unkeyed && aggregate::repeat(ev) {
+        if (*r).decision != decision::PENDING && !unkeyed && aggregate::repeat(ev, &raw mut (*r).aggregating)
+        {
             return;
         }
         // A program that preempted this one on this CPU built its own event here: ours is
         // lost (counted), the verdict stands. A repeat counted above is still reported by
         // the agent's next read of its entry.
         if core::ptr::read_volatile(&raw const (*buf).owner) != owner {
-            dropped(v.hook);
+            dropped((*r).hook);
             return;
         }
         // Masked so the verifier sees the length within the buffer (it is < MAX_PATH).
         let size = VERDICT_HEADER + ((*ev).path_len as usize & (MAX_PATH - 1));
         let bytes = &*core::ptr::slice_from_raw_parts(ev.cast::<u8>(), size);
         if EVENTS.output(bytes, 0).is_err() {
-            dropped(v.hook);
+            dropped((*r).hook);
         }
     }
 }
@@ -131,7 +256,7 @@ fn dropped(hook: u32) {
 /// # Safety
 /// `ev` points at a writable `VerdictEvent`.
 #[inline(always)]
-unsafe fn fill(ev: *mut VerdictEvent, v: &Verdict, target: &Target) {
+unsafe fn fill(ev: *mut VerdictEvent, v: &Report) {
     // SAFETY: as the caller promises.
     unsafe {
         let pid_tgid = bpf_get_current_pid_tgid();
@@ -143,9 +268,9 @@ unsafe fn fill(ev: *mut VerdictEvent, v: &Verdict, target: &Target) {
         (*ev).generation = generation(v.slot);
         (*ev).cgroup_id = v.cgroup_id;
         (*ev).identity = v.identity;
-        (*ev).rule = v.judgement.rule;
+        (*ev).rule = v.rule;
         (*ev).decision = v.decision;
-        (*ev).reason = v.judgement.reason;
+        (*ev).reason = v.reason;
         (*ev).errno = v.errno;
         #[expect(clippy::cast_possible_truncation, reason = "upper/lower halves")]
         {
@@ -168,31 +293,30 @@ unsafe fn fill(ev: *mut VerdictEvent, v: &Verdict, target: &Target) {
         (*ev).port = 0;
         (*ev).family = 0;
         (*ev).addr = [0; 16];
-        match *target {
-            Target::Path { access, buf, len, hash } => {
-                (*ev).access = access;
+        (*ev).access = v.access;
+        match v.kind {
+            report_kind::PATH => {
                 // Masked for the verifier; the path is shorter than MAX_PATH.
                 #[expect(clippy::cast_possible_truncation, reason = "MAX_PATH fits in u32")]
-                let len = len & (MAX_PATH as u32 - 1);
+                let len = v.len & (MAX_PATH as u32 - 1);
                 if len != 0
-                    && !buf.is_null()
+                    && v.buf != 0
                     && bpf_probe_read_kernel(
                         (&raw mut (*ev).path).cast::<c_void>(),
                         len,
-                        buf.cast::<c_void>(),
+                        v.buf as *const c_void,
                     ) == 0
                 {
                     (*ev).path_len = len;
                     // No hash of its own here: a second `bpf_loop` on the exec and open
                     // paths more than doubled their verification on 6.12. A path the scan
                     // did not hash (refused before it) keeps 0 and is not aggregated.
-                    (*ev).target_hash = hash;
+                    (*ev).target_hash = v.hash;
                 }
             }
-            Target::Object { what, name } => {
-                (*ev).access = what;
-                if !name.is_null()
-                    && let Ok(bytes) = bpf_probe_read_kernel_str_bytes(name, &mut (*ev).path)
+            report_kind::OBJECT => {
+                if v.buf != 0
+                    && let Ok(bytes) = bpf_probe_read_kernel_str_bytes(v.buf as *const u8, &mut (*ev).path)
                 {
                     #[expect(clippy::cast_possible_truncation, reason = "at most MAX_PATH")]
                     {
@@ -201,12 +325,11 @@ unsafe fn fill(ev: *mut VerdictEvent, v: &Verdict, target: &Target) {
                     (*ev).target_hash = name_hash(ev);
                 }
             }
-            Target::Net { family, addr, port, proto } => {
-                (*ev).access = 0;
-                (*ev).proto = proto;
-                (*ev).port = port;
-                (*ev).family = family;
-                (*ev).addr = addr;
+            _ => {
+                (*ev).proto = v.proto;
+                (*ev).port = v.port;
+                (*ev).family = v.family;
+                (*ev).addr = v.addr;
             }
         }
     }

@@ -408,7 +408,7 @@ fn judge_path(hook: u32, file: *const u8, wanted: u32, slot: u32) -> i32 {
     let (decision, errno) = policy::decide(&a.config, &a.judgement);
     if policy::reported(&a.config, decision, a.judgement.reason) {
         #[expect(clippy::cast_possible_truncation, reason = "len < MAX_PATH")]
-        emit::verdict(
+        emit::verdict_inline(
             &Verdict {
                 hook,
                 slot: a.slot,
@@ -699,7 +699,7 @@ fn refuse_unjudged(
 ) -> i32 {
     let config = policy::config_or_enforce(slot, identity);
     let (decision, errno) = policy::decide(&config, &judgement);
-    emit::verdict(
+    emit::verdict_inline(
         &Verdict { hook, slot, identity, cgroup_id, judgement, decision, errno },
         &Target::Path { access: wanted, buf: core::ptr::null::<c_void>().cast(), len: 0, hash: 0 },
     );

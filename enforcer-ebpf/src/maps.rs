@@ -118,6 +118,10 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(capacity::EVENTS_BYTES, 0);
 #[map(name = "EVENT_BUF")]
 pub static EVENT_BUF: PerCpuArray<EventBuf> = PerCpuArray::with_max_entries(1, 0);
 
+/// Each CPU's verdict on its way from a hook to `emit::enforcer_report`.
+#[map(name = "REPORT_BUF")]
+pub static REPORT_BUF: PerCpuArray<crate::emit::Report> = PerCpuArray::with_max_entries(1, 0);
+
 /// Repeats of identical verdicts, counted instead of reported (`enforcer_common::aggregate`).
 /// An entry that cannot be created leaves its verdict reported on its own.
 #[map(name = "VERDICT_AGG")]
