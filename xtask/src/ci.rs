@@ -4,6 +4,7 @@ use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
     process::Command,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
@@ -25,9 +26,10 @@ pub fn run() -> anyhow::Result<()> {
         cmd.current_dir(&root);
         cmd
     };
-    eprintln!("ci: cargo fmt --check");
+    let mut phases = Phases::start();
+    phases.next("cargo fmt --check");
     exec(cargo().args(["fmt", "--all", "--check"]))?;
-    eprintln!("ci: clippy, host crates (warnings are errors)");
+    phases.next("clippy, host crates (warnings are errors)");
     exec(cargo().args([
         "clippy",
         "--workspace",
@@ -38,7 +40,7 @@ pub fn run() -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
-    eprintln!("ci: clippy, kernel programs (bpfel target)");
+    phases.next("clippy, kernel programs (bpfel target)");
     exec(cargo().env("RUSTC_BOOTSTRAP", "1").args([
         "clippy",
         "--package",
@@ -52,15 +54,53 @@ pub fn run() -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
-    eprintln!("ci: unit tests");
+    phases.next("unit tests");
     exec(cargo().args(["test", "--workspace", "--exclude", "enforcer-ebpf", "--exclude", "enforcer-tests"]))?;
-    eprintln!("ci: deploy manifests (kubectl kustomize deploy, Kubernetes schemas {KUBERNETES_VERSIONS:?})");
+    phases.next(&format!(
+        "deploy manifests (kubectl kustomize deploy, Kubernetes schemas {KUBERNETES_VERSIONS:?})"
+    ));
     deploy_manifests(&root)?;
-    eprintln!("ci: container image (read back by skopeo and umoci)");
+    phases.next("container image (read back by skopeo and umoci)");
     let image = image::build(&build::agent()?, &root.join("target/image"), image::DEFAULT_TAG)?;
     image::check(&image)?;
-    eprintln!("ci: VM tests");
-    vm::run_all(None)
+    phases.next("VM tests");
+    let result = vm::run_all(None);
+    phases.end();
+    result
+}
+
+/// Prints each phase's name as it starts and, at the end, how long each took: where a
+/// run's time goes, without timestamps on every line.
+struct Phases {
+    started: Instant,
+    done: Vec<(String, Duration)>,
+    current: Option<(String, Instant)>,
+}
+
+impl Phases {
+    fn start() -> Self {
+        Self { started: Instant::now(), done: Vec::new(), current: None }
+    }
+
+    fn next(&mut self, name: &str) {
+        self.finish_current();
+        eprintln!("ci: {name}");
+        self.current = Some((name.to_owned(), Instant::now()));
+    }
+
+    fn finish_current(&mut self) {
+        if let Some((name, at)) = self.current.take() {
+            self.done.push((name, at.elapsed()));
+        }
+    }
+
+    fn end(mut self) {
+        self.finish_current();
+        for (name, took) in &self.done {
+            eprintln!("ci: {:>5} s  {name}", took.as_secs());
+        }
+        eprintln!("ci: {:>5} s  in all", self.started.elapsed().as_secs());
+    }
 }
 
 /// Renders `deploy/` as `kubectl apply -k` would, validates every object against the
