@@ -83,7 +83,7 @@ pub fn conclude(hook: u32, subject: &Subject, judgement: Judgement, target: &Tar
 #[inline(always)]
 pub fn verdict(v: &Verdict, target: &Target) {
     if stage(v, target) {
-        enforcer_report();
+        enforcer_report(1);
     }
 }
 
@@ -133,15 +133,25 @@ fn stage(v: &Verdict, target: &Target) -> bool {
     true
 }
 
-/// [`verdict`] with the event built and sent inline, for the exec, open and map judgement
-/// (`lsm`), whose deepest call chain reports: the report's own frame on top of theirs
-/// passed the kernel's 512 bytes for a chain of calls ("combined stack size"). They
-/// report from two places, so inline costs their verification little.
+/// The first half of [`verdict`], for the exec, open and map judgement (`lsm`): stages
+/// the verdict and says whether there is a report to send. Their deepest call chain
+/// judges, and the report's frame on top of it passed the kernel's 512 bytes for a chain
+/// of calls ("combined stack size"); the program sends it with [`send_staged`] once the
+/// judgement has returned, from its own small frame.
 #[inline(always)]
-pub fn verdict_inline(v: &Verdict, target: &Target) {
-    if stage(v, target) {
-        send();
-    }
+pub fn stage_verdict(v: &Verdict, target: &Target) -> bool {
+    stage(v, target)
+}
+
+/// The second half of [`verdict`]: sends what [`stage_verdict`] staged on this CPU if
+/// `staged` (its answer) is not 0. The program calls it whatever the answer, which the
+/// global function tests: a branch on it here would make the verifier track the answer
+/// back through every path of the judgement that gave it. A program that preempted the
+/// stager and reported in between is seen by the report's owner check (its verdict is
+/// counted as dropped, never sent with another's data).
+#[inline(always)]
+pub fn send_staged(staged: u64) {
+    enforcer_report(staged);
 }
 
 /// What a [`Report`]'s target fields hold.
@@ -184,18 +194,20 @@ pub struct Report {
 }
 
 /// Builds the event of this CPU's `REPORT_BUF` in its `EVENT_BUF` and copies only its
-/// header and the path bytes in use into the ring buffer. A full ring buffer (or a
-/// missing or reused build buffer) is counted as a dropped event, never turned into a
-/// different verdict.
+/// header and the path bytes in use into the ring buffer, if `staged` is not 0 (see
+/// [`send_staged`]). A full ring buffer (or a missing or reused build buffer) is counted
+/// as a dropped event, never turned into a different verdict.
 ///
-/// A global function (exported, not inlined, no argument: its frame is all it adds to
-/// the stack), so the kernel verifies it once per program from an unknown state, instead
-/// of once more for every state in which a program's paths reach a report. Always
-/// returns 0 (a global function returns a number).
+/// A global function (exported, not inlined, one scalar argument: its frame is all it
+/// adds to the stack), so the kernel verifies it once per program from an unknown state,
+/// instead of once more for every state in which a program's paths reach a report.
+/// Always returns 0 (a global function returns a number).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn enforcer_report() -> i32 {
-    send();
+pub extern "C" fn enforcer_report(staged: u64) -> i32 {
+    if staged != 0 {
+        send();
+    }
     0
 }
 

@@ -81,8 +81,18 @@ fn walk<const TYPED: bool>(
 ) -> Result<Found, ()> {
     // Fail-closed (as an unreadable walk): the filter's index always exists.
     let filter = rule_filters::of(slot, which::INODE).ok_or(())?;
-    let mut walk =
-        Walk { dentry, filter, slot, identity, exact_kind, dir_kind, unreadable: 0, found: Found::NOTHING };
+    // The findings start from values the verifier cannot know, equal at run time to the
+    // plain ones (as the path scan's): from known constants, 6.12 verifies the step again
+    // for each mix of constant and found actions.
+    let zero = crate::path::unknown_zero(aya_ebpf::helpers::bpf_get_current_pid_tgid());
+    #[expect(clippy::cast_possible_truncation, reason = "zero, whatever its width")]
+    let (zero8, zero32) = (zero as u8, zero as u32);
+    let found = Found {
+        read: (action::NONE ^ zero8, zero32),
+        write: (action::NONE ^ zero8, zero32),
+        ..Found::NOTHING
+    };
+    let mut walk = Walk { dentry, filter, slot, identity, exact_kind, dir_kind, unreadable: 0, found };
     // SAFETY: the callback only touches `walk` and reads kernel memory with checked loads.
     let done = unsafe { bpf_loop(MAX_DIR_DEPTH, step::<TYPED> as *mut c_void, (&raw mut walk).cast(), 0) };
     if done < 0 || walk.unreadable != 0 {

@@ -82,13 +82,13 @@ fn exec(bprm: *const u8, earlier: i32) -> i32 {
     {
         return 0;
     }
-    judge_exec(file)
+    sent(|staged| judge_exec(file, staged))
 }
 
 /// The full judgement of an exec, in a frame of its own (see [`judge_open`]).
 #[inline(never)]
-fn judge_exec(file: *const u8) -> i32 {
-    judge_registered(hook::EXEC, file, 0)
+fn judge_exec(file: *const u8, staged: &mut u64) -> i32 {
+    judge_registered(hook::EXEC, file, 0, staged)
 }
 
 /// Decides whether the current task may open a file for the access its mode asks.
@@ -137,15 +137,15 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     {
         return 0;
     }
-    judge_open(file, wanted)
+    sent(|staged| judge_open(file, wanted, staged))
 }
 
 /// The full judgement of an open. Not inlined, like [`cached`]: each has its own
 /// stack frame below this program's small one, and only one of them runs at a time, so
 /// the verifier's 512 bytes hold the larger, not the sum.
 #[inline(never)]
-fn judge_open(file: *const u8, wanted: u32) -> i32 {
-    judge_registered(hook::FILE_OPEN, file, wanted)
+fn judge_open(file: *const u8, wanted: u32, staged: &mut u64) -> i32 {
+    judge_registered(hook::FILE_OPEN, file, wanted, staged)
 }
 
 /// What [`cached`] needs of a caller `seen` managed by its identity line, packed in one
@@ -282,13 +282,13 @@ pub fn mmap_file(ctx: LsmContext) -> i32 {
     {
         return 0;
     }
-    judge_mmap(file)
+    sent(|staged| judge_mmap(file, staged))
 }
 
 /// The full judgement of an executable mapping, in a frame of its own (see [`judge_open`]).
 #[inline(never)]
-fn judge_mmap(file: *const u8) -> i32 {
-    judge_registered(hook::MMAP_EXEC, file, 0)
+fn judge_mmap(file: *const u8, staged: &mut u64) -> i32 {
+    judge_registered(hook::MMAP_EXEC, file, 0, staged)
 }
 
 /// `mprotect` adding `PROT_EXEC` to a file mapping: the same judgement as `mmap_file`,
@@ -357,7 +357,7 @@ pub fn d_instantiate(ctx: LsmContext) -> i32 {
 /// [`judge_path`] as a registered reader of the slot it judges with, so the agent never
 /// rewrites that slot under it.
 #[inline(always)]
-fn judge_registered(hook: u32, file: *const u8, wanted: u32) -> i32 {
+fn judge_registered(hook: u32, file: *const u8, wanted: u32, staged: &mut u64) -> i32 {
     let (slot, registered) = if let Some(slot) = readers::enter() {
         (slot, true)
     } else {
@@ -377,7 +377,7 @@ fn judge_registered(hook: u32, file: *const u8, wanted: u32) -> i32 {
         (slot, false)
     };
     // One call site: the whole judgement is verified once, not once per way in.
-    let ret = judge_path(hook, file, wanted, slot);
+    let ret = judge_path(hook, file, wanted, slot, staged);
     if registered {
         readers::leave(slot);
     }
@@ -400,15 +400,29 @@ struct Assessed {
     fileless: bool,
 }
 
-/// Shared body: identity, path, rules, then one verdict. `wanted` is 0 for exec.
+/// Runs a full judgement (`judge`, given where to note whether it staged a verdict) and
+/// sends the verdict it staged, if any: from the program's own frame, a few bytes deep.
+/// With the judgement's frame below it, the report's (a global function, verified once
+/// per program) would pass the kernel's 512 bytes for a chain of calls. The note comes
+/// back beside the hook's value, not in it: the verifier tracks the value the program
+/// returns back through every path that computed it, and a note carried in it would be
+/// tracked with it, splitting the judgement's paths it could otherwise treat as one.
 #[inline(always)]
-fn judge_path(hook: u32, file: *const u8, wanted: u32, slot: u32) -> i32 {
+fn sent(judge: impl FnOnce(&mut u64) -> i32) -> i32 {
+    let mut staged = 0;
+    let ret = judge(&mut staged);
+    emit::send_staged(staged);
+    ret
+}
+
+/// Shared body: identity, path, rules, then one verdict, staged for the program to send.
+#[inline(always)]
+fn judge_path(hook: u32, file: *const u8, wanted: u32, slot: u32, staged: &mut u64) -> i32 {
     let Some(a) = assess(hook, file, wanted, slot) else { return 0 };
-    // The only place these programs report: one copy of the event code to verify.
     let (decision, errno) = policy::decide(&a.config, &a.judgement);
-    if policy::reported(&a.config, decision, a.judgement.reason) {
+    let reported = policy::reported(&a.config, decision, a.judgement.reason) && {
         #[expect(clippy::cast_possible_truncation, reason = "len < MAX_PATH")]
-        emit::verdict_inline(
+        emit::stage_verdict(
             &Verdict {
                 hook,
                 slot: a.slot,
@@ -419,13 +433,14 @@ fn judge_path(hook: u32, file: *const u8, wanted: u32, slot: u32) -> i32 {
                 errno,
             },
             &Target::Path { access: wanted, buf: a.buf, len: a.len as u32, hash: a.hash },
-        );
-    }
+        )
+    };
     // A named container runtime's processes are marked from its exec until they execute
     // another program (see `runtime`); only identities that name runtimes pay for this.
     if hook == hook::EXEC && errno == 0 && a.config.flags & IDENTITY_HAS_RUNTIMES != 0 {
         runtime::exec_allowed(file, a.slot, a.identity, a.fileless);
     }
+    *staged = u64::from(reported);
     policy::lsm_return(errno)
 }
 
@@ -699,7 +714,7 @@ fn refuse_unjudged(
 ) -> i32 {
     let config = policy::config_or_enforce(slot, identity);
     let (decision, errno) = policy::decide(&config, &judgement);
-    emit::verdict_inline(
+    emit::verdict(
         &Verdict { hook, slot, identity, cgroup_id, judgement, decision, errno },
         &Target::Path { access: wanted, buf: core::ptr::null::<c_void>().cast(), len: 0, hash: 0 },
     );

@@ -191,7 +191,7 @@ pub fn lookup(
     // The loop state starts from values the verifier cannot know, equal at run time to
     // the plain ones: from known constants, 6.12 verifies the callback again for each
     // mix of constant and found values (file_open: 545k instructions; 88k this way).
-    let zero = unknown_zero(resolved);
+    let zero = unknown_zero(resolved.owner);
     #[expect(clippy::cast_possible_truncation, reason = "zero, whatever its width")]
     let (zero8, zero32) = (zero as u8, zero as u32);
     let mut scan = Scan {
@@ -235,12 +235,13 @@ pub fn lookup(
     Ok(found)
 }
 
-/// 0 at run time, an unknown scalar to the verifier: the top bit of the task's
-/// `tgid << 32 | pid`, which is 0 (a tgid is below `PID_MAX_LIMIT`, 2^22), spread over
-/// all 64 bits.
+/// 0 at run time, an unknown scalar to the verifier: the top bit of a task's
+/// `tgid << 32 | pid` (`pid_tgid`), which is 0 (a tgid is below `PID_MAX_LIMIT`, 2^22),
+/// spread over all 64 bits. A loop's state starts from it where the verifier would
+/// otherwise walk the loop's step once for each constant it could start from.
 #[inline(always)]
-fn unknown_zero(resolved: &Resolved) -> u64 {
-    (resolved.owner >> 63).wrapping_neg()
+pub fn unknown_zero(pid_tgid: u64) -> u64 {
+    (pid_tgid >> 63).wrapping_neg()
 }
 
 /// One byte of the scan: at each `/` after the first, looks up the directory so far.
