@@ -1,5 +1,10 @@
 # The two entry points. Both install what the machine lacks first (scripts/bootstrap.sh).
 export PATH := $(HOME)/.cargo/bin:$(PATH)
+# What cargo builds goes to a cache that every checkout on this machine shares, so a
+# fresh clone compiles its own crates but not its dependencies again (the VM logs and
+# images stay in the checkout's target/). Set CARGO_TARGET_DIR to put it elsewhere;
+# scripts/bootstrap.sh empties it once it passes ENFORCER_TARGET_CACHE_GIB (default 30).
+export CARGO_TARGET_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/enforcer/target
 
 .PHONY: demo test bootstrap
 

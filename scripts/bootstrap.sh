@@ -101,8 +101,24 @@ install_kubernetes_validate() {
     die "pip could not install kubernetes-validate $KUBERNETES_VALIDATE_VERSION (no network?)"
 }
 
+# The build cache the Makefile shares between checkouts (only that one: a
+# CARGO_TARGET_DIR chosen by hand is never touched). Each checkout adds its own crates'
+# outputs to it, so past the limit it is emptied and the next build starts cold.
+trim_build_cache() {
+  local cache="${XDG_CACHE_HOME:-$HOME/.cache}/enforcer/target"
+  local limit_gib="${ENFORCER_TARGET_CACHE_GIB:-30}"
+  [ -d "$cache" ] || return 0
+  local used_kib
+  used_kib=$(du -sk "$cache" 2>/dev/null | cut -f1)
+  if [ "${used_kib:-0}" -gt $((limit_gib * 1024 * 1024)) ]; then
+    say "build cache $cache holds $((used_kib / 1024 / 1024)) GiB, over $limit_gib: emptying it"
+    rm -rf "$cache"
+  fi
+}
+
 install_packages
 install_toolchain
 install_bpf_linker
 install_kubernetes_validate
+trim_build_cache
 say "ready"

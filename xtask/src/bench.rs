@@ -32,7 +32,7 @@ fn build_bench(bin: &str) -> anyhow::Result<std::path::PathBuf> {
         bin,
     ]))
     .with_context(|| format!("building {bin}"))?;
-    Ok(workspace_root().join("target/release").join(bin))
+    Ok(crate::build::cargo_target_dir().join("release").join(bin))
 }
 
 /// One half of the figures, for `--only`.

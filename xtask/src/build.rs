@@ -12,6 +12,16 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
+/// Where cargo puts what it builds: `CARGO_TARGET_DIR` (which the Makefile points at a
+/// cache shared by the machine's checkouts), else the workspace's `target/`. The VM
+/// runs' own files (logs, images, initramfs) stay in the workspace's `target/`.
+pub fn cargo_target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => workspace_root().join(dir),
+        _ => workspace_root().join("target"),
+    }
+}
+
 /// Runs a command, failing with its name if it does not succeed.
 pub fn exec(cmd: &mut Command) -> anyhow::Result<()> {
     let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
@@ -31,7 +41,7 @@ pub fn agent() -> anyhow::Result<PathBuf> {
         "--bin",
         "enforcer",
     ]))?;
-    Ok(workspace_root().join("target/release/enforcer"))
+    Ok(cargo_target_dir().join("release/enforcer"))
 }
 
 /// Builds the integration tests (release) and returns the test executables.
