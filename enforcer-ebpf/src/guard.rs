@@ -411,17 +411,14 @@ pub fn ptrace_access_check(ctx: LsmContext) -> i32 {
 
 /// Removing or renaming an entry of `dir`: pins (bpffs), protected files and
 /// directories, and renames of cgroups.
+/// For `subject`, the managed caller ([`managed`]).
 #[inline(always)]
-pub fn entry_change(hook: u32, dir: *const u8, dentry: *const u8) -> i32 {
+pub fn entry_change(hook: u32, subject: &Subject, dir: *const u8, dentry: *const u8) -> i32 {
     let why = match entry_reason(hook, dir, dentry) {
         Ok(Some(why)) => why,
         Ok(None) => return 0,
         // Fail-closed for managed callers: the entry might be a pin or a protected file.
         Err(Unreadable) => reason::INTERNAL_ERROR,
-    };
-    let subject = match managed(hook) {
-        Ok(subject) => subject,
-        Err(ret) => return ret,
     };
     if why == reason::INTERNAL_ERROR {
         diag::error!("hook {}: directory or entry unreadable: refused as internal-error", hook: u32 = hook);
@@ -430,7 +427,7 @@ pub fn entry_change(hook: u32, dir: *const u8, dentry: *const u8) -> i32 {
         return 0;
     }
     let name = read::<*const u8>(dentry, &OFF_DENTRY_NAME).unwrap_or(core::ptr::null());
-    refuse(hook, &subject, why, &Target::Object { what: 0, name })
+    refuse(hook, subject, why, &Target::Object { what: 0, name })
 }
 
 /// Why a change of `dir`'s entry `dentry` is refused (`Ok(None)`: it is not).

@@ -22,7 +22,7 @@ use crate::{
     guard::{entry_change, managed},
     inodes,
     offsets::{OFF_DENTRY_NAME, OFF_PATH_DENTRY, load, read},
-    policy::{self, EPERM, Judgement},
+    policy::{self, EPERM, Judgement, Subject},
 };
 
 /// Judges `wanted` access (read and/or write) to the file of `dentry` (BTF-typed, see
@@ -40,10 +40,16 @@ pub fn judge_probed(hook: u32, dentry: *const u8, wanted: u32) -> i32 {
 
 #[inline(always)]
 fn judge_by<const TYPED: bool>(hook: u32, dentry: *const u8, wanted: u32) -> i32 {
-    let subject = match managed(hook) {
-        Ok(subject) => subject,
-        Err(ret) => return ret,
-    };
+    match managed(hook) {
+        Ok(subject) => judge_for::<TYPED>(hook, &subject, dentry, wanted),
+        Err(ret) => ret,
+    }
+}
+
+/// [`judge`] for `subject`, the managed caller ([`managed`]): hooks that judge more than
+/// once (an entry's removal, both names of a link or a rename) find their caller once.
+#[inline(always)]
+fn judge_for<const TYPED: bool>(hook: u32, subject: &Subject, dentry: *const u8, wanted: u32) -> i32 {
     let name = read::<*const u8>(dentry, &OFF_DENTRY_NAME).unwrap_or(core::ptr::null());
     let target = Target::Object { what: wanted, name };
     let mut bits = 0;
@@ -92,7 +98,7 @@ fn judge_by<const TYPED: bool>(hook: u32, dentry: *const u8, wanted: u32) -> i32
         );
         Judgement::refuse(reason::INTERNAL_ERROR)
     };
-    policy::lsm_return(emit::conclude(hook, &subject, judgement, &target))
+    policy::lsm_return(emit::conclude(hook, subject, judgement, &target))
 }
 
 /// The dentry of a `struct path` (a hook argument), BTF-typed as `inodes::lookup` needs
@@ -110,11 +116,15 @@ pub fn inode_unlink(ctx: LsmContext) -> i32 {
     if earlier != 0 {
         return policy::pass_on(earlier);
     }
-    let ret = entry_change(hook::INODE_UNLINK, ctx.arg(0), ctx.arg(1));
+    let subject = match managed(hook::INODE_UNLINK) {
+        Ok(subject) => subject,
+        Err(ret) => return ret,
+    };
+    let ret = entry_change(hook::INODE_UNLINK, &subject, ctx.arg(0), ctx.arg(1));
     if ret != 0 {
         return ret;
     }
-    judge(hook::INODE_UNLINK, ctx.arg(1), access::WRITE)
+    judge_for::<true>(hook::INODE_UNLINK, &subject, ctx.arg(1), access::WRITE)
 }
 
 #[lsm(hook = "inode_rmdir")]
@@ -124,11 +134,15 @@ pub fn inode_rmdir(ctx: LsmContext) -> i32 {
     if earlier != 0 {
         return policy::pass_on(earlier);
     }
-    let ret = entry_change(hook::INODE_RMDIR, ctx.arg(0), ctx.arg(1));
+    let subject = match managed(hook::INODE_RMDIR) {
+        Ok(subject) => subject,
+        Err(ret) => return ret,
+    };
+    let ret = entry_change(hook::INODE_RMDIR, &subject, ctx.arg(0), ctx.arg(1));
     if ret != 0 {
         return ret;
     }
-    judge(hook::INODE_RMDIR, ctx.arg(1), access::WRITE)
+    judge_for::<true>(hook::INODE_RMDIR, &subject, ctx.arg(1), access::WRITE)
 }
 
 /// Both ends: the source is removed from its place, the target (new or replaced) is
@@ -141,7 +155,11 @@ pub fn inode_rename(ctx: LsmContext) -> i32 {
     if earlier != 0 {
         return policy::pass_on(earlier);
     }
-    judge_ends(Ends { dirs: [ctx.arg(0), ctx.arg(2)], dentries: [ctx.arg(1), ctx.arg(3)] })
+    let subject = match managed(hook::INODE_RENAME) {
+        Ok(subject) => subject,
+        Err(ret) => return ret,
+    };
+    judge_ends(Ends { subject, dirs: [ctx.arg(0), ctx.arg(2)], dentries: [ctx.arg(1), ctx.arg(3)] })
 }
 
 /// A hard link gives the file another name: refused unless the caller may both read and
@@ -154,16 +172,22 @@ pub fn inode_link(ctx: LsmContext) -> i32 {
     if earlier != 0 {
         return policy::pass_on(earlier);
     }
-    let ret = judge(hook::INODE_LINK, ctx.arg(0), access::READ | access::WRITE);
+    let subject = match managed(hook::INODE_LINK) {
+        Ok(subject) => subject,
+        Err(ret) => return ret,
+    };
+    let ret = judge_for::<true>(hook::INODE_LINK, &subject, ctx.arg(0), access::READ | access::WRITE);
     if ret != 0 {
         return ret;
     }
-    judge(hook::INODE_LINK, ctx.arg(2), access::WRITE)
+    judge_for::<true>(hook::INODE_LINK, &subject, ctx.arg(2), access::WRITE)
 }
 
 /// The two ends of a rename, for [`judge_end`].
 #[repr(C)]
 struct Ends {
+    /// The managed caller.
+    subject: Subject,
     /// The directories whose entries change.
     dirs: [*const u8; 2],
     /// The entries, BTF-typed as `judge` needs them.
@@ -195,7 +219,7 @@ fn judge_ends(mut ends: Ends) -> i32 {
         1 | 2 => policy::lsm_return(EPERM),
         // Fail-closed for managed callers: the loop did not run (it cannot fail with these
         // arguments, so this is a kernel that refuses it).
-        _ => unjudged(hook::INODE_RENAME),
+        _ => unjudged(hook::INODE_RENAME, &ends.subject),
     }
 }
 
@@ -212,8 +236,8 @@ unsafe extern "C" fn judge_end(index: u64, ctx: *mut c_void) -> i64 {
         _ => return 1,
     };
     i64::from(
-        entry_change(hook::INODE_RENAME, dir, dentry) != 0
-            || judge(hook::INODE_RENAME, dentry, access::WRITE) != 0,
+        entry_change(hook::INODE_RENAME, &ends.subject, dir, dentry) != 0
+            || judge_for::<true>(hook::INODE_RENAME, &ends.subject, dentry, access::WRITE) != 0,
     )
 }
 
@@ -221,14 +245,10 @@ unsafe extern "C" fn judge_end(index: u64, ctx: *mut c_void) -> i64 {
 /// A function of its own: inline, its frame would sit under [`judge_end`]'s and the
 /// report's, past the kernel's 512 bytes for a chain of calls.
 #[inline(never)]
-fn unjudged(hook: u32) -> i32 {
-    let subject = match managed(hook) {
-        Ok(subject) => subject,
-        Err(ret) => return ret,
-    };
+fn unjudged(hook: u32, subject: &Subject) -> i32 {
     diag::error!("hook {}: ends not judged (bpf_loop): refused as internal-error", hook: u32 = hook);
     let target = Target::Object { what: access::WRITE, name: core::ptr::null() };
-    policy::lsm_return(emit::conclude(hook, &subject, Judgement::refuse(reason::INTERNAL_ERROR), &target))
+    policy::lsm_return(emit::conclude(hook, subject, Judgement::refuse(reason::INTERNAL_ERROR), &target))
 }
 
 #[lsm(hook = "inode_create")]
