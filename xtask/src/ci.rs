@@ -41,19 +41,24 @@ pub fn run() -> anyhow::Result<()> {
         "warnings",
     ]))?;
     phases.next("clippy, kernel programs (bpfel target)");
-    exec(cargo().env("RUSTC_BOOTSTRAP", "1").args([
-        "clippy",
-        "--package",
-        "enforcer-ebpf",
-        "--target",
-        "bpfel-unknown-none",
-        "-Z",
-        "build-std=core",
-        "--release",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
+    // A target directory of its own: cargo rebuilds what RUSTC_BOOTSTRAP changes, and in
+    // the shared one this check's build scripts and proc macros replaced the host's, so
+    // the release build after it compiled them and every crate using them again.
+    let kernel_clippy_dir = build::cargo_target_dir().join("kernel-clippy");
+    exec(
+        cargo().env("RUSTC_BOOTSTRAP", "1").arg("clippy").arg("--target-dir").arg(&kernel_clippy_dir).args([
+            "--package",
+            "enforcer-ebpf",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--release",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
     phases.next("unit tests");
     exec(cargo().args(["test", "--workspace", "--exclude", "enforcer-ebpf", "--exclude", "enforcer-tests"]))?;
     phases.next(&format!(
