@@ -110,20 +110,35 @@ pub const IDENTITY_LINES: &str = "IDENTITY_LINES";
 /// slot, before the flip; a clear bit lets a hook skip a lookup.
 pub const RULE_FILTERS: &str = "RULE_FILTERS";
 
-/// `Array<OpenCacheEntry>`: what the file rules found for recently opened files, and the
-/// exec rules for recently executed ones (see [`OpenCacheEntry`]), each entry in the
-/// element [`OpenCacheKey::index`] picks for its key. Written and read by `file_open`,
-/// `bprm_check_security` and `mmap_file` only, each under its [`cache_kind`].
-pub const OPEN_CACHE: &str = "OPEN_CACHE";
+/// The section of the programs' [`CpuRecords`] global, a map of one element the loader
+/// makes from it; the agent reads the counts in it ([`CpuTask::hits`]).
+pub const RECORDS_SECTION: &str = ".bss";
 
-/// `Array<u64>`, [`crate::capacity::DENTRY_EPOCHS`] entries, one per bucket of
-/// [`dentry_name_id`]s: moved whenever a dentry with a name in the bucket is given an
-/// inode (`d_instantiate`), so an [`OPEN_CACHE`] entry made for a dentry that was freed
-/// is never trusted for another one allocated at the same address with the same name.
-pub const DENTRY_EPOCHS: &str = "DENTRY_EPOCHS";
+/// The section of the programs' [`OpenCache`] global, a map of one element the loader
+/// makes from it (left unpinned, as the other section maps: bpffs reserves names with
+/// dots).
+pub const OPEN_CACHE_SECTION: &str = ".bss.open_cache";
+
+/// What the file rules found for recently opened files, and the exec rules for recently
+/// executed ones, with the epochs that tell a reused dentry from the one an entry was
+/// made for: a global of the programs (not maps they look up), so each lookup is an
+/// address computed in line, with no bounds check or missing element to branch on.
+/// Written and read by `file_open`, `bprm_check_security`, `mmap_file` and
+/// `d_instantiate` only.
+#[repr(C)]
+pub struct OpenCache {
+    /// One per bucket of [`dentry_name_id`]s: moved whenever a dentry with a name in the
+    /// bucket is given an inode (`d_instantiate`), so an entry made for a dentry that was
+    /// freed is never trusted for another one allocated at the same address with the
+    /// same name.
+    pub dentry_epochs: [u64; crate::capacity::DENTRY_EPOCHS as usize],
+    /// Each key's entry in the element [`OpenCacheKey::index`] picks for it (see
+    /// [`OpenCacheEntry`]), under its [`cache_kind`].
+    pub entries: [OpenCacheEntry; crate::capacity::OPEN_CACHE as usize],
+}
 
 /// Every map the kernel object must define.
-pub const ALL: [&str; 26] = [
+pub const ALL: [&str; 24] = [
     WORDS,
     CGROUP_BINDINGS,
     CGROUP_CACHE,
@@ -148,8 +163,6 @@ pub const ALL: [&str; 26] = [
     VERDICT_AGG,
     IDENTITY_LINES,
     RULE_FILTERS,
-    OPEN_CACHE,
-    DENTRY_EPOCHS,
 ];
 
 /// Names of the global constants the agent sets at load time: field offsets read from
@@ -197,7 +210,7 @@ pub mod globals {
     /// (removed from its directory).
     pub const OFF_DENTRY_HASH_PPREV: &str = "OFF_DENTRY_HASH_PPREV";
     /// Kernel addresses of the `rename_lock` and `mount_lock` sequence locks (from
-    /// `/proc/kallsyms`; 0 when unknown, which turns [`super::OPEN_CACHE`] off).
+    /// `/proc/kallsyms`; 0 when unknown, which turns the open cache ([`super::OpenCache`]) off).
     pub const RENAME_LOCK_ADDR: &str = "RENAME_LOCK_ADDR";
     pub const MOUNT_LOCK_ADDR: &str = "MOUNT_LOCK_ADDR";
     /// The agent's secret key of [`crate::sip::keyed`] path proofs (two words).
@@ -336,8 +349,23 @@ pub struct CpuTask {
     /// under ([`CpuRecords::stamp`]). Under its own `seq`, read as a line is; only the
     /// context switch writes it.
     pub line: IdentityLine,
-    /// To 128 bytes: two CPUs' records never share a cache line.
-    pub pad: [u64; 3],
+    /// The allows this CPU's hooks decided from the record and the open cache alone
+    /// (`lsm::quick`), by [`hit`] index: counted here, in the page the hook has already
+    /// read, not in [`STATS`], whose lookups cost branches. The agent adds them to the
+    /// counters ([`CpuRecords::add_hits`]). Also to 128 bytes: two CPUs' records never
+    /// share a cache line.
+    pub hits: [u64; hit::COUNT],
+}
+
+/// Indices of [`CpuTask::hits`].
+pub mod hit {
+    /// Execs allowed from the open cache (each also an allow, `stat::EXEC_CACHE_HITS`).
+    pub const EXEC: usize = 0;
+    /// Opens for reading allowed from the open cache (`stat::OPEN_CACHE_HITS`).
+    pub const OPEN: usize = 1;
+    /// Of those, the ones no rule named, allowed by the default (`stat::DEFAULT_FALLBACK`).
+    pub const DEFAULT: usize = 2;
+    pub const COUNT: usize = 3;
 }
 
 /// CPUs [`CpuRecords`] has a record for. A machine with more possible CPUs uses none
@@ -345,14 +373,15 @@ pub struct CpuTask {
 /// finds its caller the slower way.
 pub const RECORDED_CPUS: usize = 1024;
 
-/// The kernel programs' own global state (their `.bss`, a map value the agent never
-/// writes): the record of each CPU's task and the two words a hook checks a record
+/// The kernel programs' own global state (their `.bss`, a map value the agent only
+/// reads, for the counts in [`CpuTask::hits`]): the record of each CPU's task and the two words a hook checks a record
 /// against, side by side, so an unmanaged caller's whole decision reads one page of
 /// memory on a machine of up to 31 CPUs, and two on a larger one. Under emulation a page
 /// first touched after a context switch costs 300–600 ns, and a map lookup two or three
 /// branches of about 200 ns each (there each branch ends a block of translated code,
 /// and the next block is looked up again after every switch of address space).
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct CpuRecords {
     /// Moved at every cgroup migration of a task, so no CPU's record written before the
     /// move is trusted after it.
@@ -372,6 +401,21 @@ pub struct CpuRecords {
     /// Element `cpu` is that CPU's: written by the context switch on it and read by the
     /// hooks that run there.
     pub records: [CpuTask; RECORDED_CPUS],
+}
+
+impl CpuRecords {
+    /// Adds the allows counted in the records ([`CpuTask::hits`]) to `totals`, the
+    /// counters summed over CPUs in `stat` order.
+    pub fn add_hits(&self, totals: &mut [u64; crate::verdict::stat::COUNT as usize]) {
+        use crate::verdict::stat;
+        for record in &self.records {
+            let [exec, open, default] = record.hits;
+            totals[stat::EXEC_CACHE_HITS as usize] += exec;
+            totals[stat::OPEN_CACHE_HITS as usize] += open;
+            totals[stat::DEFAULT_FALLBACK as usize] += default;
+            totals[stat::ALLOW as usize] += exec + open;
+        }
+    }
 }
 
 /// [`CpuRecords::stamp`] for a slot and binding epoch: a bit no unpublished word has,
@@ -577,12 +621,12 @@ pub struct NetGrant {
 #[derive(Clone, Copy)]
 pub struct Scratch {
     pub owner: u64,
-    /// The [`OPEN_CACHE`] key and stamp of the open being judged, read before its path.
+    /// The [`OpenCache`] key and stamp of the open being judged, read before its path.
     pub staged: OpenStaged,
     pub buf: [u8; crate::MAX_PATH],
 }
 
-/// An [`OPEN_CACHE`] key and its stamp, staged for the entry a full judgement makes.
+/// An [`OpenCache`] key and its stamp, staged for the entry a full judgement makes.
 /// Kept in the per-CPU buffer rather than on the 512-byte stack; `valid` is 0 where the
 /// cache could not be used.
 #[repr(C)]
@@ -666,10 +710,10 @@ pub struct AggEntry {
     pub last_ns: u64,
 }
 
-/// Key of [`OPEN_CACHE`]: the opened file as the kernel names it (its mount and dentry)
+/// Key of [`OpenCache`]: the opened file as the kernel names it (its mount and dentry)
 /// and who asks under which slot, for which rules. Addresses are only compared, never followed. The
 /// dentry comes with its name's [`dentry_name_id`], which also picks its
-/// [`DENTRY_EPOCHS`] bucket. The caller's root is part of the [`OpenStamp`]; it needs no
+/// [`OpenCache::dentry_epochs`] bucket. The caller's root is part of the [`OpenStamp`]; it needs no
 /// epoch: a root directory that is an ancestor of the file is pinned by it (it cannot be
 /// freed and its address reused), and every root that is not one shows the file by the
 /// same path.
@@ -684,7 +728,7 @@ pub struct OpenCacheKey {
     pub who: u32,
 }
 
-/// What stands for a dentry's name in [`OpenCacheKey`] and picks its [`DENTRY_EPOCHS`]
+/// What stands for a dentry's name in [`OpenCacheKey`] and picks its [`OpenCache::dentry_epochs`]
 /// bucket: the name's hash mixed with its length. Names the kernel makes up without a
 /// hash (pipes, sockets, anonymous inodes, each file system's root `/`) differ by length.
 #[must_use]
@@ -693,13 +737,13 @@ pub const fn dentry_name_id(hash: u32, len: u32) -> u32 {
 }
 
 /// What can change the path a dentry is shown by, or the rules that judge it, read
-/// before a judgement: an [`OPEN_CACHE`] entry is used only while all of it still holds.
+/// before a judgement: an [`OpenCache`] entry is used only while all of it still holds.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpenStamp {
     /// [`word::SLOT_GENERATION`] of the slot judged with.
     pub generation: u64,
-    /// The [`DENTRY_EPOCHS`] bucket of the file's dentry.
+    /// The [`OpenCache::dentry_epochs`] bucket of the file's dentry.
     pub dentry_epoch: u64,
     /// The caller's root directory (`struct path`: mount, then dentry), which the path
     /// is shown from.
@@ -711,7 +755,7 @@ pub struct OpenStamp {
     pub mount_seq: u32,
 }
 
-/// Element of [`OPEN_CACHE`]: what the path scan and the walk by file identity found
+/// Element of [`OpenCache::entries`]: what the path scan and the walk by file identity found
 /// for one key (the path's hash, length and keyed proof, and the rule for each access),
 /// valid while its [`OpenStamp`] matches the one read at the call. Live state
 /// (quarantine, revoked credentials, grants) is never cached: it is consulted at every
@@ -790,7 +834,7 @@ impl OpenFindings {
 }
 
 impl OpenCacheKey {
-    /// The [`OPEN_CACHE`] element this key's entry lives in: the key's words mixed and
+    /// The [`OpenCache::entries`] element this key's entry lives in: the key's words mixed and
     /// multiplied, the product's top bits. Two keys that share an element take turns in
     /// it (the later entry replaces the earlier); the element holds no key, its entry's
     /// keyed check names the key it was made for.
@@ -818,7 +862,7 @@ impl OpenCacheKey {
     }
 }
 
-/// Which rules an [`OPEN_CACHE`] entry holds the findings of: an open's file rules or
+/// Which rules an [`OpenCache`] entry holds the findings of: an open's file rules or
 /// the exec rules (looked up alike for an exec and an executable mapping), for the same
 /// file. Part of the key, so neither is ever taken for the other.
 pub mod cache_kind {
@@ -829,6 +873,8 @@ pub mod cache_kind {
 const _: () = assert!(crate::capacity::IDENTITIES <= 1 << 30);
 
 const _: () = assert!(size_of::<OpenCacheKey>() == 24);
+// A map value is at most `KMALLOC_MAX_SIZE` bytes, 4 MiB on x86-64's kernels.
+const _: () = assert!(size_of::<OpenCache>() <= 4 << 20);
 const _: () = assert!(size_of::<OpenStamp>() == 40);
 const _: () = assert!(size_of::<OpenCacheEntry>() == 80);
 const _: () = assert!(size_of::<AggKey>() == 64);
@@ -887,6 +933,7 @@ mod pod {
     unsafe impl aya::Pod for super::AggKey {}
     unsafe impl aya::Pod for super::AggEntry {}
     unsafe impl aya::Pod for crate::rule_filter::RuleFilter {}
+    unsafe impl aya::Pod for super::CpuRecords {}
 }
 
 #[cfg(test)]

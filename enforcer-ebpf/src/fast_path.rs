@@ -11,7 +11,7 @@
 
 use core::ptr::read_volatile;
 
-use enforcer_common::maps::{STAMP_PUBLISHED, TASK_STACK_SPAN};
+use enforcer_common::maps::{CpuTask, STAMP_PUBLISHED, TASK_STACK_SPAN};
 
 use crate::cpu_tasks;
 
@@ -47,6 +47,8 @@ pub fn unmanaged(earlier: i32) -> bool {
 /// configuration's two words are those of the caller under `stamp`, the slot and binding
 /// epoch in force.
 pub struct Line {
+    /// This CPU's record, read once per hook (`cpu_tasks::this_cpu`).
+    pub record: *mut CpuTask,
     pub bad: u64,
     pub identity: u32,
     /// The line's configuration as it lies in memory: the mode and the exec, file and
@@ -124,7 +126,7 @@ pub fn read(earlier: i32) -> Line {
             | earlier;
         #[expect(clippy::cast_possible_truncation, reason = "the identity is the low half")]
         let identity = low as u32;
-        Line { bad, identity, low, high, stamp }
+        Line { record, bad, identity, low, high, stamp }
     }
 }
 

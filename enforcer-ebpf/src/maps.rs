@@ -10,8 +10,8 @@ use enforcer_common::{
     event::EventBuf,
     maps::{
         AggEntry, AggKey, Binding, CacheEntry, CgroupKey, Grant, GrantKey, IdentityConfig, IdentityKey,
-        IdentityLine, InodeKey, InodeRuleKey, NetEntry, NetGrant, NetGrantKey, NetKey, OpenCacheEntry,
-        PathKey, PathRule, Quarantine, Revoked, RevokedKey, Scratch, word,
+        IdentityLine, InodeKey, InodeRuleKey, NetEntry, NetGrant, NetGrantKey, NetKey, PathKey, PathRule,
+        Quarantine, Revoked, RevokedKey, Scratch, word,
     },
     rule_filter::{RuleFilter, which},
     verdict::stat,
@@ -167,16 +167,6 @@ pub static GRANTS: HashMap<GrantKey, Grant> = HashMap::with_max_entries(capacity
 /// Time-bound network grants by (identity, destination prefix).
 #[map(name = "NET_GRANTS")]
 pub static NET_GRANTS: LpmTrie<NetGrantKey, NetGrant> = LpmTrie::with_max_entries(capacity::NET_GRANTS, 0);
-
-/// What the file rules found for recently opened files (see `open_cache`): an array,
-/// each key's entry in the element its index picks, so a lookup is an address computed
-/// in line (no hash function call, no bucket to read).
-#[map(name = "OPEN_CACHE")]
-pub static OPEN_CACHE: Array<OpenCacheEntry> = Array::with_max_entries(capacity::OPEN_CACHE, 0);
-
-/// Epochs of the dentry name-hash buckets, moved by `d_instantiate` (see `open_cache`).
-#[map(name = "DENTRY_EPOCHS")]
-pub static DENTRY_EPOCHS: Array<u64> = Array::with_max_entries(capacity::DENTRY_EPOCHS, 0);
 
 /// Adds one to a counter. A counter that cannot be found is not worth failing a syscall.
 #[inline(always)]

@@ -31,8 +31,8 @@ use aya_ebpf::helpers::bpf_probe_read_kernel;
 use enforcer_common::{
     capacity,
     maps::{
-        OPEN_CACHE_KEY_WORDS, OPEN_CACHE_WORDS, OpenCacheKey, OpenFindings, OpenStaged, OpenStamp,
-        dentry_name_id, word,
+        OPEN_CACHE_KEY_WORDS, OPEN_CACHE_WORDS, OpenCache, OpenCacheEntry, OpenCacheKey, OpenFindings,
+        OpenStaged, OpenStamp, dentry_name_id, word,
     },
     sip::Sip,
 };
@@ -40,7 +40,7 @@ use enforcer_common::{
 use crate::{
     fast_path::{self, Line},
     identity::current_task,
-    maps::{DENTRY_EPOCHS, OPEN_CACHE, slot_generation},
+    maps::slot_generation,
     offsets::{
         OFF_DENTRY_HASH_PPREV, OFF_DENTRY_NAME_HASH, OFF_DENTRY_NAME_LEN, OFF_FILE_DENTRY, OFF_FILE_MNT,
         OFF_FS_ROOT_DENTRY, OFF_FS_ROOT_MNT, OFF_FS_SEQ, OFF_TASK_FS, load, offset,
@@ -55,6 +55,32 @@ use crate::{
 static RENAME_LOCK_ADDR: u64 = 0;
 #[unsafe(no_mangle)]
 static MOUNT_LOCK_ADDR: u64 = 0;
+
+/// The entries and the dentry epochs (`enforcer_common::maps::OpenCache`), in a section
+/// of their own, which the loader makes a map of one element: an element's address is
+/// computed in line, with no lookup, bounds check or missing element to branch on.
+#[unsafe(link_section = ".bss.open_cache")]
+static mut CACHE: OpenCache = {
+    // SAFETY: integers and arrays of integers, for which all zeros is a valid value (a
+    // zeroed entry matches no key).
+    unsafe { core::mem::zeroed() }
+};
+
+const _: () = assert!(capacity::OPEN_CACHE.is_power_of_two() && capacity::DENTRY_EPOCHS.is_power_of_two());
+
+/// The element of `index` (`OpenCacheKey::index`, masked into the entries).
+#[inline(always)]
+fn element(index: u32) -> *mut OpenCacheEntry {
+    // SAFETY: an element of our own global, addressed, not read.
+    unsafe { &raw mut CACHE.entries[index as usize & (capacity::OPEN_CACHE as usize - 1)] }
+}
+
+/// The epoch of the bucket of dentries named `name_id`.
+#[inline(always)]
+fn epoch_word(name_id: u32) -> *mut u64 {
+    // SAFETY: an element of our own global, addressed, not read.
+    unsafe { &raw mut CACHE.dentry_epochs[bucket(name_id) as usize] }
+}
 
 /// What an entry gives back for a read: the rule found for reading (action, index),
 /// the path's hash and keyed proof, and its length.
@@ -76,7 +102,7 @@ pub fn get(file: *const u8, task: *const u8, identity: u32, kind: u32, slot: u32
     // are read, which then stay in registers (this runs in the small stack frame of
     // `lsm::cached`).
     let now = stamp(key.name_id, root, slot)?;
-    let entry = OPEN_CACHE.get_ptr(key.index())?;
+    let entry = element(key.index());
     let mut sip = Sip::new(crate::path::secret());
     // `key.words()`, field by field: no copy of the key on the stack.
     sip.word(key.mnt);
@@ -141,7 +167,7 @@ pub fn quick(file: *const u8, task: *const u8, line: &Line, kind: u32) -> (u64, 
             fresh::<u32>(fs, &OFF_FS_SEQ),
         )
     };
-    let record = crate::cpu_tasks::this_cpu();
+    let record = line.record;
     // SAFETY: this CPU's record in our own global (see `numbers`); volatile, so each
     // word is stored and loaded back in this order.
     let (seq, [mnt, dentry, root_mnt, root_dentry], seq_after) = unsafe {
@@ -169,16 +195,9 @@ pub fn quick(file: *const u8, task: *const u8, line: &Line, kind: u32) -> (u64, 
         | fast_path::zero(root_dentry)
         | rename_bad
         | mount_bad;
-    let miss = Hit { read: (0, 0), hash: 0, proof: 0, len: 0 };
     // SAFETY: a plain read of a counter only ever added to atomically.
-    let Some(dentry_epoch) =
-        DENTRY_EPOCHS.get_ptr(bucket(name_id)).map(|epoch| unsafe { read_volatile(epoch) })
-    else {
-        return (1, miss);
-    };
-    let Some(entry) = OPEN_CACHE.get_ptr(key.index()) else {
-        return (1, miss);
-    };
+    let dentry_epoch = unsafe { read_volatile(epoch_word(name_id)) };
+    let entry = element(key.index());
     let mut sip = Sip::new(crate::path::secret());
     sip.word(key.mnt);
     sip.word(key.dentry);
@@ -310,21 +329,20 @@ pub fn put(
 /// full judgement's, which has no room for the values this keeps.
 #[inline(never)]
 fn store(staged: *const OpenStaged) {
-    // SAFETY (all accesses): `staged` points into the per-CPU buffer, `element` into a
-    // map value.
+    // SAFETY (all accesses): `staged` points into the per-CPU buffer, `target` into our
+    // own global.
     unsafe {
-        // Missing (it cannot be), nothing is cached.
-        let Some(element) = OPEN_CACHE.get_ptr_mut((*staged).key.index()) else { return };
+        let target = element((*staged).key.index());
         let entry = &raw const (*staged).entry;
         // Word by word, the check last: a reader on another CPU meanwhile sees a mix,
         // which fails the check, and judges in full.
         let (from, to) =
-            ((&raw const (*entry).words).cast::<u64>(), (&raw mut (*element).words).cast::<u64>());
+            ((&raw const (*entry).words).cast::<u64>(), (&raw mut (*target).words).cast::<u64>());
         for i in 0..OPEN_CACHE_WORDS {
             core::ptr::write_volatile(to.add(i), core::ptr::read_volatile(from.add(i)));
         }
         core::ptr::write_volatile(
-            &raw mut (*element).check,
+            &raw mut (*target).check,
             core::ptr::read_volatile(&raw const (*entry).check),
         );
     }
@@ -460,10 +478,9 @@ pub fn name_id(dentry: *const u8) -> u32 {
 /// bucket are stale from now on.
 #[inline(always)]
 pub fn dentry_instantiated(dentry: *const u8) {
-    if let Some(epoch) = DENTRY_EPOCHS.get_ptr_mut(bucket(name_id(dentry))) {
-        // SAFETY: a valid map value; the add is atomic (several CPUs instantiate at once).
-        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(epoch, 1) };
-    }
+    // SAFETY: an element of our own global; the add is atomic (several CPUs instantiate
+    // at once).
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(epoch_word(name_id(dentry)), 1) };
 }
 
 /// What the findings for a dentry named `name_id` under `slot` depend on, read now;
@@ -472,7 +489,7 @@ pub fn dentry_instantiated(dentry: *const u8) {
 fn stamp(name_id: u32, root: [u64; 2], slot: u32) -> Option<OpenStamp> {
     Some(OpenStamp {
         generation: slot_generation(slot)?,
-        dentry_epoch: epoch(name_id)?,
+        dentry_epoch: epoch(name_id),
         root_mnt: root[0],
         root_dentry: root[1],
         rename_seq: sequence(&RENAME_LOCK_ADDR)?,
@@ -496,9 +513,9 @@ fn bucket(name_id: u32) -> u32 {
 }
 
 #[inline(always)]
-fn epoch(name_id: u32) -> Option<u64> {
+fn epoch(name_id: u32) -> u64 {
     // SAFETY: a plain read of a counter only ever added to atomically.
-    DENTRY_EPOCHS.get_ptr(bucket(name_id)).map(|epoch| unsafe { core::ptr::read_volatile(epoch) })
+    unsafe { core::ptr::read_volatile(epoch_word(name_id)) }
 }
 
 /// The sequence count of the kernel sequence lock at `*addr` (its first word); `None` if

@@ -448,7 +448,8 @@ mod tests {
     #[test]
     fn object_has_every_map_and_program() {
         let object = aya_obj::Object::parse(OBJECT).expect("parsing the embedded eBPF object");
-        for name in enforcer_common::maps::ALL.iter().chain(&[crate::kernel::log::MAP]) {
+        let sections = [enforcer_common::maps::RECORDS_SECTION, enforcer_common::maps::OPEN_CACHE_SECTION];
+        for name in enforcer_common::maps::ALL.iter().chain(&[crate::kernel::log::MAP]).chain(&sections) {
             assert!(object.maps.contains_key(*name), "map {name} missing from the eBPF object");
         }
         for name in LSM_PROGRAMS.iter().chain(&TRACE_PROGRAMS).map(|(p, _)| *p).chain(CGROUP_PROGRAMS) {

@@ -13,9 +13,9 @@ use aya::{
 use enforcer_common::{
     SLOTS,
     maps::{
-        self as names, AggEntry, AggKey, Binding, CgroupKey, Grant, GrantKey, IdentityConfig, IdentityKey,
-        InodeKey, InodeRuleKey as KernelInodeRuleKey, NET_GRANT_FIXED_BITS, NET_KEY_FIXED_BITS, NetEntry,
-        NetGrant, NetGrantKey, NetKey, PathKey, PathRule, Quarantine, Revoked, RevokedKey, word,
+        self as names, AggEntry, AggKey, Binding, CgroupKey, CpuRecords, Grant, GrantKey, IdentityConfig,
+        IdentityKey, InodeKey, InodeRuleKey as KernelInodeRuleKey, NET_GRANT_FIXED_BITS, NET_KEY_FIXED_BITS,
+        NetEntry, NetGrant, NetGrantKey, NetKey, PathKey, PathRule, Quarantine, Revoked, RevokedKey, word,
     },
     rule_filter::{self, RuleFilter},
     verdict::stat,
@@ -83,6 +83,8 @@ pub struct KernelMaps {
     net_rules: LpmTrie<MapData, NetKey, NetEntry>,
     listen_rules: HashMap<MapData, IdentityKey, NetEntry>,
     stats: PerCpuArray<MapData, u64>,
+    /// The programs' `.bss` (`CpuRecords`), for the allows counted in the CPUs' records.
+    records: Array<MapData, CpuRecords>,
     quarantine: HashMap<MapData, u32, Quarantine>,
     revoked: HashMap<MapData, RevokedKey, Revoked>,
     /// Per slot, the filters of its path rule and file identity rule keys.
@@ -127,6 +129,8 @@ impl KernelMaps {
             listen_rules: HashMap::try_from(take(ebpf, names::LISTEN_RULES)?)
                 .map_err(err(names::LISTEN_RULES))?,
             stats: PerCpuArray::try_from(take(ebpf, names::STATS)?).map_err(err(names::STATS))?,
+            records: Array::try_from(take(ebpf, names::RECORDS_SECTION)?)
+                .map_err(err(names::RECORDS_SECTION))?,
             quarantine: HashMap::try_from(take(ebpf, names::QUARANTINE)?).map_err(err(names::QUARANTINE))?,
             revoked: HashMap::try_from(take(ebpf, names::REVOKED)?).map_err(err(names::REVOKED))?,
             rule_filters: Array::try_from(take(ebpf, names::RULE_FILTERS)?)
@@ -507,13 +511,15 @@ impl KernelMaps {
         Ok(())
     }
 
-    /// Kernel counters summed over CPUs, in [`stat`] order.
+    /// Kernel counters summed over CPUs, in [`stat`] order, with the allows the CPUs'
+    /// records counted (`CpuTask::hits`).
     pub fn stats(&self) -> Result<[u64; stat::COUNT as usize], MapsError> {
         let mut totals = [0u64; stat::COUNT as usize];
         for (index, total) in (0..stat::COUNT).zip(totals.iter_mut()) {
             let values = self.stats.get(&index, 0).map_err(err(names::STATS))?;
             *total = values.iter().sum();
         }
+        self.records.get(&0, 0).map_err(err(names::RECORDS_SECTION))?.add_hits(&mut totals);
         Ok(totals)
     }
 
