@@ -56,7 +56,21 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
     if fast_path::unmanaged(earlier) {
         return 0;
     }
-    exec(ctx.arg(0), earlier)
+    let bprm: *const u8 = ctx.arg(0);
+    // A managed caller's exec of a program run before, called from here: `exec` and its
+    // code stay untouched when the cache decides.
+    if quick::<true>(exec_file(bprm), earlier) {
+        return 0;
+    }
+    exec(bprm, earlier)
+}
+
+/// The program an exec runs (`bprm->file`).
+#[inline(always)]
+fn exec_file(bprm: *const u8) -> *const u8 {
+    // SAFETY: `bprm` is the hook's typed argument and the offset is that of its `file`
+    // member, so the verifier treats this load as a (trusted) `struct file *`.
+    unsafe { *(bprm.add(offset(&OFF_BPRM_FILE)).cast::<*const u8>()) }
 }
 
 /// [`bprm_check_security`] past its fast path, in a frame of its own: the program's own
@@ -70,12 +84,7 @@ fn exec(bprm: *const u8, earlier: i32) -> i32 {
     if earlier != 0 {
         return policy::pass_on(earlier);
     }
-    // SAFETY: `bprm` is the hook's typed argument and the offset is that of its `file`
-    // member, so the verifier treats this load as a (trusted) `struct file *`.
-    let file = unsafe { *(bprm.add(offset(&OFF_BPRM_FILE)).cast::<*const u8>()) };
-    if quick::<true>(file) {
-        return 0;
-    }
+    let file = exec_file(bprm);
     let seen = policy::seen();
     if seen.unmanaged {
         return 0;
@@ -120,7 +129,7 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     let rw = mode & (FMODE_READ | FMODE_WRITE);
     #[expect(clippy::cast_possible_truncation, reason = "0 or 1")]
     let wanted = rw | fast_path::zero(u64::from(rw)) as u32;
-    if wanted == access::READ && quick::<false>(file) {
+    if wanted == access::READ && quick::<false>(file, 0) {
         return 0;
     }
     let seen = policy::seen();
@@ -171,13 +180,19 @@ fn cacheable(seen: &Seen, hook: u32) -> Option<u64> {
 /// Whether an exec (`EXEC`) or an open for reading of `file` by a caller its CPU's
 /// record shows managed is allowed from the cache, decided as [`cached`] decides it but
 /// from the record's copy of the caller's line, with every check folded into one word
-/// and one branch on it (see `fast_path`). False where the record cannot be trusted,
-/// the entry does not hold, the allow would be reported, or any live state (quarantine,
-/// revoked credential, container set-up) exists: the slower ways decide then, as before.
-/// Not inlined, for the stack frame (see [`cached`]).
+/// and one branch on it (see `fast_path`). False where the record cannot be trusted, an
+/// earlier LSM refused (`earlier`), the entry does not hold, the allow would be
+/// reported, or any live state (quarantine, revoked credential, container set-up)
+/// exists: the slower ways decide then, as before.
+///
+/// Not inlined, for the stack frame (see [`cached`]): its registers spill, and inline
+/// in the program or in `exec` its frame would add to the full judgement's, past the
+/// verifier's 512 bytes. Called from the program itself, so an exec the cache decides
+/// makes one call and runs no code of `exec`'s (under emulation each call, return and
+/// page of code after the exec's switch of address space is a lookup).
 #[inline(never)]
-fn quick<const EXEC: bool>(file: *const u8) -> bool {
-    let line = fast_path::read(0);
+fn quick<const EXEC: bool>(file: *const u8, earlier: i32) -> bool {
+    let line = &fast_path::read(earlier);
     // Before the helper calls: a record that cannot be trusted (or an unmanaged caller
     // here after all) costs nothing more.
     if line.bad | fast_path::zero(u64::from(line.identity)) != 0 {
@@ -185,7 +200,7 @@ fn quick<const EXEC: bool>(file: *const u8) -> bool {
     }
     let task = identity::current_task();
     let kind = if EXEC { cache_kind::EXEC } else { cache_kind::OPEN };
-    let (mut bad, hit) = open_cache::quick(file, task, &line, kind);
+    let (mut bad, hit) = open_cache::quick(file, task, line, kind);
     let found = u64::from(hit.read.0);
     let by_default = fast_path::zero(found ^ u64::from(action::NONE));
     let default = if EXEC { line.exec_default() } else { line.file_default() };
