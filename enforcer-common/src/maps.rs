@@ -352,9 +352,33 @@ pub struct CpuTask {
     /// The allows this CPU's hooks decided from the record and the open cache alone
     /// (`lsm::quick`), by [`hit`] index: counted here, in the page the hook has already
     /// read, not in [`STATS`], whose lookups cost branches. The agent adds them to the
-    /// counters ([`CpuRecords::add_hits`]). Also to 128 bytes: two CPUs' records never
-    /// share a cache line.
+    /// counters ([`CpuRecords::add_hits`]).
     pub hits: [u64; hit::COUNT],
+    /// Not part of the record: what the last open for reading by a managed caller on this
+    /// CPU read for the open cache, so that the exec which follows the kernel's own open
+    /// of the program it runs, with no context switch in between, looks up its entry
+    /// without reading them again (`open_cache::Opened`).
+    pub opened: [u64; opened::COUNT],
+    /// To 256 bytes: two CPUs' records never share a cache line.
+    pub pad: [u64; 6],
+}
+
+/// Indices of [`CpuTask::opened`]: the open's `struct file` and the record's `seq` as the
+/// open read them, then the key and stamp words it read, and a word that is 0 only if it
+/// read them whole.
+pub mod opened {
+    pub const FILE: usize = 0;
+    pub const SEQ: usize = 1;
+    pub const MNT: usize = 2;
+    pub const DENTRY: usize = 3;
+    pub const NAME_ID: usize = 4;
+    pub const ROOT_MNT: usize = 5;
+    pub const ROOT_DENTRY: usize = 6;
+    /// The rename count in the low half, the mount count in the high half.
+    pub const SEQUENCES: usize = 7;
+    pub const DENTRY_EPOCH: usize = 8;
+    pub const BAD: usize = 9;
+    pub const COUNT: usize = 10;
 }
 
 /// Indices of [`CpuTask::hits`].
@@ -376,7 +400,7 @@ pub const RECORDED_CPUS: usize = 1024;
 /// The kernel programs' own global state (their `.bss`, a map value the agent only
 /// reads, for the counts in [`CpuTask::hits`]): the record of each CPU's task and the two words a hook checks a record
 /// against, side by side, so an unmanaged caller's whole decision reads one page of
-/// memory on a machine of up to 31 CPUs, and two on a larger one. Under emulation a page
+/// memory on a machine of up to 15 CPUs, and two on a larger one. Under emulation a page
 /// first touched after a context switch costs 300–600 ns, and a map lookup two or three
 /// branches of about 200 ns each (there each branch ends a block of translated code,
 /// and the next block is looked up again after every switch of address space).
@@ -635,9 +659,11 @@ pub struct OpenStaged {
     pub valid: u64,
     pub key: OpenCacheKey,
     pub stamp: OpenStamp,
-    /// The entry, built here rather than on the stack. Another task reusing the buffer
-    /// meanwhile can only make an entry whose check fails, or its own consistent one.
-    pub entry: OpenCacheEntry,
+    /// The entry's words ([`OpenFindings::words`]), built here rather than on the stack.
+    /// Another task reusing the buffer meanwhile can only make an entry of its own key
+    /// whose stamp is stale, or its own consistent one: the words are copied from here
+    /// only after the key and root were read again and found to be the staged ones.
+    pub words: [u64; OPEN_CACHE_WORDS],
 }
 
 /// Key of [`VERDICT_AGG`]: what makes two verdicts the same verdict. Built from the
@@ -761,24 +787,31 @@ pub struct OpenStamp {
 /// (quarantine, revoked credentials, grants) is never cached: it is consulted at every
 /// call.
 ///
-/// Held as words under a keyed check: another CPU may be writing the element (for this
-/// key or another sharing it) while a program reads it, so a reader can see a mix of two
-/// entries, or another key's. A reader reads each word once and uses the words only if
-/// their check, with its own key, is `check`. A zeroed element matches no key.
+/// Held under a sequence count: another CPU may be writing the element (for this key or
+/// another sharing it) while a program reads it. A writer takes the element by moving
+/// `seq` from even to odd with a compare-and-exchange (so writers exclude each other; one
+/// that finds it odd writes nothing), writes the key and the words, and makes `seq` even
+/// again. A reader reads `seq`, then each word once, then `seq` again, and uses the words
+/// only if both reads gave the same even count and the key is its own. A zeroed element
+/// matches no key (no key has a mount of 0).
+///
+/// The reader's loads stay in program order without a barrier on x86-64, the
+/// architecture the programs are built and tested for (loads are not reordered with
+/// other loads there, nor stores with other stores).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpenCacheEntry {
+    pub seq: u64,
+    /// See [`OpenCacheKey::words`].
+    pub key: [u64; OPEN_CACHE_KEY_WORDS],
     /// See [`OpenFindings::words`].
     pub words: [u64; OPEN_CACHE_WORDS],
-    /// SipHash-1-3 under the agent's path key ([`crate::sip`]) of the key's words, then
-    /// `words`.
-    pub check: u64,
 }
 
-/// Words of an [`OpenCacheEntry`] before its check.
+/// Words of an [`OpenCacheEntry`] after its key.
 pub const OPEN_CACHE_WORDS: usize = 9;
 
-/// Words of an [`OpenCacheKey`], hashed into an entry's check.
+/// Words of an [`OpenCacheKey`], kept in its entry.
 pub const OPEN_CACHE_KEY_WORDS: usize = 3;
 
 /// An [`OpenCacheEntry`]'s contents, unpacked.
@@ -836,8 +869,7 @@ impl OpenFindings {
 impl OpenCacheKey {
     /// The [`OpenCache::entries`] element this key's entry lives in: the key's words mixed and
     /// multiplied, the product's top bits. Two keys that share an element take turns in
-    /// it (the later entry replaces the earlier); the element holds no key, its entry's
-    /// keyed check names the key it was made for.
+    /// it (the later entry replaces the earlier, its key with it).
     #[must_use]
     #[inline]
     pub const fn index(&self) -> u32 {
@@ -876,7 +908,7 @@ const _: () = assert!(size_of::<OpenCacheKey>() == 24);
 // A map value is at most `KMALLOC_MAX_SIZE` bytes, 4 MiB on x86-64's kernels.
 const _: () = assert!(size_of::<OpenCache>() <= 4 << 20);
 const _: () = assert!(size_of::<OpenStamp>() == 40);
-const _: () = assert!(size_of::<OpenCacheEntry>() == 80);
+const _: () = assert!(size_of::<OpenCacheEntry>() == 104);
 const _: () = assert!(size_of::<AggKey>() == 64);
 const _: () = assert!(size_of::<AggEntry>() == 40);
 const _: () = assert!(size_of::<CgroupKey>() == 16);
@@ -891,14 +923,14 @@ const _: () = assert!(size_of::<InodeRuleKey>() == 24);
 const _: () = assert!(size_of::<NetKey>() == 24);
 const _: () = assert!(size_of::<NetRule>() == 12);
 const _: () = assert!(size_of::<NetEntry>() == 8 + 12 * crate::MAX_NET_RULES_PER_PREFIX);
-const _: () = assert!(size_of::<Scratch>() == 8 + 152 + crate::MAX_PATH);
-const _: () = assert!(size_of::<OpenStaged>() == 152);
+const _: () = assert!(size_of::<Scratch>() == 8 + 144 + crate::MAX_PATH);
+const _: () = assert!(size_of::<OpenStaged>() == 144);
 const _: () = assert!(size_of::<Quarantine>() == 8);
 const _: () = assert!(size_of::<IdentityLine>() == 40);
 // Five words: `seq`, `cgroup_id`, `epoch`, then `identity` and `config` (copied as two
 // words at the context switch, see `CpuTask::line`).
 const _: () = assert!(core::mem::offset_of!(IdentityLine, identity) == 24);
-const _: () = assert!(size_of::<CpuTask>() == 128);
+const _: () = assert!(size_of::<CpuTask>() == 256);
 const _: () = assert!(core::mem::offset_of!(CpuRecords, records) == 128);
 const _: () = assert!(RECORDED_CPUS.is_power_of_two());
 const _: () = assert!(size_of::<RevokedKey>() == 16);

@@ -180,7 +180,10 @@ fn cacheable(seen: &Seen, hook: u32) -> Option<u64> {
 /// Whether an exec (`EXEC`) or an open for reading of `file` by a caller its CPU's
 /// record shows managed is allowed from the cache, decided as [`cached`] decides it but
 /// from the record's copy of the caller's line, with every check folded into one word
-/// and one branch on it (see `fast_path`). False where the record cannot be trusted, an
+/// and one branch on it (see `fast_path`). An exec looks its entry up with what the
+/// kernel's open of its program read of the file and the caller's root
+/// (`open_cache::recalled`), which spares it three helper calls and the kernel's
+/// structures: it reads the record and the entry, and nothing else. False where the record cannot be trusted, an
 /// earlier LSM refused (`earlier`), the entry does not hold, the allow would be
 /// reported, or any live state (quarantine, revoked credential, container set-up)
 /// exists: the slower ways decide then, as before.
@@ -193,14 +196,22 @@ fn cacheable(seen: &Seen, hook: u32) -> Option<u64> {
 #[inline(never)]
 fn quick<const EXEC: bool>(file: *const u8, earlier: i32) -> bool {
     let line = &fast_path::read(earlier);
-    // Before the helper calls: a record that cannot be trusted (or an unmanaged caller
-    // here after all) costs nothing more.
+    // Before anything else is read: a record that cannot be trusted (or an unmanaged
+    // caller here after all) costs nothing more.
     if line.bad | fast_path::zero(u64::from(line.identity)) != 0 {
         return false;
     }
-    let task = identity::current_task();
+    // An open reads the file and the caller's root now, and keeps what it read for the
+    // exec that may follow; an exec takes what its program's open read.
+    let opened = if EXEC {
+        open_cache::recalled(line, file)
+    } else {
+        let (opened, seq) = open_cache::opened_now(file, identity::current_task(), line);
+        open_cache::remember(line, file, &opened, seq);
+        opened
+    };
     let kind = if EXEC { cache_kind::EXEC } else { cache_kind::OPEN };
-    let (mut bad, hit) = open_cache::quick(file, task, line, kind);
+    let (mut bad, hit) = open_cache::quick(&opened, line, kind);
     let found = u64::from(hit.read.0);
     let by_default = fast_path::zero(found ^ u64::from(action::NONE));
     let default = if EXEC { line.exec_default() } else { line.file_default() };

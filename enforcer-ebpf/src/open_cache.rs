@@ -15,15 +15,15 @@
 //! cached and the full judgement runs.
 //!
 //! Each key has one element of the map (`OpenCacheKey::index`); keys that share it take
-//! turns. An entry's words carry a keyed check over the key and themselves: another CPU
-//! can be writing the element a program is reading, and a mix of two entries, or another
-//! key's entry, fails the check.
+//! turns. An entry holds its key and is read and written under a sequence count
+//! (`OpenCacheEntry`): another CPU can be writing the element a program is reading, and a
+//! reader that sees a write under way, or another key's entry, judges in full.
 //!
 //! Only rule findings are cached. Live state (quarantine, revoked credentials, grants),
 //! the write guard and the verdict's reporting are decided at every call.
 
 use core::{
-    intrinsics::{AtomicOrdering, atomic_xadd},
+    intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd},
     ptr::{read_volatile, write_volatile},
 };
 
@@ -31,10 +31,9 @@ use aya_ebpf::helpers::bpf_probe_read_kernel;
 use enforcer_common::{
     capacity,
     maps::{
-        OPEN_CACHE_KEY_WORDS, OPEN_CACHE_WORDS, OpenCache, OpenCacheEntry, OpenCacheKey, OpenFindings,
-        OpenStaged, OpenStamp, dentry_name_id, word,
+        OPEN_CACHE_WORDS, OpenCache, OpenCacheEntry, OpenCacheKey, OpenFindings, OpenStaged, OpenStamp,
+        dentry_name_id, opened, word,
     },
-    sip::Sip,
 };
 
 use crate::{
@@ -92,7 +91,7 @@ pub struct Hit {
 }
 
 /// The findings of `kind` cached for `file` (BTF-typed) and `identity` under `slot`, if
-/// an entry exists, its words pass their check, and its stamp is the one read now for
+/// an entry for its key exists, it was read whole, and its stamp is the one read now for
 /// `task`, the current task (BTF-typed). Each word is read once (the element can be
 /// rewritten meanwhile, see `OpenCacheEntry`).
 #[inline(always)]
@@ -103,48 +102,50 @@ pub fn get(file: *const u8, task: *const u8, identity: u32, kind: u32, slot: u32
     // `lsm::cached`).
     let now = stamp(key.name_id, root, slot)?;
     let entry = element(key.index());
-    let mut sip = Sip::new(crate::path::secret());
-    // `key.words()`, field by field: no copy of the key on the stack.
-    sip.word(key.mnt);
-    sip.word(key.dentry);
-    sip.word(u64::from(key.name_id) | u64::from(key.who) << 32);
-    // SAFETY: a map value valid for the program's run; each word read once, volatile.
-    let at = unsafe { (&raw const (*entry).words).cast::<u64>() };
-    let word = |i: usize, sip: &mut Sip| {
-        // SAFETY: as above; `i` < OPEN_CACHE_WORDS.
-        let w = unsafe { core::ptr::read_volatile(at.add(i)) };
-        sip.word(w);
-        w
-    };
-    // The words as `OpenFindings::words` packs them, the stamp compared as it is read.
-    let mut same = word(0, &mut sip) == now.generation;
-    same &= word(1, &mut sip) == now.dentry_epoch;
-    same &= word(2, &mut sip) == now.root_mnt;
-    same &= word(3, &mut sip) == now.root_dentry;
-    same &= word(4, &mut sip) == u64::from(now.rename_seq) | u64::from(now.mount_seq) << 32;
-    let (hash, proof, rules, marks) =
-        (word(5, &mut sip), word(6, &mut sip), word(7, &mut sip), word(8, &mut sip));
-    // SAFETY: as above.
-    let check = unsafe { core::ptr::read_volatile(&raw const (*entry).check) };
-    if !same || sip.finish(0, 8 * (OPEN_CACHE_KEY_WORDS + OPEN_CACHE_WORDS)) != check {
+    let (
+        seq,
+        mut same,
+        [generation, dentry_epoch, root_mnt, root_dentry, sequences, hash, proof, rules, marks],
+    ) = read_entry(entry, &key);
+    // The stamp compared as `OpenFindings::words` packed it.
+    same &= generation == now.generation;
+    same &= dentry_epoch == now.dentry_epoch;
+    same &= root_mnt == now.root_mnt;
+    same &= root_dentry == now.root_dentry;
+    same &= sequences == u64::from(now.rename_seq) | u64::from(now.mount_seq) << 32;
+    // SAFETY: our own global, read once more after the words.
+    same &= seq & 1 == 0 && unsafe { read_volatile(&raw const (*entry).seq) } == seq;
+    if !same {
         return None;
     }
     #[expect(clippy::cast_possible_truncation, reason = "unpacking what OpenFindings::words packed")]
     Some(Hit { read: (marks as u8, rules as u32), hash, proof, len: usize::from((marks >> 16) as u16) })
 }
 
-/// [`get`] for a caller its CPU's record shows managed (`line`, checked by the caller:
-/// its slot and generation are taken from it), with every check folded into one word and
-/// no branch but the two lookups' (see `fast_path` on why branches are what costs): the
-/// findings, and a word that is 0 only if the entry holds for this call as [`get`]'s
-/// would. The key's pointers become numbers through this CPU's record as in [`numbers`],
-/// with the record's `seq` read around the stores and loads in place of comparing them:
-/// only a program that preempted this one could have rewritten them in between, and the
+/// What a managed open for reading reads for the open cache besides the entry: its key's
+/// file part and the stamp of now, the pointers as numbers, and `bad`, 0 only if every
+/// part was read whole. Kept in the CPU's record ([`remember`]) for the exec that follows
+/// the kernel's own open of a program ([`recalled`]).
+pub struct Opened {
+    pub mnt: u64,
+    pub dentry: u64,
+    pub name_id: u64,
+    pub root_mnt: u64,
+    pub root_dentry: u64,
+    /// The rename count in the low half, the mount count in the high half.
+    pub sequences: u64,
+    pub dentry_epoch: u64,
+    pub bad: u64,
+}
+
+/// [`Opened`] for `file` (BTF-typed) and `task`, the current task (BTF-typed), read now
+/// without a branch, and the record's `seq` as read before them. The key's pointers
+/// become numbers through this CPU's record (`line.record`) as in [`numbers`], with the
+/// record's `seq` read around the stores and loads in place of comparing them: only a
+/// program that preempted this one could have rewritten them in between, and the
 /// context switch that let it run moved `seq`.
 #[inline(always)]
-pub fn quick(file: *const u8, task: *const u8, line: &Line, kind: u32) -> (u64, Hit) {
-    #[expect(clippy::cast_possible_truncation, reason = "the lowest bit")]
-    let slot = line.stamp as u32 & 1;
+pub fn opened_now(file: *const u8, task: *const u8, line: &Line) -> (Opened, u64) {
     // SAFETY (all loads): BTF-typed pointers (the hook's argument, the current task, and
     // pointers loaded from them) at offsets from the kernel's BTF; a load that faults
     // reads 0, which makes the word below non-zero wherever 0 cannot be right.
@@ -180,12 +181,9 @@ pub fn quick(file: *const u8, task: *const u8, line: &Line, kind: u32) -> (u64, 
             [read_volatile(at), read_volatile(at.add(1)), read_volatile(at.add(2)), read_volatile(at.add(3))];
         (seq, numbers, read_volatile(&raw const (*record).seq))
     };
-    let key = OpenCacheKey { mnt, dentry, name_id, who: OpenCacheKey::who(line.identity, kind, slot) };
     let (rename_seq, rename_bad) = sequence_word(&RENAME_LOCK_ADDR);
     let (mount_seq, mount_bad) = sequence_word(&MOUNT_LOCK_ADDR);
-    let generation = crate::cpu_tasks::word(word::SLOT_GENERATION + slot);
-    let mut bad = line.bad
-        | (seq ^ seq_after)
+    let bad = (seq ^ seq_after)
         | u64::from(before & 1)
         | u64::from(before ^ after)
         | fast_path::zero(pprev)
@@ -197,29 +195,116 @@ pub fn quick(file: *const u8, task: *const u8, line: &Line, kind: u32) -> (u64, 
         | mount_bad;
     // SAFETY: a plain read of a counter only ever added to atomically.
     let dentry_epoch = unsafe { read_volatile(epoch_word(name_id)) };
-    let entry = element(key.index());
-    let mut sip = Sip::new(crate::path::secret());
-    sip.word(key.mnt);
-    sip.word(key.dentry);
-    sip.word(u64::from(key.name_id) | u64::from(key.who) << 32);
-    // SAFETY: a map value valid for the program's run; each word read once, volatile.
-    let at = unsafe { (&raw const (*entry).words).cast::<u64>() };
-    let word = |i: usize, sip: &mut Sip| {
-        // SAFETY: as above; `i` < OPEN_CACHE_WORDS.
-        let w = unsafe { read_volatile(at.add(i)) };
-        sip.word(w);
-        w
+    let opened = Opened {
+        mnt,
+        dentry,
+        name_id: u64::from(name_id),
+        root_mnt,
+        root_dentry,
+        sequences: rename_seq | mount_seq << 32,
+        dentry_epoch,
+        bad,
     };
-    bad |= word(0, &mut sip) ^ generation;
-    bad |= word(1, &mut sip) ^ dentry_epoch;
-    bad |= word(2, &mut sip) ^ root_mnt;
-    bad |= word(3, &mut sip) ^ root_dentry;
-    bad |= word(4, &mut sip) ^ (rename_seq | mount_seq << 32);
-    let (hash, proof, rules, marks) =
-        (word(5, &mut sip), word(6, &mut sip), word(7, &mut sip), word(8, &mut sip));
-    // SAFETY: as above.
-    let check = unsafe { read_volatile(&raw const (*entry).check) };
-    bad |= sip.finish(0, 8 * (OPEN_CACHE_KEY_WORDS + OPEN_CACHE_WORDS)) ^ check;
+    (opened, seq)
+}
+
+/// Keeps `opened`, read for `file` (BTF-typed) while the record's `seq` was `seq`, in
+/// this CPU's record (`CpuTask::opened`), for [`recalled`].
+#[inline(always)]
+pub fn remember(line: &Line, file: *const u8, opened: &Opened, seq: u64) {
+    let words = [
+        (opened::SEQ, seq),
+        (opened::MNT, opened.mnt),
+        (opened::DENTRY, opened.dentry),
+        (opened::NAME_ID, opened.name_id),
+        (opened::ROOT_MNT, opened.root_mnt),
+        (opened::ROOT_DENTRY, opened.root_dentry),
+        (opened::SEQUENCES, opened.sequences),
+        (opened::DENTRY_EPOCH, opened.dentry_epoch),
+        (opened::BAD, opened.bad),
+    ];
+    // SAFETY: words of this CPU's record in our own global. Only programs on this CPU
+    // write them; one that preempted this program moved `seq` first, which the reader
+    // compares.
+    unsafe {
+        let at = (&raw mut (*line.record).opened).cast::<u64>();
+        write_volatile(at.add(opened::FILE), file as u64);
+        for (i, word) in words {
+            write_volatile(at.add(i), word);
+        }
+    }
+}
+
+/// What the last managed open for reading on this CPU read ([`remember`]), for the
+/// program `file` (BTF-typed) an exec runs: its `bad` is 0 only if it read them whole,
+/// for this very `struct file`, and no context switch came since (the record's `seq` is
+/// unchanged). The kernel opens the program an exec runs just before its
+/// `bprm_check_security`, in the same call and, unless it was preempted, with no switch
+/// between: what the open read of the file and the caller's root then stands for the
+/// exec, as the path the kernel resolved for it. A rename or mount change on another
+/// CPU in between is seen as at the open.
+#[inline(always)]
+pub fn recalled(line: &Line, file: *const u8) -> Opened {
+    let record = line.record;
+    // SAFETY: words of this CPU's record in our own global, each read once, volatile;
+    // the file becomes a number through `numbers`, as in `opened_now`.
+    unsafe {
+        let seq = read_volatile(&raw const (*record).seq);
+        let numbers = (&raw mut (*record).numbers).cast::<u64>();
+        write_volatile(numbers, file as u64);
+        let file = read_volatile(numbers);
+        let at = (&raw const (*record).opened).cast::<u64>();
+        let word = |i: usize| read_volatile(at.add(i));
+        let bad = word(opened::BAD) | (word(opened::FILE) ^ file) | (word(opened::SEQ) ^ seq);
+        let mut recalled = Opened {
+            mnt: word(opened::MNT),
+            dentry: word(opened::DENTRY),
+            name_id: word(opened::NAME_ID),
+            root_mnt: word(opened::ROOT_MNT),
+            root_dentry: word(opened::ROOT_DENTRY),
+            sequences: word(opened::SEQUENCES),
+            dentry_epoch: word(opened::DENTRY_EPOCH),
+            bad,
+        };
+        // Last: a program that preempted this one and wrote the words moved `seq`.
+        recalled.bad |= read_volatile(&raw const (*record).seq) ^ seq;
+        recalled
+    }
+}
+
+/// [`get`] for a caller its CPU's record shows managed (`line`, checked by the caller:
+/// its slot and generation are taken from it), from what was read of the file and the
+/// root (`opened`), with every check folded into one word and no branch (see `fast_path`
+/// on why branches are what costs): the findings, and a word that is 0 only if the entry
+/// holds for this call as [`get`]'s would.
+#[inline(always)]
+pub fn quick(opened: &Opened, line: &Line, kind: u32) -> (u64, Hit) {
+    #[expect(clippy::cast_possible_truncation, reason = "the lowest bit")]
+    let slot = line.stamp as u32 & 1;
+    #[expect(clippy::cast_possible_truncation, reason = "a name id, stored widened")]
+    let key = OpenCacheKey {
+        mnt: opened.mnt,
+        dentry: opened.dentry,
+        name_id: opened.name_id as u32,
+        who: OpenCacheKey::who(line.identity, kind, slot),
+    };
+    let generation = crate::cpu_tasks::word(word::SLOT_GENERATION + slot);
+    let mut bad = line.bad | opened.bad;
+    let entry = element(key.index());
+    let (
+        seq,
+        key_bad,
+        [entry_generation, dentry_epoch, root_mnt, root_dentry, sequences, hash, proof, rules, marks],
+    ) = entry_words(entry, &key);
+    bad |= key_bad
+        | (entry_generation ^ generation)
+        | (dentry_epoch ^ opened.dentry_epoch)
+        | (root_mnt ^ opened.root_mnt)
+        | (root_dentry ^ opened.root_dentry)
+        | (sequences ^ opened.sequences)
+        | (seq & 1);
+    // SAFETY: our own global, read once more after the words.
+    bad |= unsafe { read_volatile(&raw const (*entry).seq) } ^ seq;
     #[expect(clippy::cast_possible_truncation, reason = "unpacking what OpenFindings::words packed")]
     (bad, Hit { read: (marks as u8, rules as u32), hash, proof, len: usize::from((marks >> 16) as u16) })
 }
@@ -244,25 +329,32 @@ fn sequence_word(addr: &'static u64) -> (u64, u64) {
     (u64::from(seq), failed as u64 | u64::from(seq & 1))
 }
 
-/// The keyed check of the entry words at `words` under the key at `key` (both in map
-/// memory, as `get` computes it from its own copies): word by word, with no array on the
-/// stack, where the verifier could take a stale spilled pointer for a word.
+/// The `seq` of `entry`, a word that is 0 only if its key is `key`, and its words,
+/// each read once, in that order (see `OpenCacheEntry`); the caller reads `seq` again.
 #[inline(always)]
-fn check_of(key: *const OpenCacheKey, words: *const [u64; OPEN_CACHE_WORDS]) -> u64 {
-    let mut sip = Sip::new(crate::path::secret());
-    // SAFETY: both point into a map value valid for the program's run.
+fn entry_words(entry: *const OpenCacheEntry, key: &OpenCacheKey) -> (u64, u64, [u64; OPEN_CACHE_WORDS]) {
+    // SAFETY (all reads): an element of our own global, each word read once, volatile,
+    // so in this order.
     unsafe {
-        sip.word(core::ptr::read_volatile(&raw const (*key).mnt));
-        sip.word(core::ptr::read_volatile(&raw const (*key).dentry));
-        let name_id = core::ptr::read_volatile(&raw const (*key).name_id);
-        let who = core::ptr::read_volatile(&raw const (*key).who);
-        sip.word(u64::from(name_id) | u64::from(who) << 32);
-        let at = words.cast::<u64>();
-        for i in 0..OPEN_CACHE_WORDS {
-            sip.word(core::ptr::read_volatile(at.add(i)));
+        let seq = read_volatile(&raw const (*entry).seq);
+        let at = (&raw const (*entry).key).cast::<u64>();
+        let key_bad = (read_volatile(at) ^ key.mnt)
+            | (read_volatile(at.add(1)) ^ key.dentry)
+            | (read_volatile(at.add(2)) ^ (u64::from(key.name_id) | u64::from(key.who) << 32));
+        let at = (&raw const (*entry).words).cast::<u64>();
+        let mut words = [0u64; OPEN_CACHE_WORDS];
+        for (i, word) in words.iter_mut().enumerate() {
+            *word = read_volatile(at.add(i));
         }
+        (seq, key_bad, words)
     }
-    sip.finish(0, 8 * (OPEN_CACHE_KEY_WORDS + OPEN_CACHE_WORDS))
+}
+
+/// [`entry_words`] with the key's comparison as a flag, for [`get`].
+#[inline(always)]
+fn read_entry(entry: *const OpenCacheEntry, key: &OpenCacheKey) -> (u64, bool, [u64; OPEN_CACHE_WORDS]) {
+    let (seq, key_bad, words) = entry_words(entry, key);
+    (seq, key_bad == 0, words)
 }
 
 /// Stages the key and stamp of an open or exec (`kind`) of `file` in the per-CPU buffer,
@@ -316,11 +408,7 @@ pub fn put(
         write: found.write,
         len: len as u16,
     };
-    unsafe {
-        let entry = &raw mut (*staged).entry;
-        (*entry).words = findings.words();
-        (*entry).check = check_of(&raw const (*staged).key, &raw const (*entry).words);
-    }
+    unsafe { (*staged).words = findings.words() };
     store(staged);
 }
 
@@ -333,18 +421,32 @@ fn store(staged: *const OpenStaged) {
     // own global.
     unsafe {
         let target = element((*staged).key.index());
-        let entry = &raw const (*staged).entry;
-        // Word by word, the check last: a reader on another CPU meanwhile sees a mix,
-        // which fails the check, and judges in full.
-        let (from, to) =
-            ((&raw const (*entry).words).cast::<u64>(), (&raw mut (*target).words).cast::<u64>());
-        for i in 0..OPEN_CACHE_WORDS {
-            core::ptr::write_volatile(to.add(i), core::ptr::read_volatile(from.add(i)));
+        // Taken from even to odd, or left to the writer that holds it (see
+        // `OpenCacheEntry`): readers meanwhile see an odd or moved count, and judge in full.
+        // The exchange succeeded if it found what was read (see `aggregate` on why its
+        // success flag is not used).
+        let seq = read_volatile(&raw const (*target).seq);
+        if seq & 1 != 0
+            || atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
+                &raw mut (*target).seq,
+                seq,
+                seq + 1,
+            )
+            .0 != seq
+        {
+            return;
         }
-        core::ptr::write_volatile(
-            &raw mut (*target).check,
-            core::ptr::read_volatile(&raw const (*entry).check),
-        );
+        let key = (*staged).key.words();
+        let to = (&raw mut (*target).key).cast::<u64>();
+        for (i, word) in key.iter().enumerate() {
+            write_volatile(to.add(i), *word);
+        }
+        let (from, to) =
+            ((&raw const (*staged).words).cast::<u64>(), (&raw mut (*target).words).cast::<u64>());
+        for i in 0..OPEN_CACHE_WORDS {
+            write_volatile(to.add(i), read_volatile(from.add(i)));
+        }
+        atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(&raw mut (*target).seq, 1);
     }
 }
 
@@ -381,7 +483,7 @@ fn key_now<const BY_STORE: bool>(
     let name_id = name_id(dentry);
     if !BY_STORE {
         // The addresses read as numbers (helper reads): the verifier does not let a
-        // pointer it knows as one be hashed into an entry's check.
+        // pointer it knows as one be stored in an entry or compared with its key.
         let [mnt, dentry] = path_at(file, &OFF_FILE_MNT)?;
         let fs = unsafe { load::<*const u8>(task, &OFF_TASK_FS) };
         if fs.is_null() {
@@ -430,7 +532,7 @@ fn path_at(base: *const u8, at: &'static u64) -> Option<[u64; 2]> {
 }
 
 /// `pointers` (kernel pointers, as the verifier knows them) as numbers, which can be
-/// hashed into an entry's check: stored into this CPU's words in its task record
+/// stored in an entry or compared with its key: stored into this CPU's words in its task record
 /// (`CpuTask::numbers`, in the page the hook read its caller from) and loaded back (a
 /// privileged program may store a pointer in a map value, and what it loads from one is
 /// a number). A store and a load each, where a helper read of the kernel's memory costs
