@@ -395,7 +395,9 @@ pub mod hit {
 /// CPUs [`CpuRecords`] has a record for. A machine with more possible CPUs uses none
 /// (the agent tells the programs at load, see [`globals::CPU_RECORDS`]): every hook then
 /// finds its caller the slower way.
-pub const RECORDED_CPUS: usize = 1024;
+/// 512 with records of 256 bytes: the agent reads the whole global to add up the hits,
+/// and keeps it at 128 KiB.
+pub const RECORDED_CPUS: usize = 512;
 
 /// The kernel programs' own global state (their `.bss`, a map value the agent only
 /// reads, for the counts in [`CpuTask::hits`]): the record of each CPU's task and the two words a hook checks a record
