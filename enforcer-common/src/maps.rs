@@ -360,7 +360,7 @@ pub struct CpuTask {
     /// without reading them again (`open_cache::Opened`).
     pub opened: [u64; opened::COUNT],
     /// To 256 bytes: two CPUs' records never share a cache line.
-    pub pad: [u64; 6],
+    pub pad: [u64; 5],
 }
 
 /// Indices of [`CpuTask::opened`]: the open's `struct file` and the record's `seq` as the
@@ -389,7 +389,10 @@ pub mod hit {
     pub const OPEN: usize = 1;
     /// Of those, the ones no rule named, allowed by the default (`stat::DEFAULT_FALLBACK`).
     pub const DEFAULT: usize = 2;
-    pub const COUNT: usize = 3;
+    /// Executable mappings no exec rule names, allowed from the open cache without a
+    /// verdict (`stat::EXEC_CACHE_HITS` only; one a rule allows counts as `EXEC`).
+    pub const MAPPED: usize = 3;
+    pub const COUNT: usize = 4;
 }
 
 /// CPUs [`CpuRecords`] has a record for. A machine with more possible CPUs uses none
@@ -435,8 +438,8 @@ impl CpuRecords {
     pub fn add_hits(&self, totals: &mut [u64; crate::verdict::stat::COUNT as usize]) {
         use crate::verdict::stat;
         for record in &self.records {
-            let [exec, open, default] = record.hits;
-            totals[stat::EXEC_CACHE_HITS as usize] += exec;
+            let [exec, open, default, mapped] = record.hits;
+            totals[stat::EXEC_CACHE_HITS as usize] += exec + mapped;
             totals[stat::OPEN_CACHE_HITS as usize] += open;
             totals[stat::DEFAULT_FALLBACK as usize] += default;
             totals[stat::ALLOW as usize] += exec + open;
@@ -869,17 +872,24 @@ impl OpenFindings {
 }
 
 impl OpenCacheKey {
-    /// The [`OpenCache::entries`] element this key's entry lives in: the key's words mixed and
-    /// multiplied, the product's top bits. Two keys that share an element take turns in
-    /// it (the later entry replaces the earlier, its key with it).
+    /// The [`OpenCache::entries`] element this key's entry lives in: the key's words but
+    /// its [`cache_kind`] mixed and multiplied, the product's top bits, with the kind's
+    /// bit flipping the lowest. Two keys that share an element take turns in it (the later
+    /// entry replaces the earlier, its key with it).
+    ///
+    /// A file's exec entry is thus its open entry's neighbour, in the same page of memory
+    /// but for a pair that straddles a page's end (one in 20 at 104 bytes an entry): an
+    /// exec reads it just after the kernel's open of the program read the open entry.
     #[must_use]
     #[inline]
     pub const fn index(&self) -> u32 {
         const BITS: u32 = crate::capacity::OPEN_CACHE.trailing_zeros();
+        const KIND: u32 = OpenCacheKey::who(0, 1, 0);
         let mixed = self.mnt
             ^ self.dentry.rotate_left(29)
-            ^ (self.name_id as u64 | (self.who as u64) << 32).rotate_left(47);
-        (mixed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - BITS)) as u32
+            ^ (self.name_id as u64 | ((self.who & !KIND) as u64) << 32).rotate_left(47);
+        let element = (mixed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - BITS)) as u32;
+        element ^ (self.who & KIND) >> KIND.trailing_zeros()
     }
 
     /// The key as words, in order.
@@ -1013,7 +1023,8 @@ mod open_cache_tests {
         // 4,096 keys thrown at 16,384 elements at random fill about 3,600.
         let filled: u32 = used.iter().map(|bits| bits.count_ones()).sum();
         assert!(filled > 3400, "{filled} elements");
-        // The same file for another identity, or for the exec rules, is another element.
+        // The same file for another identity, or for the exec rules, is another element: for the
+        // exec rules, the neighbouring one.
         let key = OpenCacheKey {
             mnt: 1 << 40,
             dentry: 1 << 41,
@@ -1022,8 +1033,9 @@ mod open_cache_tests {
         };
         let exec = OpenCacheKey { who: OpenCacheKey::who(3, cache_kind::EXEC, 0), ..key };
         let other = OpenCacheKey { who: OpenCacheKey::who(4, cache_kind::OPEN, 0), ..key };
-        assert_ne!(key.index(), exec.index());
+        assert_eq!(key.index() ^ exec.index(), 1, "the exec entry is the open entry's neighbour");
         assert_ne!(key.index(), other.index());
+        assert_ne!(key.index() ^ 1, other.index());
     }
 }
 

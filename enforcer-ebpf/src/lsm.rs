@@ -59,7 +59,15 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
     let bprm: *const u8 = ctx.arg(0);
     // A managed caller's exec of a program run before, called from here: `exec` and its
     // code stay untouched when the cache decides.
-    if quick::<true>(exec_file(bprm), earlier) {
+    if quick::<{ hook::EXEC }, true>(exec_file(bprm), earlier) {
+        return 0;
+    }
+    // What the kernel's open of the program read was not left for this exec (a context
+    // switch came in between, as for about one exec in eight in the bench's loops): the
+    // same lookup with the file and the root read now, three helper calls where the full
+    // path below makes a dozen. (Where the entry did not hold, this reads the same key
+    // again, three helper calls more before the full judgement.)
+    if quick::<{ hook::EXEC }, false>(exec_file(bprm), earlier) {
         return 0;
     }
     exec(bprm, earlier)
@@ -129,7 +137,7 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     let rw = mode & (FMODE_READ | FMODE_WRITE);
     #[expect(clippy::cast_possible_truncation, reason = "0 or 1")]
     let wanted = rw | fast_path::zero(u64::from(rw)) as u32;
-    if wanted == access::READ && quick::<false>(file, 0) {
+    if wanted == access::READ && quick::<{ hook::FILE_OPEN }, false>(file, 0) {
         return 0;
     }
     let seen = policy::seen();
@@ -177,13 +185,15 @@ fn cacheable(seen: &Seen, hook: u32) -> Option<u64> {
     Some(u64::from(subject.identity) | u64::from(subject.slot & 1) << 32 | u64::from(default) << 40)
 }
 
-/// Whether an exec (`EXEC`) or an open for reading of `file` by a caller its CPU's
+/// Whether an exec, an open for reading or an executable mapping of `file` (`HOOK`:
+/// `hook::EXEC`, `hook::FILE_OPEN` or `hook::MMAP_EXEC`) by a caller its CPU's
 /// record shows managed is allowed from the cache, decided as [`cached`] decides it but
 /// from the record's copy of the caller's line, with every check folded into one word
-/// and one branch on it (see `fast_path`). An exec looks its entry up with what the
-/// kernel's open of its program read of the file and the caller's root
+/// and one branch on it (see `fast_path`). An exec or a mapping first (`RECALL`) looks its entry up
+/// with what the kernel's open of its program read of the file and the caller's root
 /// (`open_cache::recalled`), which spares it three helper calls and the kernel's
-/// structures: it reads the record and the entry, and nothing else. False where the record cannot be trusted, an
+/// structures: it reads the record and the entry, and nothing else; where that reading
+/// is not there, it reads them now, as an open does. False where the record cannot be trusted, an
 /// earlier LSM refused (`earlier`), the entry does not hold, the allow would be
 /// reported, or any live state (quarantine, revoked credential, container set-up)
 /// exists: the slower ways decide then, as before.
@@ -194,7 +204,8 @@ fn cacheable(seen: &Seen, hook: u32) -> Option<u64> {
 /// makes one call and runs no code of `exec`'s (under emulation each call, return and
 /// page of code after the exec's switch of address space is a lookup).
 #[inline(never)]
-fn quick<const EXEC: bool>(file: *const u8, earlier: i32) -> bool {
+fn quick<const HOOK: u32, const RECALL: bool>(file: *const u8, earlier: i32) -> bool {
+    let (exec, open) = (HOOK == hook::EXEC, HOOK == hook::FILE_OPEN);
     let line = &fast_path::read(earlier);
     // Before anything else is read: a record that cannot be trusted (or an unmanaged
     // caller here after all) costs nothing more.
@@ -202,26 +213,42 @@ fn quick<const EXEC: bool>(file: *const u8, earlier: i32) -> bool {
         return false;
     }
     // An open reads the file and the caller's root now, and keeps what it read for the
-    // exec that may follow; an exec takes what its program's open read.
-    let opened = if EXEC {
+    // exec or mapping that may follow; those take what the open of their file read, or
+    // read them now where that is not there.
+    let opened = if RECALL {
         open_cache::recalled(line, file)
     } else {
         let (opened, seq) = open_cache::opened_now(file, identity::current_task(), line);
-        open_cache::remember(line, file, &opened, seq);
+        if open {
+            open_cache::remember(line, file, &opened, seq);
+        }
         opened
     };
-    let kind = if EXEC { cache_kind::EXEC } else { cache_kind::OPEN };
+    let kind = if open { cache_kind::OPEN } else { cache_kind::EXEC };
     let (mut bad, hit) = open_cache::quick(&opened, line, kind);
     let found = u64::from(hit.read.0);
     let by_default = fast_path::zero(found ^ u64::from(action::NONE));
-    let default = if EXEC { line.exec_default() } else { line.file_default() };
+    // A mapping no exec rule names is allowed without a verdict, as in the full
+    // judgement: shared objects are not programs.
+    let default = if exec {
+        line.exec_default()
+    } else if open {
+        line.file_default()
+    } else {
+        u64::from(action::ALLOW)
+    };
     let decided = found ^ ((found ^ default) & by_default.wrapping_neg());
     // Live state only ever refuses, and a refusal is reported: any of it in force sends
     // the call to the judgement that looks it up. So does an exec that may end a
-    // container's set-up.
-    let words = crate::cpu_tasks::word(word::QUARANTINE_ANY)
-        | crate::cpu_tasks::word(if EXEC { word::SETUP_ANY } else { word::REVOKED_ANY });
-    let unreported = if EXEC { IDENTITY_LOG_ALLOW | IDENTITY_HAS_RUNTIMES } else { IDENTITY_LOG_ALLOW };
+    // container's set-up. A mapping has none (see `live_state`).
+    let words = if exec {
+        crate::cpu_tasks::word(word::QUARANTINE_ANY) | crate::cpu_tasks::word(word::SETUP_ANY)
+    } else if open {
+        crate::cpu_tasks::word(word::QUARANTINE_ANY) | crate::cpu_tasks::word(word::REVOKED_ANY)
+    } else {
+        0
+    };
+    let unreported = if exec { IDENTITY_LOG_ALLOW | IDENTITY_HAS_RUNTIMES } else { IDENTITY_LOG_ALLOW };
     bad |= (decided ^ u64::from(action::ALLOW)) | words | (line.flags() & u64::from(unreported));
     if bad != 0 {
         return false;
@@ -231,9 +258,15 @@ fn quick<const EXEC: bool>(file: *const u8, earlier: i32) -> bool {
     // SAFETY: words of this CPU's record in our own global.
     unsafe {
         let hits = (&raw mut (*line.record).hits).cast::<u64>();
-        let hit = if EXEC { hit::EXEC } else { hit::OPEN };
-        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(hits.add(hit), 1);
-        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(hits.add(hit::DEFAULT), by_default);
+        if exec || open {
+            let hit = if exec { hit::EXEC } else { hit::OPEN };
+            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(hits.add(hit), 1);
+            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(hits.add(hit::DEFAULT), by_default);
+        } else {
+            // An allow by a rule is an allow; an unnamed mapping is allowed without one.
+            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(hits.add(hit::EXEC), by_default ^ 1);
+            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(hits.add(hit::MAPPED), by_default);
+        }
     }
     true
 }
@@ -299,6 +332,11 @@ pub fn mmap_file(ctx: LsmContext) -> i32 {
     let prot: u64 = ctx.arg(2);
     let file: *const u8 = ctx.arg(0);
     if prot & PROT_EXEC == 0 || file.is_null() || fast_path::unmanaged(0) {
+        return 0;
+    }
+    // As an exec: what the open of the file read, where it was the last one on this CPU
+    // (a loader opens a library, then maps it), else the file and root read now.
+    if quick::<{ hook::MMAP_EXEC }, true>(file, 0) || quick::<{ hook::MMAP_EXEC }, false>(file, 0) {
         return 0;
     }
     let seen = policy::seen();

@@ -70,8 +70,17 @@ const _: () = assert!(capacity::OPEN_CACHE.is_power_of_two() && capacity::DENTRY
 /// The element of `index` (`OpenCacheKey::index`, masked into the entries).
 #[inline(always)]
 fn element(index: u32) -> *mut OpenCacheEntry {
+    // The mask is applied to a value the compiler cannot see through, so it stays in the
+    // code: the index ends with an `^`, after which 6.1's verifier knows no bounds (and
+    // refuses the address), while the compiler, knowing the index is in range, would
+    // drop a mask of its own.
+    let mut index = u64::from(index);
+    // SAFETY: register moves only.
+    unsafe { core::arch::asm!("{0} = {0}", inout(reg) index, options(pure, nomem, nostack)) };
+    #[expect(clippy::cast_possible_truncation, reason = "masked into the entries")]
+    let index = (index & u64::from(capacity::OPEN_CACHE - 1)) as usize;
     // SAFETY: an element of our own global, addressed, not read.
-    unsafe { &raw mut CACHE.entries[index as usize & (capacity::OPEN_CACHE as usize - 1)] }
+    unsafe { &raw mut CACHE.entries[index] }
 }
 
 /// The epoch of the bucket of dentries named `name_id`.
