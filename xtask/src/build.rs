@@ -31,17 +31,18 @@ pub fn exec(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the `enforcer` binary (release) and returns its path.
+/// Builds the `enforcer` binary as it ships (the `dist` profile) and returns its path.
 pub fn agent() -> anyhow::Result<PathBuf> {
     exec(Command::new("cargo").current_dir(workspace_root()).args([
         "build",
-        "--release",
+        "--profile",
+        "dist",
         "--package",
         "enforcer-agent",
         "--bin",
         "enforcer",
     ]))?;
-    Ok(cargo_target_dir().join("release/enforcer"))
+    Ok(cargo_target_dir().join("dist/enforcer"))
 }
 
 /// Builds the integration tests (release) and returns the test executables.

@@ -44,9 +44,6 @@ struct Running {
     ring: aya::maps::RingBuf<aya::maps::MapData>,
     /// The kernel's counts of repeated verdicts (read only).
     aggregates: maps::Aggregates,
-    /// Owns the loaded programs (kept alive for the agent's life); their links are
-    /// pinned in `instance`.
-    ebpf: aya::Ebpf,
     features: loader::Features,
     /// (program, hook) attached by this instance.
     attached: Vec<(&'static str, &'static str)>,
@@ -141,10 +138,14 @@ async fn start(config: &Config, start_api: StartApi) -> anyhow::Result<Running> 
         })
         .collect();
     instance.pin_links(links)?;
+    let loaded = loader::loaded(&ebpf);
+    // The programs stay loaded through their pinned links (`instance`), and the maps the
+    // agent uses were taken out of the object: what is left of it is what only loading
+    // needed, each program's instructions linked with its subprograms among them.
+    drop(ebpf);
     // What only loading needed (the object, kernel BTF, parse buffers, verifier logs).
     loader::release_object_pages();
     super::memory::trim_heap();
-    let loaded = loader::loaded(&ebpf);
     for old in pins::previous(&config.bpffs, &instance.dir) {
         let detached = pins::retire(&old);
         tracing::info!(instance = %old.display(), detached, "took over from a previous agent");
@@ -169,7 +170,6 @@ async fn start(config: &Config, start_api: StartApi) -> anyhow::Result<Running> 
         instance,
         ring,
         aggregates,
-        ebpf,
         features,
         attached,
         loaded,
@@ -207,7 +207,6 @@ pub async fn run(config: Config, start_api: StartApi) -> anyhow::Result<()> {
         aggregator: record::aggregate::Aggregator::default(),
     };
     let mut commands = running.commands;
-    let _programs = running.ebpf;
     // SAFETY: the ring buffer owns its map descriptor and lives inside the AsyncFd, so the
     // descriptor stays open for as long as it is registered.
     let mut ring = unsafe { AsyncFd::register(ring) }
