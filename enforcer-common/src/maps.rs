@@ -209,10 +209,11 @@ pub mod globals {
     /// `dentry.d_hash` plus `hlist_bl_node.pprev`: null while the dentry is unhashed
     /// (removed from its directory).
     pub const OFF_DENTRY_HASH_PPREV: &str = "OFF_DENTRY_HASH_PPREV";
-    /// Kernel addresses of the `rename_lock` and `mount_lock` sequence locks (from
-    /// `/proc/kallsyms`; 0 when unknown, which turns the open cache ([`super::OpenCache`]) off).
-    pub const RENAME_LOCK_ADDR: &str = "RENAME_LOCK_ADDR";
+    /// Kernel address of the `mount_lock` sequence lock (from `/proc/kallsyms`; 0 when
+    /// unknown, which turns the open cache ([`super::OpenCache`]) off).
     pub const MOUNT_LOCK_ADDR: &str = "MOUNT_LOCK_ADDR";
+    /// `inode.i_mode`: the file's type, which tells a directory's move from a file's.
+    pub const OFF_INODE_I_MODE: &str = "OFF_INODE_I_MODE";
     /// The agent's secret key of [`crate::sip::keyed`] path proofs (two words).
     pub const PATH_KEY0: &str = "PATH_KEY0";
     pub const PATH_KEY1: &str = "PATH_KEY1";
@@ -363,6 +364,44 @@ pub struct CpuTask {
     pub pad: [u64; 5],
 }
 
+/// How [`CpuRecords::renames`] counts the kernel's dentry moves (`d_move`, `d_exchange`:
+/// every rename, and the moves of some network file systems), for the open cache: its
+/// entries hold while no directory moved since their judgement, and none is made or used
+/// while a move is under way.
+///
+/// A move's start adds one move under way (and one directory move, if a directory moves);
+/// its end adds one more directory move (if one) and takes the move under way off again,
+/// but only if its start was counted: a start and an end are paired by the task making
+/// the move, so an end whose start was never counted (a move under way as the programs
+/// were attached) takes nothing off. An end never counted leaves a move under way for
+/// good: the open cache then stays off (it fails closed).
+pub mod renames {
+    /// One move under way (the low half).
+    pub const UNDER_WAY: u64 = 1;
+    /// One directory move (the high half; it wraps within it, never into the low half).
+    pub const DIRECTORY: u64 = 1 << 32;
+
+    /// What the start of a move adds.
+    #[must_use]
+    pub const fn started(directory: bool) -> u64 {
+        UNDER_WAY + if directory { DIRECTORY } else { 0 }
+    }
+
+    /// What the end of a move adds (with wrapping), `paired` if its start was counted.
+    #[must_use]
+    pub const fn done(directory: bool, paired: bool) -> u64 {
+        let directory = if directory { DIRECTORY } else { 0 };
+        if paired { directory.wrapping_sub(UNDER_WAY) } else { directory }
+    }
+
+    /// The directory move count of `word`, or `None` while a move is under way.
+    #[must_use]
+    #[expect(clippy::cast_possible_truncation, reason = "the two halves")]
+    pub const fn settled(word: u64) -> Option<u32> {
+        if word as u32 == 0 { Some((word >> 32) as u32) } else { None }
+    }
+}
+
 /// Indices of [`CpuTask::opened`]: the open's `struct file` and the record's `seq` as the
 /// open read them, then the key and stamp words it read, and a word that is 0 only if it
 /// read them whole.
@@ -374,7 +413,7 @@ pub mod opened {
     pub const NAME_ID: usize = 4;
     pub const ROOT_MNT: usize = 5;
     pub const ROOT_DENTRY: usize = 6;
-    /// The rename count in the low half, the mount count in the high half.
+    /// The directory move count in the low half, the mount count in the high half.
     pub const SEQUENCES: usize = 7;
     pub const DENTRY_EPOCH: usize = 8;
     pub const BAD: usize = 9;
@@ -426,7 +465,11 @@ pub struct CpuRecords {
     /// again after each change of a flag, raised before its table gains an entry and
     /// lowered after the table is empty, so the copy errs as the words do.
     pub words: [u64; word::COUNT as usize],
-    pub pad: [u64; 14 - word::COUNT as usize],
+    pub pad: [u64; 13 - word::COUNT as usize],
+    /// The dentry moves ([`renames`]): the moves under way in the low half, the
+    /// directory moves done or under way in the high half. In the second cache line, away
+    /// from the words every hook reads, as it is written at every rename on the host.
+    pub renames: u64,
     /// Element `cpu` is that CPU's: written by the context switch on it and read by the
     /// hooks that run there.
     pub records: [CpuTask; RECORDED_CPUS],
@@ -780,8 +823,10 @@ pub struct OpenStamp {
     /// is shown from.
     pub root_mnt: u64,
     pub root_dentry: u64,
-    /// The kernel's `rename_lock` and `mount_lock` sequence counts: every rename (of the
-    /// file or any directory above it) and every mount-tree change moves one of them.
+    /// The directory moves counted in [`CpuRecords::renames`] (a move of a directory above
+    /// the file changes its path; one of the file itself moves its name's
+    /// [`OpenCache::dentry_epochs`] bucket instead), and the kernel's `mount_lock`
+    /// sequence count, moved by every mount-tree change.
     pub rename_seq: u32,
     pub mount_seq: u32,
 }
@@ -1036,6 +1081,55 @@ mod open_cache_tests {
         assert_eq!(key.index() ^ exec.index(), 1, "the exec entry is the open entry's neighbour");
         assert_ne!(key.index(), other.index());
         assert_ne!(key.index() ^ 1, other.index());
+    }
+}
+
+#[cfg(test)]
+mod renames_tests {
+    use super::renames::{DIRECTORY, done, settled, started};
+
+    fn apply(word: u64, delta: u64) -> u64 {
+        word.wrapping_add(delta)
+    }
+
+    #[test]
+    fn nothing_is_settled_while_a_move_is_under_way() {
+        let mut word = 0;
+        assert_eq!(settled(word), Some(0));
+        // A file's move: under way, then settled with no directory counted.
+        word = apply(word, started(false));
+        assert_eq!(settled(word), None);
+        word = apply(word, done(false, true));
+        assert_eq!(settled(word), Some(0));
+        // Two overlapping moves, one of a directory: settled only after both, with the
+        // directory counted at its start and again at its end.
+        word = apply(word, started(true));
+        word = apply(word, started(false));
+        assert_eq!(settled(word), None);
+        word = apply(word, done(true, true));
+        assert_eq!(settled(word), None, "the file's move is still under way");
+        word = apply(word, done(false, true));
+        assert_eq!(settled(word), Some(2));
+    }
+
+    #[test]
+    fn an_end_without_its_start_takes_nothing_off_and_a_lost_end_keeps_the_cache_off() {
+        // A move under way as the programs were attached: only its end is seen.
+        let word = apply(0, done(true, false));
+        assert_eq!(settled(word), Some(1), "the directory move still counts");
+        let word = apply(word, done(false, false));
+        assert_eq!(settled(word), Some(1));
+        // A start whose end is never seen.
+        let word = apply(word, started(false));
+        assert_eq!(settled(word), None);
+    }
+
+    #[test]
+    fn the_directory_count_wraps_within_its_half() {
+        let word = u64::from(u32::MAX) * DIRECTORY;
+        let word = apply(word, started(true));
+        let word = apply(word, done(true, true));
+        assert_eq!(settled(word), Some(1));
     }
 }
 

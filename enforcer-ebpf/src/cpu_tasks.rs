@@ -62,6 +62,21 @@ pub fn stamp() -> u64 {
     unsafe { read_volatile(&raw const RECORDS.stamp) }
 }
 
+/// The dentry moves word now (see `CpuRecords::renames`).
+#[inline(always)]
+pub fn renames() -> u64 {
+    // SAFETY: a word of our own global, read once.
+    unsafe { read_volatile(&raw const RECORDS.renames) }
+}
+
+/// Adds `delta` to the dentry moves word (`renames` only), atomically: moves run on
+/// several CPUs at once.
+#[inline(always)]
+pub fn add_renames(delta: u64) {
+    // SAFETY: a word of our own global, only ever added to atomically.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(&raw mut RECORDS.renames, delta) };
+}
+
 /// Word `index` of the copy of `WORDS` (`CpuRecords::words`; `index` is masked into it).
 #[inline(always)]
 pub fn word(index: u32) -> u64 {

@@ -417,7 +417,7 @@ pub fn file_mprotect(ctx: LsmContext) -> i32 {
 pub fn d_instantiate(ctx: LsmContext) -> i32 {
     // The kernel's own argument: its loads do not fault (one that did would read 0 and
     // move the wrong bucket).
-    open_cache::dentry_instantiated(ctx.arg(0));
+    open_cache::dentry_moved(ctx.arg(0));
     0
 }
 

@@ -35,6 +35,7 @@ mod path;
 mod policy;
 mod publish;
 mod readers;
+mod renames;
 mod restricted;
 mod rule_filters;
 mod runtime;

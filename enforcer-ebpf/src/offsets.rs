@@ -13,6 +13,8 @@ pub static OFF_INODE_I_INO: u64 = 0;
 #[unsafe(no_mangle)]
 pub static OFF_INODE_I_PRIVATE: u64 = 0;
 #[unsafe(no_mangle)]
+pub static OFF_INODE_I_MODE: u64 = 0;
+#[unsafe(no_mangle)]
 pub static OFF_SB_S_MAGIC: u64 = 0;
 #[unsafe(no_mangle)]
 pub static OFF_SB_S_DEV: u64 = 0;

@@ -6,13 +6,14 @@
 //! An entry is keyed by the file's mount and dentry, identity, kind of rules
 //! (`cache_kind`) and slot, and stamped with
 //! everything that could make the same key stand for another path or another rule
-//! (`OpenStamp`): the slot's generation, the caller's root, the kernel's rename and mount
-//! sequence counts, and the epoch of the file dentry's name bucket, which moves when a
-//! dentry in the bucket is given an inode (a freed dentry's address reused by another
-//! file). A stamp is read before a judgement (staged in the per-CPU path buffer, not on
-//! the stack), so a change during one leaves its entry stale. An entry is used only while
-//! its stamp equals the one read at the call; where any part cannot be read, nothing is
-//! cached and the full judgement runs.
+//! (`OpenStamp`): the slot's generation, the caller's root, the count of directory moves
+//! (`renames`) and the kernel's mount sequence count, and the epoch of the file dentry's
+//! name bucket, which moves when a dentry in the bucket is given an inode (a freed
+//! dentry's address reused by another file) and when one is moved (the file renamed). A
+//! stamp is read before a judgement (staged in the per-CPU path buffer, not on the
+//! stack), so a change during one leaves its entry stale. An entry is used only while its
+//! stamp equals the one read at the call and no dentry move is under way; where any part
+//! cannot be read, nothing is cached and the full judgement runs.
 //!
 //! Each key has one element of the map (`OpenCacheKey::index`); keys that share it take
 //! turns. An entry holds its key and is read and written under a sequence count
@@ -48,10 +49,8 @@ use crate::{
     policy::Subject,
 };
 
-/// Kernel addresses of `rename_lock` and `mount_lock` (set by the agent from
-/// `/proc/kallsyms`; 0, the cache is off).
-#[unsafe(no_mangle)]
-static RENAME_LOCK_ADDR: u64 = 0;
+/// Kernel address of `mount_lock` (set by the agent from `/proc/kallsyms`; 0, the cache
+/// is off).
 #[unsafe(no_mangle)]
 static MOUNT_LOCK_ADDR: u64 = 0;
 
@@ -141,7 +140,7 @@ pub struct Opened {
     pub name_id: u64,
     pub root_mnt: u64,
     pub root_dentry: u64,
-    /// The rename count in the low half, the mount count in the high half.
+    /// The directory move count in the low half, the mount count in the high half.
     pub sequences: u64,
     pub dentry_epoch: u64,
     pub bad: u64,
@@ -190,7 +189,7 @@ pub fn opened_now(file: *const u8, task: *const u8, line: &Line) -> (Opened, u64
             [read_volatile(at), read_volatile(at.add(1)), read_volatile(at.add(2)), read_volatile(at.add(3))];
         (seq, numbers, read_volatile(&raw const (*record).seq))
     };
-    let (rename_seq, rename_bad) = sequence_word(&RENAME_LOCK_ADDR);
+    let (rename_seq, rename_bad) = renames_word();
     let (mount_seq, mount_bad) = sequence_word(&MOUNT_LOCK_ADDR);
     let bad = (seq ^ seq_after)
         | u64::from(before & 1)
@@ -250,8 +249,8 @@ pub fn remember(line: &Line, file: *const u8, opened: &Opened, seq: u64) {
 /// unchanged). The kernel opens the program an exec runs just before its
 /// `bprm_check_security`, in the same call and, unless it was preempted, with no switch
 /// between: what the open read of the file and the caller's root then stands for the
-/// exec, as the path the kernel resolved for it. A rename or mount change on another
-/// CPU in between is seen as at the open.
+/// exec, as the path the kernel resolved for it. A move or mount change on another CPU
+/// in between is seen as at the open.
 #[inline(always)]
 pub fn recalled(line: &Line, file: *const u8) -> Opened {
     let record = line.record;
@@ -316,6 +315,14 @@ pub fn quick(opened: &Opened, line: &Line, kind: u32) -> (u64, Hit) {
     bad |= unsafe { read_volatile(&raw const (*entry).seq) } ^ seq;
     #[expect(clippy::cast_possible_truncation, reason = "unpacking what OpenFindings::words packed")]
     (bad, Hit { read: (marks as u8, rules as u32), hash, proof, len: usize::from((marks >> 16) as u16) })
+}
+
+/// [`renames`] without a branch: the directory move count, and a word that is non-zero
+/// while a move is under way.
+#[inline(always)]
+fn renames_word() -> (u64, u64) {
+    let word = crate::cpu_tasks::renames();
+    (word >> 32, word & u64::from(u32::MAX))
 }
 
 /// [`sequence`] without a branch: the count, and a word that is non-zero if the address
@@ -585,17 +592,17 @@ pub fn name_id(dentry: *const u8) -> u32 {
     }
 }
 
-/// `dentry` (BTF-typed) is being given an inode: entries made for any dentry in its
-/// bucket are stale from now on.
+/// `dentry` (BTF-typed) is being given an inode, or moved (`renames`): entries made for
+/// any dentry in its name's bucket are stale from now on.
 #[inline(always)]
-pub fn dentry_instantiated(dentry: *const u8) {
+pub fn dentry_moved(dentry: *const u8) {
     // SAFETY: an element of our own global; the add is atomic (several CPUs instantiate
     // at once).
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(epoch_word(name_id(dentry)), 1) };
 }
 
 /// What the findings for a dentry named `name_id` under `slot` depend on, read now;
-/// `None` if the cache is off or a rename or mount change is under way.
+/// `None` if the cache is off or a dentry move or mount change is under way.
 #[inline(always)]
 fn stamp(name_id: u32, root: [u64; 2], slot: u32) -> Option<OpenStamp> {
     Some(OpenStamp {
@@ -603,7 +610,7 @@ fn stamp(name_id: u32, root: [u64; 2], slot: u32) -> Option<OpenStamp> {
         dentry_epoch: epoch(name_id),
         root_mnt: root[0],
         root_dentry: root[1],
-        rename_seq: sequence(&RENAME_LOCK_ADDR)?,
+        rename_seq: renames()?,
         mount_seq: sequence(&MOUNT_LOCK_ADDR)?,
     })
 }
@@ -627,6 +634,12 @@ fn bucket(name_id: u32) -> u32 {
 fn epoch(name_id: u32) -> u64 {
     // SAFETY: a plain read of a counter only ever added to atomically.
     unsafe { core::ptr::read_volatile(epoch_word(name_id)) }
+}
+
+/// The directory moves counted (`CpuRecords::renames`); `None` while a move is under way.
+#[inline(always)]
+fn renames() -> Option<u32> {
+    enforcer_common::maps::renames::settled(crate::cpu_tasks::renames())
 }
 
 /// The sequence count of the kernel sequence lock at `*addr` (its first word); `None` if

@@ -168,8 +168,11 @@ fn every_verb_against_a_live_agent() {
     assert_eq!(status["bpf_lsm"], true);
     assert_eq!(status["generation"], generation);
     assert!(status["programs"].as_array().unwrap().iter().all(|p| p["attached"] == true), "{out}");
-    // Every LSM program, the cgroup socket programs, the cgroup creation tracepoint.
-    let programs = loader::LSM_PROGRAMS.len() + loader::CGROUP_PROGRAMS.len() + loader::TRACE_PROGRAMS.len();
+    // Every LSM program, the cgroup socket programs, the tracepoints, the dentry moves.
+    let programs = loader::LSM_PROGRAMS.len()
+        + loader::CGROUP_PROGRAMS.len()
+        + loader::TRACE_PROGRAMS.len()
+        + loader::RENAME_PROGRAMS.len();
     assert_eq!(status["programs"].as_array().unwrap().len(), programs, "{out}");
     assert!(status["maps"].as_array().unwrap().iter().any(|m| m["map"] == "PATH_RULES" && m["used"] == 1));
     assert!(status["counters"]["deny"].as_u64().unwrap() >= 2);

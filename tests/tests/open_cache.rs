@@ -61,6 +61,23 @@ fn counter(agent: &Agent, name: &str) -> u64 {
     status["counters"][name].as_u64().unwrap_or_else(|| panic!("counter {name}: {}", status["counters"]))
 }
 
+/// `renameat2(old, new, RENAME_EXCHANGE)`: the two names swap their files.
+fn exchange(old: &str, new: &str) {
+    let (old, new) = (c(old), c(new));
+    // SAFETY: NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            old.as_ptr(),
+            libc::AT_FDCWD,
+            new.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    assert_eq!(rc, 0, "exchange {old:?} {new:?}: {}", std::io::Error::last_os_error());
+}
+
 fn mount(src: &str, dst: &str, fstype: Option<&str>, flags: libc::c_ulong) {
     let (src, dst, fstype) = (c(src), c(dst), fstype.map(c));
     let fstype = fstype.as_ref().map_or(std::ptr::null(), |f| f.as_ptr());
@@ -78,6 +95,12 @@ fn a_cached_open_is_judged_again_after_every_change_of_its_path_or_rules() {
     write_file(&format!("{C}/key"), "key");
     write_file(&format!("{C}/secrets/a"), "a");
     write_file(&format!("{C}/jail/chrooted-key"), "k");
+    for name in ["q", "s", "moved", "xf", "xd/f"] {
+        write_file(&format!("{C}/pub/{name}"), name);
+    }
+    write_file(&format!("{C}/secrets/xf"), "xf");
+    write_file(&format!("{C}/other"), "o");
+    fs::create_dir_all(format!("{C}/secrets/xd")).unwrap();
     fs::create_dir_all(format!("{C}/pub/mnt")).unwrap();
     fs::create_dir_all(format!("{C}/secrets/mnt")).unwrap();
     let workload = TestCgroup::new("open-cache");
@@ -89,6 +112,43 @@ fn a_cached_open_is_judged_again_after_every_change_of_its_path_or_rules() {
     assert_eq!(twice(&workload, &format!("{C}/pub/p")), [0, 0]);
     assert!(counter(&agent, "open_cache_hits") > before, "the second open was judged from the cache");
     assert_eq!(twice(&workload, &format!("{C}/key")), [EPERM, EPERM], "a denied file stays denied");
+
+    // A file renamed elsewhere (an atomic replace of a state file) leaves the entries of
+    // the others: they are judged from the cache still. (Two files: one could share the
+    // renamed names' bucket of epochs, one in some two thousand.)
+    let (q, s) = (format!("{C}/pub/q"), format!("{C}/pub/s"));
+    assert_eq!(twice(&workload, &q), [0, 0]);
+    assert_eq!(twice(&workload, &s), [0, 0]);
+    write_file(&format!("{C}/state.tmp"), "state");
+    fs::rename(format!("{C}/state.tmp"), format!("{C}/state")).unwrap();
+    let before = counter(&agent, "open_cache_hits");
+    let (q2, s2) = (q.clone(), s.clone());
+    let code = run_in(Some(&workload), move || bits(&[open_errno(&q2, O_RDONLY), open_errno(&s2, O_RDONLY)]));
+    assert_eq!(code, 0, "both opened");
+    assert!(
+        counter(&agent, "open_cache_hits") > before,
+        "an open after another file's rename was judged from the cache"
+    );
+
+    // The file itself moved into the denied directory, under the same name.
+    assert_eq!(twice(&workload, &format!("{C}/pub/moved")), [0, 0]);
+    fs::rename(format!("{C}/pub/moved"), format!("{C}/secrets/moved")).unwrap();
+    let moved = format!("{C}/secrets/moved");
+    assert_eq!(twice(&workload, &moved), [EPERM, EPERM], "after its own move");
+    assert_eq!(verdict_for(&agent, &moved)["rule"], "file[0]");
+
+    // Exchanged with a file of the same name in the denied directory
+    // (`RENAME_EXCHANGE`), and a directory above a file exchanged likewise.
+    assert_eq!(twice(&workload, &format!("{C}/pub/xf")), [0, 0]);
+    exchange(&format!("{C}/pub/xf"), &format!("{C}/secrets/xf"));
+    let swapped = format!("{C}/secrets/xf");
+    assert_eq!(twice(&workload, &swapped), [EPERM, EPERM], "after the exchange of its name");
+    assert_eq!(verdict_for(&agent, &swapped)["rule"], "file[0]");
+    assert_eq!(twice(&workload, &format!("{C}/pub/xd/f")), [0, 0]);
+    exchange(&format!("{C}/pub/xd"), &format!("{C}/secrets/xd"));
+    let swapped = format!("{C}/secrets/xd/f");
+    assert_eq!(twice(&workload, &swapped), [EPERM, EPERM], "after the exchange of its directory");
+    assert_eq!(verdict_for(&agent, &swapped)["rule"], "file[0]");
 
     // A directory above the file renamed into the denied directory.
     assert_eq!(twice(&workload, &format!("{C}/pub/d/f")), [0, 0]);
@@ -121,6 +181,13 @@ fn a_cached_open_is_judged_again_after_every_change_of_its_path_or_rules() {
         "file[1]",
         "matched by the file's identity"
     );
+
+    // Another file renamed over the denied name, in the same directory: a new name and
+    // file for the cached dentry, denied by its path.
+    assert_eq!(twice(&workload, &format!("{C}/other")), [0, 0]);
+    fs::rename(format!("{C}/other"), format!("{C}/key")).unwrap();
+    assert_eq!(twice(&workload, &format!("{C}/key")), [EPERM, EPERM], "renamed over the denied name");
+    assert_eq!(verdict_for(&agent, &format!("{C}/key"))["rule"], "file[1]");
 
     // A chroot: the same file is shown by another path, which a rule denies.
     let jail = format!("{C}/jail");
@@ -204,6 +271,7 @@ fn a_cached_exec_is_judged_again_after_every_change_of_its_path_or_rules() {
     let read_only = tool(&format!("{X}/read-only"), "true");
     let unreadable = tool(&format!("{X}/unreadable"), "true");
     let moving = tool(&format!("{X}/bin/d"), "true");
+    let own = tool(&format!("{X}/own"), "true");
     let gone = tool(&format!("{X}/gone"), "true");
     fs::create_dir_all(format!("{X}/denied")).unwrap();
     let workload = TestCgroup::new("exec-cache");
@@ -234,6 +302,13 @@ fn a_cached_exec_is_judged_again_after_every_change_of_its_path_or_rules() {
     fs::rename(format!("{X}/bin/d"), format!("{X}/denied/d")).unwrap();
     let moved = format!("{X}/denied/d/true");
     assert_eq!(exec_twice(&workload, &moved), [EPERM, EPERM], "after the rename of its directory");
+    assert_eq!(exec_verdict(&agent, |r| r["target"]["path"] == moved.as_str())["rule"], "exec[0]");
+
+    // The program itself moved into the denied directory, under the same name.
+    assert_eq!(exec_twice(&workload, &own), [0, 0]);
+    fs::rename(&own, format!("{X}/denied/true")).unwrap();
+    let moved = format!("{X}/denied/true");
+    assert_eq!(exec_twice(&workload, &moved), [EPERM, EPERM], "after its own move");
     assert_eq!(exec_verdict(&agent, |r| r["target"]["path"] == moved.as_str())["rule"], "exec[0]");
 
     // Executable mappings: judged by the exec rules, whose findings they share with execs.

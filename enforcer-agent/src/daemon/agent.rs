@@ -133,7 +133,9 @@ async fn start(config: &Config, start_api: StartApi) -> anyhow::Result<Running> 
                 .iter()
                 .chain(&loader::TRACE_PROGRAMS)
                 .find(|(p, _)| p == name)
-                .map_or("cgroup", |(_, h)| *h);
+                .map(|(_, h)| *h)
+                .or_else(|| loader::RENAME_PROGRAMS.iter().find(|(p, _, _)| p == name).map(|(_, _, f)| *f))
+                .unwrap_or("cgroup");
             (*name, hook)
         })
         .collect();

@@ -9,9 +9,8 @@ use std::{
     io::{BufRead, BufReader},
 };
 
-/// The sequence locks the kernel moves at every rename (`rename_lock`) and at every
-/// change of the mount tree (`mount_lock`): the open cache's invalidation.
-pub const RENAME_LOCK: &str = "rename_lock";
+/// The sequence lock the kernel moves at every change of the mount tree: part of the
+/// open cache's invalidation.
 pub const MOUNT_LOCK: &str = "mount_lock";
 
 /// The addresses of the built-in data symbols `names`, in order; 0 for any not listed
@@ -64,7 +63,7 @@ mod tests {
                        ffffffffc0a01000 d mount_lock\t[some_module]\n\
                        ffffffff82a4d100 D mount_lock\n";
         assert_eq!(
-            find(lines(listing), [RENAME_LOCK, MOUNT_LOCK]),
+            find(lines(listing), ["rename_lock", MOUNT_LOCK]),
             [0xffff_ffff_82a4_c0c0, 0xffff_ffff_82a4_d100]
         );
     }
@@ -72,6 +71,6 @@ mod tests {
     #[test]
     fn missing_functions_and_hidden_symbols_read_zero() {
         let listing = "ffffffff81234560 T rename_lock\n0000000000000000 D mount_lock\ngarbage\n";
-        assert_eq!(find(lines(listing), [RENAME_LOCK, MOUNT_LOCK]), [0, 0]);
+        assert_eq!(find(lines(listing), ["rename_lock", MOUNT_LOCK]), [0, 0]);
     }
 }

@@ -8,7 +8,9 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{BtfTracePoint, CgroupAttachMode, CgroupSockAddr, Lsm, RawTracePoint, links::FdLink},
+    programs::{
+        BtfTracePoint, CgroupAttachMode, CgroupSockAddr, FEntry, FExit, Lsm, RawTracePoint, links::FdLink,
+    },
 };
 use enforcer_common::maps::{RECORDED_CPUS, globals};
 
@@ -65,9 +67,28 @@ pub const TRACE_PROGRAMS: [(&str, &str); 5] = [
     ("sched_process_exit", "sched_process_exit"),
 ];
 
-/// Programs the hooks' record of each CPU's task depends on (`CpuTask`): while hooks of
-/// the same instance are attached, these stay attached, so they detach last.
-pub const DETACH_LAST: [&str; 2] = ["sched_switch", "cgroup_attach_task"];
+/// The dentry moves the open cache depends on (`renames` in the kernel crate): (program
+/// name, `fexit` or `fentry`, traced function). Attached after the tracepoints and
+/// before the LSM programs, the ends first, so that no move's start is counted without
+/// its end; loaded where the LSM programs are.
+pub const RENAME_PROGRAMS: [(&str, &str, &str); 4] = [
+    ("rename_done", "fexit", "d_move"),
+    ("exchange_done", "fexit", "d_exchange"),
+    ("rename_started", "fentry", "d_move"),
+    ("exchange_started", "fentry", "d_exchange"),
+];
+
+/// Programs the hooks depend on: the record of each CPU's task (`CpuTask`) and the count
+/// of dentry moves. While hooks of the same instance are attached, these stay attached,
+/// so they detach last.
+pub const DETACH_LAST: [&str; 6] = [
+    "sched_switch",
+    "cgroup_attach_task",
+    "rename_started",
+    "exchange_started",
+    "rename_done",
+    "exchange_done",
+];
 
 /// The program that writes the slot in force and the binding epoch (run, never attached;
 /// see `KernelMaps::publish`).
@@ -164,13 +185,12 @@ pub fn load(options: &Options) -> Result<Ebpf, LoadError> {
     }
     let btf = Btf::from_sys()?;
     let offsets = offsets(&btf)?;
-    let [rename_lock, mount_lock] = if options.network_only { [0, 0] } else { lock_addresses() };
+    let mount_lock = if options.network_only { 0 } else { mount_lock_address() };
     let mut loader = EbpfLoader::new();
     for (global, value) in &offsets {
         loader.override_global(global, value, true);
     }
-    if rename_lock != 0 {
-        loader.override_global(globals::RENAME_LOCK_ADDR, &rename_lock, true);
+    if mount_lock != 0 {
         loader.override_global(globals::MOUNT_LOCK_ADDR, &mount_lock, true);
     }
     let cpu_records = u8::from(records_fit());
@@ -197,6 +217,10 @@ pub fn load(options: &Options) -> Result<Ebpf, LoadError> {
     let mut jobs = Vec::new();
     if !options.network_only {
         jobs.extend(LSM_PROGRAMS.iter().map(|&(name, hook)| (name, Kind::Lsm(hook))));
+        jobs.extend(RENAME_PROGRAMS.iter().map(|&(name, kind, function)| match kind {
+            "fentry" => (name, Kind::Entry(function)),
+            _ => (name, Kind::Exit(function)),
+        }));
     }
     jobs.extend(TRACE_PROGRAMS.iter().map(|&(name, tracepoint)| (name, Kind::Trace(tracepoint))));
     jobs.extend(CGROUP_PROGRAMS.iter().map(|&name| (name, Kind::Cgroup)));
@@ -223,20 +247,18 @@ fn records_fit() -> bool {
     }
 }
 
-/// The kernel addresses of `rename_lock` and `mount_lock`, or 0s: without them
-/// `file_open` caches nothing (see `open_cache` in the kernel crate).
-fn lock_addresses() -> [u64; 2] {
-    let [rename, mount] = kallsyms::data_addresses([kallsyms::RENAME_LOCK, kallsyms::MOUNT_LOCK]);
-    if rename == 0 || mount == 0 {
+/// The kernel address of `mount_lock`, or 0: without it `file_open` caches nothing (see
+/// `open_cache` in the kernel crate).
+fn mount_lock_address() -> u64 {
+    let [mount] = kallsyms::data_addresses([kallsyms::MOUNT_LOCK]);
+    if mount == 0 {
         tracing::warn!(
-            "kernel symbols {} and {} not found in /proc/kallsyms (kernel built without \
+            "kernel symbol {} not found in /proc/kallsyms (kernel built without \
              CONFIG_KALLSYMS_ALL?): file opens are judged in full every time",
-            kallsyms::RENAME_LOCK,
             kallsyms::MOUNT_LOCK,
         );
-        return [0, 0];
     }
-    [rename, mount]
+    mount
 }
 
 /// What kind of program a name in the object is, with its attach point.
@@ -244,6 +266,9 @@ fn lock_addresses() -> [u64; 2] {
 enum Kind {
     Lsm(&'static str),
     Trace(&'static str),
+    /// `fentry` / `fexit` of a kernel function.
+    Entry(&'static str),
+    Exit(&'static str),
     Cgroup,
     /// Never attached: run by the agent (`BPF_PROG_TEST_RUN`).
     Run,
@@ -282,6 +307,14 @@ fn load_one(
             let program: &mut BtfTracePoint = program.try_into().map_err(failed)?;
             program.load(tracepoint, btf).map_err(failed)
         }
+        Kind::Entry(function) => {
+            let program: &mut FEntry = program.try_into().map_err(failed)?;
+            program.load(function, btf).map_err(failed)
+        }
+        Kind::Exit(function) => {
+            let program: &mut FExit = program.try_into().map_err(failed)?;
+            program.load(function, btf).map_err(failed)
+        }
         Kind::Cgroup => {
             let program: &mut CgroupSockAddr = program.try_into().map_err(failed)?;
             program.load().map_err(failed)
@@ -310,6 +343,7 @@ fn offsets(btf: &Btf) -> Result<Vec<(&'static str, u64)>, LoadError> {
         (globals::OFF_INODE_I_SB, member("inode", "i_sb")?),
         (globals::OFF_INODE_I_INO, member("inode", "i_ino")?),
         (globals::OFF_INODE_I_PRIVATE, member("inode", "i_private")?),
+        (globals::OFF_INODE_I_MODE, member("inode", "i_mode")?),
         (globals::OFF_SB_S_MAGIC, member("super_block", "s_magic")?),
         (globals::OFF_SB_S_DEV, member("super_block", "s_dev")?),
         // Renamed `__parent` when it became RCU-protected (6.15).
@@ -417,6 +451,20 @@ pub fn attach(ebpf: &mut Ebpf, options: &Options) -> Result<Vec<(&'static str, F
         links.push((name, FdLink::from(link)));
     }
     if !options.network_only {
+        for (name, kind, _) in RENAME_PROGRAMS {
+            let failed = |source| LoadError::Program { name, source };
+            let program = ebpf.program_mut(name).ok_or(LoadError::MissingProgram(name))?;
+            let link = if kind == "fentry" {
+                let program: &mut FEntry = program.try_into().map_err(failed)?;
+                let id = program.attach().map_err(failed)?;
+                FdLink::from(program.take_link(id).map_err(failed)?)
+            } else {
+                let program: &mut FExit = program.try_into().map_err(failed)?;
+                let id = program.attach().map_err(failed)?;
+                FdLink::from(program.take_link(id).map_err(failed)?)
+            };
+            links.push((name, link));
+        }
         for (name, _) in LSM_PROGRAMS {
             let program = lsm(ebpf, name)?;
             let id = program.attach().map_err(|source| LoadError::Program { name, source })?;
@@ -452,7 +500,10 @@ mod tests {
         for name in enforcer_common::maps::ALL.iter().chain(&[crate::kernel::log::MAP]).chain(&sections) {
             assert!(object.maps.contains_key(*name), "map {name} missing from the eBPF object");
         }
-        for name in LSM_PROGRAMS.iter().chain(&TRACE_PROGRAMS).map(|(p, _)| *p).chain(CGROUP_PROGRAMS) {
+        let renames = RENAME_PROGRAMS.iter().map(|(p, _, _)| *p);
+        for name in
+            LSM_PROGRAMS.iter().chain(&TRACE_PROGRAMS).map(|(p, _)| *p).chain(CGROUP_PROGRAMS).chain(renames)
+        {
             assert!(object.programs.contains_key(name), "program {name} missing from the eBPF object");
         }
         for global in [

@@ -265,16 +265,13 @@ impl Control<'_> {
         let attached: Vec<&str> = self.attached.iter().map(|(p, _)| *p).collect();
         let programs = loader::LSM_PROGRAMS
             .iter()
-            .map(|(p, h)| (*p, *h))
-            .chain(loader::CGROUP_PROGRAMS.iter().map(|p| (*p, "cgroup")))
-            .chain(loader::TRACE_PROGRAMS.iter().map(|(p, _)| (*p, "tp_btf")))
+            .map(|(p, h)| (*p, format!("lsm/{h}")))
+            .chain(loader::CGROUP_PROGRAMS.iter().map(|p| (*p, format!("cgroup/{p}"))))
+            .chain(loader::TRACE_PROGRAMS.iter().map(|(p, _)| (*p, format!("tp_btf/{p}"))))
+            .chain(loader::RENAME_PROGRAMS.iter().map(|(p, kind, f)| (*p, format!("{kind}/{f}"))))
             .map(|(name, hook)| ProgramStatus {
                 name: name.to_owned(),
-                hook: match hook {
-                    "cgroup" => format!("cgroup/{name}"),
-                    "tp_btf" => format!("tp_btf/{name}"),
-                    other => format!("lsm/{other}"),
-                },
+                hook,
                 attached: attached.contains(&name),
                 id: self.loaded.iter().find(|p| p.name == name).map(|p| p.id),
                 verified_insns: self.loaded.iter().find(|p| p.name == name).and_then(|p| p.verified_insns),
