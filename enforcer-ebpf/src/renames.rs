@@ -3,12 +3,14 @@
 //! the start (`fentry`) and the end (`fexit`) of each.
 //!
 //! A move changes the path of the dentries it moves and, for a directory, of every file
-//! beneath it. So each move, at its start and at its end, moves the
-//! `OpenCache::dentry_epochs` buckets of the names it involves (the moved dentry's and
-//! the one it takes, before and after), which ends the entries of the moved file; a
-//! directory's move also counts in the directory moves (`CpuRecords::renames`), which
-//! ends every entry. A file's rename elsewhere on the host, such as an atomic replace of
-//! a state file, leaves the other entries standing.
+//! beneath it. A moved file's entries miss by their key already (its name's hash, which
+//! the kernel salts with the directory, changes with the move); each move also moves,
+//! at its start and at its end, the `OpenCache::dentry_epochs` buckets of the names it
+//! involves (the moved dentry's and the one it takes, before and after), for the move
+//! whose new hash collides with the old. A directory's move counts in the directory
+//! moves (`CpuRecords::renames`), which ends every entry. A file's rename elsewhere on
+//! the host, such as an atomic replace of a state file, leaves the other entries
+//! standing.
 //!
 //! While any move is under way (started, not yet ended) no entry is made or used
 //! (`enforcer_common::maps::renames`): an entry judged before a move's end and used
