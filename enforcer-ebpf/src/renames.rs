@@ -17,6 +17,10 @@
 //! after it would otherwise hold until the end's count. A start and its end are paired
 //! by the task making the move (`MOVING`): an end whose start was not counted takes
 //! nothing off.
+//!
+//! Not seen: `d_splice_alias` moving a directory alias (a network or FUSE file system
+//! whose server moved a directory, or a directory decoded from a file handle, connected
+//! before `open_by_handle_at` returns it).
 
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
