@@ -68,8 +68,12 @@ pub struct EmptyProgram {
 }
 
 enum Attachment {
-    Cgroup { cgroup: OwnedFd, attach_type: u32 },
-    Link(#[expect(dead_code, reason = "held open: the link lives as long as its fd")] OwnedFd),
+    Cgroup {
+        cgroup: OwnedFd,
+        attach_type: u32,
+    },
+    /// An LSM program's link, while attached: it lives as long as its descriptor.
+    Link(Option<OwnedFd>),
 }
 
 impl EmptyProgram {
@@ -100,14 +104,31 @@ impl EmptyProgram {
             .id_by_type_name_kind(&func, aya_obj::btf::BtfKind::Func)
             .with_context(|| format!("kernel BTF has no {func}"))?;
         let prog = load(PROG_TYPE_LSM, ATTACH_LSM_MAC, btf_id, 0, 0, &format!("empty_{hook}"))?;
-        let mut attr = Attr::default();
-        attr.u32_at(0, fd_u32(&prog));
-        attr.u32_at(8, ATTACH_LSM_MAC);
-        let link = bpf(BPF_LINK_CREATE, &mut attr).context("attaching the empty LSM program")?;
-        // SAFETY: BPF_LINK_CREATE returned a new descriptor we now own.
-        let link = unsafe { OwnedFd::from_raw_fd(link) };
         let id = id_of(&prog)?;
-        Ok(Self { id, prog, attachment: Attachment::Link(link) })
+        let mut empty = Self { id, prog, attachment: Attachment::Link(None) };
+        empty.attach_lsm(true)?;
+        Ok(empty)
+    }
+
+    /// Attaches an LSM program made by [`lsm`](Self::lsm) again, or detaches it: it
+    /// stays loaded, with its id and counters. The kernel runs the programs on one hook
+    /// from the last attached to the first, so detaching this one puts the first
+    /// attached in the first place again. Does nothing to a cgroup program.
+    pub fn attach_lsm(&mut self, attached: bool) -> anyhow::Result<()> {
+        let Attachment::Link(link) = &mut self.attachment else { return Ok(()) };
+        if !attached {
+            *link = None;
+            return Ok(());
+        }
+        if link.is_none() {
+            let mut attr = Attr::default();
+            attr.u32_at(0, fd_u32(&self.prog));
+            attr.u32_at(8, ATTACH_LSM_MAC);
+            let fd = bpf(BPF_LINK_CREATE, &mut attr).context("attaching the empty LSM program")?;
+            // SAFETY: BPF_LINK_CREATE returned a new descriptor we now own.
+            *link = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        Ok(())
     }
 }
 
