@@ -77,29 +77,30 @@ const ROUNDS: usize = 5;
 /// empty LSM programs on the same hooks.
 ///
 /// Each program is measured where it runs first on its hook, as ours does where it runs
-/// alone: a round runs the calls twice, once with the empty program attached (the kernel
-/// runs the last attached first, so it is the empty program's time that counts) and once
-/// without (ours first). Where an exec's hook runs, the first program pays for the
-/// trampoline code that calls them all, cold after the exec's switch of address space:
-/// the same empty program measured about 1.4 µs run first and 0.7 µs run second in the
-/// same rounds. Comparing ours second with an empty program first would leave that out
-/// of ours and count it in the floor.
+/// alone: a round runs its calls with the empty program attached for half of them (the
+/// kernel runs the last attached first, so it is the empty program's time that counts)
+/// and detached for the other half (ours first). Where an exec's hook runs, the first
+/// program pays for the trampoline code that calls them all, cold after the exec's switch
+/// of address space: the same empty program measured about 1.4 µs run first and 0.7 µs
+/// run second in the same rounds. Comparing ours second with an empty program first would
+/// leave that out of ours and count it in the floor.
 pub fn program_times(agent: &Agent, cgroup: &TestCgroup) -> anyhow::Result<()> {
     let true_tool = tool("/tmp/bench/bin", "true");
     let _stats = bpf_stats::enable()?;
-    for (hook, work, cache_hits) in [
+    for (hook, work, calls, cache_hits) in [
         (
             "file_open",
-            &(|| {
+            &(|count| {
                 pin_to(BENCH_CPU);
-                open_loop(4_000)
-            }) as &dyn Fn() -> i32,
+                open_loop(count)
+            }) as &dyn Fn(u32) -> i32,
+            4_000,
             "open_cache_hits",
         ),
         // An exec costs some thousand times an open: fewer calls per round, but enough
         // that the interrupts a round's calls happen to absorb (the program time counts
         // them) average out; with 200, single rounds swung from 0.8 to 4.8 times.
-        ("bprm_check_security", &|| exec_loop(&true_tool, 1_000), "exec_cache_hits"),
+        ("bprm_check_security", &|count| exec_loop(&true_tool, count), 1_000, "exec_cache_hits"),
     ] {
         // The exec counter also counts the executable mappings judged from the cache: the
         // loader maps each program it runs, so a cached exec counts twice.
@@ -114,23 +115,25 @@ pub fn program_times(agent: &Agent, cgroup: &TestCgroup) -> anyhow::Result<()> {
         // Interleaved, so a slow stretch of the machine falls on both subjects alike.
         for _ in 0..ROUNDS {
             for ((_, cg, _), rounds) in subjects.iter().zip(&mut rounds) {
-                // The time per call and calls of the program run first (the empty one if
-                // attached, else ours), and the calls ours ran.
-                let run_first =
-                    |empty: &mut EmptyProgram, attached: bool| -> anyhow::Result<(f64, u64, u64)> {
-                        empty.attach_lsm(attached)?;
-                        let before = Sample::take(&[ours, empty.id])?;
-                        run_in(*cg, work);
-                        let after = Sample::take(&[ours, empty.id])?;
-                        let (ns, runs) = before.per_run(&after, if attached { empty.id } else { ours });
-                        Ok((ns, runs, before.per_run(&after, ours).1))
-                    };
-                let (floor, _, ours_runs) = run_first(&mut empty, true)?;
-                let (ns, runs, _) = run_first(&mut empty, false)?;
-                if cg.is_some() {
-                    managed_runs += ours_runs + runs;
+                // A round's calls in four stretches, the empty program attached in the
+                // first and last: the two programs' stretches then lie around the same
+                // middle, and a machine speeding up or slowing down through the round
+                // falls on both alike.
+                let mut round = Round::default();
+                for attached in [true, false, false, true] {
+                    empty.attach_lsm(attached)?;
+                    let before = Sample::take(&[ours, empty.id])?;
+                    run_in(*cg, || work(calls / 2));
+                    let after = Sample::take(&[ours, empty.id])?;
+                    // The program run first: the empty one if attached (the kernel runs
+                    // the last attached first), else ours.
+                    let first = if attached { empty.id } else { ours };
+                    round.add(attached, before.per_run(&after, first));
+                    if cg.is_some() {
+                        managed_runs += before.per_run(&after, ours).1;
+                    }
                 }
-                rounds.push(Round { ns, floor, runs });
+                rounds.push(round);
             }
         }
         // The managed calls repeat one open or exec: all but the first on each CPU (whose
@@ -161,14 +164,27 @@ pub fn program_times(agent: &Agent, cgroup: &TestCgroup) -> anyhow::Result<()> {
 }
 
 /// One round of a program-time figure: ours and the empty program's time per run, each
-/// measured first on the hook.
+/// measured first on the hook, over the round's stretches.
+#[derive(Default)]
 struct Round {
     ns: f64,
     floor: f64,
     runs: u64,
+    floor_runs: u64,
 }
 
 impl Round {
+    /// Adds a stretch's time per call and calls of the program run first, the empty one
+    /// if `empty` holds, else ours.
+    #[expect(clippy::cast_precision_loss, reason = "call counts far below 2^52")]
+    fn add(&mut self, empty: bool, (ns, runs): (f64, u64)) {
+        let (mean, count) =
+            if empty { (&mut self.floor, &mut self.floor_runs) } else { (&mut self.ns, &mut self.runs) };
+        let total = *mean * *count as f64 + ns * runs as f64;
+        *count += runs;
+        *mean = if *count == 0 { 0.0 } else { total / *count as f64 };
+    }
+
     fn ratio(&self) -> f64 {
         self.ns / self.floor.max(0.1)
     }
