@@ -108,6 +108,11 @@ pub fn program_times(agent: &Agent, cgroup: &TestCgroup) -> anyhow::Result<()> {
             if hook == "file_open" { "" } else { ", with the program's executable mapping at each exec" };
         let ours = program_id(agent, hook)?;
         let mut empty = EmptyProgram::lsm(hook)?;
+        println!(
+            "[emulated] {hook}: the empty program's code page holds {}; ours holds {}",
+            code_page(empty.id)?,
+            code_page(ours)?
+        );
         let subjects = [("unmanaged", None, 1.5), ("managed", Some(cgroup), 5.0)];
         let mut rounds: [Vec<Round>; 2] = Default::default();
         let hits_before = counter(agent, cache_hits)?;
@@ -161,6 +166,23 @@ pub fn program_times(agent: &Agent, cgroup: &TestCgroup) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What else starts on the page of the code of program `id`: nothing, or how many other
+/// BPF symbols, naming the trampolines among them (code run just before a program on its
+/// hook).
+fn code_page(id: u32) -> anyhow::Result<String> {
+    let Some(at) = bpf_stats::code_address_of(id)? else {
+        return Ok("(code addresses hidden)".to_owned());
+    };
+    let others = bpf_stats::page_neighbours(at, at)?;
+    let trampolines: Vec<&str> =
+        others.iter().filter(|n| n.starts_with("bpf_trampoline_")).map(String::as_str).collect();
+    Ok(match (others.len(), trampolines.len()) {
+        (0, _) => "no other code".to_owned(),
+        (n, 0) => format!("{n} other BPF symbols, no trampoline"),
+        (n, _) => format!("{n} other BPF symbols, among them {}", trampolines.join(", ")),
+    })
 }
 
 /// One round of a program-time figure: ours and the empty program's time per run, each
