@@ -62,6 +62,18 @@ impl Sample {
     }
 }
 
+/// The median of `values` (0 if there are none): a figure taken over batches of calls,
+/// which a batch held up now and then does not move.
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => f64::midpoint(sorted[n / 2 - 1], sorted[n / 2]),
+    }
+}
+
 /// An empty program, attached; detached and unloaded when dropped.
 pub struct EmptyProgram {
     pub id: u32,

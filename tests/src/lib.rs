@@ -11,6 +11,7 @@ use std::{
 };
 
 pub mod bpf_stats;
+pub mod worker;
 
 use enforcer_agent::kernel::events;
 use enforcer_common::event::VerdictEvent;

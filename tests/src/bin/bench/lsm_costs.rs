@@ -8,9 +8,8 @@ use enforcer_tests::{
     Agent, TestCgroup,
     bpf_stats::{self, EmptyProgram, Sample},
     exec_errno, open_errno, run_in, tool,
+    worker::Worker,
 };
-
-use crate::worker::Worker;
 
 fn report(label: &str, value: &str, target: &str, met: bool) {
     println!("[emulated] {label}: {value} (target {target}: {})", if met { "met" } else { "MISSED" });
@@ -227,22 +226,12 @@ impl Round {
 
     /// Ours and the empty program's median batch, in ns per call.
     fn medians(&self) -> (f64, f64) {
-        (median(&self.ours), median(&self.floor))
+        (bpf_stats::median(&self.ours), bpf_stats::median(&self.floor))
     }
 
     fn ratio(&self) -> f64 {
         let (ours, floor) = self.medians();
         ours / floor.max(0.1)
-    }
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => f64::midpoint(sorted[n / 2 - 1], sorted[n / 2]),
     }
 }
 

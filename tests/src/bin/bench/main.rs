@@ -5,7 +5,6 @@
 //! emulation are only comparable with each other (ratios), not with a native kernel.
 
 mod lsm_costs;
-mod worker;
 
 use std::{
     io::{BufRead as _, BufReader},

@@ -1,5 +1,6 @@
 //! A process that makes a hook's calls in batches on command, from inside a subject's
-//! cgroup: the bench reads the programs' counters between two batches, while it waits.
+//! cgroup: the bench reads the programs' counters between two batches, while it waits,
+//! and takes a figure from the median batch (`bpf_stats::median`).
 
 use std::{
     io::{PipeReader, PipeWriter, Read as _, Write as _},
@@ -7,8 +8,8 @@ use std::{
     path::Path,
 };
 
+use crate::{fork_in_dir, wait_child};
 use anyhow::{Context as _, bail};
-use enforcer_tests::{fork_in_dir, wait_child};
 
 /// Calls a worker makes before its first batch, uncounted: the first call of a process
 /// just moved into a cgroup finds its CPU's record out of date (a task changed cgroup)
