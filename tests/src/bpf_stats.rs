@@ -119,8 +119,8 @@ impl EmptyProgram {
     ///
     /// The kernel packs the code of BPF programs and of the trampolines that call them
     /// into shared pages, 64-byte chunks handed out first fit. An empty program loaded
-    /// last and attached then typically has its hook's trampoline, built at the attach,
-    /// in the chunks right after it: the call into it runs on a page the trampoline has
+    /// last and attached then can have its hook's trampoline, built at the attach, in
+    /// the chunks right after it: the call into it runs on a page the trampoline has
     /// just run, where ours (loaded with the agent, long before any trampoline) runs on a
     /// page of its own. Under emulation, at an exec, just after a switch of address
     /// space, a page of code first run costs about half a microsecond, and the empty

@@ -76,8 +76,8 @@ const ROUNDS: usize = 5;
 
 /// Batches a stretch of a round is made in, the counters read between them: a round's
 /// figure for each program is its median batch. Under emulation a batch now and then
-/// takes several times the others (the emulator's thread held up on the host while a
-/// program ran: one batch of 50 execs measured 60 µs per call where the rest of its
+/// takes several times the others (most likely the emulator's thread held up on the
+/// host while a program ran: one batch of 50 execs measured 60 µs per call where the rest of its
 /// stretch measured 1.8 to 2.3 µs), and a mean over a stretch let one such batch decide
 /// a round.
 const BATCHES: u32 = 10;
