@@ -287,30 +287,39 @@ const CHUNKS_PER_PAGE: usize = 64;
 /// up to 63. Past it the program is used where it lies, which the bench prints.
 const MAX_FILLERS: usize = 1024;
 
-/// The address of the code of the program with this id, if the kernel shows it.
-pub fn code_address_of(id: u32) -> anyhow::Result<Option<u64>> {
+/// Where the code of the program with this id starts, and its main function's length
+/// in bytes, if the kernel shows them.
+pub fn code_span_of(id: u32) -> anyhow::Result<Option<(u64, u32)>> {
     let mut attr = Attr::default();
     attr.u32_at(0, id);
     let fd = bpf(BPF_PROG_GET_FD_BY_ID, &mut attr).with_context(|| format!("opening program {id}"))?;
     // SAFETY: BPF_PROG_GET_FD_BY_ID returned a new descriptor we now own.
-    code_address(&unsafe { OwnedFd::from_raw_fd(fd) })
+    code_span(&unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// The address of the program's code, if the kernel shows it (`jited_ksyms` of
-/// `bpf_prog_info`).
+/// The address of the program's code, if the kernel shows it.
 fn code_address(prog: &OwnedFd) -> anyhow::Result<Option<u64>> {
+    Ok(code_span(prog)?.map(|(address, _)| address))
+}
+
+/// The address of the program's code and its main function's length (`jited_ksyms` and
+/// `jited_func_lens` of `bpf_prog_info`, first of each), if the kernel shows them.
+fn code_span(prog: &OwnedFd) -> anyhow::Result<Option<(u64, u32)>> {
     let mut address = 0u64;
-    // `struct bpf_prog_info` up to `jited_func_lens`: `nr_jited_ksyms` at 104, the
-    // pointer to fill at 112.
+    let mut length = 0u32;
+    // `struct bpf_prog_info` up to `jited_func_lens`: `nr_jited_ksyms` and
+    // `nr_jited_func_lens` at 104 and 108, the pointers to fill at 112 and 120.
     let mut info = [0u8; 128];
     info[104..108].copy_from_slice(&1u32.to_ne_bytes());
+    info[108..112].copy_from_slice(&1u32.to_ne_bytes());
     info[112..120].copy_from_slice(&(&raw mut address as u64).to_ne_bytes());
+    info[120..128].copy_from_slice(&(&raw mut length as u64).to_ne_bytes());
     let mut attr = Attr::default();
     attr.u32_at(0, fd_u32(prog));
     attr.u32_at(4, 128);
     attr.u64_at(8, info.as_mut_ptr() as u64);
     bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).context("reading a program's information")?;
-    Ok((address != 0).then_some(address))
+    Ok((address != 0).then_some((address, length)))
 }
 
 /// The BPF code symbols (`/proc/kallsyms`) other than `except` that start on the page of

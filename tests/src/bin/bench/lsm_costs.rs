@@ -183,21 +183,25 @@ pub fn program_times(agent: &Agent, cgroup: &TestCgroup) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What else starts on the page of the code of program `id`: nothing, or how many other
-/// BPF symbols, naming the trampolines among them (code run just before a program on its
-/// hook).
+/// What else starts on the page of the code of program `id` (nothing, or how many other
+/// BPF symbols, naming the trampolines among them: code run just before a program on its
+/// hook), and where on it the program's main function lies: one that runs into the next
+/// page runs on two pages.
 fn code_page(id: u32) -> anyhow::Result<String> {
-    let Some(at) = bpf_stats::code_address_of(id)? else {
+    let Some((at, length)) = bpf_stats::code_span_of(id)? else {
         return Ok("(code addresses hidden)".to_owned());
     };
     let others = bpf_stats::page_neighbours(at, at)?;
     let trampolines: Vec<&str> =
         others.iter().filter(|n| n.starts_with("bpf_trampoline_")).map(String::as_str).collect();
-    Ok(match (others.len(), trampolines.len()) {
+    let neighbours = match (others.len(), trampolines.len()) {
         (0, _) => "no other code".to_owned(),
         (n, 0) => format!("{n} other BPF symbols, no trampoline"),
         (n, _) => format!("{n} other BPF symbols, among them {}", trampolines.join(", ")),
-    })
+    };
+    let (start, end) = (at % 4096, at % 4096 + u64::from(length));
+    let pages = if end > 4096 { ", into the next page" } else { "" };
+    Ok(format!("{neighbours}, its main function at bytes {start}-{end}{pages}"))
 }
 
 /// One round of a program-time figure: ours and the empty program's time per run in
