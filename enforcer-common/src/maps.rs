@@ -347,8 +347,9 @@ pub struct CpuTask {
     /// force, made by the context switch where this CPU has one (else a cgroup id of 0),
     /// and tried by hooks before the lines, whose lookup touches two more pages of
     /// memory. Its `epoch` is the [`stamp`] of the slot and binding epoch it was copied
-    /// under ([`CpuRecords::stamp`]). Under its own `seq`, read as a line is; only the
-    /// context switch writes it.
+    /// under ([`CpuRecords::stamp`]). Only the context switch writes it, inside the
+    /// record's own `seq` window: the hooks' fast path reads it under the record's `seq`,
+    /// the other readers under its own, as a line is read.
     pub line: IdentityLine,
     /// The allows this CPU's hooks decided from the record and the open cache alone
     /// (`lsm::quick`), by [`hit`] index: counted here, in the page the hook has already

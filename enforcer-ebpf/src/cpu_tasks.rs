@@ -48,6 +48,12 @@ pub fn this_cpu() -> *mut CpuTask {
     unsafe { &raw mut RECORDS.records[cpu] }
 }
 
+/// The records' global, for the fast path's reads of its words at their offsets.
+#[inline(always)]
+pub fn globals() -> *const CpuRecords {
+    &raw const RECORDS
+}
+
 /// The task moves word now (see `CpuRecords::moves`).
 #[inline(always)]
 pub fn moves() -> u64 {
@@ -136,11 +142,13 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
         write_volatile(&raw mut (*entry).stack, if known { stack } else { 0 });
         write_volatile(&raw mut (*entry).cgroup_id, cgroup_id);
         write_volatile(&raw mut (*entry).moves, moves);
+        // The task's identity line, where this CPU has one, so its hooks need not look
+        // it up (a task recorded as nothing gets an empty copy). Inside the record's
+        // window: a hook's fast path reads the record and the copy under the record's
+        // `seq` alone (`fast_path::read`).
+        crate::lines::copy_for(entry, if known { cgroup_id } else { 0 });
         write_volatile(&raw mut (*entry).seq, seq.wrapping_add(1));
     }
-    // The task's identity line, where this CPU has one, so its hooks need not look it
-    // up (a task recorded as nothing gets an empty copy).
-    crate::lines::copy_for(entry, if known { cgroup_id } else { 0 });
     0
 }
 
@@ -203,28 +211,4 @@ pub fn current_cgroup(entry: *const CpuTask) -> Option<u64> {
         return None;
     }
     Some(cgroup_id)
-}
-
-/// How far this program's stack frame lies above `stack`, in the low 32 bits (as
-/// [`fast_path`](crate::fast_path) checks a record, without a branch): below
-/// `TASK_STACK_SPAN` if the frame is on the stack that starts at `stack`. The verifier
-/// lets a privileged program copy the low half of its frame pointer as a number (a whole
-/// pointer only compares); written out, as the compiler would not keep that form.
-#[inline(always)]
-pub fn frame_offset(stack: u64) -> u32 {
-    let offset: u64;
-    // SAFETY: register arithmetic only. Named registers: the `w` names of operands need a
-    // target feature the compiler does not see in the default CPU, although it has it.
-    unsafe {
-        core::arch::asm!(
-            "w0 = w10",
-            "w0 -= w1",
-            out("r0") offset,
-            in("r1") stack,
-            options(pure, nomem, nostack),
-        );
-    }
-    #[expect(clippy::cast_possible_truncation, reason = "a 32-bit result, zero-extended")]
-    let offset = offset as u32;
-    offset
 }

@@ -16,7 +16,8 @@ use core::{
 };
 
 use aya_ebpf::{
-    bindings::path as bpf_path, helpers::bpf_probe_read_kernel, macros::lsm, programs::LsmContext,
+    EbpfContext, bindings::path as bpf_path, helpers::bpf_probe_read_kernel, macros::lsm,
+    programs::LsmContext,
 };
 use enforcer_common::{
     MAX_PATH,
@@ -52,10 +53,20 @@ const _: () = assert!(FMODE_READ == access::READ && FMODE_WRITE == access::WRITE
 /// Errors for managed tasks: denied.
 #[lsm(hook = "bprm_check_security")]
 pub fn bprm_check_security(ctx: LsmContext) -> i32 {
-    let earlier: i32 = ctx.arg(1);
-    if fast_path::unmanaged(earlier) {
+    if fast_path::unmanaged(|| ctx.arg(1)) {
         return 0;
     }
+    managed_exec(ctx.as_ptr())
+}
+
+/// [`bprm_check_security`] for a caller the fast path did not allow: the open cache's
+/// lookups, then [`exec`]. A function of its own, so that the program keeps only its
+/// context across calls: a value kept across a call sits in a register the program
+/// saves and restores at every run, the unmanaged caller's included.
+#[inline(never)]
+fn managed_exec(ctx: *mut c_void) -> i32 {
+    let ctx = LsmContext::new(ctx);
+    let earlier: i32 = ctx.arg(1);
     let bprm: *const u8 = ctx.arg(0);
     // A managed caller's exec of a program run before, called from here: `exec` and its
     // code stay untouched when the cache decides.
@@ -120,10 +131,18 @@ fn judge_exec(file: *const u8, staged: &mut u64) -> i32 {
 /// judged by `bprm_check_security` after this.
 #[lsm(hook = "file_open")]
 pub fn file_open(ctx: LsmContext) -> i32 {
-    let earlier: i32 = ctx.arg(1);
-    if fast_path::unmanaged(earlier) {
+    if fast_path::unmanaged(|| ctx.arg(1)) {
         return 0;
     }
+    managed_open(ctx.as_ptr())
+}
+
+/// [`file_open`] for a caller the fast path did not allow, a function of its own (see
+/// [`managed_exec`]).
+#[inline(never)]
+fn managed_open(ctx: *mut c_void) -> i32 {
+    let ctx = LsmContext::new(ctx);
+    let earlier: i32 = ctx.arg(1);
     if earlier != 0 {
         return policy::pass_on(earlier);
     }
@@ -206,7 +225,7 @@ fn cacheable(seen: &Seen, hook: u32) -> Option<u64> {
 #[inline(never)]
 fn quick<const HOOK: u32, const RECALL: bool>(file: *const u8, earlier: i32) -> bool {
     let (exec, open) = (HOOK == hook::EXEC, HOOK == hook::FILE_OPEN);
-    let line = &fast_path::read(earlier);
+    let line = &fast_path::read::<true>(|| earlier);
     // Before anything else is read: a record that cannot be trusted (or an unmanaged
     // caller here after all) costs nothing more.
     if line.bad | fast_path::zero(u64::from(line.identity)) != 0 {
@@ -331,7 +350,7 @@ pub fn mmap_file(ctx: LsmContext) -> i32 {
     }
     let prot: u64 = ctx.arg(2);
     let file: *const u8 = ctx.arg(0);
-    if prot & PROT_EXEC == 0 || file.is_null() || fast_path::unmanaged(0) {
+    if prot & PROT_EXEC == 0 || file.is_null() || fast_path::unmanaged(|| 0) {
         return 0;
     }
     // As an exec: what the open of the file read, where it was the last one on this CPU

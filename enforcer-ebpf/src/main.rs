@@ -6,8 +6,8 @@
 // Atomic adds and compare-and-swap on map values (`readers.rs`, `aggregate.rs`): the BPF
 // target's `core` has no atomic RMW.
 #![feature(core_intrinsics)]
-// The frame offset of `cpu_tasks::frame_offset`, in two instructions the compiler would
-// not keep.
+// The fast path's checked read of its CPU's record (`fast_path::read`), in registers the
+// compiler would not keep to.
 #![feature(asm_experimental_arch)]
 #![allow(internal_features, reason = "atomic_xadd is the only atomic add on this target")]
 #![expect(
