@@ -53,35 +53,39 @@ const _: () = assert!(FMODE_READ == access::READ && FMODE_WRITE == access::WRITE
 /// Errors for managed tasks: denied.
 #[lsm(hook = "bprm_check_security")]
 pub fn bprm_check_security(ctx: LsmContext) -> i32 {
+    // Past the fast path, functions of their own that take the context: the program then
+    // keeps only the context across calls. A value kept across a call sits in a register
+    // the program saves and restores at every run, the unmanaged caller's included.
     if fast_path::unmanaged(|| ctx.arg(1)) {
         return 0;
     }
-    managed_exec(ctx.as_ptr())
-}
-
-/// [`bprm_check_security`] for a caller the fast path did not allow: the open cache's
-/// lookups, then [`exec`]. A function of its own, so that the program keeps only its
-/// context across calls: a value kept across a call sits in a register the program
-/// saves and restores at every run, the unmanaged caller's included.
-#[inline(never)]
-fn managed_exec(ctx: *mut c_void) -> i32 {
-    let ctx = LsmContext::new(ctx);
-    let earlier: i32 = ctx.arg(1);
-    let bprm: *const u8 = ctx.arg(0);
     // A managed caller's exec of a program run before, called from here: `exec` and its
     // code stay untouched when the cache decides.
-    if quick::<{ hook::EXEC }, true>(exec_file(bprm), earlier) {
-        return 0;
+    if quick::<{ hook::EXEC }, true>(ctx.as_ptr()) {
+        return allow();
     }
     // What the kernel's open of the program read was not left for this exec (a context
     // switch came in between, as for about one exec in eight in the bench's loops): the
     // same lookup with the file and the root read now, three helper calls where the full
     // path below makes a dozen. (Where the entry did not hold, this reads the same key
     // again, three helper calls more before the full judgement.)
-    if quick::<{ hook::EXEC }, false>(exec_file(bprm), earlier) {
-        return 0;
+    if quick::<{ hook::EXEC }, false>(ctx.as_ptr()) {
+        return allow();
     }
-    exec(bprm, earlier)
+    exec(ctx.as_ptr())
+}
+
+/// 0, the allow, as the compiler cannot see it: where the program returns it after a
+/// call, it is made there, not kept across the call from before it in a register the
+/// program then saves and restores at every run.
+#[inline(always)]
+fn allow() -> i32 {
+    let zero: u64;
+    // SAFETY: sets one register.
+    unsafe { core::arch::asm!("r0 = 0", out("r0") zero, options(nomem, nostack)) };
+    #[expect(clippy::cast_possible_truncation, reason = "0")]
+    let zero = zero as i32;
+    zero
 }
 
 /// The program an exec runs (`bprm->file`).
@@ -92,13 +96,15 @@ fn exec_file(bprm: *const u8) -> *const u8 {
     unsafe { *(bprm.add(offset(&OFF_BPRM_FILE)).cast::<*const u8>()) }
 }
 
-/// [`bprm_check_security`] past its fast path, in a frame of its own: the program's own
-/// code is then the fast path alone, its allow a few instructions from its start. An
-/// exec's hook runs just after switches of address space, where under emulation each
-/// page of code it runs costs a lookup again; with the whole judgement inline, the
-/// allow's exit lay two kilobytes in.
+/// [`bprm_check_security`] past its fast path and the cache's quick lookups, in a frame
+/// of its own: the program's own code is then the fast path alone, its allow a few
+/// instructions from its start. An exec's hook runs just after switches of address
+/// space, where under emulation each page of code it runs costs a lookup again; with the
+/// whole judgement inline, the allow's exit lay two kilobytes in.
 #[inline(never)]
-fn exec(bprm: *const u8, earlier: i32) -> i32 {
+fn exec(ctx: *mut c_void) -> i32 {
+    let ctx = LsmContext::new(ctx);
+    let (bprm, earlier): (*const u8, i32) = (ctx.arg(0), ctx.arg(1));
     // Respect an earlier LSM's denial.
     if earlier != 0 {
         return policy::pass_on(earlier);
@@ -131,34 +137,42 @@ fn judge_exec(file: *const u8, staged: &mut u64) -> i32 {
 /// judged by `bprm_check_security` after this.
 #[lsm(hook = "file_open")]
 pub fn file_open(ctx: LsmContext) -> i32 {
+    // As in `bprm_check_security`: only the context is kept across calls.
     if fast_path::unmanaged(|| ctx.arg(1)) {
         return 0;
     }
-    managed_open(ctx.as_ptr())
+    if quick::<{ hook::FILE_OPEN }, false>(ctx.as_ptr()) {
+        return allow();
+    }
+    judged_open(ctx.as_ptr())
 }
 
-/// [`file_open`] for a caller the fast path did not allow, a function of its own (see
-/// [`managed_exec`]).
+/// The access an open asks for (`access::READ` or `access::WRITE`, or both), from the
+/// file's mode; none is judged as a read.
+#[inline(always)]
+fn wanted(file: *const u8) -> u32 {
+    // SAFETY: the hook's typed argument at the BTF offset of `f_mode`: a load of the
+    // kernel's own pointer, which does not fault (one that did would read 0: no mode,
+    // judged as a read below, as the kernel's opens without one are).
+    let mode = unsafe { load::<u32>(file, &OFF_FILE_F_MODE) };
+    // The mode's two bits are the accesses wanted. Without a branch (see `fast_path` on
+    // why branches are what costs).
+    let rw = mode & (FMODE_READ | FMODE_WRITE);
+    #[expect(clippy::cast_possible_truncation, reason = "0 or 1")]
+    let wanted = rw | fast_path::zero(u64::from(rw)) as u32;
+    wanted
+}
+
+/// [`file_open`] for a caller neither the fast path nor the cache's quick lookup allowed.
 #[inline(never)]
-fn managed_open(ctx: *mut c_void) -> i32 {
+fn judged_open(ctx: *mut c_void) -> i32 {
     let ctx = LsmContext::new(ctx);
     let earlier: i32 = ctx.arg(1);
     if earlier != 0 {
         return policy::pass_on(earlier);
     }
     let file: *const u8 = ctx.arg(0);
-    // SAFETY: the hook's typed argument at the BTF offset of `f_mode`: a load of the
-    // kernel's own pointer, which does not fault (one that did would read 0: no mode,
-    // judged as a read below, as the kernel's opens without one are).
-    let mode = unsafe { load::<u32>(file, &OFF_FILE_F_MODE) };
-    // The mode's two bits are the accesses wanted; none is judged as a read. Without a
-    // branch (see `fast_path` on why branches are what costs).
-    let rw = mode & (FMODE_READ | FMODE_WRITE);
-    #[expect(clippy::cast_possible_truncation, reason = "0 or 1")]
-    let wanted = rw | fast_path::zero(u64::from(rw)) as u32;
-    if wanted == access::READ && quick::<{ hook::FILE_OPEN }, false>(file, 0) {
-        return 0;
-    }
+    let wanted = wanted(file);
     let seen = policy::seen();
     if seen.unmanaged {
         return 0;
@@ -204,16 +218,17 @@ fn cacheable(seen: &Seen, hook: u32) -> Option<u64> {
     Some(u64::from(subject.identity) | u64::from(subject.slot & 1) << 32 | u64::from(default) << 40)
 }
 
-/// Whether an exec, an open for reading or an executable mapping of `file` (`HOOK`:
-/// `hook::EXEC`, `hook::FILE_OPEN` or `hook::MMAP_EXEC`) by a caller its CPU's
-/// record shows managed is allowed from the cache, decided as [`cached`] decides it but
-/// from the record's copy of the caller's line, with every check folded into one word
-/// and one branch on it (see `fast_path`). An exec or a mapping first (`RECALL`) looks its entry up
-/// with what the kernel's open of its program read of the file and the caller's root
-/// (`open_cache::recalled`), which spares it three helper calls and the kernel's
-/// structures: it reads the record and the entry, and nothing else; where that reading
-/// is not there, it reads them now, as an open does. False where the record cannot be trusted, an
-/// earlier LSM refused (`earlier`), the entry does not hold, the allow would be
+/// Whether the exec, open for reading or executable mapping of a file whose hook's
+/// context is `ctx` (`HOOK`: `hook::EXEC`, `hook::FILE_OPEN` or `hook::MMAP_EXEC`) by a
+/// caller its CPU's record shows managed is allowed from the cache, decided as
+/// [`cached`] decides it but from the record's copy of the caller's line, with every
+/// check folded into one word and one branch on it (see `fast_path`). An exec or a
+/// mapping first (`RECALL`) looks its entry up with what the kernel's open of its
+/// program read of the file and the caller's root (`open_cache::recalled`), which spares
+/// it three helper calls and the kernel's structures: it reads the record and the entry,
+/// and nothing else; where that reading is not there, it reads them now, as an open
+/// does. False where the record cannot be trusted, an earlier LSM refused (the hook's
+/// last argument), an open asks to write, the entry does not hold, the allow would be
 /// reported, or any live state (quarantine, revoked credential, container set-up)
 /// exists: the slower ways decide then, as before.
 ///
@@ -223,8 +238,22 @@ fn cacheable(seen: &Seen, hook: u32) -> Option<u64> {
 /// makes one call and runs no code of `exec`'s (under emulation each call, return and
 /// page of code after the exec's switch of address space is a lookup).
 #[inline(never)]
-fn quick<const HOOK: u32, const RECALL: bool>(file: *const u8, earlier: i32) -> bool {
+fn quick<const HOOK: u32, const RECALL: bool>(ctx: *mut c_void) -> bool {
     let (exec, open) = (HOOK == hook::EXEC, HOOK == hook::FILE_OPEN);
+    let ctx = LsmContext::new(ctx);
+    // The hook's file, and the verdict of the LSMs before this one (the last argument).
+    let (file, earlier): (*const u8, i32) = if exec {
+        (exec_file(ctx.arg(0)), ctx.arg(1))
+    } else if open {
+        (ctx.arg(0), ctx.arg(1))
+    } else {
+        (ctx.arg(0), ctx.arg(4))
+    };
+    // Opens for writing are judged in full: the guard of the kernel's and the enforcer's
+    // own files comes first, and has no room in the cached judgement's stack frame.
+    if open && wanted(file) != access::READ {
+        return false;
+    }
     let line = &fast_path::read::<true>(|| earlier);
     // Before anything else is read: a record that cannot be trusted (or an unmanaged
     // caller here after all) costs nothing more.
@@ -355,7 +384,7 @@ pub fn mmap_file(ctx: LsmContext) -> i32 {
     }
     // As an exec: what the open of the file read, where it was the last one on this CPU
     // (a loader opens a library, then maps it), else the file and root read now.
-    if quick::<{ hook::MMAP_EXEC }, true>(file, 0) || quick::<{ hook::MMAP_EXEC }, false>(file, 0) {
+    if quick::<{ hook::MMAP_EXEC }, true>(ctx.as_ptr()) || quick::<{ hook::MMAP_EXEC }, false>(ctx.as_ptr()) {
         return 0;
     }
     let seen = policy::seen();
