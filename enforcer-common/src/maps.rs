@@ -127,14 +127,15 @@ pub const OPEN_CACHE_SECTION: &str = ".bss.open_cache";
 /// `d_instantiate` only.
 #[repr(C)]
 pub struct OpenCache {
+    /// Each key's entry in the element [`OpenCacheKey::index`] picks for it (see
+    /// [`OpenCacheEntry`]), under its [`cache_kind`]. First: an entry's words then lie at
+    /// offsets a load instruction holds (16 bits), from the entry's address.
+    pub entries: [OpenCacheEntry; crate::capacity::OPEN_CACHE as usize],
     /// One per bucket of [`dentry_name_id`]s: moved whenever a dentry with a name in the
     /// bucket is given an inode (`d_instantiate`), so an entry made for a dentry that was
     /// freed is never trusted for another one allocated at the same address with the
     /// same name.
     pub dentry_epochs: [u64; crate::capacity::DENTRY_EPOCHS as usize],
-    /// Each key's entry in the element [`OpenCacheKey::index`] picks for it (see
-    /// [`OpenCacheEntry`]), under its [`cache_kind`].
-    pub entries: [OpenCacheEntry; crate::capacity::OPEN_CACHE as usize],
 }
 
 /// Every map the kernel object must define.
@@ -340,8 +341,9 @@ pub struct CpuTask {
     pub moves: u64,
     /// Not part of the record: where the open cache's lookup turns the kernel pointers of
     /// its key into numbers (a store and a load, where a helper read costs a function
-    /// call). Here, not in a map of its own, so the lookup touches no page of memory the
-    /// hook has not already read.
+    /// call), but for an open's, which are turned into numbers in [`CpuTask::opened`].
+    /// Here, not in a map of its own, so the lookup touches no page of memory the hook
+    /// has not already read.
     pub numbers: [u64; 4],
     /// A copy of the task's line of [`IDENTITY_LINES`] for the slot and binding epoch in
     /// force, made by the context switch where this CPU has one (else a cgroup id of 0),
@@ -362,7 +364,7 @@ pub struct CpuTask {
     /// without reading them again (`open_cache::Opened`).
     pub opened: [u64; opened::COUNT],
     /// To 256 bytes: two CPUs' records never share a cache line.
-    pub pad: [u64; 5],
+    pub pad: [u64; 3],
 }
 
 /// How [`CpuRecords::renames`] counts the kernel's dentry moves (`d_move`, `d_exchange`:
@@ -403,17 +405,19 @@ pub mod renames {
     }
 }
 
-/// Indices of [`CpuTask::opened`]: the open's `struct file` and the record's `seq` as the
-/// open read them, then the key and stamp words it read, and a word that is 0 only if it
-/// read them whole.
+/// Indices of [`CpuTask::opened`]: the key's and the root's pointers as the open read
+/// them, as numbers, its `struct file` and the record's `seq` as the open read them, the
+/// other key and stamp words it read, and a word that is 0 only if it read them whole.
 pub mod opened {
-    pub const FILE: usize = 0;
-    pub const SEQ: usize = 1;
-    pub const MNT: usize = 2;
-    pub const DENTRY: usize = 3;
-    pub const NAME_ID: usize = 4;
-    pub const ROOT_MNT: usize = 5;
-    pub const ROOT_DENTRY: usize = 6;
+    // The key's and the root's pointers first, in the order `open_cache::opened_now`
+    // turns them into numbers here.
+    pub const MNT: usize = 0;
+    pub const DENTRY: usize = 1;
+    pub const ROOT_MNT: usize = 2;
+    pub const ROOT_DENTRY: usize = 3;
+    pub const FILE: usize = 4;
+    pub const SEQ: usize = 5;
+    pub const NAME_ID: usize = 6;
     /// The directory move count in the low half, the mount count in the high half.
     pub const SEQUENCES: usize = 7;
     pub const DENTRY_EPOCH: usize = 8;
@@ -421,18 +425,25 @@ pub mod opened {
     pub const COUNT: usize = 10;
 }
 
-/// Indices of [`CpuTask::hits`].
+/// Indices of [`CpuTask::hits`]: each allow from the open cache is counted once, under
+/// the kind of call and whether a rule or the default decided it (the `_DEFAULT` index
+/// is the `_RULE` one plus one).
 pub mod hit {
-    /// Execs allowed from the open cache (each also an allow, `stat::EXEC_CACHE_HITS`).
-    pub const EXEC: usize = 0;
-    /// Opens for reading allowed from the open cache (`stat::OPEN_CACHE_HITS`).
-    pub const OPEN: usize = 1;
-    /// Of those, the ones no rule named, allowed by the default (`stat::DEFAULT_FALLBACK`).
-    pub const DEFAULT: usize = 2;
-    /// Executable mappings no exec rule names, allowed from the open cache without a
-    /// verdict (`stat::EXEC_CACHE_HITS` only; one a rule allows counts as `EXEC`).
-    pub const MAPPED: usize = 3;
-    pub const COUNT: usize = 4;
+    /// Execs a rule allows (each an allow and a `stat::EXEC_CACHE_HITS`).
+    pub const EXEC_RULE: usize = 0;
+    /// Execs no rule names, allowed by the default (also `stat::DEFAULT_FALLBACK`).
+    pub const EXEC_DEFAULT: usize = 1;
+    /// Opens for reading a rule allows (each an allow and a `stat::OPEN_CACHE_HITS`).
+    pub const OPEN_RULE: usize = 2;
+    /// Opens for reading no rule names, allowed by the default (also
+    /// `stat::DEFAULT_FALLBACK`).
+    pub const OPEN_DEFAULT: usize = 3;
+    /// Executable mappings an exec rule allows (counted as execs are).
+    pub const MAPPED_RULE: usize = 4;
+    /// Executable mappings no exec rule names, allowed without a verdict
+    /// (`stat::EXEC_CACHE_HITS` only).
+    pub const MAPPED: usize = 5;
+    pub const COUNT: usize = 6;
 }
 
 /// CPUs [`CpuRecords`] has a record for. A machine with more possible CPUs uses none
@@ -482,10 +493,11 @@ impl CpuRecords {
     pub fn add_hits(&self, totals: &mut [u64; crate::verdict::stat::COUNT as usize]) {
         use crate::verdict::stat;
         for record in &self.records {
-            let [exec, open, default, mapped] = record.hits;
+            let [exec_rule, exec_default, open_rule, open_default, mapped_rule, mapped] = record.hits;
+            let (exec, open) = (exec_rule + exec_default + mapped_rule, open_rule + open_default);
             totals[stat::EXEC_CACHE_HITS as usize] += exec + mapped;
             totals[stat::OPEN_CACHE_HITS as usize] += open;
-            totals[stat::DEFAULT_FALLBACK as usize] += default;
+            totals[stat::DEFAULT_FALLBACK as usize] += exec_default + open_default;
             totals[stat::ALLOW as usize] += exec + open;
         }
     }

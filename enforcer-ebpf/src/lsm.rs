@@ -21,7 +21,7 @@ use aya_ebpf::{
 };
 use enforcer_common::{
     MAX_PATH,
-    maps::{IdentityConfig, cache_kind, grant_kind, hit, path_kind, word},
+    maps::{CpuTask, IdentityConfig, cache_kind, grant_kind, hit, path_kind, word},
     verdict::{
         IDENTITY_ALLOW_FILELESS_EXEC, IDENTITY_HAS_RUNTIMES, IDENTITY_LOG_ALLOW, RULE_DEFAULT, access,
         action, hook, reason, restrict, stat,
@@ -48,6 +48,13 @@ const FMODE_READ: u32 = 0x1;
 const FMODE_WRITE: u32 = 0x2;
 const _: () = assert!(FMODE_READ == access::READ && FMODE_WRITE == access::WRITE);
 
+// `quick` counts a hit at its kind's `_RULE` index plus one where the default decided.
+const _: () = assert!(
+    hit::EXEC_DEFAULT == hit::EXEC_RULE + 1
+        && hit::OPEN_DEFAULT == hit::OPEN_RULE + 1
+        && hit::MAPPED == hit::MAPPED_RULE + 1
+);
+
 /// Decides whether the current task may execute the binary in `bprm->file`.
 /// Unmanaged tasks: allowed from their CPU's record (`fast_path`), else after one lookup.
 /// Errors for managed tasks: denied.
@@ -56,20 +63,13 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
     // Past the fast path, functions of their own that take the context: the program then
     // keeps only the context across calls. A value kept across a call sits in a register
     // the program saves and restores at every run, the unmanaged caller's included.
-    if fast_path::unmanaged(|| ctx.arg(1)) {
+    let look = fast_path::look(|| ctx.arg(1));
+    if look.unmanaged() {
         return 0;
     }
     // A managed caller's exec of a program run before, called from here: `exec` and its
     // code stay untouched when the cache decides.
-    if quick::<{ hook::EXEC }, true>(ctx.as_ptr()) {
-        return allow();
-    }
-    // What the kernel's open of the program read was not left for this exec (a context
-    // switch came in between, as for about one exec in eight in the bench's loops): the
-    // same lookup with the file and the root read now, three helper calls where the full
-    // path below makes a dozen. (Where the entry did not hold, this reads the same key
-    // again, three helper calls more before the full judgement.)
-    if quick::<{ hook::EXEC }, false>(ctx.as_ptr()) {
+    if quick::<{ hook::EXEC }, true>(ctx.as_ptr(), look.record, look.bad, look.low, look.seq) {
         return allow();
     }
     exec(ctx.as_ptr())
@@ -103,6 +103,19 @@ fn exec_file(bprm: *const u8) -> *const u8 {
 /// whole judgement inline, the allow's exit lay two kilobytes in.
 #[inline(never)]
 fn exec(ctx: *mut c_void) -> i32 {
+    // What the kernel's open of the program read was not left for this exec (a context
+    // switch came in between, as for about one exec in eight in the bench's loops): the
+    // same lookup with the file and the root read now, three helper calls where the full
+    // path below makes a dozen. (Where the entry did not hold, this reads the same key
+    // again, three helper calls more before the full judgement.) The record is read
+    // again: what the program read of it would have been kept across its first lookup.
+    let look = fast_path::look(|| LsmContext::new(ctx).arg(1));
+    if look.unmanaged() {
+        return 0;
+    }
+    if quick::<{ hook::EXEC }, false>(ctx, look.record, look.bad, look.low, look.seq) {
+        return allow();
+    }
     let ctx = LsmContext::new(ctx);
     let (bprm, earlier): (*const u8, i32) = (ctx.arg(0), ctx.arg(1));
     // Respect an earlier LSM's denial.
@@ -138,10 +151,11 @@ fn judge_exec(file: *const u8, staged: &mut u64) -> i32 {
 #[lsm(hook = "file_open")]
 pub fn file_open(ctx: LsmContext) -> i32 {
     // As in `bprm_check_security`: only the context is kept across calls.
-    if fast_path::unmanaged(|| ctx.arg(1)) {
+    let look = fast_path::look(|| ctx.arg(1));
+    if look.unmanaged() {
         return 0;
     }
-    if quick::<{ hook::FILE_OPEN }, false>(ctx.as_ptr()) {
+    if quick::<{ hook::FILE_OPEN }, false>(ctx.as_ptr(), look.record, look.bad, look.low, look.seq) {
         return allow();
     }
     judged_open(ctx.as_ptr())
@@ -232,43 +246,49 @@ fn cacheable(seen: &Seen, hook: u32) -> Option<u64> {
 /// reported, or any live state (quarantine, revoked credential, container set-up)
 /// exists: the slower ways decide then, as before.
 ///
+/// `record`, `bad`, `low` and `seq` are what the hook's fast path read of the caller's
+/// CPU's record (`fast_path::Look`), passed in the registers of a call's arguments, which
+/// the fast path's reading leaves them in: the rest of the line is read from the record
+/// in the same window of its `seq`, which is read once more after everything read from
+/// the record (`open_cache::opened_now`, `open_cache::recalled`).
+///
 /// Not inlined, for the stack frame (see [`cached`]): its registers spill, and inline
 /// in the program or in `exec` its frame would add to the full judgement's, past the
 /// verifier's 512 bytes. Called from the program itself, so an exec the cache decides
 /// makes one call and runs no code of `exec`'s (under emulation each call, return and
 /// page of code after the exec's switch of address space is a lookup).
 #[inline(never)]
-fn quick<const HOOK: u32, const RECALL: bool>(ctx: *mut c_void) -> bool {
+fn quick<const HOOK: u32, const RECALL: bool>(
+    ctx: *mut c_void,
+    record: *mut CpuTask,
+    bad: u64,
+    low: u64,
+    seq: u64,
+) -> bool {
     let (exec, open) = (HOOK == hook::EXEC, HOOK == hook::FILE_OPEN);
     let ctx = LsmContext::new(ctx);
-    // The hook's file, and the verdict of the LSMs before this one (the last argument).
-    let (file, earlier): (*const u8, i32) = if exec {
-        (exec_file(ctx.arg(0)), ctx.arg(1))
-    } else if open {
-        (ctx.arg(0), ctx.arg(1))
-    } else {
-        (ctx.arg(0), ctx.arg(4))
-    };
+    // The hook's file. (The verdict of the LSMs before this one is in `bad`.)
+    let file: *const u8 = if exec { exec_file(ctx.arg(0)) } else { ctx.arg(0) };
     // Opens for writing are judged in full: the guard of the kernel's and the enforcer's
     // own files comes first, and has no room in the cached judgement's stack frame.
     if open && wanted(file) != access::READ {
         return false;
     }
-    let line = &fast_path::read::<true>(|| earlier);
     // Before anything else is read: a record that cannot be trusted (or an unmanaged
     // caller here after all) costs nothing more.
-    if line.bad | fast_path::zero(u64::from(line.identity)) != 0 {
+    if bad | fast_path::zero(low & u64::from(u32::MAX)) != 0 {
         return false;
     }
+    let line = &fast_path::line(record, bad, low, seq);
     // An open reads the file and the caller's root now, and keeps what it read for the
     // exec or mapping that may follow; those take what the open of their file read, or
     // read them now where that is not there.
     let opened = if RECALL {
         open_cache::recalled(line, file)
     } else {
-        let (opened, seq) = open_cache::opened_now(file, identity::current_task(), line);
+        let opened = open_cache::opened_now(file, identity::current_task(), line, open);
         if open {
-            open_cache::remember(line, file, &opened, seq);
+            open_cache::remember(line, file, &opened);
         }
         opened
     };
@@ -301,20 +321,22 @@ fn quick<const HOOK: u32, const RECALL: bool>(ctx: *mut c_void) -> bool {
     if bad != 0 {
         return false;
     }
-    // Counted in this CPU's record, without a branch (see `CpuTask::hits`); atomic, as a
-    // task that preempted this program on this CPU may be counting too.
-    // SAFETY: words of this CPU's record in our own global.
+    // Counted in this CPU's record, once, at an index that says by what (see `hit`),
+    // without a branch (see `CpuTask::hits`); atomic, as a task that preempted this
+    // program on this CPU may be counting too.
+    let rule = if exec {
+        hit::EXEC_RULE
+    } else if open {
+        hit::OPEN_RULE
+    } else {
+        hit::MAPPED_RULE
+    };
+    #[expect(clippy::cast_possible_truncation, reason = "0 or 1")]
+    let by = rule + by_default as usize;
+    // SAFETY: a word of this CPU's record in our own global (`by_default` is 0 or 1).
     unsafe {
         let hits = (&raw mut (*line.record).hits).cast::<u64>();
-        if exec || open {
-            let hit = if exec { hit::EXEC } else { hit::OPEN };
-            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(hits.add(hit), 1);
-            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(hits.add(hit::DEFAULT), by_default);
-        } else {
-            // An allow by a rule is an allow; an unnamed mapping is allowed without one.
-            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(hits.add(hit::EXEC), by_default ^ 1);
-            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(hits.add(hit::MAPPED), by_default);
-        }
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(hits.add(by), 1);
     }
     true
 }
@@ -379,12 +401,21 @@ pub fn mmap_file(ctx: LsmContext) -> i32 {
     }
     let prot: u64 = ctx.arg(2);
     let file: *const u8 = ctx.arg(0);
-    if prot & PROT_EXEC == 0 || file.is_null() || fast_path::unmanaged(|| 0) {
+    if prot & PROT_EXEC == 0 || file.is_null() {
+        return 0;
+    }
+    let look = fast_path::look(|| 0);
+    if look.unmanaged() {
         return 0;
     }
     // As an exec: what the open of the file read, where it was the last one on this CPU
-    // (a loader opens a library, then maps it), else the file and root read now.
-    if quick::<{ hook::MMAP_EXEC }, true>(ctx.as_ptr()) || quick::<{ hook::MMAP_EXEC }, false>(ctx.as_ptr()) {
+    // (a loader opens a library, then maps it), else the file and root read now (the
+    // record read again, as in `exec`).
+    if quick::<{ hook::MMAP_EXEC }, true>(ctx.as_ptr(), look.record, look.bad, look.low, look.seq) {
+        return 0;
+    }
+    let look = fast_path::look(|| 0);
+    if quick::<{ hook::MMAP_EXEC }, false>(ctx.as_ptr(), look.record, look.bad, look.low, look.seq) {
         return 0;
     }
     let seen = policy::seen();

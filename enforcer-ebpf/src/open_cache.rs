@@ -64,6 +64,11 @@ static mut CACHE: OpenCache = {
     unsafe { core::mem::zeroed() }
 };
 
+// `opened_now` turns an open's four pointers into numbers in the first four words it
+// keeps, in this order.
+const _: () =
+    assert!(opened::MNT == 0 && opened::DENTRY == 1 && opened::ROOT_MNT == 2 && opened::ROOT_DENTRY == 3);
+
 const _: () = assert!(capacity::OPEN_CACHE.is_power_of_two() && capacity::DENTRY_EPOCHS.is_power_of_two());
 
 /// The element of `index` (`OpenCacheKey::index`, masked into the entries).
@@ -147,13 +152,15 @@ pub struct Opened {
 }
 
 /// [`Opened`] for `file` (BTF-typed) and `task`, the current task (BTF-typed), read now
-/// without a branch, and the record's `seq` as read before them. The key's pointers
-/// become numbers through this CPU's record (`line.record`) as in [`numbers`], with the
-/// record's `seq` read around the stores and loads in place of comparing them: only a
+/// without a branch. The key's pointers become numbers through this CPU's record
+/// (`line.record`) as in [`numbers`], with the record's `seq` read last and compared with
+/// the one the fast path first read (`line.seq`), in place of comparing them: only a
 /// program that preempted this one could have rewritten them in between, and the
-/// context switch that let it run moved `seq`.
+/// context switch that let it run moved `seq`. An open (`open`) turns them into numbers
+/// in the words it keeps for the exec that may follow ([`remember`]), other hooks in the
+/// record's own words for it.
 #[inline(always)]
-pub fn opened_now(file: *const u8, task: *const u8, line: &Line) -> (Opened, u64) {
+pub fn opened_now(file: *const u8, task: *const u8, line: &Line, open: bool) -> Opened {
     // SAFETY (all loads): BTF-typed pointers (the hook's argument, the current task, and
     // pointers loaded from them) at offsets from the kernel's BTF; a load that faults
     // reads 0, which makes the word below non-zero wherever 0 cannot be right.
@@ -179,31 +186,30 @@ pub fn opened_now(file: *const u8, task: *const u8, line: &Line) -> (Opened, u64
     let record = line.record;
     // SAFETY: this CPU's record in our own global (see `numbers`); volatile, so each
     // word is stored and loaded back in this order.
-    let (seq, [mnt, dentry, root_mnt, root_dentry], seq_after) = unsafe {
-        let seq = read_volatile(&raw const (*record).seq);
-        let at = (&raw mut (*record).numbers).cast::<u64>();
+    let ([mnt, dentry, root_mnt, root_dentry], seq_after) = unsafe {
+        let at = if open {
+            (&raw mut (*record).opened).cast::<u64>()
+        } else {
+            (&raw mut (*record).numbers).cast::<u64>()
+        };
         for (i, pointer) in [mnt, dentry, root_mnt, root_dentry].iter().enumerate() {
             write_volatile(at.add(i), *pointer as u64);
         }
         let numbers =
             [read_volatile(at), read_volatile(at.add(1)), read_volatile(at.add(2)), read_volatile(at.add(3))];
-        (seq, numbers, read_volatile(&raw const (*record).seq))
+        (numbers, read_volatile(&raw const (*record).seq))
     };
     let (rename_seq, rename_bad) = renames_word();
     let (mount_seq, mount_bad) = sequence_word(&MOUNT_LOCK_ADDR);
-    let bad = (seq ^ seq_after)
+    let bad = (line.seq ^ seq_after)
         | u64::from(before & 1)
         | u64::from(before ^ after)
-        | fast_path::zero(pprev)
-        | fast_path::zero(mnt)
-        | fast_path::zero(dentry)
-        | fast_path::zero(root_mnt)
-        | fast_path::zero(root_dentry)
+        | fast_path::any_not_kernel(pprev & mnt & dentry & root_mnt & root_dentry)
         | rename_bad
         | mount_bad;
     // SAFETY: a plain read of a counter only ever added to atomically.
     let dentry_epoch = unsafe { read_volatile(epoch_word(name_id)) };
-    let opened = Opened {
+    Opened {
         mnt,
         dentry,
         name_id: u64::from(name_id),
@@ -212,21 +218,18 @@ pub fn opened_now(file: *const u8, task: *const u8, line: &Line) -> (Opened, u64
         sequences: rename_seq | mount_seq << 32,
         dentry_epoch,
         bad,
-    };
-    (opened, seq)
+    }
 }
 
-/// Keeps `opened`, read for `file` (BTF-typed) while the record's `seq` was `seq`, in
-/// this CPU's record (`CpuTask::opened`), for [`recalled`].
+/// Keeps the rest of `opened`, read by an open of `file` (BTF-typed) in the window of the
+/// record's `seq` the fast path opened (`line.seq`), in this CPU's record
+/// (`CpuTask::opened`), for [`recalled`]: its pointers are there already
+/// ([`opened_now`]).
 #[inline(always)]
-pub fn remember(line: &Line, file: *const u8, opened: &Opened, seq: u64) {
+pub fn remember(line: &Line, file: *const u8, opened: &Opened) {
     let words = [
-        (opened::SEQ, seq),
-        (opened::MNT, opened.mnt),
-        (opened::DENTRY, opened.dentry),
+        (opened::SEQ, line.seq),
         (opened::NAME_ID, opened.name_id),
-        (opened::ROOT_MNT, opened.root_mnt),
-        (opened::ROOT_DENTRY, opened.root_dentry),
         (opened::SEQUENCES, opened.sequences),
         (opened::DENTRY_EPOCH, opened.dentry_epoch),
         (opened::BAD, opened.bad),
@@ -246,7 +249,8 @@ pub fn remember(line: &Line, file: *const u8, opened: &Opened, seq: u64) {
 /// What the last managed open for reading on this CPU read ([`remember`]), for the
 /// program `file` (BTF-typed) an exec runs: its `bad` is 0 only if it read them whole,
 /// for this very `struct file`, and no context switch came since (the record's `seq` is
-/// unchanged). The kernel opens the program an exec runs just before its
+/// the one the fast path read, `line.seq`, when read here last). The kernel opens the
+/// program an exec runs just before its
 /// `bprm_check_security`, in the same call and, unless it was preempted, with no switch
 /// between: what the open read of the file and the caller's root then stands for the
 /// exec, as the path the kernel resolved for it. A move or mount change on another CPU
@@ -257,13 +261,12 @@ pub fn recalled(line: &Line, file: *const u8) -> Opened {
     // SAFETY: words of this CPU's record in our own global, each read once, volatile;
     // the file becomes a number through `numbers`, as in `opened_now`.
     unsafe {
-        let seq = read_volatile(&raw const (*record).seq);
         let numbers = (&raw mut (*record).numbers).cast::<u64>();
         write_volatile(numbers, file as u64);
         let file = read_volatile(numbers);
         let at = (&raw const (*record).opened).cast::<u64>();
         let word = |i: usize| read_volatile(at.add(i));
-        let bad = word(opened::BAD) | (word(opened::FILE) ^ file) | (word(opened::SEQ) ^ seq);
+        let bad = word(opened::BAD) | (word(opened::FILE) ^ file) | (word(opened::SEQ) ^ line.seq);
         let mut recalled = Opened {
             mnt: word(opened::MNT),
             dentry: word(opened::DENTRY),
@@ -275,7 +278,7 @@ pub fn recalled(line: &Line, file: *const u8) -> Opened {
             bad,
         };
         // Last: a program that preempted this one and wrote the words moved `seq`.
-        recalled.bad |= read_volatile(&raw const (*record).seq) ^ seq;
+        recalled.bad |= read_volatile(&raw const (*record).seq) ^ line.seq;
         recalled
     }
 }
@@ -303,7 +306,7 @@ pub fn quick(opened: &Opened, line: &Line, kind: u32) -> (u64, Hit) {
         seq,
         key_bad,
         [entry_generation, dentry_epoch, root_mnt, root_dentry, sequences, hash, proof, rules, marks],
-    ) = entry_words(entry, &key);
+    ) = entry_words::<false>(entry, &key);
     bad |= key_bad
         | (entry_generation ^ generation)
         | (dentry_epoch ^ opened.dentry_epoch)
@@ -347,8 +350,13 @@ fn sequence_word(addr: &'static u64) -> (u64, u64) {
 
 /// The `seq` of `entry`, a word that is 0 only if its key is `key`, and its words,
 /// each read once, in that order (see `OpenCacheEntry`); the caller reads `seq` again.
+/// Without `ALL`, the words only a reported verdict needs (hash, proof, rules) are left
+/// unread, as 0.
 #[inline(always)]
-fn entry_words(entry: *const OpenCacheEntry, key: &OpenCacheKey) -> (u64, u64, [u64; OPEN_CACHE_WORDS]) {
+fn entry_words<const ALL: bool>(
+    entry: *const OpenCacheEntry,
+    key: &OpenCacheKey,
+) -> (u64, u64, [u64; OPEN_CACHE_WORDS]) {
     // SAFETY (all reads): an element of our own global, each word read once, volatile,
     // so in this order.
     unsafe {
@@ -360,7 +368,10 @@ fn entry_words(entry: *const OpenCacheEntry, key: &OpenCacheKey) -> (u64, u64, [
         let at = (&raw const (*entry).words).cast::<u64>();
         let mut words = [0u64; OPEN_CACHE_WORDS];
         for (i, word) in words.iter_mut().enumerate() {
-            *word = read_volatile(at.add(i));
+            // Hash, proof and rules: see `OpenFindings::words`.
+            if ALL || !(5..8).contains(&i) {
+                *word = read_volatile(at.add(i));
+            }
         }
         (seq, key_bad, words)
     }
@@ -369,7 +380,7 @@ fn entry_words(entry: *const OpenCacheEntry, key: &OpenCacheKey) -> (u64, u64, [
 /// [`entry_words`] with the key's comparison as a flag, for [`get`].
 #[inline(always)]
 fn read_entry(entry: *const OpenCacheEntry, key: &OpenCacheKey) -> (u64, bool, [u64; OPEN_CACHE_WORDS]) {
-    let (seq, key_bad, words) = entry_words(entry, key);
+    let (seq, key_bad, words) = entry_words::<true>(entry, key);
     (seq, key_bad == 0, words)
 }
 
@@ -586,7 +597,8 @@ fn numbers(pointers: [*const u8; 4]) -> Option<[u64; 4]> {
 /// pointers: a load that faulted would read 0.
 #[inline(always)]
 pub fn name_id(dentry: *const u8) -> u32 {
-    // SAFETY: a BTF-typed pointer at offsets from the kernel's BTF.
+    // SAFETY: a BTF-typed pointer at offsets from the kernel's BTF. Two loads: 6.1's
+    // verifier refuses one of the union's `hash_len`, taking its first member (`hash`).
     unsafe {
         dentry_name_id(load::<u32>(dentry, &OFF_DENTRY_NAME_HASH), load::<u32>(dentry, &OFF_DENTRY_NAME_LEN))
     }
