@@ -113,10 +113,17 @@ pub fn fork_in_dir(cgroup: Option<&Path>, f: impl FnOnce() -> i32) -> libc::pid_
     assert!(pid >= 0, "fork failed: {}", std::io::Error::last_os_error());
     if pid == 0 {
         if let Some(cgroup) = cgroup
-            && fs::write(cgroup.join("cgroup.procs"), "0").is_err()
+            && let Err(e) = fs::write(cgroup.join("cgroup.procs"), "0")
         {
-            // SAFETY: exiting the child without unwinding.
-            unsafe { libc::_exit(200) };
+            // Why, on stderr, written directly: the standard error's lock may have been
+            // held by another thread when the process forked.
+            let why = format!("moving into {}: {e}\n", cgroup.display());
+            // SAFETY: writing our own buffer to the inherited stderr, then exiting the
+            // child without unwinding.
+            unsafe {
+                libc::write(2, why.as_ptr().cast(), why.len());
+                libc::_exit(200)
+            };
         }
         let code = f();
         // SAFETY: as above.
